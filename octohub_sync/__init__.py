@@ -1,0 +1,25 @@
+"""octohub_sync: the synchronous, threaded node client for OctoHub."""
+from __future__ import annotations
+
+import logging
+
+from .client import NodeWebSocketClient
+from .config import Settings, load_settings
+from .exceptions import ApiError, AuthError, ConfigError, GaveUpError, OctoHubError, ProtocolError
+
+__all__ = [
+    "ApiError",
+    "AuthError",
+    "ConfigError",
+    "GaveUpError",
+    "NodeWebSocketClient",
+    "OctoHubError",
+    "ProtocolError",
+    "Settings",
+    "load_settings",
+]
+
+__version__ = "0.1.0"
+
+# A library never configures logging; the program that runs it does (see octohub_sync.cli).
+logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -1,0 +1,162 @@
+"""Where to connect: the signed API request of PROTOCOL §1, or a self-signed URL (§2)."""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import ssl
+import time
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Optional, Union
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+
+from . import signing
+from .config import Settings
+from .exceptions import ApiError, AuthError
+
+__all__ = ["Address", "resolve_address", "ssl_context", "tls_verify"]
+
+logger = logging.getLogger(__name__)
+
+#: Clock difference (seconds) past which every answer logs a warning; the hub refuses 300 s.
+SKEW_WARNING = 60.0
+
+API_PATH = "/node/ws"
+
+
+@dataclass(frozen=True)
+class Address:
+    """A signed WebSocket address and what was learnt while getting it."""
+
+    url: str
+    #: hub clock minus local clock, from the API's Date header (None in direct mode).
+    skew: Optional[float] = None
+    #: seconds the API request took (None in direct mode).
+    api_seconds: Optional[float] = None
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext:
+    """The TLS context for ``wss``: system CAs, or OCTOHUB_CA_FILE, or no checks when insecure."""
+    context = ssl.create_default_context(cafile=settings.ca_file)
+    if settings.tls_insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def tls_verify(settings: Settings) -> Union[bool, str]:
+    """The ``verify`` argument of requests for the same policy."""
+    if settings.tls_insecure:
+        return False
+    return settings.ca_file or True
+
+
+def resolve_address(settings: Settings, pc_id: str, session: requests.Session, log: logging.LoggerAdapter) -> Address:
+    """Get a freshly signed WebSocket address (called before every connection attempt).
+
+    Raises:
+        ApiError: the API gave no usable address (AuthError for HTTP 401).
+    """
+    if settings.connect_mode == "direct":
+        host = settings.ws_host or settings.server_host
+        query = signing.ws_query(settings.signature_key, pc_id)
+        return Address(url=f"{settings.ws_scheme}://{_bracket(host)}:{settings.ws_port}/ws/node?{query}")
+    return _ask_api(settings, pc_id, session, log)
+
+
+def _ask_api(settings: Settings, pc_id: str, session: requests.Session, log: logging.LoggerAdapter) -> Address:
+    params = {"pc_id": pc_id}
+    headers = signing.api_headers(settings.signature_key, "GET", API_PATH, params)
+    url = settings.api_base + API_PATH
+    started = time.monotonic()
+    try:
+        response = session.get(url, params=params, headers=headers, timeout=settings.connect_timeout,
+                               verify=tls_verify(settings), allow_redirects=False)
+    except requests.RequestException as exc:
+        raise ApiError(f"API request to {url} failed: {type(exc).__name__}", hint=_network_hint(exc)) from None
+    elapsed = time.monotonic() - started
+    skew = _skew(response, started_wall=time.time() - elapsed / 2)
+    if skew is not None and abs(skew) > SKEW_WARNING:
+        log.warning("the hub's clock differs from this machine's by %+.0f s; signatures older than 300 s "
+                    "are refused, so keep the clock synchronised (NTP)", skew)
+    body = _json_body(response)
+    if response.status_code == 401:
+        raise AuthError(
+            f"API refused the signature (HTTP 401{_errmsg(body)})", status=401,
+            hint="check that OCTOHUB_SIGNATURE_KEY is the hub's key and that this machine's clock is right"
+                 + (f" (measured skew {skew:+.0f} s)" if skew is not None else ""),
+        )
+    if response.status_code != 200 or body is None:
+        what = "a non-JSON body" if body is None else f"errcode {body.get('errcode')}{_errmsg(body)}"
+        raise ApiError(f"API answered HTTP {response.status_code} with {what}", status=response.status_code)
+    ws_url = _ws_url(body, response.status_code)
+    return Address(url=_fix_host(ws_url, settings, log), skew=skew, api_seconds=elapsed)
+
+
+def _json_body(response: requests.Response) -> Optional[dict]:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _errmsg(body: Optional[dict]) -> str:
+    msg = (body or {}).get("errmsg")
+    return f": {str(msg)[:200]}" if msg else ""
+
+
+def _ws_url(body: dict, status: int) -> str:
+    if body.get("errcode") != 0:
+        raise ApiError(f"API answered errcode {body.get('errcode')}{_errmsg(body)}", status=status)
+    data = body.get("data")
+    url = data.get("wsUrl") if isinstance(data, dict) else None
+    if not isinstance(url, str) or urlsplit(url).scheme not in ("ws", "wss") or not urlsplit(url).hostname:
+        raise ApiError("API answer has no usable data.wsUrl", status=status)
+    return url
+
+
+def _fix_host(url: str, settings: Settings, log: logging.LoggerAdapter) -> str:
+    parts = urlsplit(url)
+    if settings.ws_host:
+        netloc = _bracket(settings.ws_host) + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    api_host = urlsplit(settings.api_base).hostname or ""
+    if _is_loopback(parts.hostname or "") and not _is_loopback(api_host):
+        log.warning("the API at %s returned a WebSocket address on %s, i.e. on this machine: the hub's "
+                    "wsUrl setting is probably left at its default; set OCTOHUB_WS_HOST=%s (or fix the "
+                    "hub) if the connection fails", api_host, parts.hostname, api_host)
+    return url
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _skew(response: requests.Response, *, started_wall: float) -> Optional[float]:
+    date = response.headers.get("Date")
+    if not date:
+        return None
+    try:
+        return parsedate_to_datetime(date).timestamp() - started_wall
+    except (TypeError, ValueError):
+        return None
+
+
+def _network_hint(exc: requests.RequestException) -> str:
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "TLS failed: set OCTOHUB_CA_FILE to the hub's CA (or check OCTOHUB_TLS / the API URL scheme)"
+    if isinstance(exc, requests.Timeout):
+        return "the API did not answer within OCTOHUB_CONNECT_TIMEOUT"
+    return "check OCTOHUB_SERVER_HOST / OCTOHUB_SERVER_PORT (or OCTOHUB_API_URL) and that the API server runs"

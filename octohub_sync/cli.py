@@ -1,0 +1,118 @@
+"""The ``octohub-node`` program (also ``python run_node.py`` and ``python -m octohub_sync``).
+
+Everything a library must not do lives here: logging setup, signal handlers,
+printing, exit codes.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Any, Optional, Sequence
+
+from . import __version__
+from .client import NodeWebSocketClient
+from .config import Settings, env_name, load_settings, setting_help, setting_names
+from .exceptions import ConfigError
+from .signing import redact
+
+__all__ = ["main"]
+
+LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
+
+#: Exit codes.
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+class RedactingFilter(logging.Filter):
+    """Last line of defence: masks signature values in any record, ours or a library's."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        clean = redact(text)
+        if clean != text:
+            record.msg, record.args = clean, None
+        return True
+
+
+def setup_logging(level: str) -> None:
+    """The seed's log format on stderr, with signatures masked."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # websocket-client logs every disconnect at ERROR ("... - goodbye"); the node reports each one
+    # itself, with the reason and the next step, so its own lines would only be noise.
+    logging.getLogger("websocket").setLevel(logging.DEBUG if level == "DEBUG" else logging.CRITICAL)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="octohub-node",
+        description="Run an OctoHub node. Settings come from flags > .env > environment > defaults.")
+    parser.add_argument("--env-file", metavar="PATH", help="dotenv file to read instead of ./.env")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--demo", action="store_true",
+                      help="start a local hub in this process, run sample tasks through a node, print results")
+    mode.add_argument("--check", action="store_true",
+                      help="check configuration, API, connection and clock; exit non-zero naming what failed")
+    parser.add_argument("--version", action="version", version=f"octohub_sync {__version__}")
+    group = parser.add_argument_group("settings (each overrides its OCTOHUB_* variable)")
+    for name in setting_names():
+        flag = "--" + name.replace("_", "-")
+        group.add_argument(flag, dest=name, metavar="VALUE", help=f"{setting_help(name)} [{env_name(name)}]")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in setting_names() if getattr(args, name) is not None}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the program; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.demo:
+            from .demo import run_demo
+            setup_logging((args.log_level or "WARNING").upper())
+            return run_demo(_overrides(args))
+        settings = load_settings(_overrides(args), env_file=args.env_file)
+        setup_logging(settings.log_level)
+        if args.check:
+            from .doctor import run_check
+            return run_check(settings)
+        return run_node(settings)
+    except ConfigError as exc:
+        print(f"octohub-node: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def run_node(settings: Settings) -> int:
+    """Run until SIGTERM/SIGINT (warm stop; a second signal exits at once) or until giving up."""
+    client = NodeWebSocketClient(settings=settings)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            # Cold stop: the operator asked twice; running handlers are abandoned.
+            os.write(2, b"octohub-node: second signal, exiting now\n")
+            os._exit(EXIT_FAILED)
+        logging.getLogger(__name__).info("received %s: stopping (send it again to exit at once)",
+                                         signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    client.start()
+    while not stop.wait(0.5) and client.failure is None:
+        pass
+    clean = client.stop()
+    if client.failure is not None:
+        print(f"octohub-node: {client.failure}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK if clean else EXIT_FAILED

@@ -1,0 +1,389 @@
+"""``NodeWebSocketClient``: the facade users embed, start and stop."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Mapping, Optional
+
+import requests
+
+from . import dispatch as routing
+from . import protocol
+from .api import resolve_address, ssl_context
+from .config import Settings, load_settings, require_key
+from .connection import Connection
+from .exceptions import ApiError, AuthError, GaveUpError, OctoHubError, ProtocolError
+from .handlers import TaskHandler
+from .identity import machine_pc_id
+from .outbox import Outbox
+from .runner import TaskRunner
+from .stats import Stats
+from .watchdog import Watchdog
+
+__all__ = ["NodeWebSocketClient"]
+
+logger = logging.getLogger("octohub_sync")
+
+MessageHandler = Callable[[Mapping[str, Any]], Any]
+
+
+class _NodeLog(logging.LoggerAdapter):
+    """Puts the node's pc_id in front of every line (several nodes may share a log)."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[{self.extra['pc_id']}] {msg}", kwargs
+
+
+class NodeWebSocketClient:
+    """An OctoHub node: connects, receives tasks, runs handlers, sends results back.
+
+    Args:
+        server_host, server_port, signature_key: the seed's three constructor arguments.
+        settings: complete settings; when given, nothing is read from the environment.
+        env_file: dotenv file to read (default ``./.env`` if present; ``False`` for none).
+        **overrides: any other setting by field name (``max_workers=16``, ``pc_id=...``).
+
+    Raises:
+        ConfigError: a setting is invalid or the key is missing.
+    """
+
+    def __init__(
+        self,
+        server_host: Optional[str] = None,
+        server_port: Optional[int] = None,
+        signature_key: Optional[str] = None,
+        *,
+        settings: Optional[Settings] = None,
+        env_file: Any = None,
+        **overrides: Any,
+    ) -> None:
+        if settings is None:
+            overrides.update(server_host=server_host, server_port=server_port, signature_key=signature_key)
+            settings = load_settings(overrides, env_file=env_file)
+        require_key(settings)
+        self.settings = settings
+        self.pc_id = settings.pc_id or machine_pc_id(settings.instance)
+        self.log = _NodeLog(logger, {"pc_id": self.pc_id})
+        self._stats = Stats()
+        self.outbox = Outbox(settings.outbox_size)
+        self.runner = TaskRunner(
+            deliver=self._deliver, stats=self._stats, max_workers=settings.max_workers,
+            max_pending=settings.max_pending, task_timeout=settings.task_timeout,
+            cache_size=settings.result_cache_size, log=self.log)
+        self._message_handlers: dict[str, MessageHandler] = {}
+        self._message_pool: Optional[ThreadPoolExecutor] = None
+        self._ssl = ssl_context(settings) if settings.ws_scheme == "wss" else None
+        self._http = requests.Session()
+        self._conn: Optional[Connection] = None
+        self._ready = False
+        self._connected = threading.Event()
+        self._finished = threading.Event()
+        self._gave_up = threading.Event()
+        #: Set when the node gave up reconnecting (see OCTOHUB_MAX_RECONNECT_ATTEMPTS).
+        self.failure: Optional[GaveUpError] = None
+        self._flush_lock = threading.Lock()
+        self._lifecycle = threading.Lock()
+        self._watchdog: Optional[Watchdog] = None
+        self._metrics: Any = None
+        self.log.info("initialised NodeWebSocketClient, PC ID: %s", self.pc_id)
+        if settings.uses_public_key:
+            self.log.warning("OCTOHUB_SIGNATURE_KEY is the public example key from env.example: "
+                             "anyone can impersonate this hub; set a secret key in production")
+
+    # -- handlers ------------------------------------------------------------------------------
+
+    def register_task_handler(self, task_type: str, handler: Optional[TaskHandler] = None) -> Any:
+        """Run ``handler(task)`` for tasks of ``task_type``; without ``handler``, a decorator.
+
+        The handler receives the whole task message (``task["data"]`` holds the
+        parameters) and returns a JSON-serialisable result; raising an exception
+        answers the hub ``failed``. It runs on a worker thread.
+
+        Returns:
+            The handler, unchanged (so the decorator form leaves it callable and testable).
+        """
+        if handler is None:
+            return lambda fn: self.register_task_handler(task_type, fn)
+        if not callable(handler):
+            raise TypeError(f"task handler for {task_type!r} is not callable")
+        self.runner.handlers[task_type] = handler
+        return handler
+
+    def register_message_handler(self, kind: str, handler: Optional[MessageHandler] = None) -> Any:
+        """Call ``handler(message)`` for hub messages of ``kind`` (one at a time, in order).
+
+        Returns:
+            The handler, unchanged; without ``handler``, a decorator.
+        """
+        if handler is None:
+            return lambda fn: self.register_message_handler(kind, fn)
+        if not callable(handler):
+            raise TypeError(f"message handler for {kind!r} is not callable")
+        self._message_handlers[kind] = handler
+        return handler
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> "NodeWebSocketClient":
+        """Start connecting in the background and return at once."""
+        with self._lifecycle:
+            if self._watchdog is not None:
+                return self
+            self._finished.clear()
+            self._stats.state = "connecting"
+            self.runner.start()
+            if self.settings.metrics_port:
+                from .health import MetricsServer  # only nodes that serve metrics pay for it
+                self._metrics = MetricsServer(self, self.settings.metrics_host, self.settings.metrics_port)
+                self._metrics.start()
+            self._watchdog = Watchdog(self)
+            self._watchdog.start()
+        return self
+
+    def stop(self, timeout: Optional[float] = None) -> bool:
+        """Stop gracefully: refuse new tasks, let running ones finish, send results, close.
+
+        Args:
+            timeout: how long running tasks may take (default OCTOHUB_SHUTDOWN_TIMEOUT).
+
+        Returns:
+            True if every task finished and every result was sent.
+        """
+        with self._lifecycle:
+            watchdog, self._watchdog = self._watchdog, None
+            if watchdog is None:
+                return True
+            self._stats.state = "stopping"
+            limit = self.settings.shutdown_timeout if timeout is None else timeout
+            self.runner.stop_accepting()
+            unfinished = self.runner.drain(limit)
+            if unfinished:
+                self.log.warning("stopping with %d task(s) still running: %s", len(unfinished), ", ".join(unfinished[:10]))
+            self.runner.shutdown()
+            self._flush()
+            watchdog.stop(timeout=max(1.0, self.settings.connect_timeout))
+            self._ready = False
+            self._connected.clear()
+            self._close_extras()
+            unsent = len(self.outbox)
+            if unsent:
+                self.log.warning("stopped with %d result(s) not sent (hub unreachable)", unsent)
+            if self.failure is None:
+                self._stats.state = "stopped"
+            self._finished.set()
+            self.log.info("node stopped")
+            return not unfinished and not unsent
+
+    def _close_extras(self) -> None:
+        if self._message_pool is not None:
+            self._message_pool.shutdown(wait=True, cancel_futures=True)
+            self._message_pool = None
+        if self._metrics is not None:
+            self._metrics.stop()
+            self._metrics = None
+
+    def run_forever(self) -> None:
+        """Start (if needed) and block until the node is stopped.
+
+        Raises:
+            GaveUpError: OCTOHUB_MAX_RECONNECT_ATTEMPTS consecutive attempts failed.
+        """
+        self.start()
+        try:
+            # Short waits keep Ctrl-C responsive where Event.wait() cannot be interrupted.
+            while not self._finished.wait(0.5):
+                if self._gave_up.is_set():
+                    self.stop()
+        except KeyboardInterrupt:
+            self.stop()
+            raise
+        if self.failure is not None:
+            raise self.failure
+
+    def wait_connected(self, timeout: Optional[float] = None) -> bool:
+        """Block until the hub confirmed the connection and node_ready was sent."""
+        return self._connected.wait(timeout)
+
+    def is_connected(self) -> bool:
+        """True while connected and ready for tasks."""
+        return self._connected.is_set()
+
+    def get_pc_id(self) -> str:
+        """This node's id."""
+        return self.pc_id
+
+    def __enter__(self) -> "NodeWebSocketClient":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # -- observability -------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Connection state, counters and queue sizes right now."""
+        snap = self._stats.snapshot()
+        running, queued = self.runner.counts()
+        snap.update(pc_id=self.pc_id, tasks_running=running, tasks_queued=queued, outbox=len(self.outbox))
+        return snap
+
+    def log_status(self) -> None:
+        """Log the one-line summary (every OCTOHUB_STATUS_INTERVAL seconds)."""
+        s = self.stats()
+        self.log.info(
+            "status: %s, tasks received %d, completed %d, failed %d, rejected %d, timed out %d, "
+            "running %d, queued %d, outbox %d, reconnects %d", s["state"], s["tasks_received"],
+            s["tasks_completed"], s["tasks_failed"], s["tasks_rejected"], s["tasks_timed_out"],
+            s["tasks_running"], s["tasks_queued"], s["outbox"], s["reconnects"])
+
+    # -- called by the watchdog ------------------------------------------------------------------
+
+    def new_connection(self, number: int) -> Connection:
+        """A connection attempt, not yet started."""
+        conn = Connection(
+            self._address, number=number, on_open=self._opened, on_frame=self._frame,
+            on_closed=self._closed, ssl_context=self._ssl,
+            connect_timeout=self.settings.connect_timeout,
+            ping_interval=self.settings.ping_interval, ping_timeout=self.settings.ping_timeout)
+        self._conn = conn
+        return conn
+
+    def _address(self) -> str:
+        address = resolve_address(self.settings, self.pc_id, self._http, self.log)
+        if address.skew is not None:
+            self._stats.clock_skew = address.skew
+        if self.settings.tls_insecure:
+            self.log.warning("TLS certificate checks are OFF (OCTOHUB_TLS_INSECURE): anyone on the path can read the key's signatures and the tasks")
+        return address.url
+
+    def connection_lost(self, conn: Connection, delay: float) -> None:
+        """Log why and when the next attempt comes (called on the watchdog thread)."""
+        self._stats.state = "reconnecting"
+        self._stats.connected_since = None
+        self._stats.last_error = conn.error
+        if conn.opened_at is None:
+            self._stats.incr("connect_failures")
+        level = logging.WARNING if conn.opened_at is not None else logging.INFO
+        self.log.log(level, "connection %d %s (%s); next attempt in %.1f s", conn.number,
+                     "lost" if conn.opened_at is not None else "failed", conn.error or f"code {conn.close_code}", delay)
+
+    def gave_up(self, error: GaveUpError) -> None:
+        """The watchdog gave up; run_forever() stops the node and raises ``error``."""
+        self.failure = error
+        self._stats.state = "gave up"
+        self._stats.last_error = str(error)
+        self._gave_up.set()
+
+    # -- called on the connection thread ---------------------------------------------------------
+
+    def _opened(self, conn: Connection) -> None:
+        if self._watchdog is not None and self._watchdog.attempts > 1:
+            self._stats.incr("reconnects")
+        self.log.info("WebSocket connection %d established", conn.number)
+
+    def _frame(self, conn: Connection, frame: "str | bytes", binary: bool) -> None:
+        try:
+            if binary:
+                raise ProtocolError(f"binary frame of {len(frame)} bytes (the protocol uses text frames)")
+            plan = routing.dispatch(frame, max_bytes=self.settings.max_message_bytes,
+                                    handlers=self._message_handlers)
+        except ProtocolError as exc:
+            self._stats.incr("bad_frames")
+            self.log.warning("skipped a bad frame: %s", exc)
+            return
+        try:
+            self._carry_out(conn, plan)
+        except Exception:  # nothing a message does may end the connection thread
+            self._stats.incr("bad_frames")
+            self.log.exception("could not handle a %r message; skipped", plan.message.kind if plan.message else "?")
+
+    def _carry_out(self, conn: Connection, plan: routing.Plan) -> None:
+        if plan.log_text and self.log.isEnabledFor(plan.log_level):
+            self.log.log(plan.log_level, "%s", plan.log_text)
+        if plan.task is not None:
+            self.runner.submit(plan.task)
+        elif plan.reply is not None:
+            self._send_or_abort(conn, plan.reply)
+        elif plan.handshake:
+            self._handshake(conn)
+        elif plan.closing is not None:
+            if plan.replaced and self._watchdog is not None:
+                self._watchdog.replaced = True
+            if self._watchdog is not None:
+                self._watchdog.wake()
+        elif plan.handler is not None:
+            self._run_message_handler(plan.handler, plan.message.body)  # type: ignore[union-attr]
+
+    def _handshake(self, conn: Connection) -> None:
+        ready = protocol.node_ready(self.pc_id, task_types=sorted(self.runner.handlers),
+                                    capacity=self.settings.max_workers)
+        if not self._send_or_abort(conn, ready):
+            return
+        self._ready = True
+        self._stats.state = "connected"
+        self._stats.connected_since = time.time()
+        self._connected.set()
+        self.log.info("sent node_ready")
+        self._flush()
+
+    def _send_or_abort(self, conn: Connection, frame: str) -> bool:
+        try:
+            conn.send(frame)
+            return True
+        except Exception as exc:  # any send failure means the session is over
+            self.log.info("send failed (%s: %s); dropping the connection", type(exc).__name__, exc)
+            conn.abort()
+            return False
+
+    def _run_message_handler(self, kind: str, message: Mapping[str, Any]) -> None:
+        if self._message_pool is None:
+            # One thread: message handlers see messages in the order they arrived.
+            self._message_pool = ThreadPoolExecutor(1, thread_name_prefix="octohub-message")
+        self._message_pool.submit(self._call_message_handler, kind, message)
+
+    def _call_message_handler(self, kind: str, message: Mapping[str, Any]) -> None:
+        try:
+            self._message_handlers[kind](message)
+        except Exception:
+            self.log.exception("message handler for %r failed", kind)
+
+    def _closed(self, conn: Connection, code: Optional[int], error: str) -> None:
+        if conn is self._conn:
+            self._ready = False
+            self._connected.clear()
+        if self._watchdog is not None:
+            self._watchdog.wake()
+
+    # -- results ----------------------------------------------------------------------------------
+
+    def _deliver(self, task_id: str, frame: str) -> None:
+        """Send a result now, or keep it in the outbox until the next node_ready."""
+        conn = self._conn
+        if self._ready and conn is not None and not len(self.outbox):
+            try:
+                conn.send(frame)
+                return
+            except Exception as exc:  # kept below, and the dead session is ended
+                self.log.info("sending the result of %s failed (%s); keeping it", task_id, type(exc).__name__)
+                conn.abort()
+        dropped = self.outbox.put(task_id, frame)
+        if dropped is not None:
+            self._stats.incr("results_dropped")
+            self.log.warning("outbox full (OCTOHUB_OUTBOX_SIZE=%d): gave up the result of task %s",
+                             self.outbox.capacity, dropped)
+        if self._ready:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Send what the outbox holds, oldest first, while the connection takes it."""
+        with self._flush_lock:
+            items = self.outbox.take_all()
+            for i, (task_id, frame) in enumerate(items):
+                conn = self._conn
+                if not self._ready or conn is None or not self._send_or_abort(conn, frame):
+                    self.outbox.put_back(items[i:])
+                    return
+            if items:
+                self.log.info("sent %d result(s) kept while disconnected", len(items))

@@ -1,0 +1,300 @@
+"""Settings: read in exactly one place, validated once, frozen.
+
+Precedence, highest first: explicit overrides (constructor arguments, command-line
+flags) > the ``.env`` file > the process environment > defaults. The ``.env``
+file beating the environment is the seed README's rule and is kept on purpose.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+
+from .exceptions import ConfigError
+
+__all__ = ["PUBLIC_EXAMPLE_KEY", "Settings", "load_settings", "setting_names"]
+
+#: The key printed in the seed README and env.example: anyone can sign with it.
+PUBLIC_EXAMPLE_KEY = "mySignatureKey123456789012345"
+
+#: pc_id and instance names go into a URL and a signed string: keep them boring.
+SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _opt(default: Any, help: str, *, kind: str = "str", secret: bool = False) -> Any:
+    return field(default=default, metadata={"help": help, "kind": kind, "secret": secret})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of a node. Field ``x`` is read from ``OCTOHUB_X``."""
+
+    server_host: str = _opt("localhost", "API server host (and WS host in direct mode)")
+    server_port: int = _opt(8080, "API server port", kind="port")
+    ws_port: int = _opt(8000, "WebSocket server port (direct mode)", kind="port")
+    ws_host: Optional[str] = _opt(None, "replace the host of every WebSocket address with this one")
+    api_url: Optional[str] = _opt(None, "full API base URL, e.g. https://hub.example:8443 (overrides host/port/TLS for the API)", kind="url")
+    connect_mode: str = _opt("api", "api: ask the API server for the address; direct: sign the WS URL yourself", kind="mode")
+    signature_key: str = field(default="", repr=False, metadata={"help": "HMAC key shared with the hub (required)", "kind": "str", "secret": True})
+    tls: bool = _opt(False, "use https/wss", kind="bool")
+    ca_file: Optional[str] = _opt(None, "CA bundle to verify the hub's certificate (private CA)", kind="file")
+    tls_insecure: bool = _opt(False, "do not verify certificates (logs a warning on every connect)", kind="bool")
+    pc_id: Optional[str] = _opt(None, "node id; default node_<hash of host name and MAC>", kind="name")
+    instance: Optional[str] = _opt(None, "instance name mixed into the default pc_id (several nodes on one host)", kind="name")
+    reconnect_interval: float = _opt(5.0, "base delay of reconnect backoff (s)", kind="positive")
+    reconnect_max_interval: float = _opt(60.0, "longest delay between reconnect attempts (s)", kind="positive")
+    max_reconnect_attempts: int = _opt(0, "consecutive failed attempts before the node gives up (0 = never)", kind="count")
+    stable_after: float = _opt(30.0, "a connection up this long resets the backoff (s)", kind="positive")
+    connect_timeout: float = _opt(10.0, "timeout of the API request and the WebSocket handshake (s)", kind="positive")
+    ping_interval: float = _opt(30.0, "WebSocket ping frame interval (s)", kind="positive")
+    ping_timeout: float = _opt(10.0, "no pong within this time = dead connection (s)", kind="positive")
+    max_workers: int = _opt(8, "tasks run at once", kind="size")
+    max_pending: int = _opt(100, "tasks waiting for a worker before new ones are refused", kind="count")
+    task_timeout: float = _opt(0.0, "default task time limit (s, 0 = none)", kind="seconds")
+    shutdown_timeout: float = _opt(30.0, "how long stop waits for running tasks (s)", kind="seconds")
+    outbox_size: int = _opt(1000, "results kept while disconnected", kind="size")
+    result_cache_size: int = _opt(1000, "finished results kept to answer redelivered task ids", kind="size")
+    max_message_bytes: int = _opt(4 * 2**20, "larger frames are dropped (bytes)", kind="size")
+    status_interval: float = _opt(300.0, "log a status line every N s (0 = off)", kind="seconds")
+    metrics_port: int = _opt(0, "serve /healthz and /metrics on this port (0 = off)", kind="port0")
+    metrics_host: str = _opt("127.0.0.1", "address of the metrics endpoint")
+    log_level: str = _opt("INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL", kind="level")
+
+    #: Where each value came from ("default", "environment", ".env", "override"): for --check.
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def api_base(self) -> str:
+        """Base URL of the API server, without a trailing slash."""
+        if self.api_url:
+            return self.api_url.rstrip("/")
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{_host_for_url(self.server_host)}:{self.server_port}"
+
+    @property
+    def ws_scheme(self) -> str:
+        """``wss`` when TLS is on (or the API URL is https), else ``ws``."""
+        secure = self.tls or (self.api_url or "").lower().startswith("https:")
+        return "wss" if secure else "ws"
+
+    @property
+    def uses_public_key(self) -> bool:
+        """True when the key is the one published in env.example."""
+        return self.signature_key == PUBLIC_EXAMPLE_KEY
+
+    def masked(self) -> dict[str, tuple[str, str]]:
+        """Every setting as ``{env name: (shown value, source)}`` with the key masked."""
+        shown = {}
+        for f in _fields():
+            value = getattr(self, f.name)
+            if f.metadata["secret"]:
+                value = f"<{len(value)} characters>" if value else "<not set>"
+            shown[env_name(f.name)] = (str(value), self.sources.get(f.name, "default"))
+        return shown
+
+
+def _host_for_url(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _fields() -> list:
+    return [f for f in fields(Settings) if f.name != "sources"]
+
+
+def env_name(name: str) -> str:
+    """``server_host`` -> ``OCTOHUB_SERVER_HOST``."""
+    return "OCTOHUB_" + name.upper()
+
+
+def setting_names() -> list[str]:
+    """Field names of every setting, in declaration order."""
+    return [f.name for f in _fields()]
+
+
+def setting_help(name: str) -> str:
+    """One line describing a setting."""
+    return Settings.__dataclass_fields__[name].metadata["help"]
+
+
+def _parse_bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ValueError("expected true/false, 1/0, yes/no or on/off")
+
+
+def _parse_number(cast: Callable[[str], Any], minimum: float, *, above: bool = False) -> Callable[[Any], Any]:
+    def parse(raw: Any) -> Any:
+        try:
+            value = float(raw) if isinstance(raw, str) else raw
+        except ValueError:
+            raise ValueError("expected a number") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError("expected a number")
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError("expected a finite number")
+        if cast is int and value != int(value):
+            raise ValueError("expected a whole number")
+        if value < minimum or (above and value == minimum):
+            raise ValueError(f"must be {'>' if above else '>='} {minimum:g}")
+        return cast(value)
+    return parse
+
+
+def _parse_choice(choices: tuple, *, upper: bool = False) -> Callable[[Any], str]:
+    def parse(raw: Any) -> str:
+        value = str(raw).strip()
+        value = value.upper() if upper else value.lower()
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return value
+    return parse
+
+
+def _parse_name(raw: Any) -> Optional[str]:
+    value = str(raw).strip()
+    if not value:
+        return None
+    if not SAFE_NAME.match(value):
+        raise ValueError("use 1-64 characters from A-Z a-z 0-9 _ . -")
+    return value
+
+
+def _parse_url(raw: Any) -> Optional[str]:
+    value = str(raw).strip()
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected http://host:port or https://host:port")
+    return value
+
+
+def _parse_file(raw: Any) -> Optional[str]:
+    value = str(raw).strip()
+    if not value:
+        return None
+    if not os.path.isfile(value):
+        raise ValueError("no such file")
+    return value
+
+
+def _parse_port(minimum: int) -> Callable[[Any], int]:
+    number = _parse_number(int, minimum)
+
+    def parse(raw: Any) -> int:
+        value = number(raw)
+        if value > 65535:
+            raise ValueError("must be <= 65535")
+        return value
+    return parse
+
+
+def _parse_str(raw: Any) -> Optional[str]:
+    value = str(raw).strip()
+    return value or None
+
+
+_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "str": _parse_str,
+    "port": _parse_port(1),
+    "port0": _parse_port(0),
+    "url": _parse_url,
+    "mode": _parse_choice(("api", "direct")),
+    "bool": lambda raw: raw if isinstance(raw, bool) else _parse_bool(str(raw)),
+    "file": _parse_file,
+    "name": _parse_name,
+    "positive": _parse_number(float, 0, above=True),
+    "seconds": _parse_number(float, 0),
+    "count": _parse_number(int, 0),
+    "size": _parse_number(int, 1),
+    "level": _parse_choice(_LOG_LEVELS, upper=True),
+}
+
+
+def _read_env_file(env_file: str | os.PathLike | None | bool) -> dict[str, str]:
+    if env_file is False:
+        return {}
+    if env_file is None or env_file is True:
+        path = Path(".env")
+        if not path.is_file():
+            return {}
+    else:
+        path = Path(env_file)
+        if not path.is_file():
+            raise ConfigError("--env-file", str(path), "no such file")
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    env_file: str | os.PathLike | None | bool = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build validated :class:`Settings`.
+
+    Args:
+        overrides: field name -> value; beats everything else. ``None`` values are ignored.
+        env_file: path of a dotenv file; ``None`` reads ``./.env`` if present; ``False`` reads none.
+        environ: the environment to read (default ``os.environ``).
+
+    Returns:
+        The frozen settings, with ``sources`` telling where each value came from.
+
+    Raises:
+        ConfigError: a value is invalid; the message names the variable and the value.
+    """
+    environ = os.environ if environ is None else environ
+    layers = (
+        ("override", {env_name(k): v for k, v in (overrides or {}).items() if v is not None}),
+        (".env", _read_env_file(env_file)),
+        ("environment", environ),
+    )
+    unknown = set((overrides or {})) - set(setting_names())
+    if unknown:
+        raise ConfigError(env_name(sorted(unknown)[0]), None, "unknown setting")
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for f in _fields():
+        for source, layer in layers:
+            if env_name(f.name) in layer:
+                raw = layer[env_name(f.name)]
+                try:
+                    values[f.name] = _PARSERS[f.metadata["kind"]](raw)
+                except (TypeError, ValueError) as exc:
+                    raise ConfigError(env_name(f.name), raw, str(exc)) from None
+                sources[f.name] = source
+                break
+        if values.get(f.name, 0) is None:
+            del values[f.name]  # an empty value means "use the default"
+    settings = replace(Settings(), **values, sources=sources)
+    _check_together(settings)
+    return settings
+
+
+def _check_together(s: Settings) -> None:
+    if s.ping_timeout >= s.ping_interval:
+        raise ConfigError("OCTOHUB_PING_TIMEOUT", s.ping_timeout, f"must be below OCTOHUB_PING_INTERVAL ({s.ping_interval:g})")
+    if s.reconnect_max_interval < s.reconnect_interval:
+        raise ConfigError(
+            "OCTOHUB_RECONNECT_MAX_INTERVAL", s.reconnect_max_interval,
+            f"must be >= OCTOHUB_RECONNECT_INTERVAL ({s.reconnect_interval:g})",
+        )
+
+
+def require_key(settings: Settings) -> None:
+    """Raise :class:`ConfigError` unless a signature key is set."""
+    if not settings.signature_key:
+        raise ConfigError("OCTOHUB_SIGNATURE_KEY", "", "not set; it must match the hub's key")

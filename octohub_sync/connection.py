@@ -1,0 +1,179 @@
+"""One WebSocket session: a ``websocket.WebSocketApp`` on its own named thread.
+
+The connection knows nothing about tasks or the protocol: it opens the socket,
+hands every frame to ``on_frame``, and reports how it ended. The watchdog
+decides what happens next; websocket-client's own ``reconnect=`` is not used
+(it retries on a fixed delay and never after a clean close).
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import threading
+import time
+from typing import Callable, Optional
+from urllib.parse import urlsplit
+
+import websocket
+
+from .exceptions import OctoHubError
+from .signing import redact
+
+__all__ = ["Connection"]
+
+logger = logging.getLogger(__name__)
+
+#: How long a clean close waits for the hub's close frame (seconds).
+CLOSE_TIMEOUT = 2.0
+
+
+class Connection:
+    """A single attempt at a WebSocket session, from connect to close.
+
+    Args:
+        address: returns a freshly signed ``ws://`` or ``wss://`` address (called on the
+            connection thread, so a slow API never blocks the watchdog; never logged).
+        number: attempt number, for the thread name and log lines.
+        on_open / on_frame / on_closed: callbacks run on the connection thread.
+        ssl_context: used for ``wss``.
+        connect_timeout: bounds the TCP connect, the TLS and WebSocket handshakes,
+            and afterwards any single blocked read of a frame or send.
+        ping_interval, ping_timeout: WebSocket ping frames; a missing pong ends the session.
+    """
+
+    def __init__(
+        self,
+        address: Callable[[], str],
+        *,
+        number: int,
+        on_open: Callable[["Connection"], None],
+        on_frame: Callable[["Connection", "str | bytes", bool], None],
+        on_closed: Callable[["Connection", Optional[int], str], None],
+        ssl_context: Optional[ssl.SSLContext],
+        connect_timeout: float,
+        ping_interval: float,
+        ping_timeout: float,
+    ) -> None:
+        self._address = address
+        self.number = number
+        self.opened_at: Optional[float] = None
+        self.last_pong = 0.0
+        self.close_code: Optional[int] = None
+        self._on_open, self._on_frame, self._on_closed = on_open, on_frame, on_closed
+        self._ssl_context = ssl_context
+        self._connect_timeout = connect_timeout
+        self._ping = (ping_interval, ping_timeout)
+        self._binary = False
+        self._app = websocket.WebSocketApp(
+            "",
+            on_open=self._opened,
+            on_message=self._message,
+            on_data=self._data,
+            on_pong=self._pong,
+            on_error=self._error,
+            on_close=self._closed,
+        )
+        self.error: Optional[str] = None
+        # Daemon: a socket stuck in the kernel must never keep the process alive at exit;
+        # stop() joins this thread explicitly.
+        self.thread = threading.Thread(target=self._run, name=f"octohub-conn-{number}", daemon=True)
+
+    def start(self) -> None:
+        """Open the connection on its own thread; returns at once."""
+        self.thread.start()
+
+    @property
+    def is_open(self) -> bool:
+        """True between the handshake and the end of the session."""
+        return self.opened_at is not None and self.thread.is_alive() and self._app.sock is not None
+
+    def send(self, frame: str) -> None:
+        """Send a text frame (thread-safe: websocket-client locks each frame).
+
+        Raises:
+            websocket.WebSocketException, OSError: the connection is gone or stalled.
+        """
+        self._app.send(frame)
+
+    def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
+        """Close with code 1000 and wait for the thread; abort the socket if it lingers."""
+        try:
+            self._app.close(status=websocket.STATUS_NORMAL, timeout=min(timeout, CLOSE_TIMEOUT))
+        except Exception as exc:  # closing a broken socket may fail in many ways; it is closed anyway
+            logger.debug("close of connection %s: %s", self.number, exc)
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            self.abort()
+            self.thread.join(timeout)
+
+    def abort(self) -> None:
+        """Tear the TCP connection down without a close frame (dead or stalled path)."""
+        self._app.keep_running = False
+        sock = getattr(self._app.sock, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    # -- the connection thread -------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._app.url = self._address()
+            self._app.prepared_socket = self._open_socket(self._app.url)
+        except OctoHubError as exc:
+            hint = getattr(exc, "hint", "")
+            self.error = f"{exc}{' - ' + hint if hint else ''}"
+            self._on_closed(self, None, self.error)
+            return
+        except Exception as exc:  # DNS, refused, TLS: all mean "this attempt failed"
+            self.error = f"{type(exc).__name__}: {redact(str(exc))}"
+            self._on_closed(self, None, self.error)
+            return
+        interval, timeout = self._ping
+        self._app.run_forever(
+            ping_interval=interval,
+            ping_timeout=timeout,
+            skip_utf8_validation=True,  # the dispatcher checks UTF-8 itself: a bad frame must not end the session
+        )
+
+    def _open_socket(self, url: str) -> socket.socket:
+        # Our own socket, so that connect and handshake are bounded by connect_timeout
+        # (websocket-client would use the process-wide default timeout, None).
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "wss" else 80)
+        sock = socket.create_connection((parts.hostname, port), timeout=self._connect_timeout)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            if parts.scheme == "wss":
+                context = self._ssl_context or ssl.create_default_context()
+                sock = context.wrap_socket(sock, server_hostname=parts.hostname)
+        except Exception:
+            sock.close()
+            raise
+        return sock
+
+    def _opened(self, app: websocket.WebSocketApp) -> None:
+        self.opened_at = self.last_pong = time.monotonic()
+        self._on_open(self)
+
+    def _data(self, app: websocket.WebSocketApp, data: object, opcode: int, fin: bool) -> None:
+        # on_data runs just before on_message for the same frame: it is the only place
+        # websocket-client tells text and binary frames apart.
+        self._binary = opcode == websocket.ABNF.OPCODE_BINARY
+
+    def _message(self, app: websocket.WebSocketApp, frame: "str | bytes") -> None:
+        self._on_frame(self, frame, self._binary)
+
+    def _pong(self, app: websocket.WebSocketApp, data: bytes) -> None:
+        self.last_pong = time.monotonic()
+
+    def _error(self, app: websocket.WebSocketApp, exc: BaseException) -> None:
+        self.error = f"{type(exc).__name__}: {redact(str(exc))}"
+
+    def _closed(self, app: websocket.WebSocketApp, code: Optional[int], reason: Optional[str]) -> None:
+        self.close_code = code
+        self._on_closed(self, code, self.error or (reason or ""))

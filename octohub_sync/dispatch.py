@@ -1,0 +1,89 @@
+"""Routing: from one hub frame to what the node must do, without touching a socket.
+
+:func:`dispatch` is a pure function so that every kind of message, and every
+kind of garbage, can be tested without a connection. The connection thread
+only feeds it frames and carries out the :class:`Plan`.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Container, Optional
+
+from . import protocol
+from .protocol import Message, Task
+
+__all__ = ["Plan", "dispatch"]
+
+#: Disconnect reasons by which a hub says another connection with our pc_id replaced us.
+REPLACED_REASONS = ("新连接建立", "new connection", "replaced")
+
+#: Go-server error code for "unknown action": its answer to node_ready and task_result.
+UNKNOWN_ACTION = 1002
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to do about one frame. Unset fields mean "nothing"."""
+
+    message: Optional[Message] = None
+    reply: Optional[str] = None
+    task: Optional[Task] = None
+    handshake: bool = False
+    closing: Optional[str] = None
+    replaced: bool = False
+    handler: Optional[str] = None
+    log_level: int = logging.DEBUG
+    log_text: str = ""
+
+
+def dispatch(frame: str | bytes, *, max_bytes: int, handlers: Container[str] = ()) -> Plan:
+    """Decide what one frame asks of the node.
+
+    Args:
+        frame: the text frame as received.
+        max_bytes: frames longer than this are refused.
+        handlers: kinds that have a registered message handler.
+
+    Raises:
+        octohub_sync.exceptions.ProtocolError: the frame is not a usable message
+            (the caller logs and counts it).
+    """
+    msg = protocol.decode(frame, max_bytes=max_bytes)
+    kind = msg.kind
+    if kind == "task":
+        return Plan(message=msg, task=protocol.parse_task(msg))
+    if kind == "ping":
+        return Plan(message=msg, reply=protocol.pong(msg))
+    if kind == "connected":
+        session = msg.fields.get("session_id")
+        return Plan(message=msg, handshake=True, log_level=logging.INFO,
+                    log_text=f"hub confirmed the connection (session {session})")
+    if kind in ("disconnect_notification", "disconnected"):
+        return _disconnect(msg)
+    if kind == "error":
+        return _error(msg)
+    if kind == "pong":
+        return Plan(message=msg)
+    if kind in handlers:
+        return Plan(message=msg, handler=kind)
+    return Plan(message=msg, log_text=f"ignored message of kind {kind!r} (no handler registered)")
+
+
+def _disconnect(msg: Message) -> Plan:
+    reason = str(msg.fields.get("reason", ""))[:200]
+    replaced = any(word in reason for word in REPLACED_REASONS)
+    text = f"hub is closing this connection: {reason or 'no reason given'}"
+    if replaced:
+        text += " - another node with the same pc_id probably connected (set OCTOHUB_PC_ID or OCTOHUB_INSTANCE)"
+    return Plan(message=msg, closing=reason or msg.kind, replaced=replaced,
+                log_level=logging.WARNING, log_text=text)
+
+
+def _error(msg: Message) -> Plan:
+    code = msg.fields.get("code")
+    text = f"hub reported error {code}: {str(msg.fields.get('message', ''))[:200]}"
+    # The Go server answers every node_ready and task_result with 1002; that is expected, not news.
+    level = logging.DEBUG if code == UNKNOWN_ACTION else logging.WARNING
+    return Plan(message=msg, log_level=level, log_text=text)
+

@@ -1,0 +1,47 @@
+"""Every error octohub_sync raises derives from :class:`OctoHubError`."""
+from __future__ import annotations
+
+
+class OctoHubError(Exception):
+    """Base class of all octohub_sync errors."""
+
+
+class ConfigError(OctoHubError):
+    """A setting is missing or has a value that cannot be used.
+
+    The message always names the variable (``OCTOHUB_...``) and, unless it is
+    the key, the offending value.
+    """
+
+    def __init__(self, variable: str, value: object, reason: str) -> None:
+        self.variable = variable
+        self.value = value
+        self.reason = reason
+        shown = "<hidden>" if "KEY" in variable else repr(value)
+        super().__init__(f"{variable}={shown}: {reason}")
+
+
+class ApiError(OctoHubError):
+    """The API server did not hand out a WebSocket address.
+
+    Attributes:
+        status: HTTP status code, or ``None`` when no HTTP answer came back.
+        hint: what the operator can do about it, if anything is known.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, hint: str = "") -> None:
+        self.status = status
+        self.hint = hint
+        super().__init__(message)
+
+
+class AuthError(ApiError):
+    """The hub rejected the signature (HTTP 401)."""
+
+
+class ProtocolError(OctoHubError):
+    """A frame from the hub is not a message this node can act on."""
+
+
+class GaveUpError(OctoHubError):
+    """``OCTOHUB_MAX_RECONNECT_ATTEMPTS`` consecutive attempts failed; the node stopped."""

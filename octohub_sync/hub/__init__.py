@@ -1,0 +1,14 @@
+"""A local OctoHub hub (API + WebSocket servers) for tests, demos and benchmarks.
+
+Example::
+
+    with LocalHub("my-key") as hub:
+        ...  # point a node at hub.api_url
+        task_id = hub.send_task("echo", {"x": 1})
+        result = hub.wait_result(task_id)
+"""
+from __future__ import annotations
+
+from octohub_sync.hub.core import API_FAULTS, WS_FAULTS, LocalHub
+
+__all__ = ["API_FAULTS", "LocalHub", "WS_FAULTS"]

@@ -1,0 +1,178 @@
+"""The node-facing half of :class:`~octohub_sync.hub.LocalHub`: send, drop, inspect, wait.
+
+Kept apart from the server lifecycle in ``core.py``; everything here works on
+the shared :class:`~octohub_sync.hub.state.HubState`.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+from typing import Any, Callable, Optional, Union
+
+from octohub_sync.hub import messages
+from octohub_sync.hub.state import HubState
+from octohub_sync.hub.ws_server import abort
+
+#: Upper bound, in seconds, of the waits done by drop() and close().
+CLOSE_WAIT = 5.0
+
+
+class NodeSessions:
+    """Mixin of LocalHub: talking to connected nodes and waiting on what they did."""
+
+    _state: HubState
+    dialect: str
+    _task_ids: itertools.count[int]
+
+    # -- recorded state ----------------------------------------------------
+
+    @property
+    def results(self) -> dict[str, list[dict]]:
+        """task_id -> every task_result received for it, duplicates included."""
+        return self._state.results
+
+    @property
+    def received(self) -> list[dict]:
+        """Every JSON object received from nodes, in order, each with an added ``_pc_id``."""
+        return self._state.received
+
+    @property
+    def api_requests(self) -> list[dict]:
+        """Every API request: path, params, headers and status (0: never answered)."""
+        return self._state.api_requests
+
+    @property
+    def connections(self) -> list[dict]:
+        """Every accepted WebSocket connection: pc_id, opened and closed (monotonic or None)."""
+        return self._state.connections
+
+    @property
+    def handshakes_rejected(self) -> int:
+        """How many WebSocket handshakes were refused (400, 401, 404, 500)."""
+        return self._state.handshakes_rejected
+
+    @property
+    def pending(self) -> list[str]:
+        """Ids of tasks sent that have no result yet."""
+        return self._state.pending_ids()
+
+    def count(self, kind: str) -> int:
+        """Number of received messages of that kind (``type``, else ``action``)."""
+        return self._state.count(kind)
+
+    # -- sending -----------------------------------------------------------
+
+    def send_task(
+        self,
+        task_type: str,
+        data: Any = None,
+        *,
+        task_id: Optional[str] = None,
+        timeout: Optional[float] = None,
+        pc_id: Optional[str] = None,
+        extra: Optional[dict[str, Any]] = None,
+    ) -> str:
+        """Send a task, or keep it pending until its node is ready.
+
+        Args:
+            task_type: handler name on the node.
+            data: task payload (``{}`` when None).
+            task_id: id to use; ``task_<n>`` by default.
+            timeout: optional ``timeout`` field of the message.
+            pc_id: target node; default the only/most recently connected node, or, if
+                none ever connected, whichever node sends ``node_ready`` first.
+            extra: more top-level fields of the message.
+
+        Returns:
+            The task id. Never raises because a connection died: the task stays pending.
+        """
+        if task_id is None:
+            task_id = f"task_{next(self._task_ids)}"
+        frame = json.dumps(messages.task(task_id, task_type, data, timeout=timeout, extra=extra), ensure_ascii=False)
+        self._state.add_task(task_id, pc_id, frame)
+        return task_id
+
+    def send_message(self, message: dict[str, Any], pc_id: Optional[str] = None) -> None:
+        """Send any JSON object to a node.
+
+        Raises:
+            ConnectionError: no such node is connected, or the send failed.
+        """
+        self._state.send(pc_id, json.dumps(message, ensure_ascii=False))
+
+    def send_raw(self, frame: Union[str, bytes], pc_id: Optional[str] = None) -> None:
+        """Send one exact frame (bytes go as a binary frame).
+
+        Raises:
+            ConnectionError: no such node is connected, or the send failed.
+        """
+        self._state.send(pc_id, frame)
+
+    def send_json_ping(self, pc_id: Optional[str] = None) -> str:
+        """Send a JSON-level ping; return its request_id (``""`` in the seed dialect).
+
+        Raises:
+            ConnectionError: no such node is connected, or the send failed.
+        """
+        message, request_id = messages.ping(self.dialect)
+        self.send_message(message, pc_id)
+        return request_id
+
+    # -- connections -------------------------------------------------------
+
+    def connected(self, pc_id: Optional[str] = None) -> bool:
+        """Whether that node (or any node) has a live connection."""
+        return bool(self._state.live_links(pc_id))
+
+    def drop(self, pc_id: Optional[str] = None) -> int:
+        """Abort the TCP connection(s) of ``pc_id`` (or all), with no close frame.
+
+        Returns:
+            How many connections were dropped; they are unregistered when this returns.
+        """
+        links = self._state.live_links(pc_id)
+        for link in links:
+            abort(link.ws)
+        self._wait_closed(links)
+        return len(links)
+
+    def close(self, pc_id: Optional[str] = None, code: int = 1000) -> int:
+        """Close the connection(s) of ``pc_id`` (or all) with a clean close handshake.
+
+        Returns:
+            How many connections were closed.
+        """
+        links = self._state.live_links(pc_id)
+        for link in links:
+            link.ws.close(code)
+        self._wait_closed(links)
+        return len(links)
+
+    def _wait_closed(self, links: list) -> None:
+        self.wait_for(lambda: all(link.info["closed"] is not None for link in links), CLOSE_WAIT)
+
+    # -- waiting -----------------------------------------------------------
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Wait until ``predicate()`` holds, re-checking on every state change.
+
+        Returns:
+            ``predicate()`` at the end (False on timeout).
+        """
+        with self._state.cond:
+            return bool(self._state.cond.wait_for(predicate, timeout))
+
+    def wait_connected(self, pc_id: Optional[str] = None, timeout: float = 10.0) -> bool:
+        """Wait until that node (or any node) is connected and has sent ``node_ready``."""
+        return self.wait_for(lambda: any(link.ready for link in self._state.live_links(pc_id)), timeout)
+
+    def wait_result(self, task_id: str, timeout: float = 10.0) -> dict:
+        """Wait for the first task_result of ``task_id`` and return it.
+
+        Raises:
+            TimeoutError: none arrived within ``timeout`` seconds.
+        """
+        if not self.wait_for(lambda: task_id in self._state.results, timeout):
+            raise TimeoutError(f"no task_result for task_id {task_id!r} within {timeout} s")
+        return self._state.results[task_id][0]
+

@@ -1,0 +1,235 @@
+"""The hub's WebSocket endpoint ``/ws/node``, behaving like the Go server of PROTOCOL.md §2-§5.
+
+Built on ``websockets.sync.server``; its accept loop is replaced by one that
+starts named daemon threads, because a test hub must never keep a process alive.
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import logging
+import selectors
+import socket
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, Optional
+from urllib.parse import parse_qsl, urlsplit
+
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request, Response
+from websockets.sync.server import Server, ServerConnection, serve
+
+from octohub_sync import signing
+from octohub_sync.hub import messages
+
+if TYPE_CHECKING:
+    from octohub_sync.hub.core import LocalHub
+
+logger = logging.getLogger(__name__)
+
+#: Seconds a client gets for the TLS and WebSocket opening handshakes.
+OPEN_TIMEOUT = 5.0
+#: Seconds a clean close handshake may take before the socket is just closed.
+CLOSE_TIMEOUT = 2.0
+
+
+class _RedactFilter(logging.Filter):
+    """websockets logs request lines at debug level; they carry ``signature=``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = signing.redact(record.getMessage())
+        record.args = None
+        return True
+
+
+_wire_logger = logging.getLogger(__name__ + ".websockets")
+_wire_logger.addFilter(_RedactFilter())
+
+
+class HubConnection(ServerConnection):
+    """A server connection that remembers its last ping frame, for the Go read deadline."""
+
+    def __init__(self, server_side: WsServer, *args: Any, **kwargs: Any) -> None:
+        self.last_ping = time.monotonic()
+        self.pc_id = ""
+        self._server_side = server_side
+        # Registered before the reader thread starts, so close_socket() always finds it.
+        server_side.track(self)
+        try:
+            super().__init__(*args, **kwargs)
+        except BaseException:
+            server_side.untrack(self)
+            raise
+        self.recv_events_thread.name = f"hub-ws-recv-{server_side.next_id()}"
+
+    def process_event(self, event: Any) -> None:
+        super().process_event(event)
+        # Only control frames extend the Go server's read deadline, JSON pings do not.
+        if isinstance(event, Frame) and event.opcode in (Opcode.PING, Opcode.PONG):
+            self.last_ping = time.monotonic()
+
+    def close_socket(self) -> None:
+        super().close_socket()
+        self._server_side.untrack(self)
+
+
+class WsServer:
+    """Owns one websockets server at a time; can be stopped and restarted on the same port."""
+
+    def __init__(self, hub: LocalHub) -> None:
+        self._hub = hub
+        self._lock = threading.Lock()
+        self._live: set[HubConnection] = set()
+        self._ids = itertools.count(1)
+        self._server: Optional[Server] = None
+        self._accept_thread: Optional[threading.Thread] = None
+
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    def track(self, connection: HubConnection) -> None:
+        with self._lock:
+            self._live.add(connection)
+
+    def untrack(self, connection: HubConnection) -> None:
+        with self._lock:
+            self._live.discard(connection)
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    def start(self, host: str, port: int) -> int:
+        """Listen on ``host:port`` (0 = any free port) and return the bound port."""
+        sock = socket.create_server((host, port))  # sets SO_REUSEADDR on POSIX
+        hub = self._hub
+        self._server = serve(
+            self._handle,
+            sock=sock,
+            ssl=hub.ssl_context,
+            process_request=self._check_request,
+            create_connection=functools.partial(HubConnection, self),  # type: ignore[arg-type]
+            compression=None,
+            max_size=hub.max_size,
+            ping_interval=None,  # the Go server never pings: the node must
+            open_timeout=OPEN_TIMEOUT,
+            close_timeout=CLOSE_TIMEOUT,
+            logger=_wire_logger,
+        )
+        self._accept_thread = threading.Thread(
+            target=self._accept_loop, args=(self._server,), name="hub-ws-accept", daemon=True
+        )
+        self._accept_thread.start()
+        return int(sock.getsockname()[1])
+
+    def stop(self, timeout: float) -> None:
+        """Stop accepting, abort every connection, join the threads (bounded by ``timeout``)."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        deadline = time.monotonic() + timeout
+        server.socket.close()
+        try:
+            server.shutdown_notifier.send(b"x")
+        finally:
+            server.shutdown_notifier.close()
+        if self._accept_thread is not None:
+            self._accept_thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            live = list(self._live)
+        for connection in live:
+            abort(connection)
+        with server.lock:
+            threads = list(server.handler_threads)
+        threads += [c.recv_events_thread for c in live if hasattr(c, "recv_events_thread")]
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _accept_loop(self, server: Server) -> None:
+        poller = selectors.DefaultSelector()
+        try:
+            poller.register(server.shutdown_watcher, selectors.EVENT_READ)
+            poller.register(server.socket, selectors.EVENT_READ)
+            while True:
+                poller.select()
+                try:
+                    sock, addr = server.socket.accept()
+                except OSError:  # the listening socket was closed by stop()
+                    break
+                thread = threading.Thread(
+                    target=server.handler, args=(sock, addr), name=f"hub-ws-conn-{self.next_id()}", daemon=True
+                )
+                # Registered before start, as websockets' own loop does, so stop() sees it.
+                with server.lock:
+                    server.handler_threads.add(thread)
+                thread.start()
+        except (OSError, ValueError):
+            logger.debug("accept loop ended early", exc_info=True)
+        finally:
+            poller.close()
+            server.shutdown_watcher.close()
+            server.socket_closed.set()
+
+    def _check_request(self, connection: ServerConnection, request: Request) -> Optional[Response]:
+        """Reject a handshake before the upgrade, as the Go server does."""
+        hub = self._hub
+        url = urlsplit(request.path)
+        if url.path != "/ws/node":
+            return self._reject(connection, 404, {"error": "404 page not found"}, "unknown path")
+        fault = hub.ws_fault
+        if fault == "401":
+            return self._reject(connection, 401, {"error": "签名验证失败"}, "ws_fault 401")
+        if fault == "500":
+            return self._reject(connection, 500, {"error": "内部服务器错误"}, "ws_fault 500")
+        query = dict(parse_qsl(url.query, keep_blank_values=True))
+        pc_id, timestamp, signature = (query.get(name, "") for name in ("pc_id", "timestamp", "signature"))
+        if not (pc_id and timestamp and signature):
+            return self._reject(connection, 400, {"error": "缺少必要参数"}, "missing parameters")
+        if not signing.verify_ws(hub.key, pc_id, timestamp, signature, now=hub.now()):
+            return self._reject(connection, 401, {"error": "签名验证失败"}, f"bad or expired signature for {pc_id}")
+        connection.pc_id = pc_id  # type: ignore[attr-defined]
+        return None
+
+    def _reject(self, connection: ServerConnection, status: int, body: dict, why: str) -> Response:
+        logger.debug("rejecting a WebSocket handshake with %d: %s", status, why)
+        state = self._hub._state
+        with state.cond:
+            state.handshakes_rejected += 1
+            state.cond.notify_all()
+        response = connection.respond(status, json.dumps(body, ensure_ascii=False))
+        del response.headers["Content-Type"]
+        response.headers["Content-Type"] = "application/json; charset=utf-8"
+        return response
+
+    def _handle(self, connection: ServerConnection) -> None:
+        """Serve one node: confirm, register (evicting an older one), then read until it ends."""
+        hub = self._hub
+        pc_id = connection.pc_id  # type: ignore[attr-defined]
+        hello = messages.connected(hub.dialect, pc_id, uuid.uuid4().hex, hub.now())
+        try:
+            connection.send(json.dumps(hello, ensure_ascii=False))
+        except ConnectionClosed:
+            return
+        state = hub._state
+        link = state.attach(pc_id, connection)
+        logger.info("node %s connected", pc_id)
+        try:
+            for frame in connection:
+                state.on_frame(link, frame)
+        except ConnectionClosed:
+            pass
+        finally:
+            state.detach(link)
+            logger.info("node %s disconnected", pc_id)
+
+
+def abort(connection: Any) -> None:
+    """Close the TCP connection without a close frame, as the Go server does on timeouts."""
+    try:
+        connection.close_socket()
+    except Exception:  # a connection still being built may lack its sockets; nothing to abort
+        logger.debug("abort of a half-built connection failed", exc_info=True)
+

@@ -1,0 +1,162 @@
+"""Wire formats of PROTOCOL.md §3: decoding hub frames and encoding node messages.
+
+No sockets here. Both dialects are read: the seed's ``{"type": .., fields..}``
+and the Go server's ``{"action": .., "data": {fields..}}``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Mapping, Optional
+
+from .exceptions import ProtocolError
+
+__all__ = ["Dialect", "Message", "Task", "decode", "parse_task"]
+
+#: Longest task_id accepted; a longer one is treated as unusable rather than cached.
+MAX_TASK_ID = 256
+
+
+class Dialect(str, Enum):
+    """Which key named the message kind."""
+
+    SEED = "type"
+    GO = "action"
+
+
+@dataclass(frozen=True)
+class Message:
+    """A decoded hub message.
+
+    Attributes:
+        kind: value of ``type`` (or ``action``).
+        dialect: which key carried the kind; replies use the same one.
+        body: the whole JSON object as received.
+        fields: where the fields are: the object itself (seed), or its ``data`` object (Go).
+    """
+
+    kind: str
+    dialect: Dialect
+    body: Mapping[str, Any]
+    fields: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task message that passed validation."""
+
+    task_id: str
+    task_type: str
+    data: Mapping[str, Any]
+    timeout: Optional[float]
+    message: Mapping[str, Any]
+
+
+def decode(frame: str | bytes, *, max_bytes: int) -> Message:
+    """Turn one text frame into a :class:`Message`.
+
+    Raises:
+        ProtocolError: the frame is too large, not UTF-8, not JSON, not an object,
+            or names no kind.
+    """
+    if len(frame) > max_bytes:
+        raise ProtocolError(f"frame of {len(frame)} bytes exceeds OCTOHUB_MAX_MESSAGE_BYTES={max_bytes}")
+    if isinstance(frame, (bytes, bytearray)):
+        try:
+            frame = frame.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(f"text frame is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        body = json.loads(frame)
+    except RecursionError:
+        raise ProtocolError("JSON nested too deeply") from None
+    except ValueError as exc:
+        raise ProtocolError(f"not JSON ({exc.msg} at position {exc.pos})") from None
+    if not isinstance(body, dict):
+        raise ProtocolError(f"JSON {type(body).__name__} instead of an object")
+    kind = body.get("type")
+    dialect = Dialect.SEED
+    if not isinstance(kind, str):
+        kind, dialect = body.get("action"), Dialect.GO
+    if not isinstance(kind, str) or not kind:
+        raise ProtocolError("message has no string 'type' or 'action'")
+    fields = body
+    if dialect is Dialect.GO and isinstance(body.get("data"), dict):
+        fields = body["data"]
+    return Message(kind=kind, dialect=dialect, body=body, fields=fields)
+
+
+def parse_task(msg: Message) -> Task:
+    """Validate a ``task`` message.
+
+    Raises:
+        ProtocolError: the task cannot be run (no usable ``task_id``, no ``task_type``,
+            ``data`` not an object, bad ``timeout``).
+    """
+    body = msg.body
+    task_id = body.get("task_id")
+    if not isinstance(task_id, str) or not task_id or len(task_id) > MAX_TASK_ID:
+        raise ProtocolError("task has no usable 'task_id' (a non-empty string of at most 256 characters)")
+    task_type = body.get("task_type")
+    if not isinstance(task_type, str) or not task_type:
+        raise ProtocolError(f"task {task_id!r} has no string 'task_type'")
+    data = body.get("data", {})
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ProtocolError(f"task {task_id!r}: 'data' is {type(data).__name__}, not an object")
+    timeout = body.get("timeout")
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout < 0:
+            raise ProtocolError(f"task {task_id!r}: 'timeout' must be a non-negative number")
+        timeout = float(timeout) or None
+    return Task(task_id=task_id, task_type=task_type, data=data, timeout=timeout, message=body)
+
+
+def _dumps(obj: Mapping[str, Any]) -> str:
+    # allow_nan=False: NaN and Infinity are not JSON and a hub's parser would choke on them.
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def node_ready(pc_id: str, *, task_types: list[str], capacity: int) -> str:
+    """The ``node_ready`` message (extra fields are ignored by hubs)."""
+    return _dumps({
+        "type": "node_ready", "pc_id": pc_id, "timestamp": int(time.time()),
+        "task_types": task_types, "capacity": capacity,
+    })
+
+
+def task_completed(task_id: str, result: Any) -> str:
+    """A ``completed`` task_result.
+
+    Raises:
+        TypeError, ValueError: ``result`` is not JSON-serialisable.
+    """
+    return _dumps({
+        "type": "task_result", "task_id": task_id, "status": "completed",
+        "result": result, "timestamp": int(time.time()),
+    })
+
+
+def task_failed(task_id: str, error: str) -> str:
+    """A ``failed`` task_result carrying ``error``."""
+    return _dumps({
+        "type": "task_result", "task_id": task_id, "status": "failed",
+        "error": error, "timestamp": int(time.time()),
+    })
+
+
+def pong(msg: Message) -> str:
+    """Answer a JSON ping in the form it came in, echoing its ``request_id``."""
+    reply: dict[str, Any] = {msg.dialect.value: "pong", "timestamp": int(time.time())}
+    request_id = msg.body.get("request_id")
+    if request_id is not None:
+        reply["request_id"] = request_id
+    try:
+        return _dumps(reply)
+    except ValueError:  # a request_id of NaN: answer without it rather than not at all
+        del reply["request_id"]
+        return _dumps(reply)

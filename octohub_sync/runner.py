@@ -1,0 +1,216 @@
+"""Runs tasks on a thread pool: backpressure, redelivery, time limits, drain on stop."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from . import protocol
+from .handlers import BUILTIN_HANDLERS, TaskHandler
+from .protocol import Task
+from .stats import Stats
+
+__all__ = ["TaskRunner"]
+
+logger = logging.getLogger(__name__)
+
+#: Called with (task_id, frame) for every result; must never block for long.
+Deliver = Callable[[str, str], None]
+
+
+@dataclass
+class _Job:
+    task: Task
+    deadline: Optional[float]
+    started: bool = False
+    timed_out: bool = False
+
+
+class TaskRunner:
+    """Accepts tasks from the connection thread and runs their handlers on a pool.
+
+    At most ``max_workers`` handlers run and ``max_pending`` wait; more is refused
+    at once with a ``failed`` "node busy" result. A ``task_id`` seen again while it
+    runs is ignored; seen again after it finished, its stored result is sent again.
+    """
+
+    def __init__(
+        self,
+        *,
+        deliver: Deliver,
+        stats: Stats,
+        max_workers: int,
+        max_pending: int,
+        task_timeout: float,
+        cache_size: int,
+        log: logging.LoggerAdapter,
+    ) -> None:
+        self.handlers: dict[str, TaskHandler] = dict(BUILTIN_HANDLERS)
+        self._deliver = deliver
+        self._stats = stats
+        self._log = log
+        self._capacity = max_workers + max_pending
+        self._default_timeout = task_timeout or None
+        self._cache_size = cache_size
+        self._max_workers = max_workers
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._jobs: dict[str, _Job] = {}
+        self._done: OrderedDict[str, str] = OrderedDict()
+        self._running = 0
+        self._accepting = True
+        self._pool: Optional[ThreadPoolExecutor] = None
+
+    def start(self) -> None:
+        """Create the pool (threads start lazily, on the first tasks)."""
+        with self._lock:
+            self._accepting = True
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._max_workers, thread_name_prefix="octohub-task")
+
+    # -- called on the connection thread -------------------------------------------------
+
+    def submit(self, task: Task) -> None:
+        """Accept, refuse or de-duplicate one task. Never blocks."""
+        self._stats.incr("tasks_received")
+        tid = task.task_id
+        with self._lock:
+            if tid in self._jobs:
+                self._stats.incr("tasks_duplicate")
+                self._log.debug("task %s arrived again while running; ignored", tid)
+                return
+            stored = self._done.get(tid)
+            refusal = None if stored else self._refusal(task)
+            if stored is None and refusal is None:
+                timeout = task.timeout or self._default_timeout
+                deadline = time.monotonic() + timeout if timeout else None
+                self._jobs[tid] = _Job(task, deadline)
+                self._pool.submit(self._run, tid)  # type: ignore[union-attr]
+                return
+        if stored is not None:
+            self._stats.incr("tasks_duplicate")
+            self._log.debug("task %s arrived again after it finished; sending its result again", tid)
+            self._deliver(tid, stored)
+            return
+        self._stats.incr("tasks_rejected")
+        self._log.info("refused task %s: %s", tid, refusal)
+        self._deliver(tid, protocol.task_failed(tid, refusal))
+
+    def _refusal(self, task: Task) -> Optional[str]:
+        if not self._accepting or self._pool is None:
+            return "NodeShuttingDown: node shutting down"
+        if task.task_type not in self.handlers:
+            return f"UnknownTaskType: no handler for task_type {task.task_type!r}"
+        if len(self._jobs) >= self._capacity:
+            return f"NodeBusy: node busy ({len(self._jobs)} tasks running or queued)"
+        return None
+
+    # -- called on a pool thread ---------------------------------------------------------
+
+    def _run(self, tid: str) -> None:
+        with self._lock:
+            job = self._jobs.get(tid)
+            if job is None:  # answered by shutdown() while this work item was being picked up
+                return
+            job.started = True
+            self._running += 1
+        try:
+            frame, ok = self._call(job.task)
+        finally:
+            with self._lock:
+                self._running -= 1
+                del self._jobs[tid]
+                late = job.timed_out
+                if not late:
+                    self._remember(tid, frame)
+                self._idle.notify_all()
+        if late:
+            self._log.warning("task %s finished after its time limit; its late result is discarded", tid)
+            return
+        self._stats.incr("tasks_completed" if ok else "tasks_failed")
+        self._deliver(tid, frame)
+
+    def _call(self, task: Task) -> tuple[str, bool]:
+        handler = self.handlers.get(task.task_type)
+        try:
+            result = handler(task.message)  # type: ignore[misc]
+        except Exception as exc:  # a handler may raise anything; the node must not care
+            self._log.info("task %s (%s) failed: %s: %s", task.task_id, task.task_type, type(exc).__name__, exc)
+            return protocol.task_failed(task.task_id, f"{type(exc).__name__}: {exc}"), False
+        try:
+            frame = protocol.task_completed(task.task_id, result)
+        except (TypeError, ValueError, RecursionError) as exc:
+            error = f"ResultNotSerializable: handler returned {type(result).__name__}, not JSON ({exc})"
+            self._log.warning("task %s (%s): %s", task.task_id, task.task_type, error)
+            return protocol.task_failed(task.task_id, error), False
+        self._log.debug("task %s (%s) completed", task.task_id, task.task_type)
+        return frame, True
+
+    def _remember(self, tid: str, frame: str) -> None:
+        self._done[tid] = frame
+        if len(self._done) > self._cache_size:
+            self._done.popitem(last=False)
+
+    # -- called on the watchdog thread ---------------------------------------------------
+
+    def expire(self, now: float) -> None:
+        """Answer ``failed`` for every task past its time limit (its thread runs on)."""
+        expired = []
+        with self._lock:
+            for tid, job in self._jobs.items():
+                if job.deadline is not None and not job.timed_out and now >= job.deadline:
+                    job.timed_out = True
+                    limit = job.task.timeout or self._default_timeout
+                    frame = protocol.task_failed(tid, f"TaskTimeout: timed out after {limit:g} s")
+                    self._remember(tid, frame)
+                    expired.append((tid, frame))
+        for tid, frame in expired:
+            self._stats.incr("tasks_timed_out")
+            self._log.warning("task %s timed out", tid)
+            self._deliver(tid, frame)
+
+    def next_deadline(self) -> Optional[float]:
+        """The earliest pending time limit, for the watchdog's sleep."""
+        with self._lock:
+            deadlines = [j.deadline for j in self._jobs.values() if j.deadline is not None and not j.timed_out]
+        return min(deadlines, default=None)
+
+    # -- stop ----------------------------------------------------------------------------
+
+    def stop_accepting(self) -> None:
+        """From now on every new task is answered ``failed`` "node shutting down"."""
+        with self._lock:
+            self._accepting = False
+
+    def drain(self, timeout: float) -> list[str]:
+        """Wait up to ``timeout`` for running and queued tasks; return the ids still running."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while any(not j.timed_out for j in self._jobs.values()):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._idle.wait(left)
+            return [tid for tid, j in self._jobs.items() if not j.timed_out]
+
+    def shutdown(self) -> None:
+        """Release the pool; queued tasks that never started are answered ``failed``."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+            never_started = [tid for tid, job in self._jobs.items() if not job.started]
+            for tid in never_started:
+                del self._jobs[tid]
+        for tid in never_started:
+            self._stats.incr("tasks_rejected")
+            self._deliver(tid, protocol.task_failed(tid, "NodeShuttingDown: node stopped before the task started"))
+
+    def counts(self) -> tuple[int, int]:
+        """(running, queued) right now."""
+        with self._lock:
+            return self._running, len(self._jobs) - self._running
