@@ -1,0 +1,71 @@
+"""Fixtures: a real local hub on 127.0.0.1 (port 0) and nodes wired to it."""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from octohub_sync import NodeWebSocketClient, load_settings
+from octohub_sync.hub import LocalHub
+
+KEY = "test-key-0123456789abcdef"
+
+#: Settings that make a node react within a test's patience (no value is a timing assertion).
+FAST = dict(
+    ping_interval=2.0, ping_timeout=1.0, reconnect_interval=0.2, reconnect_max_interval=1.0,
+    stable_after=1.0, connect_timeout=3.0, shutdown_timeout=5.0, status_interval=0,
+)
+
+
+def node_threads() -> list[threading.Thread]:
+    """Threads that belong to a node (the hub's are named hub-*)."""
+    return [t for t in threading.enumerate() if t.name.startswith("octohub-") and t.is_alive()]
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.01) -> bool:
+    """Poll ``predicate`` until true or the deadline passes; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+@pytest.fixture
+def hub() -> Iterator[LocalHub]:
+    with LocalHub(KEY) as h:
+        yield h
+
+
+@pytest.fixture
+def make_node(hub: LocalHub) -> Iterator[Callable[..., NodeWebSocketClient]]:
+    """Build nodes pointed at ``hub`` (or another hub via ``_hub=``); all are stopped afterwards."""
+    made: list[NodeWebSocketClient] = []
+
+    def make(_hub: LocalHub | None = None, _start: bool = True, **overrides: Any) -> NodeWebSocketClient:
+        target = _hub or hub
+        values = {**FAST, "server_host": "127.0.0.1", "server_port": target.api_port,
+                  "ws_port": target.ws_port, "signature_key": target.key, "pc_id": f"node_test{len(made)}"}
+        values.update(overrides)
+        client = NodeWebSocketClient(settings=load_settings(values, env_file=False, environ={}))
+        made.append(client)
+        if _start:
+            client.start()
+        return client
+
+    yield make
+    for client in made:
+        client.stop(timeout=5)
+    assert wait_until(lambda: not node_threads(), 10), f"threads left: {node_threads()}"
+
+
+@pytest.fixture
+def node(make_node: Callable[..., NodeWebSocketClient], hub: LocalHub) -> NodeWebSocketClient:
+    """A started node, connected and ready."""
+    client = make_node()
+    assert client.wait_connected(10), client.stats()
+    assert hub.wait_connected(client.pc_id, timeout=10)
+    return client

@@ -1,0 +1,133 @@
+"""The node against the real local hub: every message of PROTOCOL §3 and every built-in."""
+from __future__ import annotations
+
+import json
+
+from octohub_sync import NodeWebSocketClient
+from octohub_sync.hub import LocalHub
+
+from .conftest import node_threads, wait_until
+
+
+def test_connect_sends_node_ready(node: NodeWebSocketClient, hub: LocalHub) -> None:
+    ready = [m for m in hub.received if m.get("type") == "node_ready"]
+    assert ready and ready[0]["pc_id"] == node.get_pc_id()
+    assert isinstance(ready[0]["timestamp"], int)
+    assert {"echo", "sleep", "default"} <= set(ready[0]["task_types"])
+    assert node.is_connected()
+
+
+def test_echo(node: NodeWebSocketClient, hub: LocalHub) -> None:
+    tid = hub.send_task("echo", {"a": [1, 2], "text": "你好"})
+    result = hub.wait_result(tid)
+    assert result["status"] == "completed"
+    assert result["result"]["echo"] == {"a": [1, 2], "text": "你好"}
+    assert isinstance(result["result"]["processed_at"], int)
+
+
+def test_sleep_clamps_and_reports(node: NodeWebSocketClient, hub: LocalHub) -> None:
+    tid = hub.send_task("sleep", {"sleep_time": 0.01})
+    assert hub.wait_result(tid)["result"] == "slept 0.1 seconds"
+
+
+def test_default_handler(node: NodeWebSocketClient, hub: LocalHub) -> None:
+    tid = hub.send_task("default", {})
+    result = hub.wait_result(tid)
+    assert result["status"] == "completed" and "default handler" in result["result"]
+
+
+def test_custom_handler_gets_whole_task(make_node, hub: LocalHub) -> None:
+    client = make_node(_start=False)
+    seen = []
+
+    @client.register_task_handler("file_operation")
+    def handle(task):
+        seen.append(task)
+        return f"file {task['data']['file_path']} done"
+
+    assert handle({"data": {"file_path": "x"}}) == "file x done"  # the decorator returned it unchanged
+    client.start()
+    assert client.wait_connected(10)
+    tid = hub.send_task("file_operation", {"file_path": "/tmp/a"})
+    assert hub.wait_result(tid)["result"] == "file /tmp/a done"
+    assert seen[-1]["task_id"] == tid and seen[-1]["task_type"] == "file_operation"
+
+
+def test_unknown_type_fails_naming_it(node: NodeWebSocketClient, hub: LocalHub) -> None:
+    result = hub.wait_result(hub.send_task("no_such_type", {}))
+    assert result["status"] == "failed" and "'no_such_type'" in result["error"]
+
+
+def test_failing_handler_gives_failed_and_node_lives(make_node, hub: LocalHub) -> None:
+    client = make_node(_start=False)
+    client.register_task_handler("boom", lambda task: 1 / 0)
+    client.register_task_handler("not_json", lambda task: {1, 2})
+    client.register_task_handler("exits", lambda task: (_ for _ in ()).throw(SystemExit(3)))
+    client.start()
+    assert client.wait_connected(10)
+    boom = hub.wait_result(hub.send_task("boom"))
+    assert boom["status"] == "failed" and boom["error"] == "ZeroDivisionError: division by zero"
+    bad = hub.wait_result(hub.send_task("not_json"))
+    assert bad["status"] == "failed" and "not JSON" in bad["error"]
+    assert hub.wait_result(hub.send_task("echo", {"after": 1}))["status"] == "completed"
+    assert client.is_connected()
+
+
+def test_malformed_frame_then_good_task(node: NodeWebSocketClient, hub: LocalHub) -> None:
+    hub.send_raw("{not json")
+    hub.send_raw(b"\x00\x01binary")
+    hub.send_raw(json.dumps({"type": "task", "task_type": "echo"}))  # no task_id: must not run
+    tid = hub.send_task("echo", {"ok": True})
+    assert hub.wait_result(tid)["status"] == "completed"
+    assert node.stats()["bad_frames"] == 3
+    assert node.stats()["tasks_completed"] == 1
+
+
+def test_json_ping_answered(node: NodeWebSocketClient, hub: LocalHub) -> None:
+    hub.send_json_ping()
+    assert hub.wait_for(lambda: hub.count("pong") == 1, 5)
+    pong = [m for m in hub.received if m.get("type") == "pong"][0]
+    assert isinstance(pong["timestamp"], int)
+
+
+def test_message_handler_and_unknown_kind(make_node, hub: LocalHub) -> None:
+    client = make_node(_start=False)
+    got = []
+    client.register_message_handler("notification", got.append)
+    client.start()
+    assert client.wait_connected(10)
+    hub.send_message({"type": "something_else", "x": 1})
+    hub.send_message({"type": "notification", "notification": "hi"})
+    assert wait_until(lambda: got, 5)
+    assert got[0]["notification"] == "hi"
+
+
+def test_eight_tasks_run_at_once(make_node, hub: LocalHub) -> None:
+    import threading
+
+    client = make_node(_start=False, max_workers=8)
+    gate = threading.Barrier(8, timeout=10)
+    client.register_task_handler("meet", lambda task: gate.wait() >= 0)
+    client.start()
+    assert client.wait_connected(10)
+    ids = [hub.send_task("meet") for _ in range(8)]
+    # The barrier only opens when all 8 handlers are inside it at the same time.
+    assert all(hub.wait_result(t, 15)["status"] == "completed" for t in ids)
+
+
+def test_stop_leaves_no_thread(make_node, hub: LocalHub) -> None:
+    client = make_node()
+    assert client.wait_connected(10)
+    assert hub.wait_result(hub.send_task("echo"))["status"] == "completed"
+    assert client.stop(timeout=5)
+    assert not node_threads()
+    assert not client.is_connected()
+
+
+def test_context_manager_and_seed_import_path(hub: LocalHub) -> None:
+    from octohub_sync.client import NodeWebSocketClient as Seed
+
+    with Seed("127.0.0.1", hub.api_port, hub.key, env_file=False, pc_id="node_ctx", status_interval=0) as client:
+        assert client.wait_connected(10)
+        assert client.get_pc_id() == "node_ctx"
+    assert not node_threads()
