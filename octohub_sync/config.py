@@ -271,6 +271,8 @@ def load_settings(
         for source, layer in layers:
             if env_name(f.name) in layer:
                 raw = layer[env_name(f.name)]
+                if isinstance(raw, str) and not raw.strip():
+                    break  # an empty value means "use the default", as in the seed's env.example
                 try:
                     values[f.name] = _PARSERS[f.metadata["kind"]](raw)
                 except (TypeError, ValueError) as exc:
@@ -278,7 +280,7 @@ def load_settings(
                 sources[f.name] = source
                 break
         if values.get(f.name, 0) is None:
-            del values[f.name]  # an empty value means "use the default"
+            del values[f.name]
     settings = replace(Settings(), **values, sources=sources)
     _check_together(settings)
     return settings
@@ -286,10 +288,10 @@ def load_settings(
 
 def _check_together(s: Settings) -> None:
     if s.ping_timeout >= s.ping_interval:
-        raise ConfigError("OCTOHUB_PING_TIMEOUT", s.ping_timeout, f"must be below OCTOHUB_PING_INTERVAL ({s.ping_interval:g})")
+        raise ConfigError("OCTOHUB_PING_TIMEOUT", f"{s.ping_timeout:g}", f"must be below OCTOHUB_PING_INTERVAL ({s.ping_interval:g})")
     if s.reconnect_max_interval < s.reconnect_interval:
         raise ConfigError(
-            "OCTOHUB_RECONNECT_MAX_INTERVAL", s.reconnect_max_interval,
+            "OCTOHUB_RECONNECT_MAX_INTERVAL", f"{s.reconnect_max_interval:g}",
             f"must be >= OCTOHUB_RECONNECT_INTERVAL ({s.reconnect_interval:g})",
         )
 

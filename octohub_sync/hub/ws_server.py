@@ -105,6 +105,7 @@ class WsServer:
     def start(self, host: str, port: int) -> int:
         """Listen on ``host:port`` (0 = any free port) and return the bound port."""
         sock = socket.create_server((host, port))  # sets SO_REUSEADDR on POSIX
+        bound_port = int(sock.getsockname()[1])  # read now: serve() detaches sock when it wraps it in TLS
         hub = self._hub
         self._server = serve(
             self._handle,
@@ -123,7 +124,7 @@ class WsServer:
             target=self._accept_loop, args=(self._server,), name="hub-ws-accept", daemon=True
         )
         self._accept_thread.start()
-        return int(sock.getsockname()[1])
+        return bound_port
 
     def stop(self, timeout: float) -> None:
         """Stop accepting, abort every connection, join the threads (bounded by ``timeout``)."""
