@@ -86,7 +86,7 @@ def _ask_api(settings: Settings, pc_id: str, session: requests.Session, log: log
         raise AuthError(
             f"API refused the signature (HTTP 401{_errmsg(body)})", status=401,
             hint="check that OCTOHUB_SIGNATURE_KEY is the hub's key and that this machine's clock is right"
-                 + (f" (measured skew {skew:+.0f} s)" if skew is not None else ""),
+                 + (f" (measured skew {skew:+.0f} s)" if skew is not None and abs(skew) >= 2 else ""),
         )
     if response.status_code != 200 or body is None:
         what = "a non-JSON body" if body is None else f"errcode {body.get('errcode')}{_errmsg(body)}"

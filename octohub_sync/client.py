@@ -258,16 +258,17 @@ class NodeWebSocketClient:
             self.log.warning("TLS certificate checks are OFF (OCTOHUB_TLS_INSECURE): anyone on the path can read the key's signatures and the tasks")
         return address.url
 
-    def connection_lost(self, conn: Connection, delay: float) -> None:
-        """Log why and when the next attempt comes (called on the watchdog thread)."""
+    def connection_lost(self, conn: Connection, delay: Optional[float]) -> None:
+        """Log why and when the next attempt comes, if any (called on the watchdog thread)."""
         self._stats.state = "reconnecting"
         self._stats.connected_since = None
         self._stats.last_error = conn.error
         if conn.opened_at is None:
             self._stats.incr("connect_failures")
         level = logging.WARNING if conn.opened_at is not None else logging.INFO
-        self.log.log(level, "connection %d %s (%s); next attempt in %.1f s", conn.number,
-                     "lost" if conn.opened_at is not None else "failed", conn.error or f"code {conn.close_code}", delay)
+        self.log.log(level, "connection %d %s (%s); %s", conn.number,
+                     "lost" if conn.opened_at is not None else "failed", conn.error or f"code {conn.close_code}",
+                     "no more attempts" if delay is None else f"next attempt in {delay:.1f} s")
 
     def gave_up(self, error: GaveUpError) -> None:
         """The watchdog gave up; run_forever() stops the node and raises ``error``."""

@@ -136,6 +136,7 @@ class Watchdog:
                 self._warn_duplicate(lived)
         limit = self._settings.max_reconnect_attempts
         if limit and self.failures >= limit:
+            self._client.connection_lost(conn, None)
             self._give_up(conn)
             return
         delay = self._backoff.delay(self.retries)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import logging
 import ssl
 import struct
 import threading
@@ -442,8 +443,13 @@ def test_drop_and_close(make_hub: Callable[..., LocalHub]) -> None:
     assert hub.drop() == 0
     node = connect(hub)
     frames: list[tuple[int, bytes]] = []
-    # The node must be reading to answer the close frame, which hub.close() waits for.
-    reader = threading.Thread(target=lambda: frames.append(node.ws.recv_data(control_frame=True)))
+
+    def read_close() -> None:
+        # hub.close() waits for the node to answer the close frame and close TCP, as a real node does.
+        frames.append(node.ws.recv_data(control_frame=True))
+        node.ws.shutdown()
+
+    reader = threading.Thread(target=read_close)
     reader.start()
     started = time.monotonic()
     assert hub.close("node_a", code=4000) == 1
@@ -477,3 +483,28 @@ def test_tls_for_api_and_websocket(make_hub: Callable[..., LocalHub]) -> None:
     node.answer(node.recv_task()["task_id"])
     assert hub.wait_result(task_id)["status"] == "completed"
     node.close()
+
+
+def test_no_secret_reaches_the_logs(make_hub: Callable[..., LocalHub], caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    hub = make_hub()
+    response = signed_get(hub)
+    node = Node(response.json()["data"]["wsUrl"])
+    node.ready("node_a")
+    assert hub.wait_connected("node_a", timeout=IO_TIMEOUT)
+    handshake_error(f"ws://127.0.0.1:{hub.ws_port}/ws/node?pc_id=node_a&timestamp=1&signature=feedface")
+    node.close()
+    signature = response.json()["data"]["wsUrl"].split("signature=")[1]
+    sent_signature = hub.api_requests[0]["headers"]["X-Signature"]
+    assert "signature=***" in caplog.text  # websockets' request lines are logged, redacted
+    for secret in (KEY, signature, sent_signature, "feedface"):
+        assert secret not in caplog.text
+
+
+def test_start_failure_leaves_no_thread(make_hub: Callable[..., LocalHub]) -> None:
+    hub = make_hub()
+    clash = LocalHub(KEY, ws_port=hub.ws_port)
+    with pytest.raises(OSError):
+        clash.start()
+    assert [t.name for t in hub_threads() if t.name == "hub-api"] == ["hub-api"]  # only the first hub's
+    clash.stop()

@@ -105,19 +105,27 @@ class LocalHub(NodeSessions):
             if self._started:
                 raise RuntimeError("LocalHub.start() called twice")
             self._started = True
+        try:
+            self._start_api()
+            if self.read_deadline is not None:
+                self._deadline = ReadDeadline(self._state, self.read_deadline)
+                self._state.on_attach = self._deadline.poke
+                self._deadline.start()
+            self.start_ws()
+        except BaseException:
+            self.stop()  # e.g. a port in use: leave no thread behind
+            raise
+        logger.info("local hub listening: API %s, WebSocket port %d (%s dialect)", self.api_url, self.ws_port, self.dialect)
+        return self
+
+    def _start_api(self) -> None:
         self._api = ApiServer(self, (self.host, self.api_port))
         self.api_port = int(self._api.server_address[1])
         self._api_thread = threading.Thread(
+            # A short poll interval keeps stop() fast: shutdown() waits for the next poll.
             target=self._api.serve_forever, kwargs={"poll_interval": 0.05}, name="hub-api", daemon=True
         )
         self._api_thread.start()
-        if self.read_deadline is not None:
-            self._deadline = ReadDeadline(self._state, self.read_deadline)
-            self._state.on_attach = self._deadline.poke
-            self._deadline.start()
-        self.start_ws()
-        logger.info("local hub listening: API %s, WebSocket port %d (%s dialect)", self.api_url, self.ws_port, self.dialect)
-        return self
 
     def stop(self) -> None:
         """Stop both servers, abort every connection and join every hub thread. Idempotent."""
@@ -141,7 +149,14 @@ class LocalHub(NodeSessions):
         self._ws.stop(STOP_TIMEOUT)
 
     def start_ws(self) -> None:
-        """(Re)start the WebSocket server, on the same port once one was bound."""
+        """(Re)start the WebSocket server, on the same port once one was bound.
+
+        Raises:
+            RuntimeError: the hub is not started, or already stopped.
+            OSError: the port cannot be bound again.
+        """
+        if not self._started or self._stopping.is_set():
+            raise RuntimeError("start_ws() needs a started hub that was not stopped")
         if not self._ws.running:
             self.ws_port = self._ws.start(self.host, self.ws_port)
 

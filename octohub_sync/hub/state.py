@@ -28,15 +28,17 @@ class Link:
         pc_id: the node's id, from the signed URL.
         ws: the server-side connection (anything with ``send`` and ``close_socket``).
         info: the public record in :attr:`HubState.connections`.
+        greeted: the ``connected`` message went out; tasks are sent directly from then on.
         ready: ``node_ready`` was received on this connection.
     """
 
-    __slots__ = ("pc_id", "ws", "info", "ready")
+    __slots__ = ("pc_id", "ws", "info", "greeted", "ready")
 
     def __init__(self, pc_id: str, ws: Any, info: dict[str, Any]) -> None:
         self.pc_id = pc_id
         self.ws = ws
         self.info = info
+        self.greeted = False
         self.ready = False
 
 
@@ -94,6 +96,11 @@ class HubState:
         if self.notify_replaced:
             self._send_quietly(old, json.dumps(messages.replaced(self.dialect), ensure_ascii=False))
         old.ws.close_socket()
+
+    def mark_greeted(self, link: Link) -> None:
+        """The node has its ``connected`` message; tasks may now go to it directly."""
+        with self.cond:
+            link.greeted = True
 
     def detach(self, link: Link) -> None:
         """Forget a connection that ended (its pending tasks stay pending)."""
@@ -184,6 +191,8 @@ class HubState:
         with self.cond:
             link = self.target(pc_id)
             owner = pc_id if pc_id is not None else (link.pc_id if link else self._last_pc_id)
+            if link is not None and not link.greeted:
+                link = None  # a task must not overtake "connected": node_ready will claim it
             self._pending[task_id] = _Task(owner, frame, link)
             self.cond.notify_all()
         if link is not None:

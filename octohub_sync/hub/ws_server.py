@@ -206,18 +206,17 @@ class WsServer:
         return response
 
     def _handle(self, connection: ServerConnection) -> None:
-        """Serve one node: confirm, register (evicting an older one), then read until it ends."""
+        """Serve one node: register (evicting an older one), confirm, then read until it ends."""
         hub = self._hub
+        state = hub._state
         pc_id = connection.pc_id  # type: ignore[attr-defined]
+        # Registered before the confirmation, so a node that saw "connected" finds the hub agreeing.
+        link = state.attach(pc_id, connection)
+        logger.info("node %s connected", pc_id)
         hello = messages.connected(hub.dialect, pc_id, uuid.uuid4().hex, hub.now())
         try:
             connection.send(json.dumps(hello, ensure_ascii=False))
-        except ConnectionClosed:
-            return
-        state = hub._state
-        link = state.attach(pc_id, connection)
-        logger.info("node %s connected", pc_id)
-        try:
+            state.mark_greeted(link)
             for frame in connection:
                 state.on_frame(link, frame)
         except ConnectionClosed:
@@ -233,4 +232,3 @@ def abort(connection: Any) -> None:
         connection.close_socket()
     except Exception:  # a connection still being built may lack its sockets; nothing to abort
         logger.debug("abort of a half-built connection failed", exc_info=True)
-

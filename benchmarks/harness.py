@@ -1,0 +1,235 @@
+"""Benchmark plumbing: subject processes (node, minimal loop) and the hub-side load drivers.
+
+Everything that measures lives in the bench process next to the in-process
+:class:`~octohub_sync.hub.LocalHub`; every subject runs in its own process (own GIL).
+"""
+from __future__ import annotations
+
+import math
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from octohub_sync.hub import LocalHub  # noqa: E402
+
+__all__ = ["REPO", "Subject", "echo_throughput", "echo_latency", "idle_usage", "reconnect_times", "sleep_wall"]
+
+#: Seconds without a single new result before a load run is declared stuck.
+STALL_TIMEOUT = 15.0
+
+
+@dataclass
+class Subject:
+    """One node-like process connected to the hub under its own pc_id."""
+
+    name: str
+    pc_id: str
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    proc: Optional[subprocess.Popen] = None
+    log_path: str = ""
+    _log: Any = field(default=None, repr=False)
+
+    def start(self) -> "Subject":
+        fd, self.log_path = tempfile.mkstemp(prefix=f"bench-{self.name}-", suffix=".log")
+        self._log = os.fdopen(fd, "w")
+        self.proc = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
+                                     stdout=self._log, stderr=subprocess.STDOUT)
+        return self
+
+    @property
+    def ps(self) -> psutil.Process:
+        assert self.proc is not None
+        return psutil.Process(self.proc.pid)
+
+    def wait_ready(self, hub: LocalHub, timeout: float = 15.0) -> None:
+        if not hub.wait_connected(self.pc_id, timeout):
+            raise RuntimeError(f"{self.name} did not connect within {timeout} s; log:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "".join(Path(self.log_path).read_text(errors="replace").splitlines(True)[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM (the node's warm stop), then SIGKILL if it lingers. Idempotent."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            try:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        if self.log_path:
+            Path(self.log_path).unlink(missing_ok=True)
+
+
+def _clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OCTOHUB_")}
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+def node_subject(hub: LocalHub, name: str, env_file: str, workdir: str, **settings: Any) -> Subject:
+    """The real node, ``python run_node.py``, configured only by OCTOHUB_* variables."""
+    pc_id = f"bench_{name}_{os.getpid()}"
+    env = _clean_env()
+    base = {"server_host": "127.0.0.1", "server_port": hub.api_port, "signature_key": hub.key,
+            "pc_id": pc_id, "log_level": "WARNING", "status_interval": 0}
+    for key, value in {**base, **settings}.items():
+        env["OCTOHUB_" + key.upper()] = str(value)
+    argv = [sys.executable, str(REPO / "run_node.py"), "--env-file", env_file]
+    return Subject(name, pc_id, argv, env, workdir)
+
+
+def minimal_subject(hub: LocalHub, workdir: str) -> Subject:
+    """The minimal websocket-client loop, ``python benchmarks/bench.py --minimal-loop``."""
+    pc_id = f"bench_minimal_{os.getpid()}"
+    env = _clean_env()
+    env["OCTOHUB_SIGNATURE_KEY"] = hub.key  # not on the command line, where ps would show it
+    argv = [sys.executable, str(REPO / "benchmarks" / "bench.py"), "--minimal-loop",
+            "--api", hub.api_url, "--pc-id", pc_id]
+    return Subject("minimal", pc_id, argv, env, workdir)
+
+
+# -- load drivers (all run on the bench thread, against the in-process hub) -----------------------
+
+
+@dataclass
+class Throughput:
+    tasks: int
+    seconds: float
+    failed: int
+    hub_cpu: float      # % of one core used by the bench (hub) process during the run
+    subject_cpu: float  # % of one core used by the subject process
+
+    @property
+    def rate(self) -> float:
+        return self.tasks / self.seconds
+
+
+def _drive(hub: LocalHub, pc_id: str, total: int, inflight: int, tag: str) -> list[str]:
+    """Keep ``inflight`` echo tasks outstanding until ``total`` have a result; return their ids."""
+    results = hub.results
+    base = len(results)
+    ids: list[str] = []
+    done = 0
+    while done < total:
+        for _ in range(min(total, done + inflight) - len(ids)):
+            ids.append(hub.send_task("echo", {"seq": len(ids), "tag": tag}, pc_id=pc_id))
+        seen = done
+        if not hub.wait_for(lambda: len(results) - base > seen, STALL_TIMEOUT):
+            raise RuntimeError(f"echo load stalled at {done}/{total} results")
+        done = len(results) - base
+    return ids
+
+
+def echo_throughput(hub: LocalHub, subject: Subject, total: int, inflight: int, tag: str) -> Throughput:
+    """Echo tasks/s with ``inflight`` outstanding; CPU of both processes over the same window."""
+    me, them = psutil.Process(), subject.ps
+    cpu0 = (sum(me.cpu_times()[:2]), sum(them.cpu_times()[:2]))
+    t0 = time.perf_counter()
+    ids = _drive(hub, subject.pc_id, total, inflight, tag)
+    seconds = time.perf_counter() - t0
+    cpu1 = (sum(me.cpu_times()[:2]), sum(them.cpu_times()[:2]))
+    failed = sum(1 for tid in ids if hub.results[tid][0].get("status") != "completed")
+    return Throughput(total, seconds, failed, 100 * (cpu1[0] - cpu0[0]) / seconds,
+                      100 * (cpu1[1] - cpu0[1]) / seconds)
+
+
+def echo_latency(hub: LocalHub, subject: Subject, n: int) -> list[float]:
+    """Round-trip seconds of ``n`` sequential echo tasks (one in flight)."""
+    times = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        tid = hub.send_task("echo", {"seq": i}, pc_id=subject.pc_id)
+        hub.wait_result(tid, STALL_TIMEOUT)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def sleep_wall(hub: LocalHub, subject: Subject, n: int, seconds: float) -> float:
+    """Wall time from sending ``n`` sleep tasks at once to the last result."""
+    t0 = time.perf_counter()
+    ids = [hub.send_task("sleep", {"sleep_time": seconds}, pc_id=subject.pc_id) for _ in range(n)]
+    for tid in ids:
+        hub.wait_result(tid, n * seconds + STALL_TIMEOUT)
+    return time.perf_counter() - t0
+
+
+def reconnect_times(hub: LocalHub, subject: Subject, drops: int, settle: float) -> list[float]:
+    """Seconds from ``hub.drop(pc_id)`` to the node's next node_ready, ``drops`` times.
+
+    Each drop waits ``settle`` seconds of connected time first, so that the node
+    counts the connection as stable (OCTOHUB_STABLE_AFTER) and every drop is an
+    isolated one, not part of a storm that backs off on purpose.
+    """
+    times = []
+    for _ in range(drops):
+        time.sleep(settle)
+        before = hub.count("node_ready")
+        arrived: list[float] = []
+
+        def ready_again() -> bool:
+            if not arrived and hub.count("node_ready") > before:
+                arrived.append(time.perf_counter())
+            return bool(arrived)
+
+        t0 = time.perf_counter()
+        hub.drop(subject.pc_id)
+        if not hub.wait_for(ready_again, STALL_TIMEOUT):
+            raise RuntimeError(f"{subject.name} did not reconnect within {STALL_TIMEOUT} s")
+        times.append(arrived[0] - t0)
+    return times
+
+
+@dataclass
+class Usage:
+    cpu_percent: float
+    rss_mb: float
+    threads: int
+
+
+def idle_usage(subjects: list[Subject], seconds: float) -> dict[str, Usage]:
+    """CPU % of one core over ``seconds`` of idleness (all subjects at once), RSS and threads."""
+    procs = {s.name: s.ps for s in subjects}
+    before = {name: sum(p.cpu_times()[:2]) for name, p in procs.items()}
+    time.sleep(seconds)
+    return {name: Usage(100 * (sum(p.cpu_times()[:2]) - before[name]) / seconds, p.memory_info().rss / 2**20,
+                        p.num_threads()) for name, p in procs.items()}
+
+
+def snapshot(subject: Subject) -> Usage:
+    """RSS and thread count right now (CPU not measured)."""
+    p = subject.ps
+    return Usage(float("nan"), p.memory_info().rss / 2**20, p.num_threads())
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile, ``q`` in [0, 100]."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), math.ceil(q / 100 * len(ordered))))
+    return ordered[rank - 1]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)

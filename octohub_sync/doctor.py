@@ -1,0 +1,241 @@
+"""``run_node.py --check``: walk through what a node does to connect, and say what is wrong.
+
+This is program code (the CLI's), so it prints. It never prints the key, nor a
+signed address without :func:`signing.redact`.
+"""
+from __future__ import annotations
+
+import logging
+import ssl
+import socket
+import sys
+import time
+from typing import Any, Optional, TextIO
+from urllib.parse import urlsplit
+
+import requests
+import websocket
+
+from . import protocol
+from .api import SKEW_WARNING, Address, _is_loopback, resolve_address, ssl_context
+from .config import Settings, env_name
+from .exceptions import ApiError, AuthError, ProtocolError
+from .identity import machine_pc_id
+from .signing import MAX_SKEW, redact
+
+__all__ = ["run_check"]
+
+logger = logging.getLogger(__name__)
+
+#: Exit codes, as in cli.py.
+EXIT_OK, EXIT_FAILED = 0, 1
+
+#: Added to the pc_id for the test connection: the hub keeps one connection per pc_id
+#: (PROTOCOL §5), so checking with the node's own id would knock a running node off.
+CHECK_SUFFIX = "_check"
+
+_KEY_FIX = "set OCTOHUB_SIGNATURE_KEY to the hub's key and keep this machine's clock synchronised (NTP)"
+
+
+class StepFailed(Exception):
+    """One check failed; ``hint`` is the likely fix."""
+
+    def __init__(self, step: str, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.step, self.message, self.hint = step, message, hint
+
+
+class _Printer:
+    """Check marks when the terminal can show them, ASCII otherwise."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        try:
+            "✓✗⚠–".encode(getattr(out, "encoding", None) or "ascii")
+            self.marks = {"ok": "✓", "fail": "✗", "warn": "⚠", "skip": "–"}
+        except (LookupError, UnicodeEncodeError):
+            self.marks = {"ok": "[ok]", "fail": "[FAIL]", "warn": "[warn]", "skip": "[skip]"}
+
+    def line(self, text: str = "") -> None:
+        print(redact(text), file=self.out, flush=True)
+
+    def mark(self, kind: str, step: str, text: str) -> None:
+        self.line(f"{self.marks[kind]} {step}: {text}")
+
+    def note(self, text: str) -> None:
+        self.line(f"    {self.marks['warn']} {text}")
+
+
+def run_check(settings: Settings, *, out: Optional[TextIO] = None) -> int:
+    """Print the configuration, then check key, API and WebSocket step by step.
+
+    Args:
+        settings: the node's settings, as the node would use them.
+        out: where to print (default standard output).
+
+    Returns:
+        0 when every step passed, else 1; the last line then names the failed step and the likely fix.
+    """
+    p = _Printer(out or sys.stdout)
+    pc_id = settings.pc_id or machine_pc_id(settings.instance)
+    _print_settings(settings, pc_id, p)
+    check_id = pc_id + CHECK_SUFFIX
+    try:
+        _check_key(settings, p)
+        address = _check_api(settings, check_id, p)
+        _check_websocket(settings, address, p)
+    except StepFailed as failure:
+        p.mark("fail", failure.step, failure.message)
+        p.line()
+        p.line(f"FAILED at step '{failure.step}': {failure.message}. Likely fix: {failure.hint}")
+        return EXIT_FAILED
+    p.line()
+    p.line(f"all checks passed: node {pc_id} can connect")
+    return EXIT_OK
+
+
+def _print_settings(settings: Settings, pc_id: str, p: _Printer) -> None:
+    p.line("Configuration (value [source]):")
+    shown = settings.masked()
+    width = max(len(name) for name in shown)
+    for name, (value, source) in shown.items():
+        p.line(f"  {name:<{width}} = {value} [{source}]")
+    origin = env_name("pc_id") if settings.pc_id else (
+        "host name + MAC" + (f" + instance {settings.instance!r}" if settings.instance else ""))
+    p.line(f"  pc_id in use: {pc_id} (from {origin})")
+    p.line()
+
+
+def _check_key(settings: Settings, p: _Printer) -> None:
+    if not settings.signature_key:
+        raise StepFailed("key", "OCTOHUB_SIGNATURE_KEY is not set", "set it to the hub's key (environment, .env or --signature-key)")
+    p.mark("ok", "key", f"OCTOHUB_SIGNATURE_KEY is set ({len(settings.signature_key)} characters)")
+    if settings.uses_public_key:
+        p.note("it is the public example key from env.example: anyone can impersonate the hub's nodes; "
+               "use a secret key in production")
+
+
+def _check_api(settings: Settings, check_id: str, p: _Printer) -> Address:
+    log = logging.LoggerAdapter(logger, {})
+    if settings.connect_mode == "direct":
+        p.mark("skip", "API", "skipped (OCTOHUB_CONNECT_MODE=direct: the node signs the WebSocket address itself)")
+        return resolve_address(settings, check_id, requests.Session(), log)
+    url = settings.api_base + "/node/ws"
+    with requests.Session() as session:
+        try:
+            address = resolve_address(settings, check_id, session, log)
+        except AuthError as exc:
+            raise StepFailed("API", str(exc), exc.hint or _KEY_FIX) from None
+        except ApiError as exc:
+            raise StepFailed("API", str(exc), exc.hint or (
+                "the server answered, but not as the OctoHub API: check that OCTOHUB_SERVER_PORT "
+                "(or OCTOHUB_API_URL) points at the API server, not the WebSocket server or a proxy")) from None
+    p.mark("ok", "API", f"GET {url} answered in {_ms(address.api_seconds)}")
+    _report_skew(address.skew, p)
+    p.line(f"    WebSocket address: {redact(address.url)}")
+    if _loopback_mismatch(settings, address.url):
+        p.note(f"the API at {urlsplit(settings.api_base).hostname} handed out an address on this machine "
+               f"({urlsplit(address.url).hostname}): the hub's wsUrl setting is probably left at its default; "
+               "set OCTOHUB_WS_HOST if the next step fails")
+    return address
+
+
+def _report_skew(skew: Optional[float], p: _Printer) -> None:
+    if skew is None:
+        p.note("clock: the API sent no Date header, so the clock difference is unknown")
+        return
+    text = f"clock: the hub's clock differs from this machine's by {skew:+.1f} s (Date header, 1 s resolution)"
+    if abs(skew) > SKEW_WARNING:
+        p.note(f"{text}; signatures older than {MAX_SKEW} s are refused: synchronise the clock (NTP)")
+    else:
+        p.line(f"    {text}")
+
+
+def _loopback_mismatch(settings: Settings, ws_url: str) -> bool:
+    if settings.connect_mode == "direct" or settings.ws_host:
+        return False
+    api_host = urlsplit(settings.api_base).hostname or ""
+    return _is_loopback(urlsplit(ws_url).hostname or "") and not _is_loopback(api_host)
+
+
+def _check_websocket(settings: Settings, address: Address, p: _Printer) -> None:
+    parts = urlsplit(address.url)
+    where = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'wss' else 80)}"
+    sslopt = {"context": ssl_context(settings)} if parts.scheme == "wss" else None
+    started = time.monotonic()
+    try:
+        ws = websocket.create_connection(address.url, timeout=settings.connect_timeout, sslopt=sslopt)
+    except Exception as exc:  # every way a handshake can fail is a finding to explain
+        raise StepFailed("WebSocket", f"connecting to {parts.scheme}://{where} failed: {_describe(exc)}",
+                         _ws_hint(exc, settings, address.url, where)) from None
+    opened = time.monotonic()
+    try:
+        message = _wait_connected(ws, settings, started + settings.connect_timeout)
+    finally:
+        ws.close(status=websocket.STATUS_NORMAL, timeout=1.0)
+    if message is None:
+        raise StepFailed("WebSocket", f"no 'connected' message within {settings.connect_timeout:g} s of the handshake",
+                         "check that the address is the OctoHub WebSocket server (path /ws/node), "
+                         "not another WebSocket service")
+    p.mark("ok", "WebSocket", f"{parts.scheme}://{where} confirmed the connection in {_ms(time.monotonic() - started)} "
+           f"(handshake {_ms(opened - started)})")
+    server_time = message.fields.get("server_time")
+    if address.skew is None and isinstance(server_time, (int, float)) and not isinstance(server_time, bool):
+        _report_skew(server_time - time.time(), p)
+
+
+def _wait_connected(ws: Any, settings: Settings, deadline: float) -> Optional[protocol.Message]:
+    """Read frames until the hub's ``connected`` confirmation (None at the deadline)."""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        ws.settimeout(left)
+        try:
+            frame = ws.recv()
+        except (websocket.WebSocketTimeoutException, socket.timeout):
+            return None
+        except (websocket.WebSocketException, OSError) as exc:
+            raise StepFailed("WebSocket", f"the hub closed the connection before confirming it ({_describe(exc)})",
+                             "a hub that drops a signed connection at once may refuse this pc_id; see its log") from None
+        try:
+            message = protocol.decode(frame, max_bytes=settings.max_message_bytes)
+        except ProtocolError:
+            continue  # not the confirmation; the node itself skips such frames too
+        if message.kind == "connected":
+            return message
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, websocket.WebSocketBadStatusException):
+        return f"HTTP {exc.status_code} {exc.status_message or ''}".strip()
+    text = str(exc)
+    return redact(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+
+
+def _ws_hint(exc: BaseException, settings: Settings, url: str, where: str) -> str:
+    mismatch = _loopback_mismatch(settings, url)
+    if isinstance(exc, websocket.WebSocketBadStatusException):
+        if exc.status_code == 401:
+            return "the WebSocket server refused the signature: " + _KEY_FIX + (
+                " (in API mode the API and WebSocket servers must share the key)" if settings.connect_mode == "api" else "")
+        return f"check that {where} is the OctoHub WebSocket server (path /ws/node)"
+    if isinstance(exc, ssl.SSLError):
+        return "TLS failed: set OCTOHUB_CA_FILE to the CA bundle that signed the hub's certificate (or check OCTOHUB_TLS)"
+    if isinstance(exc, (socket.timeout, websocket.WebSocketTimeoutException)):
+        return (f"no answer within OCTOHUB_CONNECT_TIMEOUT={settings.connect_timeout:g} s: "
+                f"check the network and firewalls between this machine and {where}")
+    if mismatch:
+        return (f"the API handed out an address on the hub's own loopback ({where}); set OCTOHUB_WS_HOST to the "
+                f"hub's address (e.g. {urlsplit(settings.api_base).hostname}) or fix the hub's wsUrl setting")
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve {urlsplit(url).hostname}: check OCTOHUB_SERVER_HOST / OCTOHUB_WS_HOST"
+    if isinstance(exc, ConnectionRefusedError):
+        if settings.connect_mode == "direct":
+            return f"nothing listens on {where}: check OCTOHUB_SERVER_HOST / OCTOHUB_WS_PORT and that the WebSocket server runs"
+        return f"nothing listens on {where}, the address the API handed out: check the hub's wsUrl setting or set OCTOHUB_WS_HOST"
+    return f"check the network and firewalls between this machine and {where}"
+
+
+def _ms(seconds: Optional[float]) -> str:
+    return "?" if seconds is None else f"{seconds * 1000:.0f} ms"

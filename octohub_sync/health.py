@@ -1,0 +1,250 @@
+"""``/healthz`` and ``/metrics`` of a running node, on the standard library's HTTP server.
+
+Started by :meth:`NodeWebSocketClient.start` when ``OCTOHUB_METRICS_PORT`` is set.
+``/metrics`` is the Prometheus text exposition format 0.0.4, written by hand: it is
+a few lines of text, and writing it keeps ``prometheus_client`` an optional dependency.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any, Mapping, Optional
+
+from . import __version__
+from .exceptions import ConfigError
+from .signing import redact
+from .stats import COUNTERS
+
+if TYPE_CHECKING:
+    from .client import NodeWebSocketClient
+
+__all__ = ["MetricsServer", "health", "render_metrics"]
+
+logger = logging.getLogger(__name__)
+
+#: States in which the node is doing its job, or retrying within OCTOHUB_MAX_RECONNECT_ATTEMPTS.
+HEALTHY_STATES = ("connected", "connecting", "reconnecting")
+
+#: Every state ``octohub_node_state`` reports, so that each series exists from the start.
+STATES = ("connecting", "connected", "reconnecting", "stopping", "stopped", "gave up")
+
+#: Seconds a client may take to send its request: a stuck scraper must not hold a thread.
+REQUEST_TIMEOUT = 5.0
+
+#: Seconds stop() waits for the server thread.
+STOP_TIMEOUT = 5.0
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_COUNTER_HELP = {
+    "tasks_received": "Task messages received from the hub.",
+    "tasks_completed": "Tasks whose handler returned a result.",
+    "tasks_failed": "Tasks whose handler raised or returned something that is not JSON.",
+    "tasks_rejected": "Tasks refused without running (busy, unknown type, shutting down).",
+    "tasks_timed_out": "Tasks answered failed because they exceeded their time limit.",
+    "tasks_duplicate": "Task ids received again (running or already answered).",
+    "bad_frames": "Frames from the hub that could not be handled.",
+    "results_dropped": "Results given up because the outbox was full.",
+    "reconnects": "Connections opened after the first one.",
+    "connect_failures": "Connection attempts that never opened.",
+}
+
+_GAUGES = (
+    # (metric name, stats() key, help)
+    ("tasks_running", "tasks_running", "Task handlers running now."),
+    ("tasks_queued", "tasks_queued", "Tasks waiting for a worker."),
+    ("outbox", "outbox", "Results waiting to be sent (kept while disconnected)."),
+)
+
+
+def health(stats: Mapping[str, Any], failed: bool = False) -> tuple[int, dict[str, Any]]:
+    """The ``/healthz`` answer for a ``stats()`` snapshot.
+
+    Args:
+        stats: what :meth:`NodeWebSocketClient.stats` returned.
+        failed: the node gave up reconnecting (``client.failure`` is set).
+
+    Returns:
+        HTTP status (200 or 503) and the JSON body.
+    """
+    state = stats.get("state")
+    ok = state in HEALTHY_STATES and not failed
+    body = {
+        "status": "ok" if ok else "unavailable",
+        "state": state,
+        "pc_id": stats.get("pc_id"),
+        "connected": state == "connected",
+        "connected_since": stats.get("connected_since"),
+        "tasks_running": stats.get("tasks_running"),
+        "tasks_queued": stats.get("tasks_queued"),
+        "outbox": stats.get("outbox"),
+        "last_error": redact(str(stats["last_error"])) if stats.get("last_error") else None,
+    }
+    return (200 if ok else 503), body
+
+
+def render_metrics(stats: Mapping[str, Any]) -> str:
+    """A ``stats()`` snapshot in the Prometheus text format 0.0.4, every series labelled ``pc_id``."""
+    label = f'pc_id="{escape_label(str(stats.get("pc_id", "")))}"'
+    lines: list[str] = []
+
+    def family(name: str, kind: str, help_text: str) -> None:
+        lines.append(f"# HELP {name} {escape_help(help_text)}")
+        lines.append(f"# TYPE {name} {kind}")
+
+    for key in COUNTERS:
+        if key in stats:
+            name = f"octohub_node_{key}_total"
+            family(name, "counter", _COUNTER_HELP.get(key, key.replace("_", " ") + "."))
+            lines.append(f"{name}{{{label}}} {_number(stats[key])}")
+    for metric, key, help_text in _GAUGES:
+        if key in stats:
+            family(f"octohub_node_{metric}", "gauge", help_text)
+            lines.append(f"octohub_node_{metric}{{{label}}} {_number(stats[key])}")
+    state = stats.get("state")
+    family("octohub_node_connected", "gauge", "1 while connected and ready for tasks, else 0.")
+    lines.append(f"octohub_node_connected{{{label}}} {int(state == 'connected')}")
+    family("octohub_node_connected_since_seconds", "gauge",
+           "Unix time the current connection became ready; 0 while not connected.")
+    lines.append(f"octohub_node_connected_since_seconds{{{label}}} {_number(stats.get('connected_since') or 0)}")
+    family("octohub_node_state", "gauge", "1 for the node's current state, 0 for the others.")
+    for name in STATES + ((state,) if state not in STATES and state else ()):
+        lines.append(f'octohub_node_state{{{label},state="{escape_label(str(name))}"}} {int(name == state)}')
+    if stats.get("clock_skew") is not None:
+        family("octohub_node_clock_skew_seconds", "gauge",
+               "Hub clock minus this machine's clock, from the API's Date header.")
+        lines.append(f"octohub_node_clock_skew_seconds{{{label}}} {_number(stats['clock_skew'])}")
+    family("octohub_node_info", "gauge", "Always 1; the labels describe the node.")
+    lines.append(f'octohub_node_info{{{label},version="{escape_label(__version__)}"}} 1')
+    return "\n".join(lines) + "\n"
+
+
+def escape_label(value: str) -> str:
+    """Escape a label value: backslash, double quote and line feed."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def escape_help(text: str) -> str:
+    """Escape ``# HELP`` text: backslash and line feed."""
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, int):
+        return str(value)
+    value = float(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(value)
+
+
+class MetricsServer:
+    """Serves ``/healthz`` and ``/metrics`` for one client on a named thread.
+
+    Args:
+        client: the node whose ``stats()`` are served.
+        host: address to bind (``OCTOHUB_METRICS_HOST``; keep it on loopback unless a
+            scraper on another machine needs it: the pages are not authenticated).
+        port: port to bind; 0 picks a free one (see :attr:`port`).
+    """
+
+    def __init__(self, client: "NodeWebSocketClient", host: str, port: int) -> None:
+        self._client = client
+        self.host = host
+        #: The bound port, once :meth:`start` returned.
+        self.port = port
+        self._server: Optional[_Server] = None
+        self._thread: Optional[threading.Thread] = None
+
+    def start(self) -> None:
+        """Bind and start serving; returns at once.
+
+        Raises:
+            ConfigError: the address cannot be bound (port in use, unknown host).
+        """
+        try:
+            self._server = _Server(self._client, self.host, self.port)
+        except OSError as exc:
+            raise ConfigError("OCTOHUB_METRICS_PORT", self.port, f"cannot listen on {self.host}: {exc}") from None
+        self.port = int(self._server.server_address[1])
+        # Daemon: a metrics page must never keep the process alive; stop() joins the thread.
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.25},
+                                        name="octohub-metrics", daemon=True)
+        self._thread.start()
+        self._client.log.info("serving /healthz and /metrics on http://%s:%d", _url_host(self.host), self.port)
+
+    def stop(self) -> None:
+        """Stop serving and join the thread. Idempotent."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()  # returns once serve_forever() has left its loop
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(STOP_TIMEOUT)
+
+
+class _Server(ThreadingHTTPServer):
+    """A ThreadingHTTPServer with named daemon request threads, IPv6-capable."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, client: "NodeWebSocketClient", host: str, port: int) -> None:
+        self.client = client
+        self._ids = itertools.count(1)
+        if ":" in host:
+            self.address_family = socket.AF_INET6
+        super().__init__((host.strip("[]"), port), _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # Daemon: one slow scraper must not hold the process open; each request is short.
+        thread = threading.Thread(target=self.process_request_thread, args=(request, client_address),
+                                  name=f"octohub-metrics-req-{next(self._ids)}", daemon=True)
+        thread.start()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        logger.debug("metrics request from %s failed", client_address, exc_info=True)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    server_version = "octohub-node"
+    timeout = REQUEST_TIMEOUT
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        client = self.server.client
+        if path == "/healthz":
+            status, body = health(client.stats(), failed=client.failure is not None)
+            self._reply(status, "application/json", json.dumps(body, ensure_ascii=False) + "\n")
+        elif path == "/metrics":
+            self._reply(200, CONTENT_TYPE, render_metrics(client.stats()))
+        else:
+            self._reply(404, "text/plain; charset=utf-8", "not found: try /healthz or /metrics\n")
+
+    def _reply(self, status: int, content_type: str, text: str) -> None:
+        payload = text.encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        # http.server writes every request to stderr; a library must not.
+        logger.debug("metrics %s: %s", self.client_address[0], format % args)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
