@@ -99,7 +99,7 @@ def _print_settings(settings: Settings, pc_id: str, p: _Printer) -> None:
     shown = settings.masked()
     width = max(len(name) for name in shown)
     for name, (value, source) in shown.items():
-        p.line(f"  {name:<{width}} = {value} [{source}]")
+        p.line(f"  {name:<{width}} = {'(not set)' if value == 'None' else value} [{source}]")
     origin = env_name("pc_id") if settings.pc_id else (
         "host name + MAC" + (f" + instance {settings.instance!r}" if settings.instance else ""))
     p.line(f"  pc_id in use: {pc_id} (from {origin})")
@@ -117,11 +117,12 @@ def _check_key(settings: Settings, p: _Printer) -> None:
 
 def _check_api(settings: Settings, check_id: str, p: _Printer) -> Address:
     log = logging.LoggerAdapter(logger, {})
-    if settings.connect_mode == "direct":
-        p.mark("skip", "API", "skipped (OCTOHUB_CONNECT_MODE=direct: the node signs the WebSocket address itself)")
-        return resolve_address(settings, check_id, requests.Session(), log)
-    url = settings.api_base + "/node/ws"
+    p.line(f"Checking as pc_id {check_id}: the hub keeps one connection per pc_id, so the node's own id "
+           "would knock a running node off (PROTOCOL §5)")
     with requests.Session() as session:
+        if settings.connect_mode == "direct":
+            p.mark("skip", "API", "skipped (OCTOHUB_CONNECT_MODE=direct: the node signs the WebSocket address itself)")
+            return resolve_address(settings, check_id, session, log)
         try:
             address = resolve_address(settings, check_id, session, log)
         except AuthError as exc:
@@ -130,7 +131,7 @@ def _check_api(settings: Settings, check_id: str, p: _Printer) -> Address:
             raise StepFailed("API", str(exc), exc.hint or (
                 "the server answered, but not as the OctoHub API: check that OCTOHUB_SERVER_PORT "
                 "(or OCTOHUB_API_URL) points at the API server, not the WebSocket server or a proxy")) from None
-    p.mark("ok", "API", f"GET {url} answered in {_ms(address.api_seconds)}")
+    p.mark("ok", "API", f"GET {settings.api_base}/node/ws answered in {_ms(address.api_seconds)}")
     _report_skew(address.skew, p)
     p.line(f"    WebSocket address: {redact(address.url)}")
     if _loopback_mismatch(settings, address.url):
@@ -140,11 +141,11 @@ def _check_api(settings: Settings, check_id: str, p: _Printer) -> Address:
     return address
 
 
-def _report_skew(skew: Optional[float], p: _Printer) -> None:
+def _report_skew(skew: Optional[float], p: _Printer, source: str = "the API's Date header") -> None:
     if skew is None:
         p.note("clock: the API sent no Date header, so the clock difference is unknown")
         return
-    text = f"clock: the hub's clock differs from this machine's by {skew:+.1f} s (Date header, 1 s resolution)"
+    text = f"clock: the hub's clock differs from this machine's by {skew:+.1f} s ({source}, 1 s resolution)"
     if abs(skew) > SKEW_WARNING:
         p.note(f"{text}; signatures older than {MAX_SKEW} s are refused: synchronise the clock (NTP)")
     else:
@@ -181,7 +182,7 @@ def _check_websocket(settings: Settings, address: Address, p: _Printer) -> None:
            f"(handshake {_ms(opened - started)})")
     server_time = message.fields.get("server_time")
     if address.skew is None and isinstance(server_time, (int, float)) and not isinstance(server_time, bool):
-        _report_skew(server_time - time.time(), p)
+        _report_skew(server_time - time.time(), p, "server_time of the 'connected' message")
 
 
 def _wait_connected(ws: Any, settings: Settings, deadline: float) -> Optional[protocol.Message]:
@@ -228,7 +229,7 @@ def _ws_hint(exc: BaseException, settings: Settings, url: str, where: str) -> st
     if mismatch:
         return (f"the API handed out an address on the hub's own loopback ({where}); set OCTOHUB_WS_HOST to the "
                 f"hub's address (e.g. {urlsplit(settings.api_base).hostname}) or fix the hub's wsUrl setting")
-    if isinstance(exc, socket.gaierror):
+    if isinstance(exc, (socket.gaierror, websocket.WebSocketAddressException)):
         return f"cannot resolve {urlsplit(url).hostname}: check OCTOHUB_SERVER_HOST / OCTOHUB_WS_HOST"
     if isinstance(exc, ConnectionRefusedError):
         if settings.connect_mode == "direct":
