@@ -34,7 +34,7 @@ NODE_SETTINGS: dict[str, Any] = {"max_pending": 256, "stable_after": 1}
 
 @dataclass
 class Plan:
-    tasks: int = 3000
+    tasks: int = 5000
     rounds: int = 3
     inflight: int = 200
     latency_n: int = 500
@@ -147,6 +147,8 @@ def table(plan: Plan, figs: dict[str, Figures]) -> str:
         _row("  results 'failed' (refused)", str(sum(t.failed for t in n.rates)), str(sum(t.failed for t in m.rates))),
         _row("  CPU % of a core: subject", _pct(n.rates, "subject_cpu"), _pct(m.rates, "subject_cpu")),
         _row("  CPU % of a core: hub (bench)", _pct(n.rates, "hub_cpu"), _pct(m.rates, "hub_cpu")),
+        _row("  CPU % of a core: other procs", _pct(n.rates, "other_cpu"), _pct(m.rates, "other_cpu"),
+             "", "(noise; ~0 is clean)"),
         _row(f"latency p50, 1 in flight (n={len(n.latency)})", _ms(p50n), _ms(p50m), f"{p50n / p50m:.2f}x",
              "<= 1.5x minimal", p50n / p50m <= 1.5),
         _row("latency p99, 1 in flight", _ms(p99n), _ms(p99m), f"{p99n / p99m:.2f}x"),
@@ -184,7 +186,7 @@ def header(plan: Plan) -> str:
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short run (smoke check, noisier figures)")
-    parser.add_argument("--tasks", type=int, help="echo tasks per throughput round (default 3000)")
+    parser.add_argument("--tasks", type=int, help="echo tasks per throughput round (default 5000)")
     parser.add_argument("--rounds", type=int, help="throughput rounds per subject (default 3)")
     parser.add_argument("--minimal-loop", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--api", help=argparse.SUPPRESS)

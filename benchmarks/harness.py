@@ -121,6 +121,7 @@ class Throughput:
     failed: int
     hub_cpu: float      # % of one core used by the bench (hub) process during the run
     subject_cpu: float  # % of one core used by the subject process
+    other_cpu: float    # % of one core used by everything else on the machine (noise)
 
     @property
     def rate(self) -> float:
@@ -146,14 +147,21 @@ def _drive(hub: LocalHub, pc_id: str, total: int, inflight: int, tag: str) -> li
 def echo_throughput(hub: LocalHub, subject: Subject, total: int, inflight: int, tag: str) -> Throughput:
     """Echo tasks/s with ``inflight`` outstanding; CPU of both processes over the same window."""
     me, them = psutil.Process(), subject.ps
-    cpu0 = (sum(me.cpu_times()[:2]), sum(them.cpu_times()[:2]))
+    cpu0 = (sum(me.cpu_times()[:2]), sum(them.cpu_times()[:2]), machine_busy())
     t0 = time.perf_counter()
     ids = _drive(hub, subject.pc_id, total, inflight, tag)
     seconds = time.perf_counter() - t0
-    cpu1 = (sum(me.cpu_times()[:2]), sum(them.cpu_times()[:2]))
+    cpu1 = (sum(me.cpu_times()[:2]), sum(them.cpu_times()[:2]), machine_busy())
+    hub_s, subject_s, all_s = (b - a for a, b in zip(cpu0, cpu1))
     failed = sum(1 for tid in ids if hub.results[tid][0].get("status") != "completed")
-    return Throughput(total, seconds, failed, 100 * (cpu1[0] - cpu0[0]) / seconds,
-                      100 * (cpu1[1] - cpu0[1]) / seconds)
+    pct = 100 / seconds
+    return Throughput(total, seconds, failed, hub_s * pct, subject_s * pct, max(0.0, all_s - hub_s - subject_s) * pct)
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine spent busy (all cores) since boot."""
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
 
 
 def echo_latency(hub: LocalHub, subject: Subject, n: int) -> list[float]:

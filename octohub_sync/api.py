@@ -5,12 +5,14 @@ import ipaddress
 import logging
 import ssl
 import time
+import warnings
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Optional, Union
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
+import urllib3
 
 from . import signing
 from .config import Settings
@@ -72,8 +74,11 @@ def _ask_api(settings: Settings, pc_id: str, session: requests.Session, log: log
     url = settings.api_base + API_PATH
     started = time.monotonic()
     try:
-        response = session.get(url, params=params, headers=headers, timeout=settings.connect_timeout,
-                               verify=tls_verify(settings), allow_redirects=False)
+        with warnings.catch_warnings():
+            # The node logs its own warning for OCTOHUB_TLS_INSECURE; urllib3's would repeat it per request.
+            warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+            response = session.get(url, params=params, headers=headers, timeout=settings.connect_timeout,
+                                   verify=tls_verify(settings), allow_redirects=False)
     except requests.RequestException as exc:
         raise ApiError(f"API request to {url} failed: {type(exc).__name__}", hint=_network_hint(exc)) from None
     elapsed = time.monotonic() - started

@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from . import __version__
 from .client import NodeWebSocketClient
@@ -20,6 +20,9 @@ from .exceptions import ConfigError
 from .signing import redact
 
 __all__ = ["main"]
+
+#: A function that registers handlers on the client before it starts.
+Setup = Callable[[NodeWebSocketClient], None]
 
 LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
 
@@ -73,8 +76,14 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name) for name in setting_names() if getattr(args, name) is not None}
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the program; returns the exit code."""
+def main(argv: Optional[Sequence[str]] = None, *, setup: Optional[Setup] = None) -> int:
+    """Run the program; returns the exit code.
+
+    Args:
+        argv: command-line arguments (default ``sys.argv[1:]``).
+        setup: called with the client before it starts, to register your handlers; this is
+            how your own ``my_node.py`` gets the flags, ``.env``, logging and signal handling.
+    """
     args = build_parser().parse_args(argv)
     try:
         if args.demo:
@@ -86,15 +95,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.check:
             from .doctor import run_check
             return run_check(settings)
-        return run_node(settings)
+        return run_node(settings, setup=setup)
     except ConfigError as exc:
         print(f"octohub-node: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
 
 
-def run_node(settings: Settings) -> int:
+def run_node(settings: Settings, *, setup: Optional[Setup] = None) -> int:
     """Run until SIGTERM/SIGINT (warm stop; a second signal exits at once) or until giving up."""
     client = NodeWebSocketClient(settings=settings)
+    if setup is not None:
+        setup(client)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:

@@ -58,7 +58,7 @@ class Settings:
     ping_interval: float = _opt(30.0, "WebSocket ping frame interval (s)", kind="positive")
     ping_timeout: float = _opt(10.0, "no pong within this time = dead connection (s)", kind="positive")
     max_workers: int = _opt(8, "tasks run at once", kind="size")
-    max_pending: int = _opt(100, "tasks waiting for a worker before new ones are refused", kind="count")
+    max_pending: int = _opt(256, "tasks waiting for a worker before new ones are refused", kind="count")
     task_timeout: float = _opt(0.0, "default task time limit (s, 0 = none)", kind="seconds")
     shutdown_timeout: float = _opt(30.0, "how long stop waits for running tasks (s)", kind="seconds")
     outbox_size: int = _opt(1000, "results kept while disconnected", kind="size")
@@ -232,7 +232,7 @@ def _read_env_file(env_file: str | os.PathLike | None | bool) -> dict[str, str]:
             return {}
     else:
         path = Path(env_file)
-        if not path.is_file():
+        if not path.exists():
             raise ConfigError("--env-file", str(path), "no such file")
     return {k: v for k, v in dotenv_values(path).items() if v is not None}
 

@@ -37,7 +37,7 @@ CHECK_SUFFIX = "_check"
 _KEY_FIX = "set OCTOHUB_SIGNATURE_KEY to the hub's key and keep this machine's clock synchronised (NTP)"
 
 
-class StepFailed(Exception):
+class _StepFailed(Exception):
     """One check failed; ``hint`` is the likely fix."""
 
     def __init__(self, step: str, message: str, hint: str) -> None:
@@ -84,7 +84,7 @@ def run_check(settings: Settings, *, out: Optional[TextIO] = None) -> int:
         _check_key(settings, p)
         address = _check_api(settings, check_id, p)
         _check_websocket(settings, address, p)
-    except StepFailed as failure:
+    except _StepFailed as failure:
         p.mark("fail", failure.step, failure.message)
         p.line()
         p.line(f"FAILED at step '{failure.step}': {failure.message}. Likely fix: {failure.hint}")
@@ -108,7 +108,7 @@ def _print_settings(settings: Settings, pc_id: str, p: _Printer) -> None:
 
 def _check_key(settings: Settings, p: _Printer) -> None:
     if not settings.signature_key:
-        raise StepFailed("key", "OCTOHUB_SIGNATURE_KEY is not set", "set it to the hub's key (environment, .env or --signature-key)")
+        raise _StepFailed("key", "OCTOHUB_SIGNATURE_KEY is not set", "set it to the hub's key (environment, .env or --signature-key)")
     p.mark("ok", "key", f"OCTOHUB_SIGNATURE_KEY is set ({len(settings.signature_key)} characters)")
     if settings.uses_public_key:
         p.note("it is the public example key from env.example: anyone can impersonate the hub's nodes; "
@@ -126,9 +126,9 @@ def _check_api(settings: Settings, check_id: str, p: _Printer) -> Address:
         try:
             address = resolve_address(settings, check_id, session, log)
         except AuthError as exc:
-            raise StepFailed("API", str(exc), exc.hint or _KEY_FIX) from None
+            raise _StepFailed("API", str(exc), exc.hint or _KEY_FIX) from None
         except ApiError as exc:
-            raise StepFailed("API", str(exc), exc.hint or (
+            raise _StepFailed("API", str(exc), exc.hint or (
                 "the server answered, but not as the OctoHub API: check that OCTOHUB_SERVER_PORT "
                 "(or OCTOHUB_API_URL) points at the API server, not the WebSocket server or a proxy")) from None
     p.mark("ok", "API", f"GET {settings.api_base}/node/ws answered in {_ms(address.api_seconds)}")
@@ -167,7 +167,7 @@ def _check_websocket(settings: Settings, address: Address, p: _Printer) -> None:
     try:
         ws = websocket.create_connection(address.url, timeout=settings.connect_timeout, sslopt=sslopt)
     except Exception as exc:  # every way a handshake can fail is a finding to explain
-        raise StepFailed("WebSocket", f"connecting to {parts.scheme}://{where} failed: {_describe(exc)}",
+        raise _StepFailed("WebSocket", f"connecting to {parts.scheme}://{where} failed: {_describe(exc)}",
                          _ws_hint(exc, settings, address.url, where)) from None
     opened = time.monotonic()
     try:
@@ -175,7 +175,7 @@ def _check_websocket(settings: Settings, address: Address, p: _Printer) -> None:
     finally:
         ws.close(status=websocket.STATUS_NORMAL, timeout=1.0)
     if message is None:
-        raise StepFailed("WebSocket", f"no 'connected' message within {settings.connect_timeout:g} s of the handshake",
+        raise _StepFailed("WebSocket", f"no 'connected' message within {settings.connect_timeout:g} s of the handshake",
                          "check that the address is the OctoHub WebSocket server (path /ws/node), "
                          "not another WebSocket service")
     p.mark("ok", "WebSocket", f"{parts.scheme}://{where} confirmed the connection in {_ms(time.monotonic() - started)} "
@@ -197,7 +197,7 @@ def _wait_connected(ws: Any, settings: Settings, deadline: float) -> Optional[pr
         except (websocket.WebSocketTimeoutException, socket.timeout):
             return None
         except (websocket.WebSocketException, OSError) as exc:
-            raise StepFailed("WebSocket", f"the hub closed the connection before confirming it ({_describe(exc)})",
+            raise _StepFailed("WebSocket", f"the hub closed the connection before confirming it ({_describe(exc)})",
                              "a hub that drops a signed connection at once may refuse this pc_id; see its log") from None
         try:
             message = protocol.decode(frame, max_bytes=settings.max_message_bytes)

@@ -50,7 +50,7 @@ _COUNTER_HELP = {
     "tasks_duplicate": "Task ids received again (running or already answered).",
     "bad_frames": "Frames from the hub that could not be handled.",
     "results_dropped": "Results given up because the outbox was full.",
-    "reconnects": "Connections opened after the first one.",
+    "reconnects": "Connections opened after the first attempt (each one a reconnection).",
     "connect_failures": "Connection attempts that never opened.",
 }
 

@@ -29,6 +29,8 @@ VECTOR_HEADERS = {
 #: Bound of every single blocking read in these tests.
 IO_TIMEOUT = 5.0
 
+HubFactory = Callable[..., LocalHub]
+
 pytestmark = pytest.mark.timeout(15)
 
 
@@ -37,7 +39,7 @@ def hub_threads() -> list[threading.Thread]:
 
 
 @pytest.fixture
-def make_hub() -> Iterator[Callable[..., LocalHub]]:
+def make_hub() -> Iterator[HubFactory]:
     """Start hubs on demand; stop them all afterwards and check no hub thread survived."""
     hubs: list[LocalHub] = []
 
@@ -113,7 +115,7 @@ def assert_aborted(node: Node) -> None:
 
 
 @pytest.mark.parametrize("dialect", ["seed", "go"])
-def test_signed_api_request_gives_a_working_ws_url(make_hub: Callable[..., LocalHub], dialect: str) -> None:
+def test_signed_api_request_gives_a_working_ws_url(make_hub: HubFactory, dialect: str) -> None:
     hub = make_hub(dialect=dialect)
     response = signed_get(hub)
     assert response.status_code == 200
@@ -138,7 +140,7 @@ def test_signed_api_request_gives_a_working_ws_url(make_hub: Callable[..., Local
     node.close()
 
 
-def test_protocol_vector_is_accepted_at_its_time_and_not_replayed(make_hub: Callable[..., LocalHub]) -> None:
+def test_protocol_vector_is_accepted_at_its_time_and_not_replayed(make_hub: HubFactory) -> None:
     hub = make_hub(VECTOR_KEY, clock_offset=VECTOR_TS - time.time())
     url = f"{hub.api_url}/node/ws?pc_id=node_abc123def456"
     response = requests.get(url, headers=VECTOR_HEADERS, timeout=IO_TIMEOUT)
@@ -151,12 +153,12 @@ def test_protocol_vector_is_accepted_at_its_time_and_not_replayed(make_hub: Call
 
     replay = requests.get(url, headers=VECTOR_HEADERS, timeout=IO_TIMEOUT)
     assert replay.status_code == 401 and replay.json()["errcode"] == 401
-    forged = dict(VECTOR_HEADERS, **{"X-Signature": "A" + VECTOR_HEADERS["X-Signature"][1:], "X-Nonce": "other"})
+    forged = {**VECTOR_HEADERS, "X-Signature": "A" + VECTOR_HEADERS["X-Signature"][1:], "X-Nonce": "other"}
     assert requests.get(url, headers=forged, timeout=IO_TIMEOUT).status_code == 401
     assert [r["status"] for r in hub.api_requests] == [200, 401, 401]
 
 
-def test_api_rejects_stale_unsigned_and_malformed_requests(make_hub: Callable[..., LocalHub]) -> None:
+def test_api_rejects_stale_unsigned_and_malformed_requests(make_hub: HubFactory) -> None:
     hub = make_hub()
     stale = signing.api_headers(KEY, "GET", "/node/ws", {"pc_id": "n"}, timestamp=int(time.time()) - 301)
     assert requests.get(f"{hub.api_url}/node/ws", params={"pc_id": "n"}, headers=stale).status_code == 401
@@ -166,16 +168,17 @@ def test_api_rejects_stale_unsigned_and_malformed_requests(make_hub: Callable[..
     assert requests.get(f"{hub.api_url}/elsewhere").status_code == 404
 
 
-def test_ws_url_host_is_what_the_api_hands_out(make_hub: Callable[..., LocalHub]) -> None:
+def test_ws_url_host_is_what_the_api_hands_out(make_hub: HubFactory) -> None:
     hub = make_hub(ws_url_host="localhost")
     assert signed_get(hub).json()["data"]["wsUrl"].startswith(f"ws://localhost:{hub.ws_port}/ws/node?")
 
 
-def test_api_faults(make_hub: Callable[..., LocalHub]) -> None:
+def test_api_faults(make_hub: HubFactory) -> None:
     hub = make_hub()
     hub.api_fault = "401"
     response = signed_get(hub)
-    assert response.status_code == 401 and response.json() == {"errcode": 401, "errmsg": "signature verification failed"}
+    assert response.status_code == 401
+    assert response.json() == {"errcode": 401, "errmsg": "signature verification failed"}
     hub.api_fault = "500"
     response = signed_get(hub)
     assert response.status_code == 500 and response.json()["errcode"] != 0
@@ -197,7 +200,7 @@ def test_api_faults(make_hub: Callable[..., LocalHub]) -> None:
         hub.api_fault = "teapot"
 
 
-def test_stop_releases_a_request_held_by_the_timeout_fault(make_hub: Callable[..., LocalHub]) -> None:
+def test_stop_releases_a_request_held_by_the_timeout_fault(make_hub: HubFactory) -> None:
     hub = make_hub()
     hub.api_fault = "timeout"
     outcome: list[Any] = []
@@ -222,7 +225,7 @@ def test_stop_releases_a_request_held_by_the_timeout_fault(make_hub: Callable[..
 # -- WebSocket handshake ------------------------------------------------------
 
 
-def test_ws_handshake_rejections(make_hub: Callable[..., LocalHub]) -> None:
+def test_ws_handshake_rejections(make_hub: HubFactory) -> None:
     hub = make_hub()
     base = f"ws://127.0.0.1:{hub.ws_port}/ws/node"
     missing = handshake_error(f"{base}?pc_id=node_a")
@@ -238,7 +241,7 @@ def test_ws_handshake_rejections(make_hub: Callable[..., LocalHub]) -> None:
     assert hub.connections and hub.connections[0]["pc_id"] == "node_a"
 
 
-def test_ws_faults(make_hub: Callable[..., LocalHub]) -> None:
+def test_ws_faults(make_hub: HubFactory) -> None:
     hub = make_hub()
     hub.ws_fault = "401"
     error = handshake_error(hub.ws_url("node_a"))
@@ -252,12 +255,14 @@ def test_ws_faults(make_hub: Callable[..., LocalHub]) -> None:
 # -- tasks and messages -------------------------------------------------------
 
 
-def test_send_task_records_every_result(make_hub: Callable[..., LocalHub]) -> None:
+def test_send_task_records_every_result(make_hub: HubFactory) -> None:
     hub = make_hub()
     node = connect(hub)
     task_id = hub.send_task("echo", {"x": 1}, timeout=5, extra={"priority": 3})
     task = node.recv_task()
-    assert task == {"type": "task", "task_id": task_id, "task_type": "echo", "data": {"x": 1}, "timeout": 5, "priority": 3}
+    assert task == {
+        "type": "task", "task_id": task_id, "task_type": "echo", "data": {"x": 1}, "timeout": 5, "priority": 3
+    }
     assert hub.pending == [task_id]
     node.answer(task_id, {"echo": {"x": 1}})
     node.answer(task_id, "again")  # a duplicate is recorded, not hidden
@@ -270,7 +275,7 @@ def test_send_task_records_every_result(make_hub: Callable[..., LocalHub]) -> No
     node.close()
 
 
-def test_pending_tasks_are_delivered_and_redelivered_on_node_ready(make_hub: Callable[..., LocalHub]) -> None:
+def test_pending_tasks_are_delivered_and_redelivered_on_node_ready(make_hub: HubFactory) -> None:
     hub = make_hub()
     queued = hub.send_task("echo", task_id="queued")  # no node yet: waits for the first node_ready
     first = connect(hub, ready=False)
@@ -292,7 +297,7 @@ def test_pending_tasks_are_delivered_and_redelivered_on_node_ready(make_hub: Cal
     second.close()
 
 
-def test_without_redelivery_tasks_sent_to_a_dead_connection_are_lost(make_hub: Callable[..., LocalHub]) -> None:
+def test_without_redelivery_tasks_sent_to_a_dead_link_are_lost(make_hub: HubFactory) -> None:
     hub = make_hub(redeliver=False)
     first = connect(hub)
     lost = hub.send_task("echo", task_id="lost")
@@ -308,7 +313,7 @@ def test_without_redelivery_tasks_sent_to_a_dead_connection_are_lost(make_hub: C
     second.close()
 
 
-def test_json_ping_pong_and_frames_that_are_not_json_objects(make_hub: Callable[..., LocalHub]) -> None:
+def test_json_ping_pong_and_frames_that_are_not_json_objects(make_hub: HubFactory) -> None:
     hub = make_hub(dialect="go")
     node = connect(hub)
     assert node.recv()["action"] == "error"  # reply to node_ready
@@ -328,7 +333,7 @@ def test_json_ping_pong_and_frames_that_are_not_json_objects(make_hub: Callable[
     node.close()
 
 
-def test_seed_json_ping(make_hub: Callable[..., LocalHub]) -> None:
+def test_seed_json_ping(make_hub: HubFactory) -> None:
     hub = make_hub()
     node = connect(hub)
     assert hub.send_json_ping("node_a") == ""
@@ -336,7 +341,7 @@ def test_seed_json_ping(make_hub: Callable[..., LocalHub]) -> None:
     node.close()
 
 
-def test_send_task_is_thread_safe_under_load(make_hub: Callable[..., LocalHub]) -> None:
+def test_send_task_is_thread_safe_under_load(make_hub: HubFactory) -> None:
     hub = make_hub()
     node = connect(hub)
 
@@ -350,7 +355,11 @@ def test_send_task_is_thread_safe_under_load(make_hub: Callable[..., LocalHub]) 
 
     responder = threading.Thread(target=echo)
     responder.start()
-    senders = [threading.Thread(target=lambda: [hub.send_task("echo", {"i": i}) for i in range(250)]) for _ in range(8)]
+    def send_many() -> None:
+        for i in range(250):
+            hub.send_task("echo", {"i": i})
+
+    senders = [threading.Thread(target=send_many) for _ in range(8)]
     for sender in senders:
         sender.start()
     for sender in senders:
@@ -364,7 +373,7 @@ def test_send_task_is_thread_safe_under_load(make_hub: Callable[..., LocalHub]) 
 # -- connections --------------------------------------------------------------
 
 
-def test_second_connection_with_same_pc_id_replaces_the_first_with_a_notice(make_hub: Callable[..., LocalHub]) -> None:
+def test_second_connection_with_same_pc_id_replaces_the_first(make_hub: HubFactory) -> None:
     hub = make_hub()
     old = connect(hub)
     new = connect(hub, ready=False)
@@ -376,7 +385,7 @@ def test_second_connection_with_same_pc_id_replaces_the_first_with_a_notice(make
     new.close()
 
 
-def test_go_server_replaces_silently(make_hub: Callable[..., LocalHub]) -> None:
+def test_go_server_replaces_silently(make_hub: HubFactory) -> None:
     hub = make_hub(dialect="go", notify_replaced=False)
     old = connect(hub)
     assert old.recv()["action"] == "error"
@@ -386,14 +395,15 @@ def test_go_server_replaces_silently(make_hub: Callable[..., LocalHub]) -> None:
     new.close()
 
 
-def test_go_notice_of_replacement(make_hub: Callable[..., LocalHub]) -> None:
+def test_go_notice_of_replacement(make_hub: HubFactory) -> None:
     hub = make_hub(dialect="go")
     old = connect(hub, ready=False)
     connect(hub, ready=False).close()
-    assert old.recv() == {"action": "disconnected", "data": {"reason": "新连接建立", "code": 1000}, "from": "system"}
+    notice = {"action": "disconnected", "data": {"reason": "新连接建立", "code": 1000}, "from": "system"}
+    assert old.recv() == notice
 
 
-def test_read_deadline_drops_silent_nodes_and_keeps_pinging_ones(make_hub: Callable[..., LocalHub]) -> None:
+def test_read_deadline_drops_silent_nodes_and_keeps_pinging_ones(make_hub: HubFactory) -> None:
     hub = make_hub(dialect="go", read_deadline=0.5)
     silent = connect(hub, "silent", ready=False)
     pinging = connect(hub, "pinging", ready=False)
@@ -418,7 +428,7 @@ def test_read_deadline_drops_silent_nodes_and_keeps_pinging_ones(make_hub: Calla
     pinging.close()
 
 
-def test_stop_ws_and_start_ws_reuse_the_port_and_keep_state(make_hub: Callable[..., LocalHub]) -> None:
+def test_stop_ws_and_start_ws_reuse_the_port_and_keep_state(make_hub: HubFactory) -> None:
     hub = make_hub()
     node = connect(hub)
     task_id = hub.send_task("echo")
@@ -438,7 +448,7 @@ def test_stop_ws_and_start_ws_reuse_the_port_and_keep_state(make_hub: Callable[.
     node.close()
 
 
-def test_drop_and_close(make_hub: Callable[..., LocalHub]) -> None:
+def test_drop_and_close(make_hub: HubFactory) -> None:
     hub = make_hub()
     assert hub.drop() == 0
     node = connect(hub)
@@ -464,7 +474,7 @@ def test_drop_and_close(make_hub: Callable[..., LocalHub]) -> None:
     assert_aborted(b)
 
 
-def test_tls_for_api_and_websocket(make_hub: Callable[..., LocalHub]) -> None:
+def test_tls_for_api_and_websocket(make_hub: HubFactory) -> None:
     ca = trustme.CA()
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1", "localhost").configure_cert(server_ctx)
@@ -485,7 +495,7 @@ def test_tls_for_api_and_websocket(make_hub: Callable[..., LocalHub]) -> None:
     node.close()
 
 
-def test_no_secret_reaches_the_logs(make_hub: Callable[..., LocalHub], caplog: pytest.LogCaptureFixture) -> None:
+def test_no_secret_reaches_the_logs(make_hub: HubFactory, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     hub = make_hub()
     response = signed_get(hub)
@@ -501,7 +511,7 @@ def test_no_secret_reaches_the_logs(make_hub: Callable[..., LocalHub], caplog: p
         assert secret not in caplog.text
 
 
-def test_start_failure_leaves_no_thread(make_hub: Callable[..., LocalHub]) -> None:
+def test_start_failure_leaves_no_thread(make_hub: HubFactory) -> None:
     hub = make_hub()
     clash = LocalHub(KEY, ws_port=hub.ws_port)
     with pytest.raises(OSError):

@@ -59,7 +59,10 @@ class ApiServer(ThreadingHTTPServer):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         thread = threading.Thread(
-            target=self._serve_one, args=(request, client_address), name=f"hub-api-req-{next(self._ids)}", daemon=True
+            target=self._serve_one,
+            args=(request, client_address),
+            name=f"hub-api-req-{next(self._ids)}",
+            daemon=True,
         )
         with self._lock:
             self._requests[thread] = request
@@ -139,7 +142,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path != "/node/ws":
             return 404, {"errcode": 404, "errmsg": f"no such path: {path}"}
         now = hub.now()
-        headers = {name: self.headers[name] for name in _SIGNATURE_HEADERS if self.headers.get(name) is not None}
+        headers = {name: self.headers[name] for name in _SIGNATURE_HEADERS if name in self.headers}
         if not signing.verify_api(hub.key, self.command, path, params, headers, now=now):
             return 401, {"errcode": 401, "errmsg": "signature verification failed"}
         if not self.server.use_nonce(headers["X-Nonce"], now):

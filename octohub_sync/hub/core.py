@@ -80,7 +80,9 @@ class LocalHub(NodeSessions):
         self.max_size = max_size
         self._api_fault: Optional[str] = None
         self._ws_fault: Optional[str] = None
-        self._state = HubState(dialect=dialect, redeliver=redeliver, notify_replaced=notify_replaced, clock=self.now)
+        self._state = HubState(
+            dialect=dialect, redeliver=redeliver, notify_replaced=notify_replaced, clock=self.now
+        )
         self._stopping = threading.Event()
         self._life_lock = threading.Lock()
         self._started = False
@@ -115,7 +117,12 @@ class LocalHub(NodeSessions):
         except BaseException:
             self.stop()  # e.g. a port in use: leave no thread behind
             raise
-        logger.info("local hub listening: API %s, WebSocket port %d (%s dialect)", self.api_url, self.ws_port, self.dialect)
+        logger.info(
+            "local hub listening: API %s, WebSocket port %d (%s dialect)",
+            self.api_url,
+            self.ws_port,
+            self.dialect,
+        )
         return self
 
     def _start_api(self) -> None:
@@ -134,7 +141,8 @@ class LocalHub(NodeSessions):
                 return
             self._stopping.set()  # releases API requests held by the "timeout" fault
         if self._api is not None:
-            self._api.shutdown()
+            if self._api_thread is not None and self._api_thread.is_alive():
+                self._api.shutdown()  # would wait forever for a serve_forever() that never ran
             self._api.server_close()
             self._api.close_requests(STOP_TIMEOUT)
         if self._api_thread is not None:

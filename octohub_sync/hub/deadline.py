@@ -52,7 +52,9 @@ class ReadDeadline:
         for link in self._state.live_links():
             due = getattr(link.ws, "last_ping", now) + self._seconds
             if due <= now:
-                logger.info("read deadline: no ping frame from %s for %.1f s, dropping it", link.pc_id, self._seconds)
+                logger.info(
+                    "read deadline: no ping frame from %s for %.1f s, dropping it", link.pc_id, self._seconds
+                )
                 abort(link.ws)
             elif next_due is None or due < next_due:
                 next_due = due

@@ -95,7 +95,8 @@ def reply_to(dialect: str, message: Mapping[str, Any], now: float) -> dict[str, 
     if dialect == GO:
         action = message.get("action")
         if action == "ping":
-            return {"action": "pong", "data": {"server_time": int(now)}, "request_id": message.get("request_id")}
+            pong = {"action": "pong", "data": {"server_time": int(now)}}
+            return {**pong, "request_id": message.get("request_id")}
         if isinstance(action, str) and action in _GO_KNOWN_ACTIONS:
             return None
         details = f"action {action!r} is not supported" if action else "message has no action field"

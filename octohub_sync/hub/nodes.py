@@ -88,7 +88,8 @@ class NodeSessions:
         """
         if task_id is None:
             task_id = f"task_{next(self._task_ids)}"
-        frame = json.dumps(messages.task(task_id, task_type, data, timeout=timeout, extra=extra), ensure_ascii=False)
+        message = messages.task(task_id, task_type, data, timeout=timeout, extra=extra)
+        frame = json.dumps(message, ensure_ascii=False)
         self._state.add_task(task_id, pc_id, frame)
         return task_id
 

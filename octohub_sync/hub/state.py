@@ -56,7 +56,9 @@ class _Task:
 class HubState:
     """Connections, tasks and received messages of one hub; thread-safe."""
 
-    def __init__(self, *, dialect: str, redeliver: bool, notify_replaced: bool, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, *, dialect: str, redeliver: bool, notify_replaced: bool, clock: Callable[[], float]
+    ) -> None:
         self.cond = threading.Condition()
         self.dialect = dialect
         self.redeliver = redeliver

@@ -2,9 +2,13 @@
 
 Built on ``websockets.sync.server``; its accept loop is replaced by one that
 starts named daemon threads, because a test hub must never keep a process alive.
+That loop uses the same ``Server`` attributes as websockets' own ``serve_forever``
+(``socket``, ``handler``, ``lock``, ``handler_threads``, ``shutdown_watcher``,
+``shutdown_notifier``, ``socket_closed``), as of websockets 13-17.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import json
@@ -106,8 +110,20 @@ class WsServer:
         """Listen on ``host:port`` (0 = any free port) and return the bound port."""
         sock = socket.create_server((host, port))  # sets SO_REUSEADDR on POSIX
         bound_port = int(sock.getsockname()[1])  # read now: serve() detaches sock when it wraps it in TLS
+        try:
+            self._server = self._serve(sock)
+        except BaseException:
+            sock.close()
+            raise
+        self._accept_thread = threading.Thread(
+            target=self._accept_loop, args=(self._server,), name="hub-ws-accept", daemon=True
+        )
+        self._accept_thread.start()
+        return bound_port
+
+    def _serve(self, sock: socket.socket) -> Server:
         hub = self._hub
-        self._server = serve(
+        return serve(
             self._handle,
             sock=sock,
             ssl=hub.ssl_context,
@@ -120,11 +136,6 @@ class WsServer:
             close_timeout=CLOSE_TIMEOUT,
             logger=_wire_logger,
         )
-        self._accept_thread = threading.Thread(
-            target=self._accept_loop, args=(self._server,), name="hub-ws-accept", daemon=True
-        )
-        self._accept_thread.start()
-        return bound_port
 
     def stop(self, timeout: float) -> None:
         """Stop accepting, abort every connection, join the threads (bounded by ``timeout``)."""
@@ -133,10 +144,9 @@ class WsServer:
             return
         deadline = time.monotonic() + timeout
         server.socket.close()
-        try:
+        with contextlib.suppress(OSError):  # the accept loop may already be gone
             server.shutdown_notifier.send(b"x")
-        finally:
-            server.shutdown_notifier.close()
+        server.shutdown_notifier.close()
         if self._accept_thread is not None:
             self._accept_thread.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
@@ -161,7 +171,10 @@ class WsServer:
                 except OSError:  # the listening socket was closed by stop()
                     break
                 thread = threading.Thread(
-                    target=server.handler, args=(sock, addr), name=f"hub-ws-conn-{self.next_id()}", daemon=True
+                    target=server.handler,
+                    args=(sock, addr),
+                    name=f"hub-ws-conn-{self.next_id()}",
+                    daemon=True,
                 )
                 # Registered before start, as websockets' own loop does, so stop() sees it.
                 with server.lock:
@@ -190,7 +203,8 @@ class WsServer:
         if not (pc_id and timestamp and signature):
             return self._reject(connection, 400, {"error": "缺少必要参数"}, "missing parameters")
         if not signing.verify_ws(hub.key, pc_id, timestamp, signature, now=hub.now()):
-            return self._reject(connection, 401, {"error": "签名验证失败"}, f"bad or expired signature for {pc_id}")
+            why = f"bad or expired signature for {pc_id}"
+            return self._reject(connection, 401, {"error": "签名验证失败"}, why)
         connection.pc_id = pc_id  # type: ignore[attr-defined]
         return None
 

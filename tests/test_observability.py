@@ -1,0 +1,325 @@
+"""stats(), /healthz, /metrics and ``--check`` against the real local hub."""
+from __future__ import annotations
+
+import io
+import os
+import re
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import pytest
+import requests
+import websocket
+
+from octohub_sync import NodeWebSocketClient, load_settings
+from octohub_sync.doctor import _ws_hint, run_check
+from octohub_sync.health import MetricsServer, health, render_metrics
+from octohub_sync.hub import LocalHub
+
+from .conftest import FAST, KEY, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: ``name{labels} value`` of the text format 0.0.4 (timestamps are never written).
+SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)\{((?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*",?)*)\} (\S+)$')
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\.)*)"')
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def http() -> Iterator[requests.Session]:
+    with requests.Session() as session:
+        session.trust_env = False  # a proxy from the environment must not see 127.0.0.1
+        yield session
+
+
+@pytest.fixture
+def served(node: NodeWebSocketClient) -> Iterator[MetricsServer]:
+    """A metrics server on any free port for ``node``, outliving the node's own stop()."""
+    server = MetricsServer(node, "127.0.0.1", 0)
+    server.start()
+    yield server
+    server.stop()
+
+
+def parse_metrics(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Check every line of the exposition format and return samples by metric name."""
+    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
+    typed: set[str] = set()
+    assert text.endswith("\n")
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            name, kind = line.split()[2:4]
+            assert kind in ("counter", "gauge") and name not in typed
+            typed.add(name)
+            continue
+        if line.startswith("#"):
+            assert line.startswith("# HELP ")
+            continue
+        match = SAMPLE.match(line)
+        assert match, f"not name{{labels}} value: {line!r}"
+        name, labels, value = match.groups()
+        assert name in typed, f"{name} has no # TYPE line before it"
+        samples.setdefault(name, []).append((dict(LABEL.findall(labels)), float(value)))
+    return samples
+
+
+def value(samples: dict, name: str, **labels: str) -> float:
+    found = [v for lab, v in samples[name] if all(lab.get(k) == w for k, w in labels.items())]
+    assert len(found) == 1, (name, labels, samples.get(name))
+    return found[0]
+
+
+# -- stats() -----------------------------------------------------------------------------------
+
+def test_stats_count_tasks_and_show_queues(make_node, hub: LocalHub) -> None:
+    client = make_node(_start=False, max_workers=1)
+    release = threading.Event()
+    client.register_task_handler("boom", lambda task: 1 / 0)
+    client.register_task_handler("block", lambda task: release.wait(5))
+    before = time.time()
+    client.start()
+    assert client.wait_connected(5)
+    for task_type in ("echo", "echo", "boom", "no_such_type"):
+        hub.wait_result(hub.send_task(task_type, {}))
+    s = client.stats()
+    assert (s["tasks_received"], s["tasks_completed"], s["tasks_failed"], s["tasks_rejected"]) == (4, 2, 1, 1)
+    assert s["state"] == "connected" and s["pc_id"] == client.get_pc_id()
+    assert before <= s["connected_since"] <= time.time()
+    assert (s["outbox"], s["tasks_running"], s["tasks_queued"]) == (0, 0, 0)
+
+    blocked = [hub.send_task("block", {}) for _ in range(2)]
+    try:
+        assert wait_until(lambda: (client.stats()["tasks_running"], client.stats()["tasks_queued"]) == (1, 1), 5)
+    finally:
+        release.set()
+    for tid in blocked:
+        assert hub.wait_result(tid)["status"] == "completed"
+    assert wait_until(lambda: client.stats()["tasks_completed"] == 4, 5)
+
+
+def test_stats_outbox_holds_results_while_disconnected(make_node, hub: LocalHub) -> None:
+    client = make_node(_start=False)
+    release = threading.Event()
+    client.register_task_handler("block", lambda task: release.wait(5))
+    client.start()
+    assert client.wait_connected(5)
+    tid = hub.send_task("block", {})
+    assert wait_until(lambda: client.stats()["tasks_running"] == 1, 5)
+    hub.stop_ws()
+    assert wait_until(lambda: client.stats()["state"] == "reconnecting", 5)
+    release.set()
+    assert wait_until(lambda: client.stats()["outbox"] == 1, 5)
+    s = client.stats()
+    assert s["connected_since"] is None and s["tasks_running"] == 0
+    hub.start_ws()
+    assert hub.wait_result(tid, timeout=8)["status"] == "completed"
+    assert wait_until(lambda: client.stats()["outbox"] == 0, 5)
+
+
+# -- /healthz and /metrics ---------------------------------------------------------------------
+
+def test_node_serves_health_and_metrics_on_its_port(make_node, hub: LocalHub, http: requests.Session) -> None:
+    port = free_port()
+    client = make_node(metrics_port=port)
+    assert client.wait_connected(5)
+    base = f"http://127.0.0.1:{port}"
+    answer = http.get(base + "/healthz", timeout=5)
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["status"] == "ok" and body["state"] == "connected" and body["pc_id"] == client.pc_id
+    assert any(t.name == "octohub-metrics" for t in threading.enumerate())
+
+    hub.wait_result(hub.send_task("echo", {"x": 1}))
+    metrics = http.get(base + "/metrics", timeout=5)
+    assert metrics.status_code == 200 and metrics.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    samples = parse_metrics(metrics.text)
+    assert value(samples, "octohub_node_tasks_received_total", pc_id=client.pc_id) == 1
+    assert value(samples, "octohub_node_tasks_completed_total", pc_id=client.pc_id) == 1
+    assert value(samples, "octohub_node_connected", pc_id=client.pc_id) == 1
+    assert http.get(base + "/nothing", timeout=5).status_code == 404
+
+    client.stop()
+    with pytest.raises(requests.ConnectionError):
+        http.get(base + "/healthz", timeout=5)
+
+
+def test_healthz_503_after_stop(node: NodeWebSocketClient, served: MetricsServer, http: requests.Session) -> None:
+    url = f"http://127.0.0.1:{served.port}/healthz"
+    assert http.get(url, timeout=5).status_code == 200
+    node.stop()
+    answer = http.get(url, timeout=5)
+    assert answer.status_code == 503
+    assert answer.json()["status"] == "unavailable" and answer.json()["state"] == "stopped"
+
+
+def test_healthz_ok_while_reconnecting(node: NodeWebSocketClient, hub: LocalHub, served: MetricsServer,
+                                       http: requests.Session) -> None:
+    hub.stop_ws()
+    assert wait_until(lambda: node.stats()["state"] == "reconnecting", 5)
+    answer = http.get(f"http://127.0.0.1:{served.port}/healthz", timeout=5)
+    assert answer.status_code == 200 and answer.json()["connected"] is False
+
+
+def test_healthz_503_after_giving_up(make_node, http: requests.Session) -> None:
+    client = make_node(server_port=free_port(), max_reconnect_attempts=1)
+    server = MetricsServer(client, "127.0.0.1", 0)
+    server.start()
+    try:
+        assert wait_until(lambda: client.failure is not None, 5)
+        answer = http.get(f"http://127.0.0.1:{server.port}/healthz", timeout=5)
+        assert answer.status_code == 503 and answer.json()["state"] == "gave up"
+        assert "signature=" not in answer.text
+    finally:
+        server.stop()
+
+
+def test_metrics_show_every_counter_and_gauge(node: NodeWebSocketClient, hub: LocalHub,
+                                              served: MetricsServer, http: requests.Session) -> None:
+    for task_type in ("echo", "no_such_type"):
+        hub.wait_result(hub.send_task(task_type, {}))
+    samples = parse_metrics(http.get(f"http://127.0.0.1:{served.port}/metrics", timeout=5).text)
+    stats = node.stats()
+    pc = {"pc_id": node.pc_id}
+    for counter in ("tasks_received", "tasks_completed", "tasks_failed", "tasks_rejected", "reconnects"):
+        assert value(samples, f"octohub_node_{counter}_total", **pc) == stats[counter]
+    assert value(samples, "octohub_node_tasks_rejected_total", **pc) == 1
+    for gauge in ("tasks_running", "tasks_queued", "outbox"):
+        assert value(samples, f"octohub_node_{gauge}", **pc) == 0
+    assert value(samples, "octohub_node_connected_since_seconds", **pc) == pytest.approx(stats["connected_since"])
+    assert value(samples, "octohub_node_clock_skew_seconds", **pc) == pytest.approx(stats["clock_skew"])
+    assert value(samples, "octohub_node_state", state="connected", **pc) == 1
+    assert value(samples, "octohub_node_state", state="reconnecting", **pc) == 0
+
+
+def test_metrics_escape_label_values() -> None:
+    stats = {"pc_id": 'a"b\\c\nd', "state": "gave up", "tasks_received": 3, "clock_skew": float("nan"),
+             "connected_since": None, "outbox": 0}
+    text = render_metrics(stats)
+    assert 'pc_id="a\\"b\\\\c\\nd"' in text
+    samples = parse_metrics(text)
+    assert value(samples, "octohub_node_tasks_received_total") == 3
+    assert value(samples, "octohub_node_connected") == 0
+    assert "octohub_node_clock_skew_seconds{" in text and text.count("NaN") == 1
+    parser = pytest.importorskip("prometheus_client.parser")
+    families = {f.name: f for f in parser.text_string_to_metric_families(text)}
+    assert families["octohub_node_tasks_received"].samples[0].labels["pc_id"] == 'a"b\\c\nd'
+
+
+@pytest.mark.parametrize("state, failed, status", [
+    ("connected", False, 200), ("connecting", False, 200), ("reconnecting", False, 200),
+    ("reconnecting", True, 503), ("gave up", True, 503), ("stopping", False, 503), ("stopped", False, 503),
+])
+def test_health_by_state(state: str, failed: bool, status: int) -> None:
+    code, body = health({"state": state, "pc_id": "node_x"}, failed=failed)
+    assert code == status and body["status"] == ("ok" if status == 200 else "unavailable")
+
+
+# -- --check -----------------------------------------------------------------------------------
+
+def run_cli_check(*flags: str, env_file: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OCTOHUB_") and "proxy" not in k.lower()}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run_node.py"), "--check", "--env-file", str(env_file),
+         "--connect-timeout", "3", *flags],
+        cwd=str(env_file.parent), env=env, capture_output=True, text=True, timeout=9)
+
+
+@pytest.fixture
+def empty_env(tmp_path: Path) -> Path:
+    path = tmp_path / "empty.env"
+    path.write_text("")
+    return path
+
+
+def test_check_passes_against_the_hub(hub: LocalHub, empty_env: Path) -> None:
+    done = run_cli_check("--server-host", "127.0.0.1", "--server-port", str(hub.api_port),
+                         "--signature-key", KEY, env_file=empty_env)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "all checks passed" in done.stdout
+    assert "OCTOHUB_SIGNATURE_KEY" in done.stdout and "[override]" in done.stdout
+    assert KEY not in output
+    assert re.search(r"signature=(?!\*\*\*)", output) is None
+    # The check connected under its own id, so it cannot knock a running node off.
+    assert all(c["pc_id"].endswith("_check") for c in hub.connections)
+
+
+def test_check_wrong_key_names_the_api_step(hub: LocalHub, empty_env: Path) -> None:
+    wrong = "wrong-key-zzzz-98765"
+    done = run_cli_check("--server-host", "127.0.0.1", "--server-port", str(hub.api_port),
+                         "--signature-key", wrong, env_file=empty_env)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    last = done.stdout.strip().splitlines()[-1]
+    assert last.startswith("FAILED at step 'API'") and "OCTOHUB_SIGNATURE_KEY" in last and "clock" in last
+    assert wrong not in output and KEY not in output
+
+
+def test_check_closed_port_names_the_api_step(empty_env: Path) -> None:
+    done = run_cli_check("--server-host", "127.0.0.1", "--server-port", str(free_port()),
+                         "--signature-key", KEY, env_file=empty_env)
+    assert done.returncode != 0
+    last = done.stdout.strip().splitlines()[-1]
+    assert last.startswith("FAILED at step 'API'") and "OCTOHUB_SERVER_PORT" in last
+    assert KEY not in done.stdout + done.stderr
+
+
+def check_settings(hub: LocalHub, **overrides: Any) -> Any:
+    values = {"server_host": "127.0.0.1", "server_port": hub.api_port, "ws_port": hub.ws_port,
+              "signature_key": KEY, "connect_timeout": FAST["connect_timeout"], "pc_id": "node_doctor"}
+    values.update(overrides)
+    return load_settings(values, env_file=False, environ={})
+
+
+def in_process_check(settings: Any) -> tuple[int, str]:
+    out = io.StringIO()
+    return run_check(settings, out=out), out.getvalue()
+
+
+def test_check_direct_mode(hub: LocalHub) -> None:
+    code, output = in_process_check(check_settings(hub, connect_mode="direct"))
+    assert code == 0, output
+    assert "API: skipped" in output and "server_time" in output and KEY not in output
+
+
+def test_check_websocket_refusing_the_signature(hub: LocalHub) -> None:
+    hub.ws_fault = "401"
+    code, output = in_process_check(check_settings(hub))
+    last = output.strip().splitlines()[-1]
+    assert code != 0 and last.startswith("FAILED at step 'WebSocket'") and "HTTP 401" in last
+    assert "OCTOHUB_SIGNATURE_KEY" in last and KEY not in output
+
+
+def test_check_nothing_on_the_ws_port(hub: LocalHub) -> None:
+    code, output = in_process_check(check_settings(hub, connect_mode="direct", ws_port=free_port()))
+    last = output.strip().splitlines()[-1]
+    assert code != 0 and last.startswith("FAILED at step 'WebSocket'") and "OCTOHUB_WS_PORT" in last
+
+
+def test_check_missing_key(hub: LocalHub) -> None:
+    code, output = in_process_check(check_settings(hub, signature_key=None))
+    assert code != 0 and output.strip().splitlines()[-1].startswith("FAILED at step 'key'")
+
+
+def hint(exc: BaseException, api_url: Optional[str] = None, ws_url: str = "ws://127.0.0.1:8000/ws/node") -> str:
+    settings = load_settings({"signature_key": KEY, "api_url": api_url}, env_file=False, environ={})
+    return _ws_hint(exc, settings, ws_url, "host:8000")
+
+
+def test_check_hints() -> None:
+    assert "OCTOHUB_WS_HOST" in hint(ConnectionRefusedError(), "http://10.1.2.3:8080", "ws://localhost:8000/ws/node")
+    assert "OCTOHUB_CA_FILE" in hint(ssl.SSLCertVerificationError("certificate verify failed"))
+    assert "firewall" in hint(websocket.WebSocketTimeoutException("timed out"))
+    assert "clock" in hint(websocket.WebSocketBadStatusException("Handshake status %d %s", 401, "Unauthorized"))

@@ -1,0 +1,132 @@
+"""The node as its own process: signals, exit codes, and the soak under random drops."""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from octohub_sync.hub import LocalHub
+
+from .conftest import KEY, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def spawn(hub: LocalHub, tmp_path: Path, pc_id: str, *flags: str) -> subprocess.Popen:
+    env_file = tmp_path / "empty.env"
+    env_file.write_text("")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OCTOHUB_")}
+    env.update(OCTOHUB_SIGNATURE_KEY=KEY, OCTOHUB_LOG_LEVEL="INFO", OCTOHUB_STATUS_INTERVAL="0")
+    cmd = [sys.executable, "-m", "tests.node_process", "--env-file", str(env_file),
+           "--server-host", "127.0.0.1", "--server-port", str(hub.api_port), "--pc-id", pc_id,
+           "--reconnect-interval", "0.2", "--reconnect-max-interval", "1", "--stable-after", "1", *flags]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 20) -> tuple[int, str]:
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        pytest.fail(f"node process did not exit within {timeout} s:\n{err[-3000:]}")
+    return proc.returncode, err
+
+
+def test_sigterm_drains_sends_result_and_exits_0(hub: LocalHub, tmp_path: Path) -> None:
+    proc = spawn(hub, tmp_path, "node_sig")
+    try:
+        assert hub.wait_connected("node_sig", timeout=20)
+        marker = tmp_path / "started"
+        tid = hub.send_task("block", {"seconds": 0.5, "started_file": str(marker)}, pc_id="node_sig")
+        assert wait_until(marker.exists, 10)
+        proc.send_signal(signal.SIGTERM)
+        code, err = finish(proc)
+    finally:
+        proc.kill()
+    assert code == 0, err[-3000:]
+    assert hub.wait_result(tid, timeout=5)["result"] == "unblocked"
+    assert hub.wait_for(lambda: hub.connections[-1]["closed"] is not None, 5)
+    assert hub.connections[-1].get("close_code") == 1000
+
+
+def test_second_signal_exits_at_once(hub: LocalHub, tmp_path: Path) -> None:
+    proc = spawn(hub, tmp_path, "node_cold", "--shutdown-timeout", "60")
+    try:
+        assert hub.wait_connected("node_cold", timeout=20)
+        marker = tmp_path / "started"
+        hub.send_task("block", {"seconds": 30, "started_file": str(marker)}, pc_id="node_cold")
+        assert wait_until(marker.exists, 10)
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        code, err = finish(proc, timeout=10)
+    finally:
+        proc.kill()
+    assert code == 1 and "second signal" in err
+    assert time.monotonic() - started < 10
+
+
+def test_gives_up_exits_non_zero_with_one_line(hub: LocalHub, tmp_path: Path) -> None:
+    hub.api_fault = "401"
+    proc = spawn(hub, tmp_path, "node_giveup", "--max-reconnect-attempts", "2")
+    code, err = finish(proc)
+    assert code == 1
+    assert err.strip().splitlines()[-1].startswith("octohub-node: gave up after 2 consecutive failed")
+
+
+def test_bad_config_exits_2_naming_the_variable(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OCTOHUB_")}
+    env["OCTOHUB_MAX_WORKERS"] = "lots"
+    proc = subprocess.run([sys.executable, "run_node.py", "--env-file", os.devnull], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "octohub-node: configuration error: OCTOHUB_MAX_WORKERS='lots': expected a number"
+
+
+def test_soak_every_task_answered_once_across_random_drops(tmp_path: Path) -> None:
+    total, in_flight, drops = 10_000, 200, 6
+    with LocalHub(KEY) as hub:
+        proc = spawn(hub, tmp_path, "node_soak", "--max-workers", "8", "--log-level", "WARNING")
+        try:
+            assert hub.wait_connected("node_soak", timeout=20)
+            rng = random.Random(7)
+            drop_at = sorted(rng.sample(range(500, total - 500), drops))
+            rss = []
+            sent = 0
+            for target in range(0, total + 1, 500):
+                while sent < min(target, total):
+                    if hub.wait_for(lambda: sent - len(hub.results) < in_flight, 30):
+                        hub.send_task("count", pc_id="node_soak", task_id=f"soak_{sent}")
+                        sent += 1
+                    else:
+                        pytest.fail(f"stalled at {len(hub.results)} results of {sent} sent")
+                    if drop_at and len(hub.results) >= drop_at[0]:
+                        drop_at.pop(0)
+                        hub.drop("node_soak")
+                if target % 2000 == 0:
+                    rss.append(psutil.Process(proc.pid).memory_info().rss)
+            assert hub.wait_for(lambda: len(hub.results) == total, 60), f"{len(hub.results)} of {total}"
+            ids = {f"soak_{i}" for i in range(total)}
+            assert set(hub.results) == ids
+            failed = [r for rs in hub.results.values() for r in rs if r["status"] != "completed"]
+            assert failed == []
+            reruns = [t for t, rs in hub.results.items() if any(r["result"]["runs"] != 1 for r in rs)]
+            assert reruns == []
+            assert all(r == rs[0] for rs in hub.results.values() for r in rs)  # re-sends are the stored result
+            assert sum(1 for c in hub.connections if c["pc_id"] == "node_soak") >= drops + 1
+            growth = (rss[-1] - rss[1]) / 2**20
+            print(f"soak: {total} tasks, {sum(map(len, hub.results.values()))} results, "
+                  f"{len(hub.connections)} connections, RSS MB {[round(r / 2**20, 1) for r in rss]}")
+            assert growth < 8, f"node RSS grew {growth:.1f} MB between 2,000 and {total} tasks"
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            code, err = finish(proc)
+        assert code == 0, err[-3000:]
