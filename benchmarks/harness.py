@@ -83,21 +83,22 @@ class Subject:
             Path(self.log_path).unlink(missing_ok=True)
 
 
-def _clean_env() -> dict[str, str]:
+def _clean_env(repo: Path = REPO) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OCTOHUB_")}
-    env["PYTHONPATH"] = str(REPO)
+    env["PYTHONPATH"] = str(repo)
     return env
 
 
-def node_subject(hub: LocalHub, name: str, env_file: str, workdir: str, **settings: Any) -> Subject:
-    """The real node, ``python run_node.py``, configured only by OCTOHUB_* variables."""
+def node_subject(hub: LocalHub, name: str, env_file: str, workdir: str, *, repo: Path = REPO,
+                 **settings: Any) -> Subject:
+    """The real node, ``python run_node.py`` of ``repo``, configured only by OCTOHUB_* variables."""
     pc_id = f"bench_{name}_{os.getpid()}"
-    env = _clean_env()
+    env = _clean_env(repo)
     base = {"server_host": "127.0.0.1", "server_port": hub.api_port, "signature_key": hub.key,
             "pc_id": pc_id, "log_level": "WARNING", "status_interval": 0}
     for key, value in {**base, **settings}.items():
         env["OCTOHUB_" + key.upper()] = str(value)
-    argv = [sys.executable, str(REPO / "run_node.py"), "--env-file", env_file]
+    argv = [sys.executable, str(repo / "run_node.py"), "--env-file", env_file]
     return Subject(name, pc_id, argv, env, workdir)
 
 
@@ -126,6 +127,11 @@ class Throughput:
     @property
     def rate(self) -> float:
         return self.tasks / self.seconds
+
+    @property
+    def cpu_us_per_task(self) -> float:
+        """CPU time the subject spent per task, in microseconds (insensitive to other load)."""
+        return self.subject_cpu / 100 * self.seconds / self.tasks * 1e6
 
 
 def _drive(hub: LocalHub, pc_id: str, total: int, inflight: int, tag: str) -> list[str]:

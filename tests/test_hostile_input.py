@@ -26,7 +26,8 @@ from .conftest import KEY, node_threads, wait_until
 pytestmark = pytest.mark.timeout(30)
 
 MAX = 1 << 20
-PROPERTY = settings(deadline=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+#: database=None: no .hypothesis folder written into the project.
+PROPERTY = settings(deadline=None, max_examples=150, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 KINDS = ("task", "ping", "pong", "connected", "disconnect_notification", "disconnected", "error",
          "notification", "node_ready", "")
@@ -140,6 +141,34 @@ def message_shaped(draw: st.DrawFn) -> dict[str, Any]:
 def test_message_shaped_dicts(message: dict[str, Any], ascii_only: bool, handlers: tuple[str, ...]) -> None:
     for frame in frames_of(message, ascii_only):
         check(frame, handlers=handlers)
+
+
+task_values = st.one_of(
+    any_text, json_values, st.integers(min_value=-(10 ** 500), max_value=10 ** 500),
+    st.sampled_from(["x" * MAX_TASK_ID, "x" * (MAX_TASK_ID + 1), "", 0, -1, True, "5", None]),
+)
+
+
+@PROPERTY
+@given(
+    st.fixed_dictionaries(
+        {"task_id": any_text | task_values, "task_type": any_text | task_values},
+        optional={"data": st.dictionaries(any_text, json_values, max_size=3) | task_values, "timeout": task_values},
+    ),
+    st.sampled_from(["type", "action"]),
+    st.booleans(),
+)
+def test_task_shaped(fields: dict[str, Any], kind_key: str, ascii_only: bool) -> None:
+    for message in ({kind_key: "task", **fields}, {"action": "task", "data": fields}):
+        for frame in frames_of(message, ascii_only):
+            check(frame)
+
+
+@PROPERTY
+@given(json_values, st.sampled_from(["type", "action"]), st.booleans())
+def test_ping_shaped(request_id: Any, kind_key: str, ascii_only: bool) -> None:
+    for frame in frames_of({kind_key: "ping", "request_id": request_id}, ascii_only):
+        check(frame)
 
 
 @PROPERTY
@@ -415,7 +444,7 @@ def test_lone_surrogates_answered_on_the_same_connection(dialect_hub: LocalHub, 
     hub.send_raw('{"type":"task","task_id":"sur1","task_type":"echo","data":{"s":"\\ud800"}}', pc_id=node.pc_id)
     hub.send_raw('{"type":"task","task_id":"sur\\udc80","task_type":"no_such_type"}', pc_id=node.pc_id)
     hub.send_raw('{"action":"ping","request_id":"\\ud800"}', pc_id=node.pc_id)
-    assert hub.wait_for(lambda: "sur1" in hub.results and "sur\udc80" in hub.results, 5), \
+    assert hub.wait_for(lambda: "sur1" in hub.results and "sur\udc80" in hub.results, 3), \
         (hub.results.keys(), node.stats())
     assert hub.results["sur1"][0]["result"]["echo"] == {"s": "\ud800"}
     assert hub.results["sur\udc80"][0]["status"] == "failed"
@@ -435,7 +464,7 @@ def test_nesting_near_the_recursion_limit_never_escapes(
     for depth in depths:
         hub.send_raw('{"type":"ping","request_id":%s}' % ("[" * depth + "]" * depth), pc_id=node.pc_id)
     assert hub.wait_result(hub.send_task("echo", {}, pc_id=node.pc_id), 10)["status"] == "completed"
-    assert wait_until(lambda: hub.count("pong") + node.stats()["bad_frames"] >= len(depths), 5), \
+    assert wait_until(lambda: hub.count("pong") + node.stats()["bad_frames"] >= len(depths), 3), \
         (hub.count("pong"), node.stats()["bad_frames"], [r.getMessage()[:200] for r in websocket_errors])
     assert not websocket_errors, [r.getMessage()[:200] for r in websocket_errors]
     assert_same_session(node, hub, threads_before)

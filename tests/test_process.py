@@ -130,3 +130,21 @@ def test_soak_every_task_answered_once_across_random_drops(tmp_path: Path) -> No
             proc.send_signal(signal.SIGTERM)
             code, err = finish(proc)
         assert code == 0, err[-3000:]
+
+
+@pytest.mark.parametrize("example", ["simple_client.py", "custom_client.py"])
+def test_examples_run_against_the_local_hub(example: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OCTOHUB_")}
+    proc = subprocess.run([sys.executable, f"examples/{example}", "--local"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "completed" in proc.stdout
+
+
+def test_demo_prints_results_and_exits_0() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OCTOHUB_")}
+    proc = subprocess.run([sys.executable, "run_node.py", "--demo"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "every task answered as expected" in proc.stdout
+    assert proc.stdout.count("completed") == 4 and proc.stdout.count("failed") == 2

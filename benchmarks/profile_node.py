@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""Where the node's time goes under echo load: py-spy on the node process, summarised.
+
+    /tmp/dev/bin/pip install py-spy            # once
+    python benchmarks/profile_node.py          # ~20 s; prints the summary
+    python benchmarks/profile_node.py --gil    # only samples of the thread holding the GIL
+
+Starts a LocalHub and the real node (``run_node.py``, same settings as bench.py),
+keeps 200 echo tasks in flight, and records the node with ``py-spy record --format raw``
+(non-blocking sampling). The raw stacks are kept (``--out``) for flame graphs.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import harness  # noqa: E402
+from bench import NODE_SETTINGS  # noqa: E402
+
+#: Frames of a stack are "function (file:line)"; the line is dropped to group by function.
+_FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^:()]+)(?::\d+)?\)$")
+
+#: (label, substring of a frame) in order: the first match along a stack, from the leaf up, wins.
+CATEGORIES = [
+    ("json encode (task_result)", "json/encoder.py"),
+    ("json decode (task)", "json/decoder.py"),
+    ("json.dumps/loads wrappers", "json/__init__.py"),
+    ("ws frame mask (_mask)", "_mask (websocket/_abnf.py"),
+    ("socket send (syscall)", "socket.send"),
+    ("socket recv (syscall)", "socket.recv"),
+    ("selector (epoll)", "select (selectors.py"),
+    ("thread pool submit/queue", "concurrent/futures"),
+    ("queue/locks/conditions", "threading.py"),
+    ("logging", "logging/__init__.py"),
+    ("websocket-client frame code", "websocket/_"),
+    ("octohub protocol/dispatch", "octohub_sync/protocol.py"),
+    ("octohub protocol/dispatch", "octohub_sync/dispatch.py"),
+    ("octohub runner", "octohub_sync/runner.py"),
+    ("octohub client", "octohub_sync/client.py"),
+    ("octohub other", "octohub_sync/"),
+]
+
+
+def parse(raw: str) -> list[tuple[str, list[str], int]]:
+    """``py-spy --format raw`` lines -> (thread name, frames root first, samples)."""
+    stacks = []
+    for line in raw.splitlines():
+        body, _, count = line.rpartition(" ")
+        if not body or not count.isdigit():
+            continue
+        frames = body.split(";")
+        thread = frames[0].split(": ", 1)[-1] if frames[0].startswith("thread") else "?"
+        stacks.append((re.sub(r"[-_]\d+$", "", thread), frames[1:] if frames[0].startswith("thread") else frames, int(count)))
+    return stacks
+
+
+def _func(frame: str) -> str:
+    m = _FRAME.match(frame)
+    if not m:
+        return frame
+    path = m.group("file")
+    short = "/".join(path.split("/")[-2:]) if "site-packages" in path or "octohub_sync" in path else path.split("/")[-1]
+    return f"{m.group('func')} ({short})"
+
+
+def summarise(stacks: list[tuple[str, list[str], int]], top: int = 25) -> str:
+    total = sum(n for _, _, n in stacks) or 1
+    threads: collections.Counter[str] = collections.Counter()
+    selfs: collections.Counter[str] = collections.Counter()
+    incl: collections.Counter[str] = collections.Counter()
+    cats: collections.Counter[str] = collections.Counter()
+    for thread, frames, n in stacks:
+        threads[thread] += n
+        if frames:
+            selfs[_func(frames[-1])] += n
+        for f in {_func(f) for f in frames}:
+            incl[f] += n
+        cats[next((label for f in reversed(frames) for label, key in CATEGORIES if key in f), "other")] += n
+
+    def block(title: str, counter: collections.Counter[str], k: int) -> list[str]:
+        return [title] + [f"  {100 * n / total:5.1f} %  {name}" for name, n in counter.most_common(k)]
+
+    lines = [f"{total} samples (non-idle threads)"]
+    lines += block("by thread:", threads, 10)
+    lines += block("by category (leaf-most match):", cats, 20)
+    lines += block("self time (leaf function):", selfs, top)
+    lines += block("inclusive time:", incl, top)
+    return "\n".join(lines)
+
+
+def _load(hub: object, node: harness.Subject, stop: threading.Event) -> int:
+    done = 0
+    while not stop.is_set():
+        harness.echo_throughput(hub, node, 2000, 200, f"prof{done}")  # type: ignore[arg-type]
+        done += 2000
+    return done
+
+
+def record(seconds: float, gil: bool, out: Path, spy: str) -> None:
+    from octohub_sync.hub import LocalHub
+
+    hub = LocalHub(secrets.token_hex(16)).start()
+    workdir = tempfile.mkdtemp(prefix="octohub-prof-")
+    env_file = str(Path(workdir) / "empty.env")
+    Path(env_file).write_text("")
+    node = harness.node_subject(hub, "node", env_file, workdir, **NODE_SETTINGS)
+    try:
+        node.start().wait_ready(hub)
+        harness.echo_throughput(hub, node, 2000, 200, "warm")
+        cmd = [spy, "record", "--pid", str(node.ps.pid), "--duration", str(int(seconds)), "--rate", "200",
+               "--format", "raw", "--threads", "--nonblocking", "--output", str(out)] + (["--gil"] if gil else [])
+        stop = threading.Event()
+        result: list[int] = []
+        load = threading.Thread(target=lambda: result.append(_load(hub, node, stop)), name="bench-load")
+        t0 = time.perf_counter()
+        load.start()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=seconds + 30)
+        stop.set()
+        load.join()
+        elapsed = time.perf_counter() - t0
+        print(f"{result[0]} echo tasks in {elapsed:.1f} s while sampling ({result[0] / elapsed:,.0f} /s, py-spy attached)")
+    finally:
+        node.stop()
+        hub.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10.0, help="sampling time (default 10)")
+    parser.add_argument("--gil", action="store_true", help="sample only the thread holding the GIL")
+    parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "octohub-node-profile.raw",
+                        help="where the raw stacks go")
+    parser.add_argument("--summarise", type=Path, metavar="RAW", help="only summarise an existing raw file")
+    args = parser.parse_args(argv)
+    if args.summarise is None:
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        if not Path(spy).exists():
+            print("py-spy not found: pip install py-spy", file=sys.stderr)
+            return 2
+        record(args.seconds, args.gil, args.out, spy)
+    raw = Path(args.summarise or args.out).read_text()
+    print(summarise(parse(raw)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
