@@ -18,7 +18,7 @@ from . import signing
 from .config import Settings
 from .exceptions import ApiError, AuthError
 
-__all__ = ["Address", "resolve_address", "ssl_context", "tls_verify"]
+__all__ = ["Address", "is_loopback", "resolve_address", "ssl_context", "tls_verify"]
 
 logger = logging.getLogger(__name__)
 
@@ -129,14 +129,14 @@ def _fix_host(url: str, settings: Settings, log: logging.LoggerAdapter) -> str:
         netloc = _bracket(settings.ws_host) + (f":{parts.port}" if parts.port else "")
         return urlunsplit(parts._replace(netloc=netloc))
     api_host = urlsplit(settings.api_base).hostname or ""
-    if _is_loopback(parts.hostname or "") and not _is_loopback(api_host):
+    if is_loopback(parts.hostname or "") and not is_loopback(api_host):
         log.warning("the API at %s returned a WebSocket address on %s, i.e. on this machine: the hub's "
                     "wsUrl setting is probably left at its default; set OCTOHUB_WS_HOST=%s (or fix the "
                     "hub) if the connection fails", api_host, parts.hostname, api_host)
     return url
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host.lower() == "localhost":
         return True
     try:

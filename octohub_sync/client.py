@@ -131,13 +131,14 @@ class NodeWebSocketClient:
         with self._lifecycle:
             if self._watchdog is not None:
                 return self
+            if self.settings.metrics_port:
+                from .health import MetricsServer  # only nodes that serve metrics pay for it
+                metrics = MetricsServer(self, self.settings.metrics_host, self.settings.metrics_port)
+                metrics.start()  # a port in use fails here, before anything else has started
+                self._metrics = metrics
             self._finished.clear()
             self._stats.state = "connecting"
             self.runner.start()
-            if self.settings.metrics_port:
-                from .health import MetricsServer  # only nodes that serve metrics pay for it
-                self._metrics = MetricsServer(self, self.settings.metrics_host, self.settings.metrics_port)
-                self._metrics.start()
             self._watchdog = Watchdog(self)
             self._watchdog.start()
         return self

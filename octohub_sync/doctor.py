@@ -17,7 +17,7 @@ import requests
 import websocket
 
 from . import protocol
-from .api import SKEW_WARNING, Address, _is_loopback, resolve_address, ssl_context
+from .api import SKEW_WARNING, Address, is_loopback, resolve_address, ssl_context
 from .config import Settings, env_name
 from .exceptions import ApiError, AuthError, ProtocolError
 from .identity import machine_pc_id
@@ -50,14 +50,18 @@ class _Printer:
 
     def __init__(self, out: TextIO) -> None:
         self.out = out
+        self.encoding = getattr(out, "encoding", None) or "utf-8"  # StringIO has none: any text goes
         try:
-            "✓✗⚠–".encode(getattr(out, "encoding", None) or "ascii")
+            "✓✗⚠–".encode(self.encoding)
             self.marks = {"ok": "✓", "fail": "✗", "warn": "⚠", "skip": "–"}
         except (LookupError, UnicodeEncodeError):
+            self.encoding = "ascii"
             self.marks = {"ok": "[ok]", "fail": "[FAIL]", "warn": "[warn]", "skip": "[skip]"}
 
     def line(self, text: str = "") -> None:
-        print(redact(text), file=self.out, flush=True)
+        # A hub's message may be Chinese and the terminal ASCII: degrade the text, never crash the check.
+        text = redact(text).encode(self.encoding, "backslashreplace").decode(self.encoding)
+        print(text, file=self.out, flush=True)
 
     def mark(self, kind: str, step: str, text: str) -> None:
         self.line(f"{self.marks[kind]} {step}: {text}")
@@ -156,7 +160,7 @@ def _loopback_mismatch(settings: Settings, ws_url: str) -> bool:
     if settings.connect_mode == "direct" or settings.ws_host:
         return False
     api_host = urlsplit(settings.api_base).hostname or ""
-    return _is_loopback(urlsplit(ws_url).hostname or "") and not _is_loopback(api_host)
+    return is_loopback(urlsplit(ws_url).hostname or "") and not is_loopback(api_host)
 
 
 def _check_websocket(settings: Settings, address: Address, p: _Printer) -> None:

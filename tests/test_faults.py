@@ -129,6 +129,7 @@ def test_redelivered_task_runs_once(make_node, hub: LocalHub) -> None:
     assert client.wait_connected(10)
     hub.send_task("count", task_id="t-1")
     hub.send_task("count", task_id="t-1")  # while running: ignored
+    assert wait_until(lambda: client.stats()["tasks_duplicate"] == 1, 10)
     release.set()
     assert hub.wait_result("t-1")["result"] == 1
     hub.send_task("count", task_id="t-1")  # after it finished: stored result again

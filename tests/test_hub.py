@@ -156,6 +156,7 @@ def test_protocol_vector_is_accepted_at_its_time_and_not_replayed(make_hub: HubF
     forged = {**VECTOR_HEADERS, "X-Signature": "A" + VECTOR_HEADERS["X-Signature"][1:], "X-Nonce": "other"}
     assert requests.get(url, headers=forged, timeout=IO_TIMEOUT).status_code == 401
     assert [r["status"] for r in hub.api_requests] == [200, 401, 401]
+    assert hub.api_requests[0]["time"] <= hub.api_requests[1]["time"] <= time.monotonic()
 
 
 def test_api_rejects_stale_unsigned_and_malformed_requests(make_hub: HubFactory) -> None:
@@ -468,10 +469,12 @@ def test_drop_and_close(make_hub: HubFactory) -> None:
     opcode, data = frames[0]
     assert opcode == websocket.ABNF.OPCODE_CLOSE and struct.unpack("!H", data[:2])[0] == 4000
     assert not hub.connected()
+    assert hub.connections[0]["close_code"] == 1000  # what the node answered (websocket-client: 1000)
     a, b = connect(hub, "a"), connect(hub, "b")
     assert hub.drop() == 2 and not hub.connected()
     assert_aborted(a)
     assert_aborted(b)
+    assert [c["close_code"] for c in hub.connections[1:]] == [1006, 1006]
 
 
 def test_tls_for_api_and_websocket(make_hub: HubFactory) -> None:

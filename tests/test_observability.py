@@ -313,6 +313,22 @@ def test_check_missing_key(hub: LocalHub) -> None:
     assert code != 0 and output.strip().splitlines()[-1].startswith("FAILED at step 'key'")
 
 
+def test_check_tls_with_private_ca(tmp_path: Path) -> None:
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(server)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    with LocalHub(KEY, ssl_context=server, ws_url_host="localhost") as tls_hub:
+        code, output = in_process_check(check_settings(tls_hub, server_host="localhost", tls=True, ca_file=str(ca_file)))
+        assert code == 0, output
+        assert "GET https://localhost:" in output and "wss://localhost:" in output
+        code, output = in_process_check(check_settings(tls_hub, server_host="localhost", tls=True, connect_mode="direct"))
+        last = output.strip().splitlines()[-1]
+        assert code != 0 and last.startswith("FAILED at step 'WebSocket'") and "OCTOHUB_CA_FILE" in last
+
+
 def hint(exc: BaseException, api_url: Optional[str] = None, ws_url: str = "ws://127.0.0.1:8000/ws/node") -> str:
     settings = load_settings({"signature_key": KEY, "api_url": api_url}, env_file=False, environ={})
     return _ws_hint(exc, settings, ws_url, "host:8000")

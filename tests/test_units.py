@@ -132,3 +132,18 @@ def test_pc_id_stable_and_distinct_per_instance() -> None:
     assert a != machine_pc_id(hostname="h2", mac="001122334455")
     assert a != machine_pc_id("worker2", hostname="h1", mac="001122334455")
     assert machine_pc_id() == machine_pc_id()  # this machine, two "starts"
+
+
+def test_env_example_lists_every_setting_with_its_default() -> None:
+    from pathlib import Path
+
+    from dotenv import dotenv_values
+
+    from octohub_sync.config import Settings, env_name, setting_names
+
+    path = Path(__file__).resolve().parent.parent / "env.example"
+    assert set(dotenv_values(path)) == {env_name(n) for n in setting_names()}
+    from_file = load_settings(env_file=path, environ={})
+    assert from_file.uses_public_key
+    defaults = Settings()
+    assert all(getattr(from_file, n) == getattr(defaults, n) for n in setting_names() if n != "signature_key")

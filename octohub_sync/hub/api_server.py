@@ -124,7 +124,13 @@ class _Handler(BaseHTTPRequestHandler):
         hub = self.server.hub
         url = urlsplit(self.path)
         params = dict(parse_qsl(url.query, keep_blank_values=True))
-        record = {"path": url.path, "params": params, "headers": dict(self.headers.items()), "status": 0}
+        record = {
+            "path": url.path,
+            "params": params,
+            "headers": dict(self.headers.items()),
+            "status": 0,
+            "time": time.monotonic(),  # arrival, so tests can measure retry spacing
+        }
         if hub.api_fault == "timeout":
             hub._record_api(record)  # status 0: never answered
             hub._stopping.wait()

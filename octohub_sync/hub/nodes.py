@@ -38,12 +38,16 @@ class NodeSessions:
 
     @property
     def api_requests(self) -> list[dict]:
-        """Every API request: path, params, headers and status (0: never answered)."""
+        """Every API request: path, params, headers, status (0: never answered), time (monotonic)."""
         return self._state.api_requests
 
     @property
     def connections(self) -> list[dict]:
-        """Every accepted WebSocket connection: pc_id, opened and closed (monotonic or None)."""
+        """Every accepted WebSocket connection.
+
+        Each is a dict: pc_id, opened and closed (monotonic, closed None while open),
+        close_code and close_reason (what the node's close frame said; 1006 if none came).
+        """
         return self._state.connections
 
     @property

@@ -80,7 +80,9 @@ class HubState:
 
     def attach(self, pc_id: str, ws: Any) -> Link:
         """Register a new connection; the previous one of that pc_id, if any, is evicted."""
-        link = Link(pc_id, ws, {"pc_id": pc_id, "opened": time.monotonic(), "closed": None})
+        info = {"pc_id": pc_id, "opened": time.monotonic(), "closed": None}
+        info.update(close_code=None, close_reason=None)
+        link = Link(pc_id, ws, info)
         with self.cond:
             old = self.links.get(pc_id)
             self.links[pc_id] = link
@@ -106,8 +108,10 @@ class HubState:
 
     def detach(self, link: Link) -> None:
         """Forget a connection that ended (its pending tasks stay pending)."""
+        # websockets reports the code the node sent, or 1006 when no close frame came.
+        code, reason = getattr(link.ws, "close_code", None), getattr(link.ws, "close_reason", None)
         with self.cond:
-            link.info["closed"] = time.monotonic()
+            link.info.update(closed=time.monotonic(), close_code=code, close_reason=reason)
             if self.links.get(link.pc_id) is link:
                 del self.links[link.pc_id]
             self.cond.notify_all()
