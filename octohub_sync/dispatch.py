@@ -50,13 +50,20 @@ def dispatch(frame: str | bytes, *, max_bytes: int, handlers: Container[str] = (
             (the caller logs and counts it).
     """
     msg = protocol.decode(frame, max_bytes=max_bytes)
+    try:
+        return _route(msg, handlers)
+    except RecursionError:  # str() or json.dumps() of a value json.loads only just managed
+        raise ProtocolError("JSON nested too deeply") from None
+
+
+def _route(msg: Message, handlers: Container[str]) -> Plan:
     kind = msg.kind
     if kind == "task":
         return Plan(message=msg, task=protocol.parse_task(msg))
     if kind == "ping":
         return Plan(message=msg, reply=protocol.pong(msg))
     if kind == "connected":
-        session = msg.fields.get("session_id")
+        session = str(msg.fields.get("session_id"))[:100]
         return Plan(message=msg, handshake=True, log_level=logging.INFO,
                     log_text=f"hub confirmed the connection (session {session})")
     if kind in ("disconnect_notification", "disconnected"):
@@ -67,7 +74,7 @@ def dispatch(frame: str | bytes, *, max_bytes: int, handlers: Container[str] = (
         return Plan(message=msg)
     if kind in handlers:
         return Plan(message=msg, handler=kind)
-    return Plan(message=msg, log_text=f"ignored message of kind {kind!r} (no handler registered)")
+    return Plan(message=msg, log_text=f"ignored message of kind {kind[:100]!r} (no handler registered)")
 
 
 def _disconnect(msg: Message) -> Plan:
@@ -82,7 +89,7 @@ def _disconnect(msg: Message) -> Plan:
 
 def _error(msg: Message) -> Plan:
     code = msg.fields.get("code")
-    text = f"hub reported error {code}: {str(msg.fields.get('message', ''))[:200]}"
+    text = f"hub reported error {str(code)[:20]}: {str(msg.fields.get('message', ''))[:200]}"
     # The Go server answers every node_ready and task_result with 1002; that is expected, not news.
     level = logging.DEBUG if code == UNKNOWN_ACTION else logging.WARNING
     return Plan(message=msg, log_level=level, log_text=text)

@@ -62,8 +62,13 @@ def decode(frame: str | bytes, *, max_bytes: int) -> Message:
         ProtocolError: the frame is too large, not UTF-8, not JSON, not an object,
             or names no kind.
     """
-    if len(frame) > max_bytes:
-        raise ProtocolError(f"frame of {len(frame)} bytes exceeds OCTOHUB_MAX_MESSAGE_BYTES={max_bytes}")
+    if isinstance(frame, str):
+        # max_bytes counts bytes; a character takes up to 4 of them in UTF-8.
+        size = len(frame) if frame.isascii() else len(frame.encode("utf-8", "surrogatepass"))
+    else:
+        size = len(frame)
+    if size > max_bytes:
+        raise ProtocolError(f"frame of {size} bytes exceeds OCTOHUB_MAX_MESSAGE_BYTES={max_bytes}")
     if isinstance(frame, (bytes, bytearray)):
         try:
             frame = frame.decode("utf-8")
@@ -73,8 +78,10 @@ def decode(frame: str | bytes, *, max_bytes: int) -> Message:
         body = json.loads(frame)
     except RecursionError:
         raise ProtocolError("JSON nested too deeply") from None
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise ProtocolError(f"not JSON ({exc.msg} at position {exc.pos})") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits (sys.get_int_max_str_digits)
+        raise ProtocolError(f"unusable JSON ({str(exc)[:100]})") from None
     if not isinstance(body, dict):
         raise ProtocolError(f"JSON {type(body).__name__} instead of an object")
     kind = body.get("type")
@@ -96,7 +103,8 @@ def parse_task(msg: Message) -> Task:
         ProtocolError: the task cannot be run (no usable ``task_id``, no ``task_type``,
             ``data`` not an object, bad ``timeout``).
     """
-    body = msg.body
+    # The seed form has the task at the top level; a Go-style hub wraps it in "data".
+    body = msg.body if "task_id" in msg.body else msg.fields
     task_id = body.get("task_id")
     if not isinstance(task_id, str) or not task_id or len(task_id) > MAX_TASK_ID:
         raise ProtocolError("task has no usable 'task_id' (a non-empty string of at most 256 characters)")
@@ -110,15 +118,24 @@ def parse_task(msg: Message) -> Task:
         raise ProtocolError(f"task {task_id!r}: 'data' is {type(data).__name__}, not an object")
     timeout = body.get("timeout")
     if timeout is not None:
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout < 0:
-            raise ProtocolError(f"task {task_id!r}: 'timeout' must be a non-negative number")
-        timeout = float(timeout) or None
+        bad = ProtocolError(f"task {task_id!r}: 'timeout' must be a non-negative number")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise bad
+        try:
+            timeout = float(timeout)
+        except OverflowError:  # a JSON integer too large for a float
+            raise bad from None
+        if not math.isfinite(timeout) or timeout < 0:
+            raise bad
+        timeout = timeout or None
     return Task(task_id=task_id, task_type=task_type, data=data, timeout=timeout, message=body)
 
 
 def _dumps(obj: Mapping[str, Any]) -> str:
-    # allow_nan=False: NaN and Infinity are not JSON and a hub's parser would choke on them.
-    return json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    # ensure_ascii: a lone surrogate (it can arrive as a "\ud800" escape and be echoed back) has
+    # no UTF-8 form and would make the send fail; escaped, every frame is plain ASCII. It is also
+    # the C encoder's fastest path. allow_nan=False: NaN and Infinity are not JSON.
+    return json.dumps(obj, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
 
 
 def node_ready(pc_id: str, *, task_types: list[str], capacity: int) -> str:
@@ -157,6 +174,6 @@ def pong(msg: Message) -> str:
         reply["request_id"] = request_id
     try:
         return _dumps(reply)
-    except ValueError:  # a request_id of NaN: answer without it rather than not at all
+    except (ValueError, RecursionError):  # a request_id of NaN, or nested too deeply: answer without it
         del reply["request_id"]
         return _dumps(reply)

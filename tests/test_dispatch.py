@@ -149,6 +149,12 @@ def test_task_timeout_huge_integer_raises_protocol_error() -> None:
         route(frame)
 
 
+def test_integer_over_python_digit_limit_raises_protocol_error() -> None:
+    # Python refuses to convert integers of more than 4300 digits (a ValueError without .msg).
+    with pytest.raises(ProtocolError):
+        route('{"type":"ping","n":%s}' % ("1" * 5000))
+
+
 # -- ping ----------------------------------------------------------------------------------
 
 
