@@ -3,21 +3,17 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Optional
 
 import requests
 
-from . import dispatch as routing
-from . import protocol
 from .api import resolve_address, ssl_context
 from .config import Settings, load_settings, require_key
 from .connection import Connection
-from .exceptions import ApiError, AuthError, GaveUpError, OctoHubError, ProtocolError
+from .exceptions import GaveUpError
 from .handlers import TaskHandler
 from .identity import machine_pc_id
-from .outbox import Outbox
+from .link import Link, MessageHandler
 from .runner import TaskRunner
 from .stats import Stats
 from .watchdog import Watchdog
@@ -25,8 +21,6 @@ from .watchdog import Watchdog
 __all__ = ["NodeWebSocketClient"]
 
 logger = logging.getLogger("octohub_sync")
-
-MessageHandler = Callable[[Mapping[str, Any]], Any]
 
 
 class _NodeLog(logging.LoggerAdapter):
@@ -67,24 +61,21 @@ class NodeWebSocketClient:
         self.pc_id = settings.pc_id or machine_pc_id(settings.instance)
         self.log = _NodeLog(logger, {"pc_id": self.pc_id})
         self._stats = Stats()
-        self.outbox = Outbox(settings.outbox_size)
+        self.link = Link(settings=settings, pc_id=self.pc_id, stats=self._stats, log=self.log,
+                         on_notice=self._hub_notice)
         self.runner = TaskRunner(
-            deliver=self._deliver, stats=self._stats, max_workers=settings.max_workers,
+            deliver=self.link.deliver, stats=self._stats, max_workers=settings.max_workers,
             max_pending=settings.max_pending, task_timeout=settings.task_timeout,
             cache_size=settings.result_cache_size, log=self.log)
-        self._message_handlers: dict[str, MessageHandler] = {}
-        self._message_pool: Optional[ThreadPoolExecutor] = None
+        self.link.runner = self.runner
         self._ssl = ssl_context(settings) if settings.ws_scheme == "wss" else None
         self._http = requests.Session()
-        self._conn: Optional[Connection] = None
-        self._ready = False
-        self._connected = threading.Event()
         self._finished = threading.Event()
         self._gave_up = threading.Event()
         #: Set when the node gave up reconnecting (see OCTOHUB_MAX_RECONNECT_ATTEMPTS).
         self.failure: Optional[GaveUpError] = None
-        self._flush_lock = threading.Lock()
         self._lifecycle = threading.Lock()
+        self._opened_before = False
         self._watchdog: Optional[Watchdog] = None
         self._metrics: Any = None
         self.log.info("initialised NodeWebSocketClient, PC ID: %s", self.pc_id)
@@ -121,7 +112,7 @@ class NodeWebSocketClient:
             return lambda fn: self.register_message_handler(kind, fn)
         if not callable(handler):
             raise TypeError(f"message handler for {kind!r} is not callable")
-        self._message_handlers[kind] = handler
+        self.link.message_handlers[kind] = handler
         return handler
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -163,12 +154,13 @@ class NodeWebSocketClient:
             if unfinished:
                 self.log.warning("stopping with %d task(s) still running: %s", len(unfinished), ", ".join(unfinished[:10]))
             self.runner.shutdown()
-            self._flush()
+            self.link.flush()
             watchdog.stop(timeout=max(1.0, self.settings.connect_timeout))
-            self._ready = False
-            self._connected.clear()
-            self._close_extras()
-            unsent = len(self.outbox)
+            self.link.close()
+            if self._metrics is not None:
+                self._metrics.stop()
+                self._metrics = None
+            unsent = len(self.link.outbox)
             if unsent:
                 self.log.warning("stopped with %d result(s) not sent (hub unreachable)", unsent)
             if self.failure is None:
@@ -176,14 +168,6 @@ class NodeWebSocketClient:
             self._finished.set()
             self.log.info("node stopped")
             return not unfinished and not unsent
-
-    def _close_extras(self) -> None:
-        if self._message_pool is not None:
-            self._message_pool.shutdown(wait=True, cancel_futures=True)
-            self._message_pool = None
-        if self._metrics is not None:
-            self._metrics.stop()
-            self._metrics = None
 
     def run_forever(self) -> None:
         """Start (if needed) and block until the node is stopped.
@@ -205,11 +189,11 @@ class NodeWebSocketClient:
 
     def wait_connected(self, timeout: Optional[float] = None) -> bool:
         """Block until the hub confirmed the connection and node_ready was sent."""
-        return self._connected.wait(timeout)
+        return self.link.connected.wait(timeout)
 
     def is_connected(self) -> bool:
         """True while connected and ready for tasks."""
-        return self._connected.is_set()
+        return self.link.connected.is_set()
 
     def get_pc_id(self) -> str:
         """This node's id."""
@@ -227,7 +211,7 @@ class NodeWebSocketClient:
         """Connection state, counters and queue sizes right now."""
         snap = self._stats.snapshot()
         running, queued = self.runner.counts()
-        snap.update(pc_id=self.pc_id, tasks_running=running, tasks_queued=queued, outbox=len(self.outbox))
+        snap.update(pc_id=self.pc_id, tasks_running=running, tasks_queued=queued, outbox=len(self.link.outbox))
         return snap
 
     def log_status(self) -> None:
@@ -244,11 +228,11 @@ class NodeWebSocketClient:
     def new_connection(self, number: int) -> Connection:
         """A connection attempt, not yet started."""
         conn = Connection(
-            self._address, number=number, on_open=self._opened, on_frame=self._frame,
+            self._address, number=number, on_open=self._opened, on_frame=self.link.frame,
             on_closed=self._closed, ssl_context=self._ssl,
             connect_timeout=self.settings.connect_timeout,
             ping_interval=self.settings.ping_interval, ping_timeout=self.settings.ping_timeout)
-        self._conn = conn
+        self.link.attach(conn)
         return conn
 
     def _address(self) -> str:
@@ -281,111 +265,18 @@ class NodeWebSocketClient:
     # -- called on the connection thread ---------------------------------------------------------
 
     def _opened(self, conn: Connection) -> None:
-        if self._watchdog is not None and self._watchdog.attempts > 1:
+        if self._opened_before:
             self._stats.incr("reconnects")
+        self._opened_before = True
         self.log.info("WebSocket connection %d established", conn.number)
 
-    def _frame(self, conn: Connection, frame: "str | bytes", binary: bool) -> None:
-        try:
-            if binary:
-                raise ProtocolError(f"binary frame of {len(frame)} bytes (the protocol uses text frames)")
-            plan = routing.dispatch(frame, max_bytes=self.settings.max_message_bytes,
-                                    handlers=self._message_handlers)
-        except ProtocolError as exc:
-            self._stats.incr("bad_frames")
-            self.log.warning("skipped a bad frame: %s", exc)
-            return
-        try:
-            self._carry_out(conn, plan)
-        except Exception:  # nothing a message does may end the connection thread
-            self._stats.incr("bad_frames")
-            self.log.exception("could not handle a %r message; skipped", plan.message.kind if plan.message else "?")
-
-    def _carry_out(self, conn: Connection, plan: routing.Plan) -> None:
-        if plan.log_text and self.log.isEnabledFor(plan.log_level):
-            self.log.log(plan.log_level, "%s", plan.log_text)
-        if plan.task is not None:
-            self.runner.submit(plan.task)
-        elif plan.reply is not None:
-            self._send_or_abort(conn, plan.reply)
-        elif plan.handshake:
-            self._handshake(conn)
-        elif plan.closing is not None:
-            if plan.replaced and self._watchdog is not None:
-                self._watchdog.replaced = True
-            if self._watchdog is not None:
-                self._watchdog.wake()
-        elif plan.handler is not None:
-            self._run_message_handler(plan.handler, plan.message.body)  # type: ignore[union-attr]
-
-    def _handshake(self, conn: Connection) -> None:
-        ready = protocol.node_ready(self.pc_id, task_types=sorted(self.runner.handlers),
-                                    capacity=self.settings.max_workers)
-        if not self._send_or_abort(conn, ready):
-            return
-        self._ready = True
-        self._stats.state = "connected"
-        self._stats.connected_since = time.time()
-        self._connected.set()
-        self.log.info("sent node_ready")
-        self._flush()
-
-    def _send_or_abort(self, conn: Connection, frame: str) -> bool:
-        try:
-            conn.send(frame)
-            return True
-        except Exception as exc:  # any send failure means the session is over
-            self.log.info("send failed (%s: %s); dropping the connection", type(exc).__name__, exc)
-            conn.abort()
-            return False
-
-    def _run_message_handler(self, kind: str, message: Mapping[str, Any]) -> None:
-        if self._message_pool is None:
-            # One thread: message handlers see messages in the order they arrived.
-            self._message_pool = ThreadPoolExecutor(1, thread_name_prefix="octohub-message")
-        self._message_pool.submit(self._call_message_handler, kind, message)
-
-    def _call_message_handler(self, kind: str, message: Mapping[str, Any]) -> None:
-        try:
-            self._message_handlers[kind](message)
-        except Exception:
-            self.log.exception("message handler for %r failed", kind)
-
     def _closed(self, conn: Connection, code: Optional[int], error: str) -> None:
-        if conn is self._conn:
-            self._ready = False
-            self._connected.clear()
+        self.link.detach(conn)
         if self._watchdog is not None:
             self._watchdog.wake()
 
-    # -- results ----------------------------------------------------------------------------------
-
-    def _deliver(self, task_id: str, frame: str) -> None:
-        """Send a result now, or keep it in the outbox until the next node_ready."""
-        conn = self._conn
-        if self._ready and conn is not None and not len(self.outbox):
-            try:
-                conn.send(frame)
-                return
-            except Exception as exc:  # kept below, and the dead session is ended
-                self.log.info("sending the result of %s failed (%s); keeping it", task_id, type(exc).__name__)
-                conn.abort()
-        dropped = self.outbox.put(task_id, frame)
-        if dropped is not None:
-            self._stats.incr("results_dropped")
-            self.log.warning("outbox full (OCTOHUB_OUTBOX_SIZE=%d): gave up the result of task %s",
-                             self.outbox.capacity, dropped)
-        if self._ready:
-            self._flush()
-
-    def _flush(self) -> None:
-        """Send what the outbox holds, oldest first, while the connection takes it."""
-        with self._flush_lock:
-            items = self.outbox.take_all()
-            for i, (task_id, frame) in enumerate(items):
-                conn = self._conn
-                if not self._ready or conn is None or not self._send_or_abort(conn, frame):
-                    self.outbox.put_back(items[i:])
-                    return
-            if items:
-                self.log.info("sent %d result(s) kept while disconnected", len(items))
+    def _hub_notice(self, replaced: bool) -> None:
+        watchdog = self._watchdog
+        if watchdog is not None:
+            watchdog.replaced = watchdog.replaced or replaced
+            watchdog.wake()

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Container, Optional
 
 from . import protocol
+from .exceptions import ProtocolError
 from .protocol import Message, Task
 
 __all__ = ["Plan", "dispatch"]

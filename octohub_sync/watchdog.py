@@ -7,7 +7,6 @@ time limits and writes the periodic status line, so the node has one timer threa
 """
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from typing import TYPE_CHECKING, Optional

@@ -117,7 +117,12 @@ def test_result_of_task_running_during_drop_arrives_after_reconnect(make_node, h
             assert wait_until(lambda: not client.is_connected(), 10)
             release.set()  # finishes while disconnected: the result waits in the outbox
             assert h.wait_for(lambda: tid in h.results, 10)
-            assert [r["result"] for r in h.results[tid]] == ["done"]
+            # With redelivery the hub may re-send the task after the outbox flush; the node then
+            # answers with the stored result, so duplicates are identical and the task ran once.
+            results = h.results[tid]
+            assert {r["result"] for r in results} == {"done"} and all(r == results[0] for r in results)
+            assert len(results) == 1 or redeliver
+            assert client.stats()["tasks_completed"] == 1
             client.stop(5)
 
 

@@ -8,7 +8,6 @@ import ssl
 import pytest
 import trustme
 
-from octohub_sync import NodeWebSocketClient
 from octohub_sync.hub import LocalHub
 
 from .conftest import KEY, wait_until
