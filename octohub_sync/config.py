@@ -162,32 +162,19 @@ def _parse_choice(choices: tuple, *, upper: bool = False) -> Callable[[Any], str
     return parse
 
 
-def _parse_name(raw: Any) -> Optional[str]:
-    value = str(raw).strip()
-    if not value:
-        return None
-    if not SAFE_NAME.match(value):
-        raise ValueError("use 1-64 characters from A-Z a-z 0-9 _ . -")
-    return value
+def _parse_text(check: Optional[Callable[[str], Any]] = None, problem: str = "") -> Callable[[Any], str]:
+    # Empty values never get here: load_settings() treats them as "use the default".
+    def parse(raw: Any) -> str:
+        value = str(raw).strip()
+        if check is not None and not check(value):
+            raise ValueError(problem)
+        return value
+    return parse
 
 
-def _parse_url(raw: Any) -> Optional[str]:
-    value = str(raw).strip()
-    if not value:
-        return None
+def _is_http_url(value: str) -> bool:
     parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("expected http://host:port or https://host:port")
-    return value
-
-
-def _parse_file(raw: Any) -> Optional[str]:
-    value = str(raw).strip()
-    if not value:
-        return None
-    if not os.path.isfile(value):
-        raise ValueError("no such file")
-    return value
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def _parse_port(minimum: int) -> Callable[[Any], int]:
@@ -201,20 +188,15 @@ def _parse_port(minimum: int) -> Callable[[Any], int]:
     return parse
 
 
-def _parse_str(raw: Any) -> Optional[str]:
-    value = str(raw).strip()
-    return value or None
-
-
 _PARSERS: dict[str, Callable[[Any], Any]] = {
-    "str": _parse_str,
+    "str": _parse_text(),
     "port": _parse_port(1),
     "port0": _parse_port(0),
-    "url": _parse_url,
+    "url": _parse_text(_is_http_url, "expected http://host:port or https://host:port"),
     "mode": _parse_choice(("api", "direct")),
     "bool": lambda raw: raw if isinstance(raw, bool) else _parse_bool(str(raw)),
-    "file": _parse_file,
-    "name": _parse_name,
+    "file": _parse_text(os.path.isfile, "no such file"),
+    "name": _parse_text(SAFE_NAME.match, "use 1-64 characters from A-Z a-z 0-9 _ . -"),
     "positive": _parse_number(float, 0, above=True),
     "seconds": _parse_number(float, 0),
     "count": _parse_number(int, 0),
@@ -279,8 +261,6 @@ def load_settings(
                     raise ConfigError(env_name(f.name), raw, str(exc)) from None
                 sources[f.name] = source
                 break
-        if values.get(f.name, 0) is None:
-            del values[f.name]
     settings = replace(Settings(), **values, sources=sources)
     _check_together(settings)
     return settings
