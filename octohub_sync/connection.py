@@ -65,6 +65,8 @@ class Connection:
         self._connect_timeout = connect_timeout
         self._ping = (ping_interval, ping_timeout)
         self._binary = False
+        self._closing = False
+        self._sock: Optional[socket.socket] = None
         self._app = websocket.WebSocketApp(
             "",
             on_open=self._opened,
@@ -98,11 +100,18 @@ class Connection:
 
     def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
         """Close with code 1000 and wait for the thread; abort the socket if it lingers."""
-        try:
-            self._app.close(status=websocket.STATUS_NORMAL, timeout=min(timeout, CLOSE_TIMEOUT))
-        except Exception as exc:  # closing a broken socket may fail in many ways; it is closed anyway
-            logger.debug("close of connection %s: %s", self.number, exc)
-        self.thread.join(timeout)
+        self._closing = True
+        self._app.keep_running = False
+        ws = self._app.sock
+        if ws is not None and self.opened_at is not None:
+            # Only send the close frame: the connection thread reads the hub's answer. Two threads
+            # reading one socket (as WebSocketApp.close() would) can leave the reader asleep in
+            # select() on a closed descriptor until the next ping timeout.
+            try:
+                ws.send_close(websocket.STATUS_NORMAL)
+            except Exception as exc:  # a dead socket cannot be closed politely; it is aborted below
+                logger.debug("close frame on connection %s: %s", self.number, exc)
+        self.thread.join(min(timeout, CLOSE_TIMEOUT))
         if self.thread.is_alive():
             self.abort()
             self.thread.join(timeout)
@@ -110,7 +119,7 @@ class Connection:
     def abort(self) -> None:
         """Tear the TCP connection down without a close frame (dead or stalled path)."""
         self._app.keep_running = False
-        sock = getattr(self._app.sock, "sock", None)
+        sock = self._sock
         if sock is not None:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
@@ -122,7 +131,7 @@ class Connection:
     def _run(self) -> None:
         try:
             self._app.url = self._address()
-            self._app.prepared_socket = self._open_socket(self._app.url)
+            self._sock = self._open_socket(self._app.url)
         except OctoHubError as exc:
             hint = getattr(exc, "hint", "")
             self.error = f"{exc}{' - ' + hint if hint else ''}"
@@ -133,11 +142,19 @@ class Connection:
             self._on_closed(self, None, self.error)
             return
         interval, timeout = self._ping
-        self._app.run_forever(
-            ping_interval=interval,
-            ping_timeout=timeout,
-            skip_utf8_validation=True,  # the dispatcher checks UTF-8 itself: a bad frame must not end the session
-        )
+        self._app.prepared_socket = self._sock
+        try:
+            if not self._closing:
+                self._app.run_forever(
+                    ping_interval=interval,
+                    ping_timeout=timeout,
+                    skip_utf8_validation=True,  # dispatch checks UTF-8 itself: a bad frame must not end the session
+                )
+            else:
+                self._on_closed(self, None, "closed before it opened")
+        finally:
+            # websocket-client's teardown does not always close the descriptor (after our close frame).
+            self._sock.close()
 
     def _open_socket(self, url: str) -> socket.socket:
         # Our own socket, so that connect and handshake are bounded by connect_timeout

@@ -58,13 +58,18 @@ class StallProxy:
             except socket.timeout:
                 continue
             except OSError:
-                return
+                break
             if not data:
-                return
+                break
             try:
                 dst.sendall(data)
             except OSError:
-                return
+                break
+        for sock in (src, dst):  # one direction ended: so does the other
+            try:
+                sock.close()
+            except OSError:
+                pass
 
     def stall(self) -> None:
         """Stop forwarding on every connection open now (new connections pass)."""

@@ -131,3 +131,15 @@ def test_context_manager_and_seed_import_path(hub: LocalHub) -> None:
         assert client.wait_connected(10)
         assert client.get_pc_id() == "node_ctx"
     assert not node_threads()
+
+
+def test_stop_of_an_idle_node_does_not_wait_for_the_ping_timeout(make_node, hub: LocalHub) -> None:
+    import time
+
+    client = make_node(ping_interval=30, ping_timeout=20, connect_timeout=20)
+    assert client.wait_connected(10)
+    started = time.monotonic()
+    assert client.stop(timeout=20)
+    # Once, a thread slept in select() until the ping timeout (20 s here) after a clean close.
+    assert time.monotonic() - started < 5
+    assert hub.wait_for(lambda: hub.connections[-1].get("close_code") == 1000, 5)

@@ -28,15 +28,15 @@ def spawn(hub: LocalHub, tmp_path: Path, pc_id: str, *flags: str) -> subprocess.
            "--server-host", "127.0.0.1", "--server-port", str(hub.api_port), "--pc-id", pc_id,
            "--reconnect-interval", "0.2", "--reconnect-max-interval", "1", "--stable-after", "1", *flags]
     # stderr goes to a file so that tests can watch the log while the node runs.
-    log = open(tmp_path / f"{pc_id}.log", "w+")
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True)
+    with open(tmp_path / f"{pc_id}.log", "w") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True)
     proc.log = log  # type: ignore[attr-defined]
     return proc
 
 
 def log_text(proc: subprocess.Popen) -> str:
-    proc.log.seek(0)  # type: ignore[attr-defined]
-    return proc.log.read()  # type: ignore[attr-defined]
+    with open(proc.log.name) as log:  # type: ignore[attr-defined]
+        return log.read()
 
 
 def finish(proc: subprocess.Popen, timeout: float = 20) -> tuple[int, str]:
