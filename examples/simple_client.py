@@ -10,7 +10,7 @@ import logging
 import secrets
 import sys
 
-from octohub_sync import NodeWebSocketClient
+from octohub_sync import ConfigError, NodeWebSocketClient
 
 
 def reverse(task: dict) -> str:
@@ -21,7 +21,11 @@ def reverse(task: dict) -> str:
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
     if "--local" not in sys.argv:
-        client = NodeWebSocketClient()  # everything from the environment / .env
+        try:
+            client = NodeWebSocketClient()  # everything from the environment / .env
+        except ConfigError as exc:
+            print(f"configuration error: {exc} (or run with --local)", file=sys.stderr)
+            return 2
         client.register_task_handler("reverse", reverse)
         client.run_forever()  # Ctrl-C stops it gracefully
         return 0

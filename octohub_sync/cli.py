@@ -66,9 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
                       help="check configuration, API, connection and clock; exit non-zero naming what failed")
     parser.add_argument("--version", action="version", version=f"octohub_sync {__version__}")
     group = parser.add_argument_group("settings (each overrides its OCTOHUB_* variable)")
+    defaults = Settings()
     for name in setting_names():
         flag = "--" + name.replace("_", "-")
-        group.add_argument(flag, dest=name, metavar="VALUE", help=f"{setting_help(name)} [{env_name(name)}]")
+        default = getattr(defaults, name)
+        shown = "" if default in (None, "") or name == "signature_key" else f", default {default}"
+        extra: dict[str, Any] = {"metavar": "VALUE"}
+        if isinstance(default, bool):  # --tls alone means --tls true
+            extra = {"metavar": "BOOL", "nargs": "?", "const": "true"}
+        group.add_argument(flag, dest=name, help=f"{setting_help(name)} [{env_name(name)}{shown}]", **extra)
     return parser
 
 
@@ -90,7 +96,7 @@ def main(argv: Optional[Sequence[str]] = None, *, setup: Optional[Setup] = None)
             from .demo import run_demo
             setup_logging((args.log_level or "WARNING").upper())
             return run_demo(_overrides(args))
-        settings = load_settings(_overrides(args), env_file=args.env_file)
+        settings = load_settings(_overrides(args), env_file=args.env_file, override_source="flag")
         setup_logging(settings.log_level)
         if args.check:
             from .doctor import run_check

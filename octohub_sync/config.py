@@ -69,7 +69,7 @@ class Settings:
     metrics_host: str = _opt("127.0.0.1", "address of the metrics endpoint")
     log_level: str = _opt("INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL", kind="level")
 
-    #: Where each value came from ("default", "environment", ".env", "override"): for --check.
+    #: Where each value came from ("environment", ".env", "override" or "flag"; absent: default).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -97,7 +97,7 @@ class Settings:
         for f in _fields():
             value = getattr(self, f.name)
             if f.metadata["secret"]:
-                value = f"<{len(value)} characters>" if value else "<not set>"
+                value = f"<{len(value)} character{'s' * (len(value) != 1)}>" if value else "<not set>"
             shown[env_name(f.name)] = (str(value), self.sources.get(f.name, "default"))
         return shown
 
@@ -224,6 +224,7 @@ def load_settings(
     *,
     env_file: str | os.PathLike | None | bool = None,
     environ: Mapping[str, str] | None = None,
+    override_source: str = "override",
 ) -> Settings:
     """Build validated :class:`Settings`.
 
@@ -231,6 +232,7 @@ def load_settings(
         overrides: field name -> value; beats everything else. ``None`` values are ignored.
         env_file: path of a dotenv file; ``None`` reads ``./.env`` if present; ``False`` reads none.
         environ: the environment to read (default ``os.environ``).
+        override_source: how ``sources`` names the overrides (the program says "flag").
 
     Returns:
         The frozen settings, with ``sources`` telling where each value came from.
@@ -240,7 +242,7 @@ def load_settings(
     """
     environ = os.environ if environ is None else environ
     layers = (
-        ("override", {env_name(k): v for k, v in (overrides or {}).items() if v is not None}),
+        (override_source, {env_name(k): v for k, v in (overrides or {}).items() if v is not None}),
         (".env", _read_env_file(env_file)),
         ("environment", environ),
     )
@@ -279,4 +281,5 @@ def _check_together(s: Settings) -> None:
 def require_key(settings: Settings) -> None:
     """Raise :class:`ConfigError` unless a signature key is set."""
     if not settings.signature_key:
-        raise ConfigError("OCTOHUB_SIGNATURE_KEY", "", "not set; it must match the hub's key")
+        raise ConfigError("OCTOHUB_SIGNATURE_KEY", None,
+                          "the hub's key is required: set it in .env, in the environment or with --signature-key")

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 EXIT_OK, EXIT_FAILED = 0, 1
 
 #: Added to the pc_id for the test connection: the hub keeps one connection per pc_id
-#: (PROTOCOL §5), so checking with the node's own id would knock a running node off.
+#: (one connection per pc_id), so checking with the node's own id would knock a running node off.
 CHECK_SUFFIX = "_check"
 
 _KEY_FIX = "set OCTOHUB_SIGNATURE_KEY to the hub's key and keep this machine's clock synchronised (NTP)"
@@ -122,7 +122,7 @@ def _check_key(settings: Settings, p: _Printer) -> None:
 def _check_api(settings: Settings, check_id: str, p: _Printer) -> Address:
     log = logging.LoggerAdapter(logger, {})
     p.line(f"Checking as pc_id {check_id}: the hub keeps one connection per pc_id, so the node's own id "
-           "would knock a running node off (PROTOCOL §5)")
+           "would knock a running node off: the hub keeps one connection per pc_id)")
     with requests.Session() as session:
         if settings.connect_mode == "direct":
             p.mark("skip", "API", "skipped (OCTOHUB_CONNECT_MODE=direct: the node signs the WebSocket address itself)")

@@ -17,7 +17,7 @@ class ConfigError(OctoHubError):
         self.variable = variable
         self.value = value
         self.reason = reason
-        shown = "<hidden>" if "KEY" in variable else repr(value)
+        shown = "(not set)" if value in (None, "") else "<hidden>" if "KEY" in variable else repr(value)
         super().__init__(f"{variable}={shown}: {reason}")
 
 

@@ -249,7 +249,7 @@ def test_check_passes_against_the_hub(hub: LocalHub, empty_env: Path) -> None:
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
     assert "all checks passed" in done.stdout
-    assert "OCTOHUB_SIGNATURE_KEY" in done.stdout and "[override]" in done.stdout
+    assert "OCTOHUB_SIGNATURE_KEY" in done.stdout and "[flag]" in done.stdout
     assert KEY not in output
     assert re.search(r"signature=(?!\*\*\*)", output) is None
     # The check connected under its own id, so it cannot knock a running node off.

@@ -159,3 +159,32 @@ def test_demo_prints_results_and_exits_0() -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "every task answered as expected" in proc.stdout
     assert proc.stdout.count("completed") == 4 and proc.stdout.count("failed") == 2
+
+
+def test_standalone_local_hub_serves_a_node(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OCTOHUB_")}
+    hub_out = tmp_path / "hub.out"
+    with open(hub_out, "w") as out:
+        hub = subprocess.Popen([sys.executable, "-m", "octohub_sync.hub", "--api-port", "0", "--ws-port", "0",
+                                "--echo-every", "0.2", "--key", KEY], cwd=ROOT, env=env, stdout=out,
+                               stderr=subprocess.DEVNULL)
+    node = None
+    try:
+        assert wait_until(lambda: "--server-port" in hub_out.read_text(), 20)
+        words = hub_out.read_text().split()
+        port = words[words.index("--server-port") + 1]
+        assert KEY not in hub_out.read_text()  # a key given on the command line is not echoed
+        node = subprocess.Popen([sys.executable, "run_node.py", "--env-file", os.devnull, "--server-host", "127.0.0.1",
+                                 "--server-port", port, "--signature-key", KEY], cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert wait_until(lambda: '"status": "completed"' in hub_out.read_text(), 20)
+    finally:
+        for proc in (node, hub):
+            if proc is not None:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+    assert hub.returncode == 0 and node.returncode == 0

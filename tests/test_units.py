@@ -135,15 +135,18 @@ def test_pc_id_stable_and_distinct_per_instance() -> None:
 
 
 def test_env_example_lists_every_setting_with_its_default() -> None:
+    import re
     from pathlib import Path
-
-    from dotenv import dotenv_values
 
     from octohub_sync.config import Settings, env_name, setting_names
 
     path = Path(__file__).resolve().parent.parent / "env.example"
-    assert set(dotenv_values(path)) == {env_name(n) for n in setting_names()}
-    from_file = load_settings(env_file=path, environ={})
-    assert from_file.uses_public_key
+    lines = re.findall(r"^(?:# )?(OCTOHUB_\w+)=(.*)$", path.read_text(), re.MULTILINE)
+    assert [name for name, _ in lines] == [env_name(n) for n in setting_names()]
+    # Uncommented, every line must load and give the defaults (the key aside).
+    uncommented = load_settings(environ=dict(lines))
+    assert uncommented.uses_public_key
     defaults = Settings()
-    assert all(getattr(from_file, n) == getattr(defaults, n) for n in setting_names() if n != "signature_key")
+    assert all(getattr(uncommented, n) == getattr(defaults, n) for n in setting_names() if n != "signature_key")
+    active = load_settings(env_file=path, environ={"OCTOHUB_MAX_WORKERS": "3"})
+    assert active.max_workers == 3  # commented-out defaults do not hide the environment
