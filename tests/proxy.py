@@ -47,7 +47,10 @@ class StallProxy:
             self._spawn(self._pipe, upstream, client, stalled)
 
     def _pipe(self, src: socket.socket, dst: socket.socket, born_stalled: bool) -> None:
-        src.settimeout(0.05)
+        try:
+            src.settimeout(0.05)
+        except OSError:  # the other direction already closed both sockets
+            return
         while not self._closing.is_set():
             # A connection stalls when stall() is called; ones opened afterwards work normally.
             if self._stalled.is_set() and not born_stalled:
