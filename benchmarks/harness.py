@@ -25,7 +25,10 @@ if str(REPO) not in sys.path:
 
 from octohub_sync.hub import LocalHub  # noqa: E402
 
-__all__ = ["REPO", "Subject", "echo_throughput", "echo_latency", "idle_usage", "reconnect_times", "sleep_wall"]
+__all__ = [
+    "REPO", "Subject", "Throughput", "Usage", "echo_latency", "echo_throughput", "idle_usage", "minimal_subject",
+    "node_subject", "reconnect_times", "send_echo", "sleep_wall", "snapshot",
+]
 
 #: Seconds without a single new result before a load run is declared stuck.
 STALL_TIMEOUT = 15.0
@@ -48,7 +51,7 @@ class Subject:
         fd, self.log_path = tempfile.mkstemp(prefix=f"bench-{self.name}-", suffix=".log")
         self._log = os.fdopen(fd, "w")
         self.proc = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
-                                     stdout=self._log, stderr=subprocess.STDOUT)
+                                     stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         return self
 
     @property
@@ -81,6 +84,17 @@ class Subject:
             self._log = None
         if self.log_path:
             Path(self.log_path).unlink(missing_ok=True)
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the bench dies, even by SIGKILL (Linux; elsewhere a no-op)."""
+    try:
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
 
 
 def _clean_env(repo: Path = REPO) -> dict[str, str]:
@@ -130,11 +144,26 @@ class Throughput:
 
     @property
     def cpu_us_per_task(self) -> float:
-        """CPU time the subject spent per task, in microseconds (insensitive to other load)."""
+        """CPU time the subject spent per task, in microseconds (far less disturbed by other load than rates)."""
         return self.subject_cpu / 100 * self.seconds / self.tasks * 1e6
 
 
-def _drive(hub: LocalHub, pc_id: str, total: int, inflight: int, tag: str) -> list[str]:
+#: A pre-serialised echo task: the bench sends it with ``hub.send_raw``, skipping the hub's
+#: per-task ``json.dumps`` and pending-task bookkeeping (results are recorded all the same).
+#: Without it the hub, not the minimal loop, sets the "wire limit" (see --hub-send-task).
+ECHO_FRAME = '{"type":"task","task_id":"%s","task_type":"echo","data":{"seq":%d,"run":"%s"}}'
+
+
+def send_echo(hub: LocalHub, pc_id: str, tag: str, seq: int, raw: bool = True) -> str:
+    """Send one echo task to ``pc_id``; return its task_id."""
+    if not raw:
+        return hub.send_task("echo", {"seq": seq, "run": tag}, pc_id=pc_id)
+    task_id = f"{tag}_{seq}"
+    hub.send_raw(ECHO_FRAME % (task_id, seq, tag), pc_id)
+    return task_id
+
+
+def _drive(hub: LocalHub, pc_id: str, total: int, inflight: int, tag: str, raw: bool) -> list[str]:
     """Keep ``inflight`` echo tasks outstanding until ``total`` have a result; return their ids."""
     results = hub.results
     base = len(results)
@@ -142,7 +171,7 @@ def _drive(hub: LocalHub, pc_id: str, total: int, inflight: int, tag: str) -> li
     done = 0
     while done < total:
         for _ in range(min(total, done + inflight) - len(ids)):
-            ids.append(hub.send_task("echo", {"seq": len(ids), "tag": tag}, pc_id=pc_id))
+            ids.append(send_echo(hub, pc_id, tag, len(ids), raw))
         seen = done
         if not hub.wait_for(lambda: len(results) - base > seen, STALL_TIMEOUT):
             raise RuntimeError(f"echo load stalled at {done}/{total} results")
@@ -150,12 +179,16 @@ def _drive(hub: LocalHub, pc_id: str, total: int, inflight: int, tag: str) -> li
     return ids
 
 
-def echo_throughput(hub: LocalHub, subject: Subject, total: int, inflight: int, tag: str) -> Throughput:
-    """Echo tasks/s with ``inflight`` outstanding; CPU of both processes over the same window."""
+def echo_throughput(hub: LocalHub, subject: Subject, total: int, inflight: int, tag: str, *,
+                    raw: bool = True) -> Throughput:
+    """Echo tasks/s with ``inflight`` outstanding; CPU of both processes over the same window.
+
+    ``tag`` must be new for each call and subject: it makes the task ids unique.
+    """
     me, them = psutil.Process(), subject.ps
     cpu0 = (sum(me.cpu_times()[:2]), sum(them.cpu_times()[:2]), machine_busy())
     t0 = time.perf_counter()
-    ids = _drive(hub, subject.pc_id, total, inflight, tag)
+    ids = _drive(hub, subject.pc_id, total, inflight, f"{subject.name}-{tag}", raw)
     seconds = time.perf_counter() - t0
     cpu1 = (sum(me.cpu_times()[:2]), sum(them.cpu_times()[:2]), machine_busy())
     hub_s, subject_s, all_s = (b - a for a, b in zip(cpu0, cpu1))
@@ -170,13 +203,15 @@ def machine_busy() -> float:
     return sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
 
 
-def echo_latency(hub: LocalHub, subject: Subject, n: int) -> list[float]:
+def echo_latency(hub: LocalHub, subject: Subject, n: int, tag: str, *, raw: bool = True) -> list[float]:
     """Round-trip seconds of ``n`` sequential echo tasks (one in flight)."""
+    results = hub.results
     times = []
     for i in range(n):
         t0 = time.perf_counter()
-        tid = hub.send_task("echo", {"seq": i}, pc_id=subject.pc_id)
-        hub.wait_result(tid, STALL_TIMEOUT)
+        tid = send_echo(hub, subject.pc_id, f"{subject.name}-{tag}", i, raw)
+        if not hub.wait_for(lambda: tid in results, STALL_TIMEOUT):
+            raise RuntimeError(f"no result for {tid} within {STALL_TIMEOUT} s")
         times.append(time.perf_counter() - t0)
     return times
 

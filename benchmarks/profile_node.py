@@ -4,6 +4,7 @@
     /tmp/dev/bin/pip install py-spy            # once
     python benchmarks/profile_node.py          # ~20 s; prints the summary
     python benchmarks/profile_node.py --gil    # only samples of the thread holding the GIL
+    python benchmarks/profile_node.py --syscalls   # strace -c: system calls per task, node vs minimal
 
 Starts a LocalHub and the real node (``run_node.py``, same settings as bench.py),
 keeps 200 echo tasks in flight, and records the node with ``py-spy record --format raw``
@@ -108,14 +109,14 @@ def _load(hub: object, node: harness.Subject, stop: threading.Event) -> int:
     return done
 
 
-def record(seconds: float, gil: bool, out: Path, spy: str) -> None:
+def record(seconds: float, gil: bool, out: Path, spy: str, repo: Path) -> None:
     from octohub_sync.hub import LocalHub
 
     hub = LocalHub(secrets.token_hex(16)).start()
     workdir = tempfile.mkdtemp(prefix="octohub-prof-")
     env_file = str(Path(workdir) / "empty.env")
     Path(env_file).write_text("")
-    node = harness.node_subject(hub, "node", env_file, workdir, **NODE_SETTINGS)
+    node = harness.node_subject(hub, "node", env_file, workdir, repo=repo, **NODE_SETTINGS)
     try:
         node.start().wait_ready(hub)
         harness.echo_throughput(hub, node, 2000, 200, "warm")
@@ -137,20 +138,61 @@ def record(seconds: float, gil: bool, out: Path, spy: str) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def syscalls(tasks: int, repo: Path) -> None:
+    """Count the node's and the minimal loop's system calls per echo task (``strace -c -f``)."""
+    from octohub_sync.hub import LocalHub
+
+    hub = LocalHub(secrets.token_hex(16)).start()
+    workdir = tempfile.mkdtemp(prefix="octohub-prof-")
+    env_file = str(Path(workdir) / "empty.env")
+    Path(env_file).write_text("")
+    subjects = [harness.node_subject(hub, "node", env_file, workdir, repo=repo, **NODE_SETTINGS),
+                harness.minimal_subject(hub, workdir)]
+    try:
+        for s in subjects:
+            s.start()
+        for s in subjects:
+            s.wait_ready(hub)
+            harness.echo_throughput(hub, s, 1000, 200, "warm")
+            out = Path(workdir) / f"strace-{s.name}.txt"
+            tracer = subprocess.Popen(["strace", "-c", "-f", "-p", str(s.ps.pid), "-o", str(out)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.0)  # attaching to every thread takes a moment
+            harness.echo_throughput(hub, s, tasks, 200, "strace")
+            time.sleep(0.2)
+            tracer.terminate()
+            tracer.wait(10)
+            print(f"{s.name}: system calls per echo task (strace -c -f, {tasks} tasks, 200 in flight)")
+            for line in out.read_text().splitlines():
+                parts = line.split()
+                if len(parts) >= 5 and parts[3].isdigit() and parts[-1] != "total":
+                    print(f"  {int(parts[3]) / tasks:6.2f}  {parts[-1]}")
+    finally:
+        for s in subjects:
+            s.stop()
+        hub.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0, help="sampling time (default 10)")
     parser.add_argument("--gil", action="store_true", help="sample only the thread holding the GIL")
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "octohub-node-profile.raw",
                         help="where the raw stacks go")
+    parser.add_argument("--node-repo", type=Path, default=harness.REPO, help="profile the node of this copy of the repo")
+    parser.add_argument("--syscalls", action="store_true", help="count system calls per task with strace instead")
     parser.add_argument("--summarise", type=Path, metavar="RAW", help="only summarise an existing raw file")
     args = parser.parse_args(argv)
+    if args.syscalls:
+        syscalls(5000, args.node_repo.resolve())
+        return 0
     if args.summarise is None:
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         if not Path(spy).exists():
             print("py-spy not found: pip install py-spy", file=sys.stderr)
             return 2
-        record(args.seconds, args.gil, args.out, spy)
+        record(args.seconds, args.gil, args.out, spy, args.node_repo.resolve())
     raw = Path(args.summarise or args.out).read_text()
     print(summarise(parse(raw)))
     return 0

@@ -22,8 +22,9 @@ class Backoff:
     interval: float = 5.0
     #: Ceiling of the nominal delay (OCTOHUB_RECONNECT_MAX_INTERVAL).
     max_interval: float = 60.0
-    #: Upper bound of the random delay of attempt 0.
-    first_max: float = 1.0
+    #: Upper bound of the random delay of attempt 0: spreads a fleet dropped at once over half a
+    #: second while a single node is back well within a second.
+    first_max: float = 0.5
 
     def nominal(self, attempt: int) -> float:
         """The delay before jitter."""

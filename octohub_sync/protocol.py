@@ -135,7 +135,11 @@ def _dumps(obj: Mapping[str, Any]) -> str:
     # ensure_ascii: a lone surrogate (it can arrive as a "\ud800" escape and be echoed back) has
     # no UTF-8 form and would make the send fail; escaped, every frame is plain ASCII. It is also
     # the C encoder's fastest path. allow_nan=False: NaN and Infinity are not JSON.
-    return json.dumps(obj, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+    return _ENCODER.encode(obj)
+
+
+# One encoder for the process: json.dumps() with options builds a new JSONEncoder on every call.
+_ENCODER = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":"))
 
 
 def node_ready(pc_id: str, *, task_types: list[str], capacity: int) -> str:
