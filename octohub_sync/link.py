@@ -78,6 +78,7 @@ class Link:
     # -- the connection thread --------------------------------------------------------------------
 
     def frame(self, conn: Connection, frame: "str | bytes", binary: bool) -> None:
+        """Handle one frame from the hub; never raises and never waits for a handler."""
         try:
             if binary:
                 raise ProtocolError(f"binary frame of {len(frame)} bytes (the protocol uses text frames)")
@@ -154,11 +155,14 @@ class Link:
                 conn.abort()
         dropped = self.outbox.put(task_id, frame)
         if dropped is not None:
-            self._stats.incr("results_dropped")
-            self._log.warning("outbox full (OCTOHUB_OUTBOX_SIZE=%d): gave up the result of task %s",
-                             self.outbox.capacity, dropped)
+            self._gave_up([dropped])
         if self.ready:
             self.flush()
+
+    def _gave_up(self, task_ids: list[str]) -> None:
+        self._stats.incr("results_dropped", len(task_ids))
+        self._log.warning("outbox full (OCTOHUB_OUTBOX_SIZE=%d): gave up the result of task(s) %s",
+                          self.outbox.capacity, ", ".join(task_ids[:10]))
 
     def flush(self) -> None:
         """Send what the outbox holds, oldest first, while the connection takes it."""
@@ -167,7 +171,9 @@ class Link:
             for i, (task_id, frame) in enumerate(items):
                 conn = self.conn
                 if not self.ready or conn is None or not self._send_or_abort(conn, frame):
-                    self.outbox.put_back(items[i:])
+                    dropped = self.outbox.put_back(items[i:])
+                    if dropped:
+                        self._gave_up(dropped)
                     return
             if items:
                 self._log.info("sent %d result(s) kept while disconnected", len(items))

@@ -25,12 +25,11 @@ class Outbox:
             self._items.append((task_id, frame))
             return dropped
 
-    def put_back(self, items: list[tuple[str, str]]) -> None:
-        """Return unsent results to the front, keeping their order (oldest beyond capacity go)."""
+    def put_back(self, items: list[tuple[str, str]]) -> list[str]:
+        """Return unsent results to the front, keeping their order; return the task_ids given up."""
         with self._lock:
             self._items.extendleft(reversed(items))
-            while len(self._items) > self.capacity:
-                self._items.popleft()
+            return [self._items.popleft()[0] for _ in range(len(self._items) - self.capacity)]
 
     def take_all(self) -> list[tuple[str, str]]:
         """Remove and return everything, oldest first."""

@@ -211,3 +211,24 @@ def test_duplicate_pc_id_settles_and_warns(make_node, hub: LocalHub, caplog) -> 
     assert len(opened) <= 2 * (window / 0.3 + 2), len(opened)
     assert any("same pc_id" in r.getMessage() or "pc_id node_twin is probably" in r.getMessage()
                for r in caplog.records)
+
+
+def test_full_outbox_gives_up_oldest_and_counts(make_node, hub: LocalHub, caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="octohub_sync")
+    with LocalHub(KEY, redeliver=False) as h:
+        client = make_node(_hub=h, _start=False, outbox_size=2, pc_id="node_outbox")
+        release, started = threading.Event(), threading.Event()
+        client.register_task_handler("slow", lambda task: (started.set(), release.wait(10), task["task_id"])[2])
+        client.start()
+        assert client.wait_connected(10)
+        ids = [h.send_task("slow") for _ in range(4)]
+        assert wait_until(lambda: client.stats()["tasks_running"] == 4, 10)
+        h.stop_ws()  # no way back while the results are produced
+        assert wait_until(lambda: not client.is_connected(), 10)
+        release.set()
+        assert wait_until(lambda: client.stats()["tasks_completed"] == 4, 10)
+        assert client.stats()["results_dropped"] == 2 and client.stats()["outbox"] == 2
+        assert any("outbox full" in r.getMessage() for r in caplog.records)
+        h.start_ws()
+        assert h.wait_for(lambda: len(h.results) == 2, 10)
+        assert set(h.results) < set(ids)
