@@ -85,11 +85,6 @@ class Connection:
         """Open the connection on its own thread; returns at once."""
         self.thread.start()
 
-    @property
-    def is_open(self) -> bool:
-        """True between the handshake and the end of the session."""
-        return self.opened_at is not None and self.thread.is_alive() and self._app.sock is not None
-
     def send(self, frame: str) -> None:
         """Send a text frame (thread-safe: websocket-client locks each frame).
 
