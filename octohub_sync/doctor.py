@@ -213,7 +213,7 @@ def _wait_connected(ws: Any, settings: Settings, deadline: float) -> Optional[pr
 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, websocket.WebSocketBadStatusException):
-        return f"HTTP {exc.status_code} {exc.status_message or ''}".strip()
+        return f"HTTP {exc.status_code} {getattr(exc, 'status_message', '') or ''}".strip()  # absent in some websocket-client releases
     text = str(exc)
     return redact(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
 

@@ -2,9 +2,9 @@
 
 Built on ``websockets.sync.server``; its accept loop is replaced by one that
 starts named daemon threads, because a test hub must never keep a process alive.
-That loop uses the same ``Server`` attributes as websockets' own ``serve_forever``
-(``socket``, ``handler``, ``lock``, ``handler_threads``, ``shutdown_watcher``,
-``shutdown_notifier``, ``socket_closed``), as of websockets 13-17.
+That loop uses only ``Server.socket`` and ``Server.handler``, which websockets 13-17
+all have (websockets 15 is the newest for Python 3.9); its wake-up pair and thread
+bookkeeping are its own.
 """
 from __future__ import annotations
 
@@ -90,6 +90,8 @@ class WsServer:
         self._ids = itertools.count(1)
         self._server: Optional[Server] = None
         self._accept_thread: Optional[threading.Thread] = None
+        self._handler_threads: set[threading.Thread] = set()
+        self._wakeup: Optional[tuple[socket.socket, socket.socket]] = None
 
     def next_id(self) -> int:
         return next(self._ids)
@@ -115,8 +117,10 @@ class WsServer:
         except BaseException:
             sock.close()
             raise
+        # Our own wake-up pair: websockets' shutdown pipe changed form between versions (15 vs 17).
+        self._wakeup = socket.socketpair()
         self._accept_thread = threading.Thread(
-            target=self._accept_loop, args=(self._server,), name="hub-ws-accept", daemon=True
+            target=self._accept_loop, args=(self._server, self._wakeup[0]), name="hub-ws-accept", daemon=True
         )
         self._accept_thread.start()
         return bound_port
@@ -144,25 +148,29 @@ class WsServer:
             return
         deadline = time.monotonic() + timeout
         server.socket.close()
-        with contextlib.suppress(OSError):  # the accept loop may already be gone
-            server.shutdown_notifier.send(b"x")
-        server.shutdown_notifier.close()
+        wakeup, self._wakeup = self._wakeup, None
+        if wakeup is not None:
+            with contextlib.suppress(OSError):  # the accept loop may already be gone
+                wakeup[1].send(b"x")
         if self._accept_thread is not None:
             self._accept_thread.join(max(0.0, deadline - time.monotonic()))
+        if wakeup is not None:
+            for end in wakeup:
+                end.close()
         with self._lock:
             live = list(self._live)
+            threads = list(self._handler_threads)
+            self._handler_threads.clear()
         for connection in live:
             abort(connection)
-        with server.lock:
-            threads = list(server.handler_threads)
         threads += [c.recv_events_thread for c in live if hasattr(c, "recv_events_thread")]
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
-    def _accept_loop(self, server: Server) -> None:
+    def _accept_loop(self, server: Server, wakeup: socket.socket) -> None:
         poller = selectors.DefaultSelector()
         try:
-            poller.register(server.shutdown_watcher, selectors.EVENT_READ)
+            poller.register(wakeup, selectors.EVENT_READ)
             poller.register(server.socket, selectors.EVENT_READ)
             while True:
                 poller.select()
@@ -176,16 +184,15 @@ class WsServer:
                     name=f"hub-ws-conn-{self.next_id()}",
                     daemon=True,
                 )
-                # Registered before start, as websockets' own loop does, so stop() sees it.
-                with server.lock:
-                    server.handler_threads.add(thread)
+                # Registered before start, so stop() sees it.
+                with self._lock:
+                    self._handler_threads = {t for t in self._handler_threads if t.is_alive()}
+                    self._handler_threads.add(thread)
                 thread.start()
         except (OSError, ValueError):
             logger.debug("accept loop ended early", exc_info=True)
         finally:
             poller.close()
-            server.shutdown_watcher.close()
-            server.socket_closed.set()
 
     def _check_request(self, connection: ServerConnection, request: Request) -> Optional[Response]:
         """Reject a handshake before the upgrade, as the Go server does."""
