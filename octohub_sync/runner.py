@@ -173,12 +173,6 @@ class TaskRunner:
             self._log.warning("task %s timed out", tid)
             self._deliver(tid, frame)
 
-    def next_deadline(self) -> Optional[float]:
-        """The earliest pending time limit, for the watchdog's sleep."""
-        with self._lock:
-            deadlines = [j.deadline for j in self._jobs.values() if j.deadline is not None and not j.timed_out]
-        return min(deadlines, default=None)
-
     # -- stop ----------------------------------------------------------------------------
 
     def stop_accepting(self) -> None:
