@@ -18,7 +18,7 @@ from . import signing
 from .config import Settings
 from .exceptions import ApiError, AuthError
 
-__all__ = ["Address", "is_loopback", "resolve_address", "ssl_context", "tls_verify"]
+__all__ = ["Address", "is_loopback", "loopback_pitfall", "resolve_address", "ssl_context", "tls_verify"]
 
 logger = logging.getLogger(__name__)
 
@@ -128,12 +128,20 @@ def _fix_host(url: str, settings: Settings, log: logging.LoggerAdapter) -> str:
     if settings.ws_host:
         netloc = _bracket(settings.ws_host) + (f":{parts.port}" if parts.port else "")
         return urlunsplit(parts._replace(netloc=netloc))
-    api_host = urlsplit(settings.api_base).hostname or ""
-    if is_loopback(parts.hostname or "") and not is_loopback(api_host):
+    if loopback_pitfall(settings, url):
+        api_host = urlsplit(settings.api_base).hostname
         log.warning("the API at %s returned a WebSocket address on %s, i.e. on this machine: the hub's "
                     "wsUrl setting is probably left at its default; set OCTOHUB_WS_HOST=%s (or fix the "
                     "hub) if the connection fails", api_host, parts.hostname, api_host)
     return url
+
+
+def loopback_pitfall(settings: Settings, ws_url: str) -> bool:
+    """True when the API, reached off this machine, handed out a WebSocket address on loopback."""
+    if settings.connect_mode == "direct" or settings.ws_host:
+        return False
+    api_host = urlsplit(settings.api_base).hostname or ""
+    return is_loopback(urlsplit(ws_url).hostname or "") and not is_loopback(api_host)
 
 
 def is_loopback(host: str) -> bool:

@@ -133,7 +133,7 @@ class Connection:
             self._on_closed(self, None, self.error)
             return
         except Exception as exc:  # DNS, refused, TLS: all mean "this attempt failed"
-            self.error = f"{type(exc).__name__}: {redact(str(exc))}"
+            self.error = _describe(exc)
             self._on_closed(self, None, self.error)
             return
         interval, timeout = self._ping
@@ -184,8 +184,13 @@ class Connection:
         self.last_pong = time.monotonic()
 
     def _error(self, app: websocket.WebSocketApp, exc: BaseException) -> None:
-        self.error = f"{type(exc).__name__}: {redact(str(exc))}"
+        self.error = _describe(exc)
 
     def _closed(self, app: websocket.WebSocketApp, code: Optional[int], reason: Optional[str]) -> None:
         self.close_code = code
         self._on_closed(self, code, self.error or (reason or ""))
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message`` with any signature masked (errors can quote the URL)."""
+    return f"{type(exc).__name__}: {redact(str(exc))}"

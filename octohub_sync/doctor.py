@@ -17,7 +17,7 @@ import requests
 import websocket
 
 from . import protocol
-from .api import SKEW_WARNING, Address, is_loopback, resolve_address, ssl_context
+from .api import SKEW_WARNING, Address, loopback_pitfall, resolve_address, ssl_context
 from .config import Settings, env_name
 from .exceptions import ApiError, AuthError, ProtocolError
 from .identity import machine_pc_id
@@ -138,7 +138,7 @@ def _check_api(settings: Settings, check_id: str, p: _Printer) -> Address:
     p.mark("ok", "API", f"GET {settings.api_base}/node/ws answered in {_ms(address.api_seconds)}")
     _report_skew(address.skew, p)
     p.line(f"    WebSocket address: {redact(address.url)}")
-    if _loopback_mismatch(settings, address.url):
+    if loopback_pitfall(settings, address.url):
         p.note(f"the API at {urlsplit(settings.api_base).hostname} handed out an address on this machine "
                f"({urlsplit(address.url).hostname}): the hub's wsUrl setting is probably left at its default; "
                "set OCTOHUB_WS_HOST if the next step fails")
@@ -154,13 +154,6 @@ def _report_skew(skew: Optional[float], p: _Printer, source: str = "the API's Da
         p.note(f"{text}; signatures older than {MAX_SKEW} s are refused: synchronise the clock (NTP)")
     else:
         p.line(f"    {text}")
-
-
-def _loopback_mismatch(settings: Settings, ws_url: str) -> bool:
-    if settings.connect_mode == "direct" or settings.ws_host:
-        return False
-    api_host = urlsplit(settings.api_base).hostname or ""
-    return is_loopback(urlsplit(ws_url).hostname or "") and not is_loopback(api_host)
 
 
 def _check_websocket(settings: Settings, address: Address, p: _Printer) -> None:
@@ -219,7 +212,7 @@ def _describe(exc: BaseException) -> str:
 
 
 def _ws_hint(exc: BaseException, settings: Settings, url: str, where: str) -> str:
-    mismatch = _loopback_mismatch(settings, url)
+    mismatch = loopback_pitfall(settings, url)
     if isinstance(exc, websocket.WebSocketBadStatusException):
         if exc.status_code == 401:
             return "the WebSocket server refused the signature: " + _KEY_FIX + (

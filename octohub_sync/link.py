@@ -146,13 +146,8 @@ class Link:
     def deliver(self, task_id: str, frame: str) -> None:
         """Send a result now, or keep it in the outbox until the next node_ready."""
         conn = self.conn
-        if self.ready and conn is not None and not len(self.outbox):
-            try:
-                conn.send(frame)
-                return
-            except Exception as exc:  # kept below, and the dead session is ended
-                self._log.info("sending the result of %s failed (%s); keeping it", task_id, type(exc).__name__)
-                conn.abort()
+        if self.ready and conn is not None and not len(self.outbox) and self._send_or_abort(conn, frame):
+            return
         dropped = self.outbox.put(task_id, frame)
         if dropped is not None:
             self._gave_up([dropped])
