@@ -84,13 +84,14 @@ class TaskRunner:
                 self._log.debug("task %s arrived again while running; ignored", tid)
                 return
             stored = self._done.get(tid)
-            refusal = None if stored else self._refusal(task)
+            refusal = None if stored is not None else self._refusal(task)
             if stored is None and refusal is None:
                 timeout = task.timeout or self._default_timeout
                 deadline = time.monotonic() + timeout if timeout else None
                 self._jobs[tid] = _Job(task, deadline)
                 self._pool.submit(self._run, tid)  # type: ignore[union-attr]
                 return
+        # Delivering may send on the socket: never while holding the lock.
         if stored is not None:
             self._stats.incr("tasks_duplicate")
             self._log.debug("task %s arrived again after it finished; sending its result again", tid)
