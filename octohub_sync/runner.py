@@ -139,7 +139,7 @@ class TaskRunner:
         handler = self.handlers.get(task.task_type)
         try:
             result = handler(task.message)  # type: ignore[misc]
-        except Exception as exc:  # a handler may raise anything; the node must not care
+        except BaseException as exc:  # anything, SystemExit from a sys.exit() included: the hub gets "failed"
             self._log.info("task %s (%s) failed: %s: %s", task.task_id, task.task_type, type(exc).__name__, exc)
             return protocol.task_failed(task.task_id, f"{type(exc).__name__}: {exc}"), False
         try:

@@ -69,6 +69,8 @@ def test_failing_handler_gives_failed_and_node_lives(make_node, hub: LocalHub) -
     assert boom["status"] == "failed" and boom["error"] == "ZeroDivisionError: division by zero"
     bad = hub.wait_result(hub.send_task("not_json"))
     assert bad["status"] == "failed" and "not JSON" in bad["error"]
+    exits = hub.wait_result(hub.send_task("exits"))
+    assert exits["status"] == "failed" and exits["error"] == "SystemExit: 3"
     assert hub.wait_result(hub.send_task("echo", {"after": 1}))["status"] == "completed"
     assert client.is_connected()
 
