@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any, Optional
 
 __all__ = ["Stats"]
@@ -24,16 +23,11 @@ class Stats:
         self.connected_since: Optional[float] = None
         self.last_error: Optional[str] = None
         self.clock_skew: Optional[float] = None
-        self.started_at = time.time()
 
     def incr(self, name: str, n: int = 1) -> None:
         """Add ``n`` to counter ``name``."""
         with self._lock:
             self._counts[name] += n
-
-    def get(self, name: str) -> int:
-        """Current value of counter ``name``."""
-        return self._counts[name]
 
     def snapshot(self) -> dict[str, Any]:
         """A copy of every counter and fact."""
