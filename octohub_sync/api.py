@@ -63,7 +63,7 @@ def resolve_address(settings: Settings, pc_id: str, session: requests.Session, l
     """
     if settings.connect_mode == "direct":
         host = settings.ws_host or settings.server_host
-        query = signing.ws_query(settings.signature_key, pc_id)
+        query = signing.ws_query(settings.ws_key, pc_id)
         return Address(url=f"{settings.ws_scheme}://{_bracket(host)}:{settings.ws_port}/ws/node?{query}")
     return _ask_api(settings, pc_id, session, log)
 

@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in setting_names():
         flag = "--" + name.replace("_", "-")
         default = getattr(defaults, name)
-        shown = "" if default in (None, "") or name == "signature_key" else f", default {default}"
+        shown = "" if default in (None, "") else f", default {default}"
         extra: dict[str, Any] = {"metavar": "VALUE"}
         if isinstance(default, bool):  # --tls alone means --tls true
             extra = {"metavar": "BOOL", "nargs": "?", "const": "true"}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any, Optional
 
 import requests
@@ -21,6 +22,9 @@ from .watchdog import Watchdog
 __all__ = ["NodeWebSocketClient"]
 
 logger = logging.getLogger("octohub_sync")
+
+#: A failure that repeats on every attempt is logged at WARNING once per this many seconds (INFO between).
+REPEAT_WARNING_INTERVAL = 300.0
 
 
 class _NodeLog(logging.LoggerAdapter):
@@ -66,7 +70,7 @@ class NodeWebSocketClient:
         self.runner = TaskRunner(
             deliver=self.link.deliver, stats=self._stats, max_workers=settings.max_workers,
             max_pending=settings.max_pending, task_timeout=settings.task_timeout,
-            cache_size=settings.result_cache_size, log=self.log)
+            cache_size=settings.result_cache_size, max_result_bytes=settings.max_result_bytes, log=self.log)
         self.link.runner = self.runner
         self._ssl = ssl_context(settings) if settings.ws_scheme == "wss" else None
         self._http = requests.Session()
@@ -78,6 +82,7 @@ class NodeWebSocketClient:
         self._opened_before = False
         self._watchdog: Optional[Watchdog] = None
         self._metrics: Any = None
+        self._warned: dict[str, tuple[float, int]] = {}  # failure kind -> (last WARNING, repeats since)
         self.log.info("initialised NodeWebSocketClient, PC ID: %s", self.pc_id)
         if settings.uses_public_key:
             self.log.warning("OCTOHUB_SIGNATURE_KEY is the public example key from env.example: "
@@ -211,7 +216,8 @@ class NodeWebSocketClient:
         """Connection state, counters and queue sizes right now."""
         snap = self._stats.snapshot()
         running, queued = self.runner.counts()
-        snap.update(pc_id=self.pc_id, tasks_running=running, tasks_queued=queued, outbox=len(self.link.outbox))
+        snap.update(pc_id=self.pc_id, tasks_running=running, tasks_queued=queued, outbox=len(self.link.outbox),
+                    results_unconfirmed=self.link.unconfirmed())
         return snap
 
     def log_status(self) -> None:
@@ -229,7 +235,7 @@ class NodeWebSocketClient:
         """A connection attempt, not yet started."""
         conn = Connection(
             self._address, number=number, on_open=self._opened, on_frame=self.link.frame,
-            on_closed=self._closed, ssl_context=self._ssl,
+            on_closed=self._closed, on_pong=self.link.pong, ssl_context=self._ssl,
             connect_timeout=self.settings.connect_timeout,
             ping_interval=self.settings.ping_interval, ping_timeout=self.settings.ping_timeout)
         self.link.attach(conn)
@@ -243,17 +249,37 @@ class NodeWebSocketClient:
             self.log.warning("TLS certificate checks are OFF (OCTOHUB_TLS_INSECURE): anyone on the path can read the key's signatures and the tasks")
         return address.url
 
-    def connection_lost(self, conn: Connection, delay: Optional[float]) -> None:
+    def connection_lost(self, conn: Connection, delay: Optional[float], *, planned: bool = False) -> None:
         """Log why and when the next attempt comes, if any (called on the watchdog thread)."""
         self._stats.state = "reconnecting"
         self._stats.connected_since = None
+        if planned:
+            self.log.info("connection %d closed to re-register; connecting again", conn.number)
+            return
         self._stats.last_error = conn.error
-        if conn.opened_at is None:
+        opened = conn.opened_at is not None
+        if not opened:
             self._stats.incr("connect_failures")
-        level = logging.WARNING if conn.opened_at is not None else logging.INFO
-        self.log.log(level, "connection %d %s (%s); %s", conn.number,
-                     "lost" if conn.opened_at is not None else "failed", conn.error or f"code {conn.close_code}",
-                     "no more attempts" if delay is None else f"next attempt in {delay:.1f} s")
+        level, repeats = logging.WARNING, 0
+        if not opened:  # a failure that repeats on every attempt: loud the first time, then now and then
+            level, repeats = self._failure_level(conn.error_kind or "unknown")
+        self.log.log(level, "connection %d %s (%s); %s%s", conn.number, "lost" if opened else "failed",
+                     conn.error or f"code {conn.close_code}",
+                     "no more attempts" if delay is None else f"next attempt in {delay:.1f} s",
+                     f" ({repeats} more failure(s) of this kind since the last warning)" if repeats else "")
+
+    def _failure_level(self, kind: str, now: Optional[float] = None) -> tuple[int, int]:
+        now = time.monotonic() if now is None else now
+        last, repeats = self._warned.get(kind, (None, 0))
+        if last is None or now - last >= REPEAT_WARNING_INTERVAL:
+            self._warned[kind] = (now, 0)
+            return logging.WARNING, repeats
+        self._warned[kind] = (last, repeats + 1)
+        return logging.INFO, 0
+
+    def reregistering(self) -> None:
+        """The watchdog closes the connection to register again (see OCTOHUB_HUB_READ_TIMEOUT)."""
+        self._stats.incr("reregistrations")
 
     def gave_up(self, error: GaveUpError) -> None:
         """The watchdog gave up; run_forever() stops the node and raises ``error``."""
@@ -265,6 +291,7 @@ class NodeWebSocketClient:
     # -- called on the connection thread ---------------------------------------------------------
 
     def _opened(self, conn: Connection) -> None:
+        self._warned.clear()  # the next failure is news again
         if self._opened_before:
             self._stats.incr("reconnects")
         self._opened_before = True

@@ -44,7 +44,8 @@ class Settings:
     ws_host: Optional[str] = _opt(None, "replace the host of every WebSocket address with this one")
     api_url: Optional[str] = _opt(None, "full API base URL, e.g. https://hub.example:8443 (overrides host/port/TLS for the API)", kind="url")
     connect_mode: str = _opt("api", "api: ask the API server for the address; direct: sign the WS URL yourself", kind="mode")
-    signature_key: str = field(default="", repr=False, metadata={"help": "HMAC key shared with the hub (required)", "kind": "str", "secret": True})
+    signature_key: str = field(default="", repr=False, metadata={"help": "HMAC key of the API server (required; in direct mode the fallback for OCTOHUB_WS_SIGNATURE_KEY)", "kind": "str", "secret": True})
+    ws_signature_key: str = field(default="", repr=False, metadata={"help": "HMAC key of the WebSocket server, for direct mode (default: OCTOHUB_SIGNATURE_KEY)", "kind": "str", "secret": True})
     tls: bool = _opt(False, "use https/wss", kind="bool")
     ca_file: Optional[str] = _opt(None, "CA bundle to verify the hub's certificate (private CA)", kind="file")
     tls_insecure: bool = _opt(False, "do not verify certificates (logs a warning on every connect)", kind="bool")
@@ -57,13 +58,15 @@ class Settings:
     connect_timeout: float = _opt(10.0, "timeout of the API request and the WebSocket handshake (s)", kind="positive")
     ping_interval: float = _opt(30.0, "WebSocket ping frame interval (s)", kind="positive")
     ping_timeout: float = _opt(10.0, "no pong within this time = dead connection (s)", kind="positive")
+    hub_read_timeout: float = _opt(60.0, "the hub's read deadline: re-register this long (plus a margin) after abandoning a connection (s, 0 = never)", kind="seconds")
     max_workers: int = _opt(8, "tasks run at once", kind="size")
     max_pending: int = _opt(256, "tasks waiting for a worker before new ones are refused", kind="count")
     task_timeout: float = _opt(0.0, "default task time limit (s, 0 = none)", kind="seconds")
     shutdown_timeout: float = _opt(30.0, "how long stop waits for running tasks (s)", kind="seconds")
     outbox_size: int = _opt(1000, "results kept while disconnected", kind="size")
     result_cache_size: int = _opt(1000, "finished results kept to answer redelivered task ids", kind="size")
-    max_message_bytes: int = _opt(4 * 2**20, "larger frames are dropped (bytes)", kind="size")
+    max_message_bytes: int = _opt(4 * 2**20, "larger frames are refused (bytes)", kind="size")
+    max_result_bytes: int = _opt(2**20, "larger results are answered failed ResultTooLarge (bytes, 0 = no limit)", kind="count")
     status_interval: float = _opt(300.0, "log a status line every N s (0 = off)", kind="seconds")
     metrics_port: int = _opt(0, "serve /healthz and /metrics on this port (0 = off)", kind="port0")
     metrics_host: str = _opt("127.0.0.1", "address of the metrics endpoint")
@@ -88,8 +91,13 @@ class Settings:
 
     @property
     def uses_public_key(self) -> bool:
-        """True when the key is the one published in env.example."""
-        return self.signature_key == PUBLIC_EXAMPLE_KEY
+        """True when the key in use is the one published in env.example."""
+        return PUBLIC_EXAMPLE_KEY in (self.signature_key, self.ws_key)
+
+    @property
+    def ws_key(self) -> str:
+        """The key that signs a WebSocket URL in direct mode: the WS server's own, else the shared one."""
+        return self.ws_signature_key or self.signature_key
 
     def masked(self) -> dict[str, tuple[str, str]]:
         """Every setting as ``{env name: (shown value, source)}`` with the key masked."""
@@ -279,7 +287,13 @@ def _check_together(s: Settings) -> None:
 
 
 def require_key(settings: Settings) -> None:
-    """Raise :class:`ConfigError` unless a signature key is set."""
-    if not settings.signature_key:
+    """Raise :class:`ConfigError` unless the key the connect mode needs is set."""
+    if settings.connect_mode == "direct":
+        if not settings.ws_key:
+            raise ConfigError("OCTOHUB_WS_SIGNATURE_KEY", None,
+                              "direct mode signs the WebSocket URL with the WebSocket server's key: set "
+                              "OCTOHUB_WS_SIGNATURE_KEY (or OCTOHUB_SIGNATURE_KEY) in .env, in the environment "
+                              "or with --ws-signature-key")
+    elif not settings.signature_key:
         raise ConfigError("OCTOHUB_SIGNATURE_KEY", None,
                           "the hub's key is required: set it in .env, in the environment or with --signature-key")

@@ -35,6 +35,14 @@ EXIT_OK, EXIT_FAILED = 0, 1
 CHECK_SUFFIX = "_check"
 
 _KEY_FIX = "set OCTOHUB_SIGNATURE_KEY to the hub's key and keep this machine's clock synchronised (NTP)"
+_WS_KEY_FIX = {
+    "direct": "set OCTOHUB_WS_SIGNATURE_KEY to the WebSocket server's key (websocket.signature.secret.key, the Go "
+              "server's signature.key; it may differ from the API server's) and keep this machine's clock "
+              "synchronised (NTP)",
+    "api": "the API server signed this address, so OCTOHUB_SIGNATURE_KEY is right; the hub's API server and "
+           "WebSocket server disagree on the WebSocket key (websocket.signature.secret.key vs the Go server's "
+           "signature.key), or their clocks differ by more than 300 s",
+}
 
 
 class _StepFailed(Exception):
@@ -111,9 +119,16 @@ def _print_settings(settings: Settings, pc_id: str, p: _Printer) -> None:
 
 
 def _check_key(settings: Settings, p: _Printer) -> None:
-    if not settings.signature_key:
-        raise _StepFailed("key", "OCTOHUB_SIGNATURE_KEY is not set", "set it to the hub's key (environment, .env or --signature-key)")
-    p.mark("ok", "key", f"OCTOHUB_SIGNATURE_KEY is set ({len(settings.signature_key)} characters)")
+    # The real hub has two keys: the API server's signs API requests, the WebSocket server's signs
+    # the WebSocket URL (which only a node in direct mode signs itself).
+    if settings.connect_mode == "direct":
+        name = "OCTOHUB_WS_SIGNATURE_KEY" if settings.ws_signature_key else "OCTOHUB_SIGNATURE_KEY"
+        key, role = settings.ws_key, "the WebSocket server's key (websocket.signature.secret.key, the Go server's signature.key)"
+    else:
+        name, key, role = "OCTOHUB_SIGNATURE_KEY", settings.signature_key, "the API server's key (signature.secret.key)"
+    if not key:
+        raise _StepFailed("key", f"{name} is not set", f"set it to {role} (environment, .env or a flag)")
+    p.mark("ok", "key", f"{name} is set ({len(key)} characters); it must be {role}")
     if settings.uses_public_key:
         p.note("it is the public example key from env.example: anyone can impersonate the hub's nodes; "
                "use a secret key in production")
@@ -215,8 +230,7 @@ def _ws_hint(exc: BaseException, settings: Settings, url: str, where: str) -> st
     mismatch = loopback_pitfall(settings, url)
     if isinstance(exc, websocket.WebSocketBadStatusException):
         if exc.status_code == 401:
-            return "the WebSocket server refused the signature: " + _KEY_FIX + (
-                " (in API mode the API and WebSocket servers must share the key)" if settings.connect_mode == "api" else "")
+            return "the WebSocket server refused the signature: " + _WS_KEY_FIX[settings.connect_mode]
         return f"check that {where} is the OctoHub WebSocket server (path /ws/node)"
     if isinstance(exc, ssl.SSLError):
         return "TLS failed: set OCTOHUB_CA_FILE to the CA bundle that signed the hub's certificate (or check OCTOHUB_TLS)"

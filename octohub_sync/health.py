@@ -49,9 +49,11 @@ _COUNTER_HELP = {
     "tasks_timed_out": "Tasks answered failed because they exceeded their time limit.",
     "tasks_duplicate": "Task ids received again (running or already answered).",
     "bad_frames": "Frames from the hub that could not be handled.",
-    "results_dropped": "Results given up because the outbox was full.",
+    "results_dropped": "Results dropped because the outbox was full.",
+    "results_resent": "Results sent again because the hub never confirmed reading them before the connection ended.",
     "reconnects": "Connections opened after the first attempt (each one a reconnection).",
     "connect_failures": "Connection attempts that never opened.",
+    "reregistrations": "Connections closed and opened again so that the hub cannot forget this node (OCTOHUB_HUB_READ_TIMEOUT).",
 }
 
 _GAUGES = (
@@ -59,6 +61,7 @@ _GAUGES = (
     ("tasks_running", "tasks_running", "Task handlers running now."),
     ("tasks_queued", "tasks_queued", "Tasks waiting for a worker."),
     ("outbox", "outbox", "Results waiting to be sent (kept while disconnected)."),
+    ("results_unconfirmed", "results_unconfirmed", "Results sent that the hub has not yet confirmed reading."),
 )
 
 

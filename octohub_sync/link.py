@@ -1,15 +1,21 @@
 """The node's side of the current connection: frames in, replies and results out.
 
-Runs on the connection thread (frames) and on worker threads (results). It
-turns each frame into a :class:`~octohub_sync.dispatch.Plan` and carries it
+Runs on the connection thread (frames, pongs) and on worker threads (results).
+It turns each frame into a :class:`~octohub_sync.dispatch.Plan` and carries it
 out, and it sends each result at once or keeps it in the outbox until the next
 ``node_ready``.
+
+A result counts as delivered only once the hub has read it: after sending, the
+node sends a ping frame, and the hub's pong proves its reader got past every
+frame sent before that ping. Results still unconfirmed when the connection
+ends go back to the outbox and are sent again after the next ``node_ready``.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Mapping, Optional
 
@@ -25,6 +31,9 @@ from .stats import Stats
 __all__ = ["Link", "MessageHandler"]
 
 MessageHandler = Callable[[Mapping[str, Any]], Any]
+
+#: Payload prefix of the ping frames that confirm delivery; the number is the last result they cover.
+ACK_PREFIX = b"octohub-ack:"
 
 
 class Link:
@@ -56,16 +65,42 @@ class Link:
         self.connected = threading.Event()
         self._flush_lock = threading.Lock()
         self._message_pool: Optional[ThreadPoolExecutor] = None
+        # Results sent on the current connection that the hub has not confirmed: (number, task_id, frame).
+        self._unconfirmed: deque[tuple[int, str, str]] = deque()
+        self._sent = 0                      # results sent on the current connection, numbering them
+        self._ack_pending: Optional[int] = None  # number covered by the confirmation ping in flight
+        self._ack_lock = threading.Lock()   # guards the four above and ``ready``
 
     def attach(self, conn: Connection) -> None:
         """Make ``conn`` the current connection (not ready until the hub confirms it)."""
         self.conn = conn
 
     def detach(self, conn: Connection) -> None:
-        """``conn`` ended; results go to the outbox until the next ``node_ready``."""
-        if conn is self.conn:
+        """``conn`` ended; results go to the outbox until the next ``node_ready``.
+
+        Results sent on it that the hub never confirmed go back to the outbox, unless our close
+        handshake completed: the hub answered our close frame, so it read everything before it.
+        """
+        if conn is not self.conn:
+            return
+        with self._ack_lock:
             self.ready = False
             self.connected.clear()
+            unconfirmed = [(task_id, frame) for _, task_id, frame in self._unconfirmed]
+            self._unconfirmed.clear()
+            self._ack_pending = None
+        if not unconfirmed or conn.closed_cleanly:
+            return
+        self._stats.incr("results_resent", len(unconfirmed))
+        self._log.info("%d result(s) sent but not confirmed by the hub will be sent again after reconnecting",
+                       len(unconfirmed))
+        dropped = self.outbox.put_back(unconfirmed)
+        if dropped:
+            self._dropped(dropped)
+
+    def unconfirmed(self) -> int:
+        """How many results were sent on the current connection without the hub's confirmation yet."""
+        return len(self._unconfirmed)
 
     def close(self) -> None:
         """Wait for running message handlers and release their thread."""
@@ -92,7 +127,7 @@ class Link:
             self._carry_out(conn, plan)
         except Exception:  # nothing a message does may end the connection thread
             self._stats.incr("bad_frames")
-            self._log.exception("could not handle a %r message; skipped", plan.message.kind if plan.message else "?")
+            self._log.exception("could not handle a %r message; skipped", plan.message.kind if plan.message else "task")
 
     def _carry_out(self, conn: Connection, plan: routing.Plan) -> None:
         if plan.log_text and self._log.isEnabledFor(plan.log_level):
@@ -107,13 +142,17 @@ class Link:
             self._on_notice(plan.replaced)
         elif plan.handler is not None:
             self._run_message_handler(plan.handler, plan.message.body)  # type: ignore[union-attr]
+        elif plan.refusal is not None:
+            self.runner.refuse(*plan.refusal)  # type: ignore[union-attr]
 
     def _handshake(self, conn: Connection) -> None:
         ready = protocol.node_ready(self._pc_id, task_types=sorted(self.runner.handlers),  # type: ignore[union-attr]
                                     capacity=self._settings.max_workers)
         if not self._send_or_abort(conn, ready):
             return
-        self.ready = True
+        with self._ack_lock:
+            self.ready = True
+            self._sent = 0
         self._stats.state = "connected"
         self._stats.connected_since = time.time()
         self.connected.set()
@@ -147,16 +186,61 @@ class Link:
         """Send a result now, or keep it in the outbox until the next node_ready."""
         conn = self.conn
         if self.ready and conn is not None and not len(self.outbox) and self._send_or_abort(conn, frame):
+            self._track(conn, task_id, frame)
             return
         dropped = self.outbox.put(task_id, frame)
         if dropped is not None:
-            self._gave_up([dropped])
+            self._dropped([dropped])
         if self.ready:
             self.flush()
 
-    def _gave_up(self, task_ids: list[str]) -> None:
+    def _track(self, conn: Connection, task_id: str, frame: str) -> None:
+        """Remember a result written to ``conn`` until the hub confirms it; ask for confirmation."""
+        with self._ack_lock:
+            current = self.ready and conn is self.conn
+            if current:
+                self._sent += 1
+                self._unconfirmed.append((self._sent, task_id, frame))
+                ping = self._ack_pending is None
+                if ping:
+                    self._ack_pending = self._sent
+                number = self._sent
+        if not current:  # the connection ended while we sent: detach() could not see this result
+            dropped = self.outbox.put(task_id, frame)
+            if dropped is not None:
+                self._dropped([dropped])
+        elif ping:
+            self._ask_confirmation(conn, number)
+
+    def _ask_confirmation(self, conn: Connection, number: int) -> None:
+        try:
+            conn.ping(ACK_PREFIX + str(number).encode())
+        except Exception as exc:  # like any failed send: the session is over
+            self._log.info("ping failed (%s: %s); dropping the connection", type(exc).__name__, exc)
+            conn.abort()
+
+    def pong(self, conn: Connection, payload: bytes) -> None:
+        """A pong arrived (connection thread): confirm the results its ping covered."""
+        if not payload.startswith(ACK_PREFIX):
+            return  # a keep-alive pong
+        try:
+            number = int(payload[len(ACK_PREFIX):])
+        except ValueError:
+            return
+        with self._ack_lock:
+            if conn is not self.conn or number != self._ack_pending:
+                return
+            unconfirmed = self._unconfirmed
+            while unconfirmed and unconfirmed[0][0] <= number:
+                unconfirmed.popleft()
+            self._ack_pending = unconfirmed[-1][0] if unconfirmed else None
+            again = self._ack_pending
+        if again is not None:
+            self._ask_confirmation(conn, again)
+
+    def _dropped(self, task_ids: list[str]) -> None:
         self._stats.incr("results_dropped", len(task_ids))
-        self._log.warning("outbox full (OCTOHUB_OUTBOX_SIZE=%d): gave up the result of task(s) %s",
+        self._log.warning("outbox full (OCTOHUB_OUTBOX_SIZE=%d): dropped the result of task(s) %s",
                           self.outbox.capacity, ", ".join(task_ids[:10]))
 
     def flush(self) -> None:
@@ -168,7 +252,8 @@ class Link:
                 if not self.ready or conn is None or not self._send_or_abort(conn, frame):
                     dropped = self.outbox.put_back(items[i:])
                     if dropped:
-                        self._gave_up(dropped)
+                        self._dropped(dropped)
                     return
+                self._track(conn, task_id, frame)
             if items:
                 self._log.info("sent %d result(s) kept while disconnected", len(items))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from dataclasses import dataclass
 from enum import Enum
@@ -14,10 +15,20 @@ from typing import Any, Mapping, Optional
 
 from .exceptions import ProtocolError
 
-__all__ = ["Dialect", "Message", "Task", "decode", "parse_task"]
+__all__ = ["Dialect", "FrameTooLarge", "Message", "Task", "decode", "parse_task", "peek_task_id"]
 
 #: Longest task_id accepted; a longer one is treated as unusable rather than cached.
 MAX_TASK_ID = 256
+
+# A task_id as a JSON string of at most MAX_TASK_ID characters, and a kind saying "task".
+_TASK_ID = r'"task_id"\s*:\s*("(?:[^"\\]|\\.){1,%d}")' % MAX_TASK_ID
+_TASK_KIND = r'"(?:type|action)"\s*:\s*"task"'
+_PEEK = {str: (re.compile(_TASK_ID), re.compile(_TASK_KIND)),
+         bytes: (re.compile(_TASK_ID.encode()), re.compile(_TASK_KIND.encode()))}
+
+
+class FrameTooLarge(ProtocolError):
+    """A frame over the size limit: refused without being parsed."""
 
 
 class Dialect(str, Enum):
@@ -68,7 +79,7 @@ def decode(frame: str | bytes, *, max_bytes: int) -> Message:
     else:
         size = len(frame)
     if size > max_bytes:
-        raise ProtocolError(f"frame of {size} bytes exceeds OCTOHUB_MAX_MESSAGE_BYTES={max_bytes}")
+        raise FrameTooLarge(f"frame of {size} bytes exceeds OCTOHUB_MAX_MESSAGE_BYTES={max_bytes}")
     if isinstance(frame, (bytes, bytearray)):
         try:
             frame = frame.decode("utf-8")
@@ -94,6 +105,26 @@ def decode(frame: str | bytes, *, max_bytes: int) -> Message:
     if dialect is Dialect.GO and isinstance(body.get("data"), dict):
         fields = body["data"]
     return Message(kind=kind, dialect=dialect, body=body, fields=fields)
+
+
+def peek_task_id(frame: str | bytes) -> Optional[str]:
+    """The task_id of a task frame too large to parse, if it can be read without parsing.
+
+    Only an unambiguous answer counts: the frame says it is a task and names exactly one
+    task_id (an id also found inside ``data`` could belong to another task).
+    """
+    ids, kind = _PEEK[str if isinstance(frame, str) else bytes]
+    if not kind.search(frame):
+        return None
+    found = {m.group(1) for m in ids.finditer(frame)}
+    if len(found) != 1:
+        return None
+    literal = found.pop()
+    try:
+        task_id = json.loads(literal)
+    except ValueError:  # e.g. invalid UTF-8 or a bad escape
+        return None
+    return task_id if isinstance(task_id, str) and task_id else None
 
 
 def parse_task(msg: Message) -> Task:

@@ -47,6 +47,7 @@ class TaskRunner:
         max_pending: int,
         task_timeout: float,
         cache_size: int,
+        max_result_bytes: int = 0,
         log: logging.LoggerAdapter,
     ) -> None:
         self.handlers: dict[str, TaskHandler] = dict(BUILTIN_HANDLERS)
@@ -56,6 +57,7 @@ class TaskRunner:
         self._capacity = max_workers + max_pending
         self._default_timeout = task_timeout or None
         self._cache_size = cache_size
+        self._max_result_bytes = max_result_bytes
         self._max_workers = max_workers
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -97,9 +99,17 @@ class TaskRunner:
             self._log.debug("task %s arrived again after it finished; sending its result again", tid)
             self._deliver(tid, stored)
             return
+        self._refuse(tid, refusal)  # type: ignore[arg-type]
+
+    def refuse(self, task_id: str, error: str) -> None:
+        """Answer ``failed`` for a task that cannot even be read (e.g. too large). Never blocks."""
+        self._stats.incr("tasks_received")
+        self._refuse(task_id, error)
+
+    def _refuse(self, task_id: str, error: str) -> None:
         self._stats.incr("tasks_rejected")
-        self._log.info("refused task %s: %s", tid, refusal)
-        self._deliver(tid, protocol.task_failed(tid, refusal))
+        self._log.info("refused task %s: %s", task_id, error)
+        self._deliver(task_id, protocol.task_failed(task_id, error))
 
     def _refusal(self, task: Task) -> Optional[str]:
         if not self._accepting or self._pool is None:
@@ -146,6 +156,12 @@ class TaskRunner:
             frame = protocol.task_completed(task.task_id, result)
         except (TypeError, ValueError, RecursionError) as exc:
             error = f"ResultNotSerializable: handler returned {type(result).__name__}, not JSON ({exc})"
+            self._log.warning("task %s (%s): %s", task.task_id, task.task_type, error)
+            return protocol.task_failed(task.task_id, error), False
+        if self._max_result_bytes and len(frame) > self._max_result_bytes:  # ASCII: characters are bytes
+            # A hub that enforces its message size limit resets the connection on a larger frame,
+            # and the result would be lost on every attempt.
+            error = f"ResultTooLarge: {len(frame)} bytes (limit {self._max_result_bytes}, OCTOHUB_MAX_RESULT_BYTES)"
             self._log.warning("task %s (%s): %s", task.task_id, task.task_type, error)
             return protocol.task_failed(task.task_id, error), False
         self._log.debug("task %s (%s) completed", task.task_id, task.task_type)

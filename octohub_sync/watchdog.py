@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING, Optional
 
 from .backoff import Backoff
-from .connection import Connection
+from .connection import CLOSE_TIMEOUT, Connection
 from .exceptions import GaveUpError
 
 if TYPE_CHECKING:
@@ -25,6 +25,11 @@ TICK = 0.25
 
 #: Connections dropped this soon after opening, in a row, suggest a duplicate pc_id.
 SHORT_DROPS_WARNING = 3
+
+
+def reregister_margin(read_timeout: float) -> float:
+    """Seconds past the hub's read deadline before it has surely cleaned an abandoned connection up."""
+    return max(2.0, 0.1 * read_timeout)
 
 
 class Watchdog:
@@ -45,6 +50,10 @@ class Watchdog:
         self.short_drops = 0
         self.replaced = False
         self.gave_up = False
+        #: Why we are closing the current connection ourselves ("replaced", "re-register"), if we are.
+        self._closing_for: Optional[str] = None
+        #: When the hub has surely cleaned up every connection we abandoned (monotonic), if one is pending.
+        self.reregister_at: Optional[float] = None
         self._next_attempt = 0.0
         self._next_status = time.monotonic() + s.status_interval
         # Daemon: if the program exits without stop(), this thread must not hold it open.
@@ -109,20 +118,49 @@ class Watchdog:
         s = self._settings
         if conn.opened_at is None:
             return  # the socket's own timeout bounds the handshake
+        if conn.closing_since is not None:
+            if now - conn.closing_since > CLOSE_TIMEOUT:
+                conn.abort()  # the hub did not answer our close frame
+            return
         if self.replaced:
-            self._log.info("closing the connection the hub replaced")
-            conn.abort()
+            self._close(conn, "replaced", "closing the connection the hub replaced")
             return
         silent = now - conn.last_pong
         if silent > s.ping_interval + s.ping_timeout + 1.0:
             self._log.warning("no pong for %.1f s: the path to the hub is dead; reconnecting", silent)
             conn.abort()
             return
+        if self.reregister_at is not None and now >= self.reregister_at:
+            due, self.reregister_at = self.reregister_at, None
+            if conn.opened_at < due:
+                self._client.reregistering()
+                self._close(conn, "re-register", (
+                    "re-registering: a connection this node abandoned earlier has now surely been cleaned up by "
+                    "the hub (OCTOHUB_HUB_READ_TIMEOUT=%g s), which can make a hub forget the current one; "
+                    "closing it and connecting again" % s.hub_read_timeout))
+                return
         if now - conn.opened_at >= s.stable_after and (self.retries or self.failures or self.short_drops):
             self.retries = self.failures = self.short_drops = 0
 
+    def _close(self, conn: Connection, why: str, message: str) -> None:
+        """Close ``conn`` with a close handshake; the next connection opens only after it ended."""
+        self._log.info("%s", message)
+        self._closing_for = why
+        conn.begin_close()
+
     def _ended(self, conn: Connection, now: float) -> None:
         if self._stopping.is_set():
+            return
+        planned, self._closing_for = self._closing_for, None
+        read_timeout = self._settings.hub_read_timeout
+        if conn.opened_at is not None and conn.close_code is None and read_timeout:
+            # No close handshake: the hub may still hold this connection until its read deadline, and
+            # a hub that forgets the pc_id when that cleanup runs would then forget our next connection.
+            due = now + read_timeout + reregister_margin(read_timeout)
+            self.reregister_at = max(self.reregister_at or due, due)
+        if planned == "re-register":
+            self._next_attempt = now  # break-before-make: the old session is over, connect at once
+            self._client.connection_lost(conn, 0.0, planned=True)
             return
         lived = None if conn.opened_at is None else now - conn.opened_at
         stable = lived is not None and lived >= self._settings.stable_after
