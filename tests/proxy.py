@@ -18,6 +18,8 @@ class StallProxy:
         self.port = self._listener.getsockname()[1]
         self._stalled = threading.Event()
         self._closing = threading.Event()
+        self._parked = threading.Condition()
+        self._running_pipes = 0  # pipes forwarding now, born before any stall
         self._sockets: list[socket.socket] = []
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -51,9 +53,18 @@ class StallProxy:
             src.settimeout(0.05)
         except OSError:  # the other direction already closed both sockets
             return
+        if not born_stalled:
+            with self._parked:
+                self._running_pipes += 1
+        parked = born_stalled
         while not self._closing.is_set():
             # A connection stalls when stall() is called; ones opened afterwards work normally.
             if self._stalled.is_set() and not born_stalled:
+                if not parked:
+                    parked = True
+                    with self._parked:
+                        self._running_pipes -= 1
+                        self._parked.notify_all()
                 self._closing.wait(0.05)
                 continue
             try:
@@ -68,6 +79,10 @@ class StallProxy:
                 dst.sendall(data)
             except OSError:
                 break
+        if not parked:
+            with self._parked:
+                self._running_pipes -= 1
+                self._parked.notify_all()
         for sock in (src, dst):  # one direction ended: so does the other
             try:
                 sock.close()
@@ -75,8 +90,13 @@ class StallProxy:
                 pass
 
     def stall(self) -> None:
-        """Stop forwarding on every connection open now (new connections pass)."""
+        """Stop forwarding on every connection open now (new connections pass).
+
+        Returns once every open pipe has stopped: nothing sent afterwards gets through.
+        """
         self._stalled.set()
+        with self._parked:
+            assert self._parked.wait_for(lambda: self._running_pipes == 0, 5), "a pipe did not stall"
 
     def close(self) -> None:
         self._closing.set()
