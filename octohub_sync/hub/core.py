@@ -1,13 +1,14 @@
 """LocalHub: a small but real OctoHub hub on 127.0.0.1, for tests, demos and benchmarks."""
 from __future__ import annotations
 
+import enum
 import itertools
 import logging
 import ssl
 import threading
 import time
 from types import TracebackType
-from typing import Any, Optional, Type
+from typing import Any, Optional, Type, Union
 
 from octohub_sync import signing
 from octohub_sync.hub import messages
@@ -19,7 +20,7 @@ from octohub_sync.hub.ws_server import WsServer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["API_FAULTS", "LocalHub", "WS_FAULTS"]
+__all__ = ["API_FAULTS", "GO_READ_DEADLINE", "LocalHub", "WS_FAULTS"]
 
 #: Values of :attr:`LocalHub.api_fault` besides None.
 API_FAULTS = ("401", "500", "html", "garbage", "timeout")
@@ -27,6 +28,14 @@ API_FAULTS = ("401", "500", "html", "garbage", "timeout")
 WS_FAULTS = ("401", "500")
 #: Upper bound, in seconds, of each join stop() does.
 STOP_TIMEOUT = 5.0
+#: The Go server's read deadline in seconds (PROTOCOL.md §4), the go dialect's default.
+GO_READ_DEADLINE = 60.0
+
+
+class _ByDialect(enum.Enum):
+    """Default of ``read_deadline``: the chosen dialect decides (an Enum so type checkers know it)."""
+
+    DEFAULT = "by dialect"
 
 
 class LocalHub(NodeSessions):
@@ -38,7 +47,9 @@ class LocalHub(NodeSessions):
         api_port: API port (0: any free port).
         ws_port: WebSocket port (0: any free port).
         dialect: ``"seed"`` or ``"go"`` message forms (PROTOCOL.md §3).
-        read_deadline: drop (TCP abort) a connection that sent no ping frame for this long.
+        read_deadline: drop (TCP abort) a connection that sent no ping frame for this many
+            seconds. By default :data:`GO_READ_DEADLINE` in the go dialect, as the Go server
+            does, and none in the seed dialect; an explicit number wins, 0 or None disables it.
         ssl_context: server-side TLS context for both servers (https, wss).
         ws_url_host: host written into the ``wsUrl`` the API hands out (default: ``host``).
         redeliver: on node_ready, re-send tasks sent earlier to that pc_id without a result.
@@ -47,7 +58,7 @@ class LocalHub(NodeSessions):
         max_size: largest WebSocket message accepted, in bytes.
 
     Raises:
-        ValueError: unknown dialect.
+        ValueError: unknown dialect, or a negative read_deadline.
     """
 
     def __init__(
@@ -58,7 +69,7 @@ class LocalHub(NodeSessions):
         api_port: int = 0,
         ws_port: int = 0,
         dialect: str = "seed",
-        read_deadline: Optional[float] = None,
+        read_deadline: Union[float, None, _ByDialect] = _ByDialect.DEFAULT,
         ssl_context: Optional[ssl.SSLContext] = None,
         ws_url_host: Optional[str] = None,
         redeliver: bool = True,
@@ -73,7 +84,7 @@ class LocalHub(NodeSessions):
         self.api_port = api_port
         self.ws_port = ws_port
         self.dialect = dialect
-        self.read_deadline = read_deadline
+        self.read_deadline = _read_deadline(read_deadline, dialect)
         self.ssl_context = ssl_context
         self.ws_url_host = ws_url_host or host
         self.clock_offset = clock_offset
@@ -224,6 +235,15 @@ class LocalHub(NodeSessions):
         scheme = "wss" if self.ssl_context else "ws"
         query = signing.ws_query(self.key, pc_id, timestamp=int(self.now()))
         return f"{scheme}://{_url_host(self.ws_url_host)}:{self.ws_port}/ws/node?{query}"
+
+
+def _read_deadline(value: Union[float, None, _ByDialect], dialect: str) -> Optional[float]:
+    """The read deadline in seconds, or None for none."""
+    if value is _ByDialect.DEFAULT:
+        return GO_READ_DEADLINE if dialect == messages.GO else None
+    if value is not None and value < 0:
+        raise ValueError(f"read_deadline must be >= 0 or None, not {value!r}")
+    return value or None
 
 
 def _url_host(host: str) -> str:

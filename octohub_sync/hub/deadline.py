@@ -49,7 +49,7 @@ class ReadDeadline:
         """Abort the expired connections; return seconds until the next deadline (None: none)."""
         now = time.monotonic()
         next_due: Optional[float] = None
-        for link in self._state.live_links():
+        for link in self._state.open_links():  # forgotten connections too: each has its own deadline
             due = getattr(link.ws, "last_ping", now) + self._seconds
             if due <= now:
                 logger.info(

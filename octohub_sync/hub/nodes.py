@@ -51,6 +51,19 @@ class NodeSessions:
         return self._state.connections
 
     @property
+    def forgotten(self) -> list[dict]:
+        """Records (from :attr:`connections`) that the go-dialect connection table lost while open.
+
+        The Go server removes a pc_id's entry by pc_id when any of its connections ends, so
+        the cleanup of a replaced connection forgets the newer one (PROTOCOL.md §5). A
+        forgotten connection stays open, answers pings and shows ``closed`` None in its
+        record, but :meth:`connected` is False for it and no task reaches it. Always empty
+        in the seed dialect.
+        """
+        with self._state.cond:
+            return list(self._state.forgotten)
+
+    @property
     def handshakes_rejected(self) -> int:
         """How many WebSocket handshakes were refused (400, 401, 404, 500)."""
         return self._state.handshakes_rejected
@@ -131,6 +144,8 @@ class NodeSessions:
 
     def drop(self, pc_id: Optional[str] = None) -> int:
         """Abort the TCP connection(s) of ``pc_id`` (or all), with no close frame.
+
+        Like :meth:`close`, it reaches only connections the hub knows, not :attr:`forgotten` ones.
 
         Returns:
             How many connections were dropped; they are unregistered when this returns.

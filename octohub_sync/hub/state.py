@@ -30,9 +30,10 @@ class Link:
         info: the public record in :attr:`HubState.connections`.
         greeted: the ``connected`` message went out; tasks are sent directly from then on.
         ready: ``node_ready`` was received on this connection.
+        forgotten: the go-dialect connection table lost this connection while it was open.
     """
 
-    __slots__ = ("pc_id", "ws", "info", "greeted", "ready")
+    __slots__ = ("pc_id", "ws", "info", "greeted", "ready", "forgotten")
 
     def __init__(self, pc_id: str, ws: Any, info: dict[str, Any]) -> None:
         self.pc_id = pc_id
@@ -40,6 +41,7 @@ class Link:
         self.info = info
         self.greeted = False
         self.ready = False
+        self.forgotten = False
 
 
 class _Task:
@@ -69,7 +71,9 @@ class HubState:
         self.received: list[dict] = []
         self.connections: list[dict] = []
         self.api_requests: list[dict] = []
+        self.forgotten: list[dict] = []
         self.handshakes_rejected = 0
+        self._open: set[Link] = set()
         self._kinds: Counter[str] = Counter()
         self._pending: dict[str, _Task] = {}
         self._last_pc_id: Optional[str] = None
@@ -86,6 +90,7 @@ class HubState:
         with self.cond:
             old = self.links.get(pc_id)
             self.links[pc_id] = link
+            self._open.add(link)
             self._last_pc_id = pc_id
             self.connections.append(link.info)
             self.cond.notify_all()
@@ -107,13 +112,25 @@ class HubState:
             link.greeted = True
 
     def detach(self, link: Link) -> None:
-        """Forget a connection that ended (its pending tasks stay pending)."""
+        """Forget a connection that ended (its pending tasks stay pending).
+
+        The seed hub removes the pc_id's entry only if it is this connection. The Go
+        server's ``RemoveConnection`` removes it by pc_id alone, so the cleanup of a
+        replaced connection also forgets the newer one that is still open (PROTOCOL.md §5).
+        """
         # websockets reports the code the node sent, or 1006 when no close frame came.
         code, reason = getattr(link.ws, "close_code", None), getattr(link.ws, "close_reason", None)
         with self.cond:
             link.info.update(closed=time.monotonic(), close_code=code, close_reason=reason)
-            if self.links.get(link.pc_id) is link:
+            self._open.discard(link)
+            entry = self.links.get(link.pc_id)
+            if entry is link:
                 del self.links[link.pc_id]
+            elif entry is not None and self.dialect == messages.GO:
+                del self.links[link.pc_id]
+                entry.forgotten = True
+                self.forgotten.append(entry.info)
+                logger.info("the connection table lost the open connection of %s (Go RemoveConnection)", link.pc_id)
             self.cond.notify_all()
 
     def target(self, pc_id: Optional[str]) -> Optional[Link]:
@@ -133,6 +150,11 @@ class HubState:
                 return list(self.links.values())
             link = self.links.get(pc_id)
             return [] if link is None else [link]
+
+    def open_links(self) -> List[Link]:
+        """A snapshot of every connection still open, forgotten ones included."""
+        with self.cond:
+            return list(self._open)
 
     # -- node -> hub -------------------------------------------------------
 
@@ -156,7 +178,8 @@ class HubState:
                 self._record_result(message)
             elif kind == "node_ready":
                 link.ready = True
-                resend = self._claim_for(link)
+                # The Go server sends tasks only through its table: a forgotten connection gets none.
+                resend = [] if link.forgotten else self._claim_for(link)
             self.cond.notify_all()
         for task_frame in resend:
             self._send_quietly(link, task_frame)
