@@ -30,14 +30,14 @@ STOP_TIMEOUT = 5.0
 
 
 class LocalHub(NodeSessions):
-    """An OctoHub hub (API server + WebSocket server) that speaks PROTOCOL.md.
+    """An OctoHub hub (API server + WebSocket server) that speaks the protocol of docs/protocol.md.
 
     Args:
         key: the shared signature key.
         host: address both servers bind to.
         api_port: API port (0: any free port).
         ws_port: WebSocket port (0: any free port).
-        dialect: ``"seed"`` or ``"go"`` message forms (PROTOCOL.md §3).
+        dialect: ``"seed"`` or ``"go"`` message forms (docs/protocol.md §3.1).
         read_deadline: drop (TCP abort) a connection that sent no ping frame for this long.
         ssl_context: server-side TLS context for both servers (https, wss).
         ws_url_host: host written into the ``wsUrl`` the API hands out (default: ``host``).
