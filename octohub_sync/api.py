@@ -1,4 +1,4 @@
-"""Where to connect: the signed API request of PROTOCOL §1, or a self-signed URL (§2)."""
+"""Where to connect: the signed API request of docs/protocol.md §1, or a self-signed URL (§2)."""
 from __future__ import annotations
 
 import ipaddress

@@ -42,7 +42,7 @@ class RedactingFilter(logging.Filter):
 
 
 def setup_logging(level: str) -> None:
-    """The seed's log format on stderr, with signatures masked."""
+    """``time - logger - LEVEL - message`` lines on stderr, with signatures masked."""
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     handler.addFilter(RedactingFilter())

@@ -38,7 +38,8 @@ class NodeWebSocketClient:
     """An OctoHub node: connects, receives tasks, runs handlers, sends results back.
 
     Args:
-        server_host, server_port, signature_key: the seed's three constructor arguments.
+        server_host, server_port, signature_key: the original asyncio client's three positional
+            arguments, in its order; each overrides its ``OCTOHUB_*`` setting unless None.
         settings: complete settings; when given, nothing is read from the environment.
         env_file: dotenv file to read (default ``./.env`` if present; ``False`` for none).
         **overrides: any other setting by field name (``max_workers=16``, ``pc_id=...``).

@@ -2,7 +2,8 @@
 
 Precedence, highest first: explicit overrides (constructor arguments, command-line
 flags) > the ``.env`` file > the process environment > defaults. The ``.env``
-file beating the environment is the seed README's rule and is kept on purpose.
+file beating the environment is kept on purpose: it is the order the original asyncio client
+documented, so a deployment moved to this package reads the same values.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from .exceptions import ConfigError
 
 __all__ = ["PUBLIC_EXAMPLE_KEY", "Settings", "load_settings", "setting_names"]
 
-#: The key printed in the seed README and env.example: anyone can sign with it.
+#: The public example key (env.example, the test vectors of docs/protocol.md §1): anyone can sign with it.
 PUBLIC_EXAMPLE_KEY = "mySignatureKey123456789012345"
 
 #: pc_id and instance names go into a URL and a signed string: keep them boring.
@@ -264,7 +265,7 @@ def load_settings(
             if env_name(f.name) in layer:
                 raw = layer[env_name(f.name)]
                 if isinstance(raw, str) and not raw.strip():
-                    break  # an empty value means "use the default", as in the seed's env.example
+                    break  # an empty value means "use the default": a blank OCTOHUB_X= line changes nothing
                 try:
                     values[f.name] = _PARSERS[f.metadata["kind"]](raw)
                 except (TypeError, ValueError) as exc:

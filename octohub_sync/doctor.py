@@ -30,8 +30,9 @@ logger = logging.getLogger(__name__)
 #: Exit codes, as in cli.py.
 EXIT_OK, EXIT_FAILED = 0, 1
 
-#: Added to the pc_id for the test connection: the hub keeps one connection per pc_id
-#: (one connection per pc_id), so checking with the node's own id would knock a running node off.
+#: Added to the pc_id for the test connection: the hub keeps one connection per pc_id and drops the
+#: older one when another connects (docs/protocol.md §5), so checking with the node's own id would
+#: disconnect a node that is running with it.
 CHECK_SUFFIX = "_check"
 
 _KEY_FIX = "set OCTOHUB_SIGNATURE_KEY to the hub's key and keep this machine's clock synchronised (NTP)"
@@ -136,8 +137,8 @@ def _check_key(settings: Settings, p: _Printer) -> None:
 
 def _check_api(settings: Settings, check_id: str, p: _Printer) -> Address:
     log = logging.LoggerAdapter(logger, {})
-    p.line(f"Checking as pc_id {check_id}: the hub keeps one connection per pc_id, so the node's own id "
-           "would knock a running node off: the hub keeps one connection per pc_id)")
+    p.line(f"Checking as pc_id {check_id}, not the node's own pc_id: the hub keeps one connection per "
+           "pc_id, so using the node's id would disconnect the node if it is running")
     with requests.Session() as session:
         if settings.connect_mode == "direct":
             p.mark("skip", "API", "skipped (OCTOHUB_CONNECT_MODE=direct: the node signs the WebSocket address itself)")

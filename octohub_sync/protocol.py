@@ -1,6 +1,6 @@
-"""Wire formats of PROTOCOL.md §3: decoding hub frames and encoding node messages.
+"""Wire formats of docs/protocol.md §3: decoding hub frames and encoding node messages.
 
-No sockets here. Both dialects are read: the seed's ``{"type": .., fields..}``
+No sockets here. Both dialects are read: the seed dialect's ``{"type": .., fields..}``
 and the Go server's ``{"action": .., "data": {fields..}}``.
 """
 from __future__ import annotations
@@ -134,7 +134,7 @@ def parse_task(msg: Message) -> Task:
         ProtocolError: the task cannot be run (no usable ``task_id``, no ``task_type``,
             ``data`` not an object, bad ``timeout``).
     """
-    # The seed form has the task at the top level; a Go-style hub wraps it in "data".
+    # The seed dialect has the task at the top level; a Go-style hub wraps it in "data" (docs/protocol.md §3.2).
     body = msg.body if "task_id" in msg.body else msg.fields
     task_id = body.get("task_id")
     if not isinstance(task_id, str) or not task_id or len(task_id) > MAX_TASK_ID:

@@ -1,6 +1,6 @@
-"""HMAC-SHA256 signatures of PROTOCOL.md §1 (API request) and §2 (WebSocket URL).
+"""HMAC-SHA256 signatures of docs/protocol.md §1 (API request) and §2 (WebSocket URL).
 
-Pure functions: no clock, no randomness, no I/O, so the PROTOCOL test vectors
+Pure functions: no clock, no randomness, no I/O, so the test vectors of §1 and §2
 pin them down exactly. :func:`redact` is how anything that may carry a
 signature is made safe to log.
 """

@@ -1,4 +1,4 @@
-"""The node against the real local hub: every message of PROTOCOL §3 and every built-in."""
+"""The node against the real local hub: every message of docs/protocol.md §3 and every built-in."""
 from __future__ import annotations
 
 import json

@@ -11,7 +11,7 @@ from octohub_sync.identity import machine_pc_id
 VECTOR_KEY = PUBLIC_EXAMPLE_KEY
 
 
-# -- signing (PROTOCOL §1, §2 vectors) ----------------------------------------------------------
+# -- signing (docs/protocol.md §1, §2 vectors) --------------------------------------------------
 
 def test_api_signature_vector_with_params() -> None:
     text = signing.api_string_to_sign("get", "/node/ws", {"pc_id": "node_abc123def456"}, 1632123456, "1632123456999")

@@ -1,4 +1,4 @@
-"""The hub's signed HTTP API ``GET /node/ws`` (PROTOCOL.md §1), on the stdlib HTTP server.
+"""The hub's signed HTTP API ``GET /node/ws`` (docs/protocol.md §1), on the stdlib HTTP server.
 
 Each request runs on a named daemon thread; stop() unblocks and joins them.
 """

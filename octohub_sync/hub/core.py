@@ -39,14 +39,14 @@ class _ByDialect(enum.Enum):
 
 
 class LocalHub(NodeSessions):
-    """An OctoHub hub (API server + WebSocket server) that speaks PROTOCOL.md.
+    """An OctoHub hub (API server + WebSocket server) that speaks the protocol of docs/protocol.md.
 
     Args:
         key: the shared signature key.
         host: address both servers bind to.
         api_port: API port (0: any free port).
         ws_port: WebSocket port (0: any free port).
-        dialect: ``"seed"`` or ``"go"`` message forms (PROTOCOL.md §3).
+        dialect: ``"seed"`` or ``"go"`` message forms (docs/protocol.md §3.1).
         read_deadline: drop (TCP abort) a connection that sent no ping frame for this many
             seconds. By default :data:`GO_READ_DEADLINE` in the go dialect, as the Go server
             does, and none in the seed dialect; an explicit number wins, 0 or None disables it.

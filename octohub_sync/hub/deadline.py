@@ -1,4 +1,4 @@
-"""The Go server's read deadline (PROTOCOL.md §4): drop connections that stopped pinging."""
+"""The Go server's read deadline (docs/protocol.md §4): drop connections that stopped pinging."""
 from __future__ import annotations
 
 import logging

@@ -127,7 +127,7 @@ class NodeSessions:
         self._state.send(pc_id, frame)
 
     def send_json_ping(self, pc_id: Optional[str] = None) -> str:
-        """Send a JSON-level ping; return its request_id (``""`` in the seed dialect).
+        """Send a JSON-level ping; return its request_id (``""`` in the seed dialect, docs/protocol.md §3.2).
 
         Raises:
             ConnectionError: no such node is connected, or the send failed.

@@ -1,4 +1,4 @@
-"""The hub's WebSocket endpoint ``/ws/node``, behaving like the Go server of PROTOCOL.md §2-§5.
+"""The hub's WebSocket endpoint ``/ws/node``, behaving like the Go server of docs/protocol.md §2-§5.
 
 Built on ``websockets.sync.server``; its accept loop is replaced by one that
 starts named daemon threads, because a test hub must never keep a process alive.
