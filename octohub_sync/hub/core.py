@@ -28,7 +28,7 @@ API_FAULTS = ("401", "500", "html", "garbage", "timeout")
 WS_FAULTS = ("401", "500")
 #: Upper bound, in seconds, of each join stop() does.
 STOP_TIMEOUT = 5.0
-#: The Go server's read deadline in seconds (PROTOCOL.md §4), the go dialect's default.
+#: The Go server's read deadline in seconds (docs/protocol.md §4), the go dialect's default.
 GO_READ_DEADLINE = 60.0
 
 

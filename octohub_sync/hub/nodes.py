@@ -55,7 +55,7 @@ class NodeSessions:
         """Records (from :attr:`connections`) that the go-dialect connection table lost while open.
 
         The Go server removes a pc_id's entry by pc_id when any of its connections ends, so
-        the cleanup of a replaced connection forgets the newer one (PROTOCOL.md §5). A
+        the cleanup of a replaced connection forgets the newer one (docs/protocol.md §5). A
         forgotten connection stays open, answers pings and shows ``closed`` None in its
         record, but :meth:`connected` is False for it and no task reaches it. Always empty
         in the seed dialect.

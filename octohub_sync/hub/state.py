@@ -116,7 +116,7 @@ class HubState:
 
         The seed hub removes the pc_id's entry only if it is this connection. The Go
         server's ``RemoveConnection`` removes it by pc_id alone, so the cleanup of a
-        replaced connection also forgets the newer one that is still open (PROTOCOL.md §5).
+        replaced connection also forgets the newer one that is still open (docs/protocol.md §5).
         """
         # websockets reports the code the node sent, or 1006 when no close frame came.
         code, reason = getattr(link.ws, "close_code", None), getattr(link.ws, "close_reason", None)
