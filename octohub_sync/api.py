@@ -17,6 +17,7 @@ import urllib3
 from . import signing
 from .config import Settings
 from .exceptions import ApiError, AuthError
+from .urls import host_for_url
 
 __all__ = ["Address", "is_loopback", "loopback_pitfall", "resolve_address", "ssl_context", "tls_verify"]
 
@@ -64,7 +65,7 @@ def resolve_address(settings: Settings, pc_id: str, session: requests.Session, l
     if settings.connect_mode == "direct":
         host = settings.ws_host or settings.server_host
         query = signing.ws_query(settings.ws_key, pc_id)
-        return Address(url=f"{settings.ws_scheme}://{_bracket(host)}:{settings.ws_port}/ws/node?{query}")
+        return Address(url=f"{settings.ws_scheme}://{host_for_url(host)}:{settings.ws_port}/ws/node?{query}")
     return _ask_api(settings, pc_id, session, log)
 
 
@@ -126,7 +127,7 @@ def _ws_url(body: dict, status: int) -> str:
 def _fix_host(url: str, settings: Settings, log: logging.LoggerAdapter) -> str:
     parts = urlsplit(url)
     if settings.ws_host:
-        netloc = _bracket(settings.ws_host) + (f":{parts.port}" if parts.port else "")
+        netloc = host_for_url(settings.ws_host) + (f":{parts.port}" if parts.port else "")
         return urlunsplit(parts._replace(netloc=netloc))
     if loopback_pitfall(settings, url):
         api_host = urlsplit(settings.api_base).hostname
@@ -151,10 +152,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-def _bracket(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def _skew(response: requests.Response, *, started_wall: float) -> Optional[float]:

@@ -13,10 +13,11 @@ import sys
 import threading
 from typing import Any, Callable, Optional, Sequence
 
-from . import __version__
+from ._version import __version__
 from .client import NodeWebSocketClient
 from .config import Settings, env_name, load_settings, setting_help, setting_names
 from .exceptions import ConfigError
+from .exitcodes import ExitCode
 from .signing import redact
 
 __all__ = ["main"]
@@ -26,8 +27,6 @@ Setup = Callable[[NodeWebSocketClient], None]
 
 LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
 
-#: Exit codes.
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 
 class RedactingFilter(logging.Filter):
@@ -104,7 +103,7 @@ def main(argv: Optional[Sequence[str]] = None, *, setup: Optional[Setup] = None)
         return run_node(settings, setup=setup)
     except ConfigError as exc:
         print(f"octohub-node: configuration error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return ExitCode.CONFIG
 
 
 def run_node(settings: Settings, *, setup: Optional[Setup] = None) -> int:
@@ -118,7 +117,7 @@ def run_node(settings: Settings, *, setup: Optional[Setup] = None) -> int:
         if stop.is_set():
             # Cold stop: the operator asked twice; running handlers are abandoned.
             os.write(2, b"octohub-node: second signal, exiting now\n")
-            os._exit(EXIT_FAILED)
+            os._exit(ExitCode.FAILED)
         logging.getLogger(__name__).info("received %s: stopping (send it again to exit at once)",
                                          signal.Signals(signum).name)
         stop.set()
@@ -126,10 +125,9 @@ def run_node(settings: Settings, *, setup: Optional[Setup] = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     client.start()
-    while not stop.wait(0.5) and client.failure is None:
-        pass
+    client.wait_stopped(until=stop)
     clean = client.stop()
     if client.failure is not None:
         print(f"octohub-node: {client.failure}", file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK if clean else EXIT_FAILED
+        return ExitCode.FAILED
+    return ExitCode.OK if clean else ExitCode.FAILED

@@ -11,12 +11,15 @@ import requests
 from .api import resolve_address, ssl_context
 from .config import Settings, load_settings, require_key
 from .connection import Connection
+from .delivery import ResultDelivery
 from .exceptions import GaveUpError
 from .handlers import TaskHandler
 from .identity import machine_pc_id
-from .link import Link, MessageHandler
+from .receiver import FrameReceiver, MessageHandler
+from .reconnect import Decision, ReconnectPolicy
 from .runner import TaskRunner
-from .stats import Stats
+from .stats import NodeState, Stats
+from .timers import Timers
 from .watchdog import Watchdog
 
 __all__ = ["NodeWebSocketClient"]
@@ -66,22 +69,27 @@ class NodeWebSocketClient:
         self.pc_id = settings.pc_id or machine_pc_id(settings.instance)
         self.log = _NodeLog(logger, {"pc_id": self.pc_id})
         self._stats = Stats()
-        self.link = Link(settings=settings, pc_id=self.pc_id, stats=self._stats, log=self.log,
-                         on_notice=self._hub_notice)
+        # Built in the order they depend on each other: results flow runner -> delivery, frames
+        # flow receiver -> runner / delivery; nothing points back.
+        self.delivery = ResultDelivery(outbox_size=settings.outbox_size, stats=self._stats, log=self.log)
         self.runner = TaskRunner(
-            deliver=self.link.deliver, stats=self._stats, max_workers=settings.max_workers,
+            deliver=self.delivery.deliver, stats=self._stats, max_workers=settings.max_workers,
             max_pending=settings.max_pending, task_timeout=settings.task_timeout,
             cache_size=settings.result_cache_size, max_result_bytes=settings.max_result_bytes, log=self.log)
-        self.link.runner = self.runner
+        self.receiver = FrameReceiver(
+            pc_id=self.pc_id, max_message_bytes=settings.max_message_bytes, capacity=settings.max_workers,
+            delivery=self.delivery, submit=self.runner.submit, refuse=self.runner.refuse,
+            task_types=lambda: sorted(self.runner.handlers), on_notice=self._hub_notice,
+            stats=self._stats, log=self.log)
         self._ssl = ssl_context(settings) if settings.ws_scheme == "wss" else None
         self._http = requests.Session()
         self._finished = threading.Event()
-        self._gave_up = threading.Event()
         #: Set when the node gave up reconnecting (see OCTOHUB_MAX_RECONNECT_ATTEMPTS).
         self.failure: Optional[GaveUpError] = None
         self._lifecycle = threading.Lock()
         self._opened_before = False
         self._watchdog: Optional[Watchdog] = None
+        self._timers: Optional[Timers] = None
         self._metrics: Any = None
         self._warned: dict[str, tuple[float, int]] = {}  # failure kind -> (last WARNING, repeats since)
         self.log.info("initialised NodeWebSocketClient, PC ID: %s", self.pc_id)
@@ -118,7 +126,7 @@ class NodeWebSocketClient:
             return lambda fn: self.register_message_handler(kind, fn)
         if not callable(handler):
             raise TypeError(f"message handler for {kind!r} is not callable")
-        self.link.message_handlers[kind] = handler
+        self.receiver.message_handlers[kind] = handler
         return handler
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -130,13 +138,21 @@ class NodeWebSocketClient:
                 return self
             if self.settings.metrics_port:
                 from .health import MetricsServer  # only nodes that serve metrics pay for it
-                metrics = MetricsServer(self, self.settings.metrics_host, self.settings.metrics_port)
+                metrics = MetricsServer(stats=self.stats, failed=lambda: self.failure is not None,
+                                        host=self.settings.metrics_host, port=self.settings.metrics_port, log=self.log)
                 metrics.start()  # a port in use fails here, before anything else has started
                 self._metrics = metrics
             self._finished.clear()
-            self._stats.state = "connecting"
+            self._stats.state = NodeState.CONNECTING
             self.runner.start()
-            self._watchdog = Watchdog(self)
+            s = self.settings
+            self._timers = Timers(expire=self.runner.expire, status=self.log_status,
+                                  status_interval=s.status_interval, log=self.log)
+            self._timers.start()
+            self._watchdog = Watchdog(
+                connect=self._new_connection, policy=ReconnectPolicy.from_settings(s),
+                dead_after=s.ping_interval + s.ping_timeout + 1.0, on_ended=self._connection_ended,
+                on_reregister=lambda: self._stats.incr("reregistrations"), log=self.log)
             self._watchdog.start()
         return self
 
@@ -153,24 +169,28 @@ class NodeWebSocketClient:
             watchdog, self._watchdog = self._watchdog, None
             if watchdog is None:
                 return True
-            self._stats.state = "stopping"
+            self._stats.state = NodeState.STOPPING
             limit = self.settings.shutdown_timeout if timeout is None else timeout
             self.runner.stop_accepting()
             unfinished = self.runner.drain(limit)
             if unfinished:
                 self.log.warning("stopping with %d task(s) still running: %s", len(unfinished), ", ".join(unfinished[:10]))
             self.runner.shutdown()
-            self.link.flush()
+            self.delivery.flush()
+            if self._timers is not None:
+                self._timers.stop()
+                self._timers = None
             watchdog.stop(timeout=max(1.0, self.settings.connect_timeout))
-            self.link.close()
+            self.receiver.close()
+            self.delivery.close()
             if self._metrics is not None:
                 self._metrics.stop()
                 self._metrics = None
-            unsent = len(self.link.outbox)
+            unsent = len(self.delivery.outbox)
             if unsent:
                 self.log.warning("stopped with %d result(s) not sent (hub unreachable)", unsent)
             if self.failure is None:
-                self._stats.state = "stopped"
+                self._stats.state = NodeState.STOPPED
             self._finished.set()
             self.log.info("node stopped")
             return not unfinished and not unsent
@@ -183,23 +203,30 @@ class NodeWebSocketClient:
         """
         self.start()
         try:
-            # Short waits keep Ctrl-C responsive where Event.wait() cannot be interrupted.
-            while not self._finished.wait(0.5):
-                if self._gave_up.is_set():
-                    self.stop()
+            self.wait_stopped()
         except KeyboardInterrupt:
             self.stop()
             raise
+        self.stop()
         if self.failure is not None:
             raise self.failure
 
+    def wait_stopped(self, until: Optional[threading.Event] = None) -> None:
+        """Block until the node was stopped, gave up reconnecting, or ``until`` is set.
+
+        Waits in short steps, so that Ctrl-C interrupts it where ``Event.wait()`` alone cannot.
+        """
+        while not self._finished.wait(0.5):
+            if self.failure is not None or (until is not None and until.is_set()):
+                return
+
     def wait_connected(self, timeout: Optional[float] = None) -> bool:
         """Block until the hub confirmed the connection and node_ready was sent."""
-        return self.link.connected.wait(timeout)
+        return self.delivery.connected.wait(timeout)
 
     def is_connected(self) -> bool:
         """True while connected and ready for tasks."""
-        return self.link.connected.is_set()
+        return self.delivery.connected.is_set()
 
     def get_pc_id(self) -> str:
         """This node's id."""
@@ -217,8 +244,8 @@ class NodeWebSocketClient:
         """Connection state, counters and queue sizes right now."""
         snap = self._stats.snapshot()
         running, queued = self.runner.counts()
-        snap.update(pc_id=self.pc_id, tasks_running=running, tasks_queued=queued, outbox=len(self.link.outbox),
-                    results_unconfirmed=self.link.unconfirmed())
+        snap.update(pc_id=self.pc_id, tasks_running=running, tasks_queued=queued, outbox=len(self.delivery.outbox),
+                    results_unconfirmed=self.delivery.unconfirmed())
         return snap
 
     def log_status(self) -> None:
@@ -232,14 +259,14 @@ class NodeWebSocketClient:
 
     # -- called by the watchdog ------------------------------------------------------------------
 
-    def new_connection(self, number: int) -> Connection:
-        """A connection attempt, not yet started."""
+    def _new_connection(self, number: int) -> Connection:
+        """Connection attempt ``number``, not yet started."""
         conn = Connection(
-            self._address, number=number, on_open=self._opened, on_frame=self.link.frame,
-            on_closed=self._closed, on_pong=self.link.pong, ssl_context=self._ssl,
+            self._address, number=number, on_open=self._opened, on_frame=self.receiver.frame,
+            on_closed=self._closed, on_pong=self.delivery.pong, ssl_context=self._ssl,
             connect_timeout=self.settings.connect_timeout,
             ping_interval=self.settings.ping_interval, ping_timeout=self.settings.ping_timeout)
-        self.link.attach(conn)
+        self.delivery.attach(conn)
         return conn
 
     def _address(self) -> str:
@@ -250,11 +277,16 @@ class NodeWebSocketClient:
             self.log.warning("TLS certificate checks are OFF (OCTOHUB_TLS_INSECURE): anyone on the path can read the key's signatures and the tasks")
         return address.url
 
-    def connection_lost(self, conn: Connection, delay: Optional[float], *, planned: bool = False) -> None:
-        """Log why and when the next attempt comes, if any (called on the watchdog thread)."""
-        self._stats.state = "reconnecting"
+    def _connection_ended(self, conn: Connection, decision: Decision) -> None:
+        """Log why the connection ended and what comes next (on the watchdog thread)."""
+        self._stats.state = NodeState.RECONNECTING
         self._stats.connected_since = None
-        if planned:
+        if decision.duplicate_drops:
+            self.log.warning(
+                "the hub dropped this node %d time(s) in a row, soon after connecting: another node with "
+                "pc_id %s is probably connected (the hub keeps one connection per pc_id); give each node its "
+                "own OCTOHUB_PC_ID or OCTOHUB_INSTANCE", decision.duplicate_drops, self.pc_id)
+        if decision.planned:
             self.log.info("connection %d closed to re-register; connecting again", conn.number)
             return
         self._stats.last_error = conn.error
@@ -266,8 +298,13 @@ class NodeWebSocketClient:
             level, repeats = self._failure_level(conn.error_kind or "unknown")
         self.log.log(level, "connection %d %s (%s); %s%s", conn.number, "lost" if opened else "failed",
                      conn.error or f"code {conn.close_code}",
-                     "no more attempts" if delay is None else f"next attempt in {delay:.1f} s",
+                     "no more attempts" if decision.delay is None else f"next attempt in {decision.delay:.1f} s",
                      f" ({repeats} more failure(s) of this kind since the last warning)" if repeats else "")
+        if decision.delay is None:
+            self.failure = GaveUpError(decision.give_up)
+            self._stats.state = NodeState.GAVE_UP
+            self._stats.last_error = decision.give_up
+            self.log.error("%s", decision.give_up)
 
     def _failure_level(self, kind: str, now: Optional[float] = None) -> tuple[int, int]:
         now = time.monotonic() if now is None else now
@@ -277,17 +314,6 @@ class NodeWebSocketClient:
             return logging.WARNING, repeats
         self._warned[kind] = (last, repeats + 1)
         return logging.INFO, 0
-
-    def reregistering(self) -> None:
-        """The watchdog closes the connection to register again (see OCTOHUB_HUB_READ_TIMEOUT)."""
-        self._stats.incr("reregistrations")
-
-    def gave_up(self, error: GaveUpError) -> None:
-        """The watchdog gave up; run_forever() stops the node and raises ``error``."""
-        self.failure = error
-        self._stats.state = "gave up"
-        self._stats.last_error = str(error)
-        self._gave_up.set()
 
     # -- called on the connection thread ---------------------------------------------------------
 
@@ -299,12 +325,13 @@ class NodeWebSocketClient:
         self.log.info("WebSocket connection %d established", conn.number)
 
     def _closed(self, conn: Connection, code: Optional[int], error: str) -> None:
-        self.link.detach(conn)
+        self.delivery.detach(conn)
         if self._watchdog is not None:
             self._watchdog.wake()
 
     def _hub_notice(self, replaced: bool) -> None:
         watchdog = self._watchdog
         if watchdog is not None:
-            watchdog.replaced = watchdog.replaced or replaced
+            if replaced:
+                watchdog.replaced()
             watchdog.wake()

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 
 from .exceptions import ConfigError
+from .urls import host_for_url
 
 __all__ = ["PUBLIC_EXAMPLE_KEY", "Settings", "load_settings", "setting_names"]
 
@@ -82,7 +83,7 @@ class Settings:
         if self.api_url:
             return self.api_url.rstrip("/")
         scheme = "https" if self.tls else "http"
-        return f"{scheme}://{_host_for_url(self.server_host)}:{self.server_port}"
+        return f"{scheme}://{host_for_url(self.server_host)}:{self.server_port}"
 
     @property
     def ws_scheme(self) -> str:
@@ -109,10 +110,6 @@ class Settings:
                 value = f"<{len(value)} character{'s' * (len(value) != 1)}>" if value else "<not set>"
             shown[env_name(f.name)] = (str(value), self.sources.get(f.name, "default"))
         return shown
-
-
-def _host_for_url(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def _fields() -> list:

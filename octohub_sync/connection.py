@@ -19,6 +19,7 @@ import websocket
 
 from .exceptions import OctoHubError
 from .signing import redact
+from .urls import port_of
 
 __all__ = ["Connection"]
 
@@ -193,8 +194,7 @@ class Connection:
         # Our own socket, so that connect and handshake are bounded by connect_timeout
         # (websocket-client would use the process-wide default timeout, None).
         parts = urlsplit(url)
-        port = parts.port or (443 if parts.scheme == "wss" else 80)
-        sock = socket.create_connection((parts.hostname, port), timeout=self._connect_timeout)
+        sock = socket.create_connection((parts.hostname, port_of(parts)), timeout=self._connect_timeout)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)

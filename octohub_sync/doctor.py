@@ -20,15 +20,16 @@ from . import protocol
 from .api import SKEW_WARNING, Address, loopback_pitfall, resolve_address, ssl_context
 from .config import Settings, env_name
 from .exceptions import ApiError, AuthError, ProtocolError
+from .exitcodes import ExitCode
 from .identity import machine_pc_id
 from .signing import MAX_SKEW, redact
+from .urls import host_for_url, port_of
 
 __all__ = ["run_check"]
 
 logger = logging.getLogger(__name__)
 
 #: Exit codes, as in cli.py.
-EXIT_OK, EXIT_FAILED = 0, 1
 
 #: Added to the pc_id for the test connection: the hub keeps one connection per pc_id and drops the
 #: older one when another connects (docs/protocol.md §5), so checking with the node's own id would
@@ -101,10 +102,10 @@ def run_check(settings: Settings, *, out: Optional[TextIO] = None) -> int:
         p.mark("fail", failure.step, failure.message)
         p.line()
         p.line(f"FAILED at step '{failure.step}': {failure.message}. Likely fix: {failure.hint}")
-        return EXIT_FAILED
+        return ExitCode.FAILED
     p.line()
     p.line(f"all checks passed: node {pc_id} can connect")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _print_settings(settings: Settings, pc_id: str, p: _Printer) -> None:
@@ -174,7 +175,7 @@ def _report_skew(skew: Optional[float], p: _Printer, source: str = "the API's Da
 
 def _check_websocket(settings: Settings, address: Address, p: _Printer) -> None:
     parts = urlsplit(address.url)
-    where = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'wss' else 80)}"
+    where = f"{host_for_url(parts.hostname or '')}:{port_of(parts)}"
     sslopt = {"context": ssl_context(settings)} if parts.scheme == "wss" else None
     started = time.monotonic()
     try:

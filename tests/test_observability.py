@@ -44,10 +44,16 @@ def http() -> Iterator[requests.Session]:
         yield session
 
 
+def metrics_for(client: NodeWebSocketClient) -> MetricsServer:
+    """A metrics server on any free port showing ``client``, as the client itself builds one."""
+    return MetricsServer(stats=client.stats, failed=lambda: client.failure is not None, host="127.0.0.1",
+                         port=0, log=client.log)
+
+
 @pytest.fixture
 def served(node: NodeWebSocketClient) -> Iterator[MetricsServer]:
     """A metrics server on any free port for ``node``, outliving the node's own stop()."""
-    server = MetricsServer(node, "127.0.0.1", 0)
+    server = metrics_for(node)
     server.start()
     yield server
     server.stop()
@@ -174,7 +180,7 @@ def test_healthz_ok_while_reconnecting(node: NodeWebSocketClient, hub: LocalHub,
 
 def test_healthz_503_after_giving_up(make_node, http: requests.Session) -> None:
     client = make_node(server_port=free_port(), max_reconnect_attempts=1)
-    server = MetricsServer(client, "127.0.0.1", 0)
+    server = metrics_for(client)
     server.start()
     try:
         assert wait_until(lambda: client.failure is not None, 5)

@@ -16,7 +16,7 @@ import pytest
 
 from octohub_sync import NodeWebSocketClient
 from octohub_sync.hub import LocalHub
-from octohub_sync.watchdog import reregister_margin
+from octohub_sync.reconnect import reregister_margin
 
 from .conftest import KEY, wait_until
 from .proxy import StallProxy

@@ -1,0 +1,180 @@
+"""Results on their way to the hub: sent at once, or kept in the outbox, until the hub has read them.
+
+A result written to the socket is not yet delivered: a dead path swallows it
+without an error. After sending, the node sends a ping frame; the hub's pong
+proves its reader got past every frame sent before that ping (docs/protocol.md §8).
+Results still unconfirmed when the connection ends go back to the outbox and are
+sent again after the next ``node_ready``.
+
+Runs on worker threads (results), the connection thread (pongs, the handshake's
+flush) and the watchdog thread (nothing but :meth:`attach`).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from typing import Optional
+
+from .connection import Connection
+from .outbox import Outbox
+from .stats import Stats
+
+__all__ = ["ACK_PREFIX", "ResultDelivery"]
+
+#: Payload prefix of the ping frames that confirm delivery; the number is the last result they cover.
+ACK_PREFIX = b"octohub-ack:"
+
+
+class ResultDelivery:
+    """The current connection as seen by whoever sends on it: results, replies, ``node_ready``.
+
+    Args:
+        outbox_size: results kept while they cannot be sent (OCTOHUB_OUTBOX_SIZE).
+    """
+
+    def __init__(self, *, outbox_size: int, stats: Stats, log: logging.LoggerAdapter) -> None:
+        self._stats = stats
+        self._log = log
+        self.outbox = Outbox(outbox_size)
+        self.conn: Optional[Connection] = None
+        self.ready = False
+        #: Set while the hub has confirmed the connection and ``node_ready`` went out.
+        self.connected = threading.Event()
+        self._flush_lock = threading.Lock()
+        # Results sent on the current connection that the hub has not confirmed: (number, task_id, frame).
+        self._unconfirmed: deque[tuple[int, str, str]] = deque()
+        self._sent = 0                           # results sent on the current connection, numbering them
+        self._ack_pending: Optional[int] = None  # number covered by the confirmation ping in flight
+        self._ack_lock = threading.Lock()        # guards the three above and ``ready``
+
+    # -- the connection's life ------------------------------------------------------------------
+
+    def attach(self, conn: Connection) -> None:
+        """Make ``conn`` the current connection (not ready until :meth:`mark_ready`)."""
+        self.conn = conn
+
+    def mark_ready(self) -> None:
+        """``node_ready`` went out on the current connection: send what the outbox holds."""
+        with self._ack_lock:
+            self.ready = True
+            self._sent = 0
+        self.connected.set()
+        self.flush()
+
+    def detach(self, conn: Connection) -> None:
+        """``conn`` ended; results go to the outbox until the next ``node_ready``.
+
+        Results sent on it that the hub never confirmed go back to the outbox, unless our close
+        handshake completed: the hub answered our close frame, so it read everything before it.
+        """
+        if conn is not self.conn:
+            return
+        with self._ack_lock:
+            self.ready = False
+            self.connected.clear()
+            unconfirmed = [(task_id, frame) for _, task_id, frame in self._unconfirmed]
+            self._unconfirmed.clear()
+            self._ack_pending = None
+        if not unconfirmed or conn.closed_cleanly:
+            return
+        self._stats.incr("results_resent", len(unconfirmed))
+        self._log.info("%d result(s) sent but not confirmed by the hub will be sent again after reconnecting",
+                       len(unconfirmed))
+        self._dropped(self.outbox.put_back(unconfirmed))
+
+    def close(self) -> None:
+        """The node stopped."""
+        self.ready = False
+        self.connected.clear()
+
+    def unconfirmed(self) -> int:
+        """How many results were sent on the current connection without the hub's confirmation yet."""
+        return len(self._unconfirmed)
+
+    def send_or_abort(self, conn: Connection, frame: str) -> bool:
+        """Send one frame; any failure ends the session (the connection is aborted)."""
+        try:
+            conn.send(frame)
+            return True
+        except Exception as exc:  # any send failure means the session is over
+            self._log.info("send failed (%s: %s); dropping the connection", type(exc).__name__, exc)
+            conn.abort()
+            return False
+
+    # -- results ----------------------------------------------------------------------------------
+
+    def deliver(self, task_id: str, frame: str) -> None:
+        """Send a result now, or keep it in the outbox until the next node_ready."""
+        conn = self.conn
+        if self.ready and conn is not None and not len(self.outbox) and self.send_or_abort(conn, frame):
+            self._track(conn, task_id, frame)
+            return
+        dropped = self.outbox.put(task_id, frame)
+        if dropped is not None:
+            self._dropped([dropped])
+        if self.ready:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send what the outbox holds, oldest first, while the connection takes it."""
+        with self._flush_lock:
+            items = self.outbox.take_all()
+            for i, (task_id, frame) in enumerate(items):
+                conn = self.conn
+                if not self.ready or conn is None or not self.send_or_abort(conn, frame):
+                    self._dropped(self.outbox.put_back(items[i:]))
+                    return
+                self._track(conn, task_id, frame)
+            if items:
+                self._log.info("sent %d result(s) kept while disconnected", len(items))
+
+    def _track(self, conn: Connection, task_id: str, frame: str) -> None:
+        """Remember a result written to ``conn`` until the hub confirms it; ask for confirmation."""
+        with self._ack_lock:
+            current = self.ready and conn is self.conn
+            if current:
+                self._sent += 1
+                number = self._sent
+                self._unconfirmed.append((number, task_id, frame))
+                ping = self._ack_pending is None
+                if ping:
+                    self._ack_pending = number
+        if not current:  # the connection ended while we sent: detach() could not see this result
+            dropped = self.outbox.put(task_id, frame)
+            self._dropped([] if dropped is None else [dropped])
+        elif ping:
+            self._ask_confirmation(conn, number)
+
+    def _ask_confirmation(self, conn: Connection, number: int) -> None:
+        try:
+            conn.ping(ACK_PREFIX + str(number).encode())
+        except Exception as exc:  # like any failed send: the session is over
+            self._log.info("ping failed (%s: %s); dropping the connection", type(exc).__name__, exc)
+            conn.abort()
+
+    def pong(self, conn: Connection, payload: bytes) -> None:
+        """A pong arrived (connection thread): confirm the results its ping covered."""
+        if not payload.startswith(ACK_PREFIX):
+            return  # a keep-alive pong
+        try:
+            number = int(payload[len(ACK_PREFIX):])
+        except ValueError:
+            return
+        with self._ack_lock:
+            if conn is not self.conn or number != self._ack_pending:
+                return
+            unconfirmed = self._unconfirmed
+            while unconfirmed and unconfirmed[0][0] <= number:
+                unconfirmed.popleft()
+            self._ack_pending = unconfirmed[-1][0] if unconfirmed else None
+            again = self._ack_pending
+        if again is not None:
+            self._ask_confirmation(conn, again)
+
+    def _dropped(self, task_ids: list[str]) -> None:
+        if not task_ids:
+            return
+        self._stats.incr("results_dropped", len(task_ids))
+        self._log.warning("outbox full (OCTOHUB_OUTBOX_SIZE=%d): dropped the result of task(s) %s",
+                          self.outbox.capacity, ", ".join(task_ids[:10]))
