@@ -6,8 +6,8 @@ import threading
 import time
 from typing import Optional
 
+from octohub_sync.hub.sockets import abort
 from octohub_sync.hub.state import HubState
-from octohub_sync.hub.ws_server import abort
 
 logger = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import json
 from typing import Any, Callable, Optional, Union
 
 from octohub_sync.hub import messages
+from octohub_sync.hub.sockets import abort
 from octohub_sync.hub.state import HubState
-from octohub_sync.hub.ws_server import abort
 
 #: Upper bound, in seconds, of the waits done by drop() and close().
 CLOSE_WAIT = 5.0

@@ -28,6 +28,7 @@ from websockets.sync.server import Server, ServerConnection, serve
 
 from octohub_sync import signing
 from octohub_sync.hub import messages
+from octohub_sync.hub.sockets import abort
 
 if TYPE_CHECKING:
     from octohub_sync.hub.core import LocalHub
@@ -246,10 +247,3 @@ class WsServer:
             state.detach(link)
             logger.info("node %s disconnected", pc_id)
 
-
-def abort(connection: Any) -> None:
-    """Close the TCP connection without a close frame, as the Go server does on timeouts."""
-    try:
-        connection.close_socket()
-    except Exception:  # a connection still being built may lack its sockets; nothing to abort
-        logger.debug("abort of a half-built connection failed", exc_info=True)
