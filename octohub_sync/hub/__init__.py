@@ -9,6 +9,8 @@ Example::
 """
 from __future__ import annotations
 
-from octohub_sync.hub.core import API_FAULTS, GO_READ_DEADLINE, WS_FAULTS, LocalHub
+from octohub_sync.hub.core import API_FAULTS, WS_FAULTS, LocalHub
+from octohub_sync.hub.deadline import GO_READ_DEADLINE
+from octohub_sync.hub.table import NodeSession
 
-__all__ = ["API_FAULTS", "GO_READ_DEADLINE", "LocalHub", "WS_FAULTS"]
+__all__ = ["API_FAULTS", "GO_READ_DEADLINE", "LocalHub", "NodeSession", "WS_FAULTS"]

@@ -1,26 +1,25 @@
 """LocalHub: a small but real OctoHub hub on 127.0.0.1, for tests, demos and benchmarks."""
 from __future__ import annotations
 
-import enum
 import itertools
 import logging
 import ssl
 import threading
 import time
 from types import TracebackType
-from typing import Any, Optional, Type, Union
+from typing import Optional, Type, Union
 
 from octohub_sync import signing
 from octohub_sync.hub import messages
 from octohub_sync.hub.api_server import ApiServer
-from octohub_sync.hub.deadline import ReadDeadline
+from octohub_sync.hub.deadline import BY_DIALECT, ByDialect, ReadDeadline, read_deadline_for
 from octohub_sync.hub.nodes import NodeSessions
 from octohub_sync.hub.state import HubState
 from octohub_sync.hub.ws_server import WsServer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["API_FAULTS", "GO_READ_DEADLINE", "LocalHub", "WS_FAULTS"]
+__all__ = ["API_FAULTS", "LocalHub", "WS_FAULTS"]
 
 #: Values of :attr:`LocalHub.api_fault` besides None.
 API_FAULTS = ("401", "500", "html", "garbage", "timeout")
@@ -28,14 +27,6 @@ API_FAULTS = ("401", "500", "html", "garbage", "timeout")
 WS_FAULTS = ("401", "500")
 #: Upper bound, in seconds, of each join stop() does.
 STOP_TIMEOUT = 5.0
-#: The Go server's read deadline in seconds (PROTOCOL.md §4), the go dialect's default.
-GO_READ_DEADLINE = 60.0
-
-
-class _ByDialect(enum.Enum):
-    """Default of ``read_deadline``: the chosen dialect decides (an Enum so type checkers know it)."""
-
-    DEFAULT = "by dialect"
 
 
 class LocalHub(NodeSessions):
@@ -69,7 +60,7 @@ class LocalHub(NodeSessions):
         api_port: int = 0,
         ws_port: int = 0,
         dialect: str = "seed",
-        read_deadline: Union[float, None, _ByDialect] = _ByDialect.DEFAULT,
+        read_deadline: Union[float, None, ByDialect] = BY_DIALECT,
         ssl_context: Optional[ssl.SSLContext] = None,
         ws_url_host: Optional[str] = None,
         redeliver: bool = True,
@@ -84,7 +75,7 @@ class LocalHub(NodeSessions):
         self.api_port = api_port
         self.ws_port = ws_port
         self.dialect = dialect
-        self.read_deadline = _read_deadline(read_deadline, dialect)
+        self.read_deadline = read_deadline_for(dialect, read_deadline)
         self.ssl_context = ssl_context
         self.ws_url_host = ws_url_host or host
         self.clock_offset = clock_offset
@@ -100,8 +91,19 @@ class LocalHub(NodeSessions):
         self._task_ids = itertools.count(1)
         self._api: Optional[ApiServer] = None
         self._api_thread: Optional[threading.Thread] = None
-        self._ws = WsServer(self)
         self._deadline: Optional[ReadDeadline] = None
+        if self.read_deadline is not None:
+            self._deadline = ReadDeadline(self._state.open_sessions, self.read_deadline)
+        self._ws = WsServer(
+            self._state,
+            key=key,
+            dialect=dialect,
+            clock=self.now,
+            fault=lambda: self._ws_fault,
+            ssl_context=ssl_context,
+            max_size=max_size,
+            on_open=None if self._deadline is None else self._deadline.poke,
+        )
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -120,9 +122,7 @@ class LocalHub(NodeSessions):
             self._started = True
         try:
             self._start_api()
-            if self.read_deadline is not None:
-                self._deadline = ReadDeadline(self._state, self.read_deadline)
-                self._state.on_attach = self._deadline.poke
+            if self._deadline is not None:
                 self._deadline.start()
             self.start_ws()
         except BaseException:
@@ -137,7 +137,15 @@ class LocalHub(NodeSessions):
         return self
 
     def _start_api(self) -> None:
-        self._api = ApiServer(self, (self.host, self.api_port))
+        self._api = ApiServer(
+            (self.host, self.api_port),
+            state=self._state,
+            key=self.key,
+            clock=self.now,
+            ws_url=self.ws_url,
+            fault=lambda: self._api_fault,
+            ssl_context=self.ssl_context,
+        )
         self.api_port = int(self._api.server_address[1])
         self._api_thread = threading.Thread(
             # A short poll interval keeps stop() fast: shutdown() waits for the next poll.
@@ -150,12 +158,12 @@ class LocalHub(NodeSessions):
         with self._life_lock:
             if not self._started or self._stopping.is_set():
                 return
-            self._stopping.set()  # releases API requests held by the "timeout" fault
+            self._stopping.set()
         if self._api is not None:
             if self._api_thread is not None and self._api_thread.is_alive():
                 self._api.shutdown()  # would wait forever for a serve_forever() that never ran
             self._api.server_close()
-            self._api.close_requests(STOP_TIMEOUT)
+            self._api.close_requests(STOP_TIMEOUT)  # also releases requests held by the "timeout" fault
         if self._api_thread is not None:
             self._api_thread.join(STOP_TIMEOUT)
         self.stop_ws()
@@ -221,11 +229,6 @@ class LocalHub(NodeSessions):
         """Base URL of the API server, e.g. ``http://127.0.0.1:41234``."""
         return f"{'https' if self.ssl_context else 'http'}://{_url_host(self.host)}:{self.api_port}"
 
-    def _record_api(self, record: dict[str, Any]) -> None:
-        with self._state.cond:
-            self._state.api_requests.append(record)
-            self._state.cond.notify_all()
-
     def now(self) -> float:
         """The hub's clock: wall time plus :attr:`clock_offset`."""
         return time.time() + self.clock_offset
@@ -235,15 +238,6 @@ class LocalHub(NodeSessions):
         scheme = "wss" if self.ssl_context else "ws"
         query = signing.ws_query(self.key, pc_id, timestamp=int(self.now()))
         return f"{scheme}://{_url_host(self.ws_url_host)}:{self.ws_port}/ws/node?{query}"
-
-
-def _read_deadline(value: Union[float, None, _ByDialect], dialect: str) -> Optional[float]:
-    """The read deadline in seconds, or None for none."""
-    if value is _ByDialect.DEFAULT:
-        return GO_READ_DEADLINE if dialect == messages.GO else None
-    if value is not None and value < 0:
-        raise ValueError(f"read_deadline must be >= 0 or None, not {value!r}")
-    return value or None
 
 
 def _url_host(host: str) -> str:

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import itertools
 import json
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, List, Optional, Union
 
 from octohub_sync.hub import messages
 from octohub_sync.hub.sockets import abort
 from octohub_sync.hub.state import HubState
+from octohub_sync.hub.table import NodeSession
 
 #: Upper bound, in seconds, of the waits done by drop() and close().
 CLOSE_WAIT = 5.0
@@ -60,8 +61,7 @@ class NodeSessions:
         record, but :meth:`connected` is False for it and no task reaches it. Always empty
         in the seed dialect.
         """
-        with self._state.cond:
-            return list(self._state.forgotten)
+        return self._state.forgotten
 
     @property
     def handshakes_rejected(self) -> int:
@@ -138,9 +138,17 @@ class NodeSessions:
 
     # -- connections -------------------------------------------------------
 
+    def sessions(self, pc_id: Optional[str] = None) -> List[NodeSession]:
+        """The connections the hub knows (of one pc_id, or all), not :attr:`forgotten` ones.
+
+        Each :class:`NodeSession`'s ``ws`` is the websockets server connection, for tests
+        that must send what :meth:`send_raw` cannot (e.g. invalid UTF-8 in a text frame).
+        """
+        return self._state.sessions(pc_id)
+
     def connected(self, pc_id: Optional[str] = None) -> bool:
-        """Whether that node (or any node) has a live connection."""
-        return bool(self._state.live_links(pc_id))
+        """Whether the hub knows a connection of that node (or of any node)."""
+        return bool(self._state.sessions(pc_id))
 
     def drop(self, pc_id: Optional[str] = None) -> int:
         """Abort the TCP connection(s) of ``pc_id`` (or all), with no close frame.
@@ -150,11 +158,11 @@ class NodeSessions:
         Returns:
             How many connections were dropped; they are unregistered when this returns.
         """
-        links = self._state.live_links(pc_id)
-        for link in links:
-            abort(link.ws)
-        self._wait_closed(links)
-        return len(links)
+        sessions = self._state.sessions(pc_id)
+        for session in sessions:
+            abort(session.ws)
+        self._wait_closed(sessions)
+        return len(sessions)
 
     def close(self, pc_id: Optional[str] = None, code: int = 1000) -> int:
         """Close the connection(s) of ``pc_id`` (or all) with a clean close handshake.
@@ -162,14 +170,14 @@ class NodeSessions:
         Returns:
             How many connections were closed.
         """
-        links = self._state.live_links(pc_id)
-        for link in links:
-            link.ws.close(code)
-        self._wait_closed(links)
-        return len(links)
+        sessions = self._state.sessions(pc_id)
+        for session in sessions:
+            session.ws.close(code)
+        self._wait_closed(sessions)
+        return len(sessions)
 
-    def _wait_closed(self, links: list) -> None:
-        self.wait_for(lambda: all(link.info["closed"] is not None for link in links), CLOSE_WAIT)
+    def _wait_closed(self, sessions: List[NodeSession]) -> None:
+        self.wait_for(lambda: all(session.info["closed"] is not None for session in sessions), CLOSE_WAIT)
 
     # -- waiting -----------------------------------------------------------
 
@@ -179,12 +187,11 @@ class NodeSessions:
         Returns:
             ``predicate()`` at the end (False on timeout).
         """
-        with self._state.cond:
-            return bool(self._state.cond.wait_for(predicate, timeout))
+        return self._state.wait_for(predicate, timeout)
 
     def wait_connected(self, pc_id: Optional[str] = None, timeout: float = 10.0) -> bool:
         """Wait until that node (or any node) is connected and has sent ``node_ready``."""
-        return self.wait_for(lambda: any(link.ready for link in self._state.live_links(pc_id)), timeout)
+        return self.wait_for(lambda: any(session.ready for session in self._state.sessions(pc_id)), timeout)
 
     def wait_result(self, task_id: str, timeout: float = 10.0) -> dict:
         """Wait for the first task_result of ``task_id`` and return it.
