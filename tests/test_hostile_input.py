@@ -284,7 +284,7 @@ def send_text_bytes(hub: LocalHub, data: bytes, pc_id: str) -> None:
     LocalHub.send_raw sends bytes as a binary frame and a str is always valid UTF-8, so
     an invalid-UTF-8 text frame needs the websockets connection itself (send(text=True)).
     """
-    links = hub._state.live_links(pc_id)
+    links = hub.sessions(pc_id)
     assert links, f"{pc_id} is not connected"
     links[0].ws.send(data, text=True)
 

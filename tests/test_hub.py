@@ -17,6 +17,7 @@ import websocket
 
 from octohub_sync import signing
 from octohub_sync.hub import GO_READ_DEADLINE, LocalHub
+from octohub_sync.hub.table import ConnectionTable, NodeSession
 
 KEY = "test-key-0123456789abcdef"
 VECTOR_KEY = "mySignatureKey123456789012345"
@@ -458,6 +459,22 @@ def test_go_end_of_a_forgotten_connection_forgets_the_next_one(make_hub: HubFact
     assert_open(third)  # the pong is the next frame: the task did not go out
     assert hub.pending == [task_id]
     third.close()
+
+
+@pytest.mark.parametrize("remove_by_pc_id", [False, True])
+def test_connection_table_rules_without_sockets(remove_by_pc_id: bool) -> None:
+    table = ConnectionTable(remove_by_pc_id=remove_by_pc_id)
+    old, new = NodeSession("node_a", ws=None), NodeSession("node_a", ws=None)
+    assert table.add(old) is None
+    assert table.add(new) is old  # the caller evicts it
+    if remove_by_pc_id:  # Go: the end of the old connection removes the entry, which is new's
+        assert table.remove(old) is new and new.forgotten
+        assert table.known("node_a") == [] and table.target(None) is None
+    else:
+        assert table.remove(old) is None and not new.forgotten
+        assert table.known("node_a") == [new] and table.target(None) is new
+    assert table.open_sessions() == [new]
+    assert table.remove(new) is None and table.open_sessions() == [] and table.known() == []
 
 
 def test_read_deadline_depends_on_the_dialect(make_hub: HubFactory) -> None:
