@@ -18,7 +18,7 @@ from .client import NodeWebSocketClient
 from .config import Settings, env_name, load_settings, setting_help, setting_names
 from .exceptions import ConfigError
 from .exitcodes import ExitCode
-from .signing import redact
+from .signing import RedactingFilter
 
 __all__ = ["main"]
 
@@ -27,17 +27,6 @@ Setup = Callable[[NodeWebSocketClient], None]
 
 LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
 
-
-
-class RedactingFilter(logging.Filter):
-    """Last line of defence: masks signature values in any record, ours or a library's."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        clean = redact(text)
-        if clean != text:
-            record.msg, record.args = clean, None
-        return True
 
 
 def setup_logging(level: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 import time
@@ -19,6 +20,7 @@ __all__ = [
     "api_headers",
     "api_string_to_sign",
     "new_nonce",
+    "RedactingFilter",
     "redact",
     "sign_api",
     "sign_ws",
@@ -123,3 +125,14 @@ def redact(text: str) -> str:
     for pattern in _SECRET_PATTERNS:
         text = pattern.sub(r"\1***", text)
     return text
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that masks signature values in every record it sees, ours or a library's."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        clean = redact(text)
+        if clean != text:
+            record.msg, record.args = clean, None
+        return True

@@ -16,6 +16,7 @@ from octohub_sync.hub.servers import HubServers
 from octohub_sync.hub.sockets import abort
 from octohub_sync.hub.state import HubState
 from octohub_sync.hub.table import NodeSession
+from octohub_sync.urls import host_for_url
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +179,7 @@ class LocalHub:
     @property
     def api_url(self) -> str:
         """Base URL of the API server, e.g. ``http://127.0.0.1:41234``."""
-        return f"{'https' if self.ssl_context else 'http'}://{_url_host(self.host)}:{self.api_port}"
+        return f"{'https' if self.ssl_context else 'http'}://{host_for_url(self.host)}:{self.api_port}"
 
     def now(self) -> float:
         """The hub's clock: wall time plus :attr:`clock_offset`."""
@@ -188,7 +189,7 @@ class LocalHub:
         """A freshly signed WebSocket URL for ``pc_id``, as the API hands it out."""
         scheme = "wss" if self.ssl_context else "ws"
         query = signing.ws_query(self.key, pc_id, timestamp=int(self.now()))
-        return f"{scheme}://{_url_host(self.ws_url_host)}:{self.ws_port}/ws/node?{query}"
+        return f"{scheme}://{host_for_url(self.ws_url_host)}:{self.ws_port}/ws/node?{query}"
 
     # -- recorded state ----------------------------------------------------
 
@@ -366,7 +367,3 @@ class LocalHub:
         if not self.wait_for(lambda: task_id in self._state.results, timeout):
             raise TimeoutError(f"no task_result for task_id {task_id!r} within {timeout} s")
         return self._state.results[task_id][0]
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host

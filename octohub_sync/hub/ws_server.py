@@ -40,17 +40,9 @@ OPEN_TIMEOUT = 5.0
 CLOSE_TIMEOUT = 2.0
 
 
-class _RedactFilter(logging.Filter):
-    """websockets logs request lines at debug level; they carry ``signature=``."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = signing.redact(record.getMessage())
-        record.args = None
-        return True
-
-
 _wire_logger = logging.getLogger(__name__ + ".websockets")
-_wire_logger.addFilter(_RedactFilter())
+# websockets logs request lines at debug level; they carry ``signature=``.
+_wire_logger.addFilter(signing.RedactingFilter())
 
 
 class HubConnection(ServerConnection):
