@@ -87,7 +87,7 @@ class Watchdog:
     def _run(self) -> None:
         while not self._stopping.is_set():
             try:
-                self._step(time.monotonic())
+                self.step(time.monotonic())
             except Exception:  # the watchdog must outlive any bug of ours
                 self._log.exception("watchdog step failed; carrying on")
             self._wake.wait(self._sleep_time())
@@ -98,7 +98,8 @@ class Watchdog:
             return min(TICK, max(0.0, self._next_attempt - time.monotonic()))
         return TICK
 
-    def _step(self, now: float) -> None:
+    def step(self, now: float) -> None:
+        """One look at the connection at time ``now`` (the loop calls it; tests drive it directly)."""
         conn = self.conn
         if conn is not None and not conn.thread.is_alive():
             self._ended(conn, now)
