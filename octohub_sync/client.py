@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Any, Optional
 
 import requests
@@ -11,6 +10,7 @@ import requests
 from .api import resolve_address, ssl_context
 from .config import Settings, load_settings, require_key
 from .connection import Connection
+from .connection_log import ConnectionLog
 from .delivery import ResultDelivery
 from .exceptions import GaveUpError
 from .handlers import TaskHandler
@@ -25,9 +25,6 @@ from .watchdog import Watchdog
 __all__ = ["NodeWebSocketClient"]
 
 logger = logging.getLogger("octohub_sync")
-
-#: A failure that repeats on every attempt is logged at WARNING once per this many seconds (INFO between).
-REPEAT_WARNING_INTERVAL = 300.0
 
 
 class _NodeLog(logging.LoggerAdapter):
@@ -87,11 +84,10 @@ class NodeWebSocketClient:
         #: Set when the node gave up reconnecting (see OCTOHUB_MAX_RECONNECT_ATTEMPTS).
         self.failure: Optional[GaveUpError] = None
         self._lifecycle = threading.Lock()
-        self._opened_before = False
         self._watchdog: Optional[Watchdog] = None
         self._timers: Optional[Timers] = None
         self._metrics: Any = None
-        self._warned: dict[str, tuple[float, int]] = {}  # failure kind -> (last WARNING, repeats since)
+        self._connection_log = ConnectionLog(pc_id=self.pc_id, stats=self._stats, log=self.log)
         self.log.info("initialised NodeWebSocketClient, PC ID: %s", self.pc_id)
         if settings.uses_public_key:
             self.log.warning("OCTOHUB_SIGNATURE_KEY is the public example key from env.example: "
@@ -262,7 +258,7 @@ class NodeWebSocketClient:
     def _new_connection(self, number: int) -> Connection:
         """Connection attempt ``number``, not yet started."""
         conn = Connection(
-            self._address, number=number, on_open=self._opened, on_frame=self.receiver.frame,
+            self._address, number=number, on_open=self._connection_log.opened, on_frame=self.receiver.frame,
             on_closed=self._closed, on_pong=self.delivery.pong, ssl_context=self._ssl,
             connect_timeout=self.settings.connect_timeout,
             ping_interval=self.settings.ping_interval, ping_timeout=self.settings.ping_timeout)
@@ -278,51 +274,11 @@ class NodeWebSocketClient:
         return address.url
 
     def _connection_ended(self, conn: Connection, decision: Decision) -> None:
-        """Log why the connection ended and what comes next (on the watchdog thread)."""
-        self._stats.state = NodeState.RECONNECTING
-        self._stats.connected_since = None
-        if decision.duplicate_drops:
-            self.log.warning(
-                "the hub dropped this node %d time(s) in a row, soon after connecting: another node with "
-                "pc_id %s is probably connected (the hub keeps one connection per pc_id); give each node its "
-                "own OCTOHUB_PC_ID or OCTOHUB_INSTANCE", decision.duplicate_drops, self.pc_id)
-        if decision.planned:
-            self.log.info("connection %d closed to re-register; connecting again", conn.number)
-            return
-        self._stats.last_error = conn.error
-        opened = conn.opened_at is not None
-        if not opened:
-            self._stats.incr("connect_failures")
-        level, repeats = logging.WARNING, 0
-        if not opened:  # a failure that repeats on every attempt: loud the first time, then now and then
-            level, repeats = self._failure_level(conn.error_kind or "unknown")
-        self.log.log(level, "connection %d %s (%s); %s%s", conn.number, "lost" if opened else "failed",
-                     conn.error or f"code {conn.close_code}",
-                     "no more attempts" if decision.delay is None else f"next attempt in {decision.delay:.1f} s",
-                     f" ({repeats} more failure(s) of this kind since the last warning)" if repeats else "")
+        self._connection_log.ended(conn, decision)
         if decision.delay is None:
-            self.failure = GaveUpError(decision.give_up)
-            self._stats.state = NodeState.GAVE_UP
-            self._stats.last_error = decision.give_up
-            self.log.error("%s", decision.give_up)
-
-    def _failure_level(self, kind: str, now: Optional[float] = None) -> tuple[int, int]:
-        now = time.monotonic() if now is None else now
-        last, repeats = self._warned.get(kind, (None, 0))
-        if last is None or now - last >= REPEAT_WARNING_INTERVAL:
-            self._warned[kind] = (now, 0)
-            return logging.WARNING, repeats
-        self._warned[kind] = (last, repeats + 1)
-        return logging.INFO, 0
+            self.failure = GaveUpError(decision.give_up)  # run_forever() and wait_stopped() see it
 
     # -- called on the connection thread ---------------------------------------------------------
-
-    def _opened(self, conn: Connection) -> None:
-        self._warned.clear()  # the next failure is news again
-        if self._opened_before:
-            self._stats.incr("reconnects")
-        self._opened_before = True
-        self.log.info("WebSocket connection %d established", conn.number)
 
     def _closed(self, conn: Connection, code: Optional[int], error: str) -> None:
         self.delivery.detach(conn)

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from octohub_sync import ConfigError, load_settings
-from octohub_sync.client import REPEAT_WARNING_INTERVAL
+from octohub_sync.connection_log import REPEAT_WARNING_INTERVAL, ConnectionLog
 from octohub_sync.hub import LocalHub
 
 from .conftest import KEY, wait_until
@@ -106,9 +106,10 @@ def test_wrong_key_is_a_warning_once_then_quiet(make_node, hub: LocalHub, caplog
     assert "HTTP 401" in warnings[0].getMessage() and "OCTOHUB_SIGNATURE_KEY" in warnings[0].getMessage()
 
 
-def test_repeated_failures_warn_again_after_the_interval(make_node) -> None:
-    client = make_node(_start=False)
-    level = client._failure_level
+def test_repeated_failures_warn_again_after_the_interval() -> None:
+    from octohub_sync.stats import Stats
+
+    level = ConnectionLog(pc_id="node_x", stats=Stats(), log=logging.LoggerAdapter(logging.getLogger("t"), {})).failure_level
     assert level("AuthError/401", now=0.0) == (logging.WARNING, 0)
     assert level("AuthError/401", now=1.0) == (logging.INFO, 0)
     assert level("ConnectionRefusedError", now=2.0) == (logging.WARNING, 0)  # another kind is news
