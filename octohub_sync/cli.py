@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+from dataclasses import replace
 from typing import Any, Callable, Optional, Sequence
 
 from ._version import __version__
@@ -18,6 +19,7 @@ from .client import NodeWebSocketClient
 from .config import Settings, env_name, load_settings, setting_help, setting_names
 from .exceptions import ConfigError
 from .exitcodes import ExitCode
+from .ledger import default_state_dir
 from .signing import RedactingFilter
 
 __all__ = ["main"]
@@ -89,6 +91,9 @@ def main(argv: Optional[Sequence[str]] = None, *, setup: Optional[Setup] = None)
         if args.check:
             from .doctor import run_check
             return run_check(settings)
+        if settings.state_dir is None:  # a service keeps its results across restarts unless told not to
+            settings = replace(settings, state_dir=str(default_state_dir()),
+                               sources={**settings.sources, "state_dir": "program default"})
         return run_node(settings, setup=setup)
     except ConfigError as exc:
         print(f"octohub-node: configuration error: {exc}", file=sys.stderr)

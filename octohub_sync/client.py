@@ -15,6 +15,7 @@ from .delivery import ResultDelivery
 from .exceptions import GaveUpError
 from .handlers import TaskHandler
 from .identity import machine_pc_id
+from .ledger import Ledger, MemoryStore
 from .receiver import FrameReceiver, MessageHandler
 from .reconnect import Decision, ReconnectPolicy
 from .runner import TaskRunner
@@ -66,13 +67,18 @@ class NodeWebSocketClient:
         self.pc_id = settings.pc_id or machine_pc_id(settings.instance)
         self.log = _NodeLog(logger, {"pc_id": self.pc_id})
         self._stats = Stats()
-        # Built in the order they depend on each other: results flow runner -> delivery, frames
-        # flow receiver -> runner / delivery; nothing points back.
-        self.delivery = ResultDelivery(outbox_size=settings.outbox_size, stats=self._stats, log=self.log)
+        # Built in the order they depend on each other: results flow runner -> delivery -> store,
+        # frames flow receiver -> runner / delivery; nothing points back.
+        self.store = (MemoryStore() if settings.state_dir in (None, "off") else
+                      Ledger(settings.state_dir, self.pc_id, cache_size=settings.result_cache_size,
+                             stats=self._stats, log=self.log))
+        self.delivery = ResultDelivery(outbox_size=settings.outbox_size, store=self.store, stats=self._stats,
+                                       log=self.log)
         self.runner = TaskRunner(
             deliver=self.delivery.deliver, stats=self._stats, max_workers=settings.max_workers,
             max_pending=settings.max_pending, task_timeout=settings.task_timeout,
-            cache_size=settings.result_cache_size, max_result_bytes=settings.max_result_bytes, log=self.log)
+            cache_size=settings.result_cache_size, max_result_bytes=settings.max_result_bytes,
+            store=self.store, log=self.log)
         self.receiver = FrameReceiver(
             pc_id=self.pc_id, max_message_bytes=settings.max_message_bytes, capacity=settings.max_workers,
             delivery=self.delivery, submit=self.runner.submit, refuse=self.runner.refuse,
@@ -95,21 +101,32 @@ class NodeWebSocketClient:
 
     # -- handlers ------------------------------------------------------------------------------
 
-    def register_task_handler(self, task_type: str, handler: Optional[TaskHandler] = None) -> Any:
+    def register_task_handler(self, task_type: str, handler: Optional[TaskHandler] = None, *,
+                              retry_interrupted: bool = True) -> Any:
         """Run ``handler(task)`` for tasks of ``task_type``; without ``handler``, a decorator.
 
         The handler receives the whole task message (``task["data"]`` holds the
         parameters) and returns a JSON-serialisable result; raising an exception
         answers the hub ``failed``. It runs on a worker thread.
 
+        Args:
+            retry_interrupted: with a ledger (OCTOHUB_STATE_DIR), a task of this type that was
+                running when the process died and arrives again runs again (True, at-least-once),
+                or is answered ``failed`` ``TaskInterrupted`` (False: work that must never be
+                repeated silently).
+
         Returns:
             The handler, unchanged (so the decorator form leaves it callable and testable).
         """
         if handler is None:
-            return lambda fn: self.register_task_handler(task_type, fn)
+            return lambda fn: self.register_task_handler(task_type, fn, retry_interrupted=retry_interrupted)
         if not callable(handler):
             raise TypeError(f"task handler for {task_type!r} is not callable")
         self.runner.handlers[task_type] = handler
+        if retry_interrupted:
+            self.runner.no_retry.discard(task_type)
+        else:
+            self.runner.no_retry.add(task_type)
         return handler
 
     def register_message_handler(self, kind: str, handler: Optional[MessageHandler] = None) -> Any:
@@ -132,11 +149,18 @@ class NodeWebSocketClient:
         with self._lifecycle:
             if self._watchdog is not None:
                 return self
+            snapshot = self.store.open()  # a ledger held by another process fails here, before anything runs
+            self.runner.restore(snapshot.finished, snapshot.started)
+            self.delivery.restore(snapshot.pending)
             if self.settings.metrics_port:
                 from .health import MetricsServer  # only nodes that serve metrics pay for it
                 metrics = MetricsServer(stats=self.stats, failed=lambda: self.failure is not None,
                                         host=self.settings.metrics_host, port=self.settings.metrics_port, log=self.log)
-                metrics.start()  # a port in use fails here, before anything else has started
+                try:
+                    metrics.start()  # a port in use fails here, before anything else has started
+                except BaseException:
+                    self.store.close()
+                    raise
                 self._metrics = metrics
             self._finished.clear()
             self._stats.state = NodeState.CONNECTING
@@ -179,6 +203,7 @@ class NodeWebSocketClient:
             watchdog.stop(timeout=max(1.0, self.settings.connect_timeout))
             self.receiver.close()
             self.delivery.close()
+            self.store.close()
             if self._metrics is not None:
                 self._metrics.stop()
                 self._metrics = None

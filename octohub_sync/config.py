@@ -67,6 +67,7 @@ class Settings:
     shutdown_timeout: float = _opt(30.0, "how long stop waits for running tasks (s)", kind="seconds")
     outbox_size: int = _opt(1000, "results kept while disconnected", kind="size")
     result_cache_size: int = _opt(1000, "finished results kept to answer redelivered task ids", kind="size")
+    state_dir: Optional[str] = _opt(None, "keep unsent results and finished tasks here across restarts (off = in memory; the program's default: $STATE_DIRECTORY or ~/.local/state/octohub-node)", kind="statedir")
     max_message_bytes: int = _opt(4 * 2**20, "larger frames are refused (bytes)", kind="size")
     max_result_bytes: int = _opt(2**20, "larger results are answered failed ResultTooLarge (bytes, 0 = no limit)", kind="count")
     status_interval: float = _opt(300.0, "log a status line every N s (0 = off)", kind="seconds")
@@ -208,6 +209,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "count": _parse_number(int, 0),
     "size": _parse_number(int, 1),
     "level": _parse_choice(_LOG_LEVELS, upper=True),
+    "statedir": lambda raw: "off" if str(raw).strip().lower() in ("off", "none") else str(raw).strip(),
 }
 
 

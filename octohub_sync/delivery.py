@@ -17,7 +17,8 @@ from collections import deque
 from typing import Optional
 
 from .connection import Connection
-from .outbox import Outbox
+from .ledger import MemoryStore
+from .outbox import Outbox, Result
 from .stats import Stats
 
 __all__ = ["ACK_PREFIX", "ResultDelivery"]
@@ -29,11 +30,17 @@ ACK_PREFIX = b"octohub-ack:"
 class ResultDelivery:
     """The current connection as seen by whoever sends on it: results, replies, ``node_ready``.
 
+    Every result is recorded in ``store`` before it is first sent and removed from it once the
+    hub confirmed it (or it was dropped), so that with a ledger nothing produced is lost across
+    a restart.
+
     Args:
         outbox_size: results kept while they cannot be sent (OCTOHUB_OUTBOX_SIZE).
+        store: where results wait until the hub confirms them (see ledger.py).
     """
 
-    def __init__(self, *, outbox_size: int, stats: Stats, log: logging.LoggerAdapter) -> None:
+    def __init__(self, *, outbox_size: int, store: MemoryStore, stats: Stats, log: logging.LoggerAdapter) -> None:
+        self._store = store
         self._stats = stats
         self._log = log
         self.outbox = Outbox(outbox_size)
@@ -42,13 +49,22 @@ class ResultDelivery:
         #: Set while the hub has confirmed the connection and ``node_ready`` went out.
         self.connected = threading.Event()
         self._flush_lock = threading.Lock()
-        # Results sent on the current connection that the hub has not confirmed: (number, task_id, frame).
-        self._unconfirmed: deque[tuple[int, str, str]] = deque()
+        # Results sent on the current connection that the hub has not confirmed, with their sending order.
+        self._unconfirmed: deque[tuple[int, Result]] = deque()
         self._sent = 0                           # results sent on the current connection, numbering them
         self._ack_pending: Optional[int] = None  # number covered by the confirmation ping in flight
         self._ack_lock = threading.Lock()        # guards the three above and ``ready``
 
     # -- the connection's life ------------------------------------------------------------------
+
+    def restore(self, pending: list[tuple[int, str, str]]) -> None:
+        """Queue the results a ledger held at start, oldest first, for the first ``node_ready``.
+
+        Results already in the outbox (a node started again after a stop) are not queued twice.
+        """
+        merged = {result.seq: result for result in (Result(*item) for item in pending)}
+        merged.update((result.seq, result) for result in self.outbox.take_all())
+        self._dropped(self.outbox.put_back(sorted(merged.values())))
 
     def attach(self, conn: Connection) -> None:
         """Make ``conn`` the current connection (not ready until :meth:`mark_ready`)."""
@@ -73,10 +89,13 @@ class ResultDelivery:
         with self._ack_lock:
             self.ready = False
             self.connected.clear()
-            unconfirmed = [(task_id, frame) for _, task_id, frame in self._unconfirmed]
+            unconfirmed = [result for _, result in self._unconfirmed]
             self._unconfirmed.clear()
             self._ack_pending = None
-        if not unconfirmed or conn.closed_cleanly:
+        if not unconfirmed:
+            return
+        if conn.closed_cleanly:
+            self._store.remove_results(result.seq for result in unconfirmed)
             return
         self._stats.incr("results_resent", len(unconfirmed))
         self._log.info("%d result(s) sent but not confirmed by the hub will be sent again after reconnecting",
@@ -106,13 +125,12 @@ class ResultDelivery:
 
     def deliver(self, task_id: str, frame: str) -> None:
         """Send a result now, or keep it in the outbox until the next node_ready."""
+        result = Result(self._store.add_result(task_id, frame), task_id, frame)  # on disk before it is sent
         conn = self.conn
         if self.ready and conn is not None and not len(self.outbox) and self.send_or_abort(conn, frame):
-            self._track(conn, task_id, frame)
+            self._track(conn, result)
             return
-        dropped = self.outbox.put(task_id, frame)
-        if dropped is not None:
-            self._dropped([dropped])
+        self._dropped(self.outbox.put(result))
         if self.ready:
             self.flush()
 
@@ -120,29 +138,28 @@ class ResultDelivery:
         """Send what the outbox holds, oldest first, while the connection takes it."""
         with self._flush_lock:
             items = self.outbox.take_all()
-            for i, (task_id, frame) in enumerate(items):
+            for i, result in enumerate(items):
                 conn = self.conn
-                if not self.ready or conn is None or not self.send_or_abort(conn, frame):
+                if not self.ready or conn is None or not self.send_or_abort(conn, result.frame):
                     self._dropped(self.outbox.put_back(items[i:]))
                     return
-                self._track(conn, task_id, frame)
+                self._track(conn, result)
             if items:
                 self._log.info("sent %d result(s) kept while disconnected", len(items))
 
-    def _track(self, conn: Connection, task_id: str, frame: str) -> None:
+    def _track(self, conn: Connection, result: Result) -> None:
         """Remember a result written to ``conn`` until the hub confirms it; ask for confirmation."""
         with self._ack_lock:
             current = self.ready and conn is self.conn
             if current:
                 self._sent += 1
                 number = self._sent
-                self._unconfirmed.append((number, task_id, frame))
+                self._unconfirmed.append((number, result))
                 ping = self._ack_pending is None
                 if ping:
                     self._ack_pending = number
         if not current:  # the connection ended while we sent: detach() could not see this result
-            dropped = self.outbox.put(task_id, frame)
-            self._dropped([] if dropped is None else [dropped])
+            self._dropped(self.outbox.put(result))
         elif ping:
             self._ask_confirmation(conn, number)
 
@@ -165,16 +182,19 @@ class ResultDelivery:
             if conn is not self.conn or number != self._ack_pending:
                 return
             unconfirmed = self._unconfirmed
+            confirmed = []
             while unconfirmed and unconfirmed[0][0] <= number:
-                unconfirmed.popleft()
+                confirmed.append(unconfirmed.popleft()[1].seq)
             self._ack_pending = unconfirmed[-1][0] if unconfirmed else None
             again = self._ack_pending
+        self._store.remove_results(confirmed)
         if again is not None:
             self._ask_confirmation(conn, again)
 
-    def _dropped(self, task_ids: list[str]) -> None:
-        if not task_ids:
+    def _dropped(self, results: list[Result]) -> None:
+        if not results:
             return
-        self._stats.incr("results_dropped", len(task_ids))
+        self._store.remove_results(result.seq for result in results)
+        self._stats.incr("results_dropped", len(results))
         self._log.warning("outbox full (OCTOHUB_OUTBOX_SIZE=%d): dropped the result of task(s) %s",
-                          self.outbox.capacity, ", ".join(task_ids[:10]))
+                          self.outbox.capacity, ", ".join(result.task_id for result in results[:10]))

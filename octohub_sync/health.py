@@ -48,6 +48,7 @@ _COUNTER_HELP = {
     "results_resent": "Results sent again because the hub never confirmed reading them before the connection ended.",
     "reconnects": "Connections opened after the first attempt (each one a reconnection).",
     "connect_failures": "Connection attempts that never opened.",
+    "ledger_errors": "Writes to the on-disk ledger that failed (disk full, I/O error); results stayed in memory.",
     "reregistrations": "Connections closed and opened again so that the hub cannot forget this node (OCTOHUB_HUB_READ_TIMEOUT).",
 }
 

@@ -11,6 +11,7 @@ from typing import Callable, Optional
 
 from . import protocol
 from .handlers import BUILTIN_HANDLERS, TaskHandler
+from .ledger import MemoryStore
 from .protocol import Task
 from .stats import Stats
 
@@ -36,6 +37,8 @@ class TaskRunner:
     At most ``max_workers`` handlers run and ``max_pending`` wait; more is refused
     at once with a ``failed`` "node busy" result. A ``task_id`` seen again while it
     runs is ignored; seen again after it finished, its stored result is sent again.
+    ``store`` records which tasks started and how they finished, so that a ledger
+    can answer a redelivery after a restart too (see ledger.py).
     """
 
     def __init__(
@@ -48,9 +51,14 @@ class TaskRunner:
         task_timeout: float,
         cache_size: int,
         max_result_bytes: int = 0,
+        store: MemoryStore,
         log: logging.LoggerAdapter,
     ) -> None:
         self.handlers: dict[str, TaskHandler] = dict(BUILTIN_HANDLERS)
+        #: Task types whose handler must not run again after a restart interrupted it.
+        self.no_retry: set[str] = set()
+        self._store = store
+        self._interrupted: set[str] = set()  # ids a restart interrupted, not seen again yet
         self._deliver = deliver
         self._stats = stats
         self._log = log
@@ -66,6 +74,13 @@ class TaskRunner:
         self._running = 0
         self._accepting = True
         self._pool: Optional[ThreadPoolExecutor] = None
+
+    def restore(self, finished: list[tuple[str, str]], started: list[str]) -> None:
+        """What a ledger held at start: finished tasks (oldest first) and tasks a restart interrupted."""
+        with self._lock:
+            for tid, frame in finished:
+                self._remember(tid, frame)
+            self._interrupted.update(started)
 
     def start(self) -> None:
         """Create the pool (threads start lazily, on the first tasks)."""
@@ -86,8 +101,9 @@ class TaskRunner:
                 self._log.debug("task %s arrived again while running; ignored", tid)
                 return
             stored = self._done.get(tid)
-            refusal = None if stored is not None else self._refusal(task)
-            if stored is None and refusal is None:
+            interrupted = self._after_restart(task) if stored is None and self._interrupted else None
+            refusal = None if stored is not None or interrupted is not None else self._refusal(task)
+            if stored is None and interrupted is None and refusal is None:
                 timeout = task.timeout or self._default_timeout
                 deadline = time.monotonic() + timeout if timeout else None
                 self._jobs[tid] = _Job(task, deadline)
@@ -98,8 +114,29 @@ class TaskRunner:
             self._stats.incr("tasks_duplicate")
             self._log.debug("task %s arrived again after it finished; sending its result again", tid)
             self._deliver(tid, stored)
-            return
-        self._refuse(tid, refusal)  # type: ignore[arg-type]
+        elif interrupted is not None:
+            self._stats.incr("tasks_rejected")
+            self._deliver(tid, interrupted)
+        else:
+            self._refuse(tid, refusal)  # type: ignore[arg-type]
+
+    def _after_restart(self, task: Task) -> Optional[str]:
+        """A task that was running when the process ended: run it again, or answer TaskInterrupted."""
+        tid = task.task_id
+        if tid not in self._interrupted:
+            return None
+        self._interrupted.discard(tid)
+        if task.task_type not in self.no_retry:
+            self._log.info("task %s was running when the node stopped last time; running it again "
+                           "(at-least-once)", tid)
+            return None
+        self._log.warning("task %s was running when the node stopped last time; its handler is registered "
+                          "with retry_interrupted=False, so it is answered TaskInterrupted", tid)
+        frame = protocol.task_failed(tid, "TaskInterrupted: the node stopped while this task ran; "
+                                          "not run again (retry_interrupted=False)")
+        self._remember(tid, frame)
+        self._store.finished(tid, frame)
+        return frame
 
     def refuse(self, task_id: str, error: str) -> None:
         """Answer ``failed`` for a task that cannot even be read (e.g. too large). Never blocks."""
@@ -129,6 +166,9 @@ class TaskRunner:
                 return
             job.started = True
             self._running += 1
+        task_type = job.task.task_type
+        # Only a handler that must not run twice waits for the disk before it starts.
+        self._store.started(tid, wait=task_type in self.no_retry)
         try:
             frame, ok = self._call(job.task)
         finally:
@@ -142,6 +182,7 @@ class TaskRunner:
         if late:
             self._log.warning("task %s finished after its time limit; its late result is discarded", tid)
             return
+        self._store.finished(tid, frame)
         self._stats.incr("tasks_completed" if ok else "tasks_failed")
         self._deliver(tid, frame)
 
@@ -186,6 +227,7 @@ class TaskRunner:
                     self._remember(tid, frame)
                     expired.append((tid, frame))
         for tid, frame in expired:
+            self._store.finished(tid, frame)
             self._stats.incr("tasks_timed_out")
             self._log.warning("task %s timed out", tid)
             self._deliver(tid, frame)

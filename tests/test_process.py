@@ -23,7 +23,8 @@ def spawn(hub: LocalHub, tmp_path: Path, pc_id: str, *flags: str) -> subprocess.
     env_file = tmp_path / "empty.env"
     env_file.write_text("")
     env = {k: v for k, v in os.environ.items() if not k.startswith("OCTOHUB_")}
-    env.update(OCTOHUB_SIGNATURE_KEY=KEY, OCTOHUB_LOG_LEVEL="INFO", OCTOHUB_STATUS_INTERVAL="0")
+    env.update(OCTOHUB_SIGNATURE_KEY=KEY, OCTOHUB_LOG_LEVEL="INFO", OCTOHUB_STATUS_INTERVAL="0",
+               OCTOHUB_STATE_DIR=str(tmp_path / "state"))
     cmd = [sys.executable, "-m", "tests.node_process", "--env-file", str(env_file),
            "--server-host", "127.0.0.1", "--server-port", str(hub.api_port), "--pc-id", pc_id,
            "--reconnect-interval", "0.2", "--reconnect-max-interval", "1", "--stable-after", "1", *flags]
