@@ -31,6 +31,8 @@ APPLICATION_ID = 0x4F434842
 SCHEMA_VERSION = 1
 #: The WAL file is truncated back to this after each checkpoint (bytes).
 WAL_LIMIT = 4 * 2**20
+#: A write failure is logged at ERROR at most once per this many seconds (counted every time).
+ERROR_LOG_INTERVAL = 300.0
 
 _SCHEMA = (
     "CREATE TABLE results (seq INTEGER PRIMARY KEY, task_id TEXT NOT NULL, frame TEXT NOT NULL)",
@@ -109,7 +111,7 @@ class Ledger(MemoryStore):
         self._queue: list[tuple[int, str, tuple]] = []  # (ticket, statement, parameters)
         self._tickets = itertools.count(1)
         self._committed = 0        # every ticket up to this one is written (or failed and was counted)
-        self._failing = False      # the last batch failed; the next failure is not logged again
+        self._error_logged: Optional[float] = None  # when a write failure was last logged (monotonic)
         self._closing = False
         self._thread: Optional[threading.Thread] = None
 
@@ -253,14 +255,16 @@ class Ledger(MemoryStore):
                 if any(statement.startswith("INSERT OR REPLACE INTO finished") for _, statement, _ in batch):
                     db.execute("DELETE FROM finished WHERE rowid <= (SELECT rowid FROM finished "
                                "ORDER BY rowid DESC LIMIT 1 OFFSET ?)", (self._cache_size,))
-            self._failing = False
         except sqlite3.Error as exc:
-            # Disk full, I/O error: the node goes on with these results in memory only.
+            # Disk full, I/O error: the node goes on with these results in memory only. Once logged,
+            # a failure that goes on (every batch fails) is only counted, for ERROR_LOG_INTERVAL.
             self._stats.incr("ledger_errors")
-            if not self._failing:
-                self._log.error("writing the ledger %s failed (%s): results are kept in memory only until "
-                                "it works again; a restart now could lose them", self.path, exc)
-            self._failing = True
+            now = time.monotonic()
+            level = logging.DEBUG
+            if self._error_logged is None or now - self._error_logged >= ERROR_LOG_INTERVAL:
+                self._error_logged, level = now, logging.ERROR
+            self._log.log(level, "writing the ledger %s failed (%s): results are kept in memory only until it "
+                                 "works again (stats: ledger_errors); a restart now could lose them", self.path, exc)
 
 
 class _Foreign(Exception):
