@@ -123,9 +123,14 @@ class ResultDelivery:
 
     # -- results ----------------------------------------------------------------------------------
 
-    def deliver(self, task_id: str, frame: str) -> None:
-        """Send a result now, or keep it in the outbox until the next node_ready."""
-        result = Result(self._store.add_result(task_id, frame), task_id, frame)  # on disk before it is sent
+    def deliver(self, task_id: str, frame: str, *, finished: bool = False) -> None:
+        """Send a result now, or keep it in the outbox until the next node_ready.
+
+        Args:
+            finished: the result ends its task; the store keeps it to answer a redelivery.
+        """
+        seq = self._store.add_result(task_id, frame, finished=finished)  # on disk before it is sent
+        result = Result(seq, task_id, frame)
         conn = self.conn
         if self.ready and conn is not None and not len(self.outbox) and self.send_or_abort(conn, frame):
             self._track(conn, result)

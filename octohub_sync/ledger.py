@@ -34,11 +34,25 @@ WAL_LIMIT = 4 * 2**20
 #: A write failure is logged at ERROR at most once per this many seconds (counted every time).
 ERROR_LOG_INTERVAL = 300.0
 
+# One B-tree each, no index: a transaction touches as few pages as possible. "started" holds only the
+# tasks running now (a few hundred rows at most), "finished" is read whole at start and trimmed by age.
 _SCHEMA = (
     "CREATE TABLE results (seq INTEGER PRIMARY KEY, task_id TEXT NOT NULL, frame TEXT NOT NULL)",
-    "CREATE TABLE finished (task_id TEXT PRIMARY KEY, frame TEXT NOT NULL)",
-    "CREATE TABLE started (task_id TEXT PRIMARY KEY)",
+    "CREATE TABLE finished (task_id TEXT NOT NULL, frame TEXT NOT NULL)",
+    "CREATE TABLE started (task_id TEXT NOT NULL)",
 )
+
+# The writes, in the order a transaction applies them (a task's rows are added before they are removed).
+_STARTED, _FINISHED_START, _FINISHED, _RESULT, _CONFIRMED = range(5)
+_STATEMENTS = (
+    "INSERT INTO started (task_id) VALUES (?)",
+    "DELETE FROM started WHERE task_id = ?",
+    "INSERT INTO finished (task_id, frame) VALUES (?, ?)",
+    "INSERT INTO results (seq, task_id, frame) VALUES (?, ?, ?)",
+    "DELETE FROM results WHERE seq = ?",
+)
+#: The finished table is trimmed back to OCTOHUB_RESULT_CACHE_SIZE rows once this many were added.
+TRIM_EVERY = 64
 
 
 class Snapshot(NamedTuple):
@@ -66,8 +80,8 @@ class MemoryStore:
     def close(self) -> None:
         pass
 
-    def add_result(self, task_id: str, frame: str) -> int:
-        """Record a result before it is sent; returns its number."""
+    def add_result(self, task_id: str, frame: str, *, finished: bool = False) -> int:
+        """Record a result before it is sent (``finished``: it ends the task); returns its number."""
         return next(self._seq)
 
     def remove_results(self, seqs: Iterable[int]) -> None:
@@ -76,8 +90,6 @@ class MemoryStore:
     def started(self, task_id: str, *, wait: bool = False) -> None:
         """A task's handler is about to run; ``wait`` until that is on disk."""
 
-    def finished(self, task_id: str, frame: str) -> None:
-        """A task finished with ``frame`` (kept to answer a redelivery)."""
 
 
 def default_state_dir(environ: Optional[dict] = None) -> Path:
@@ -108,9 +120,8 @@ class Ledger(MemoryStore):
         self._lock_fd: Optional[int] = None
         self._db: Optional[sqlite3.Connection] = None
         self._cond = threading.Condition()
-        self._queue: list[tuple[int, str, tuple]] = []  # (ticket, statement, parameters)
-        self._tickets = itertools.count(1)
-        self._committed = 0        # every ticket up to this one is written (or failed and was counted)
+        self._batch = _Batch()     # the writes not yet taken by the writer thread
+        self._added = 0            # finished rows added since the table was last trimmed
         self._error_logged: Optional[float] = None  # when a write failure was last logged (monotonic)
         self._closing = False
         self._thread: Optional[threading.Thread] = None
@@ -192,8 +203,8 @@ class Ledger(MemoryStore):
         pending = db.execute("SELECT seq, task_id, frame FROM results ORDER BY seq").fetchall()
         finished = db.execute("SELECT task_id, frame FROM finished ORDER BY rowid DESC LIMIT ?",
                               (self._cache_size,)).fetchall()
-        started = [row[0] for row in db.execute("SELECT task_id FROM started ORDER BY rowid DESC LIMIT ?",
-                                                (self._cache_size,))]
+        started = list(dict.fromkeys(row[0] for row in db.execute(
+            "SELECT task_id FROM started ORDER BY rowid DESC LIMIT ?", (self._cache_size,))))
         if pending or started:
             self._log.info("ledger %s: %d result(s) to send, %d task(s) interrupted by the last stop",
                            self.path, len(pending), len(started))
@@ -201,60 +212,66 @@ class Ledger(MemoryStore):
 
     # -- writes --------------------------------------------------------------------------------
 
-    def add_result(self, task_id: str, frame: str) -> int:
+    def add_result(self, task_id: str, frame: str, *, finished: bool = False) -> int:
         seq = next(self._seq)
-        self._wait(self._enqueue("INSERT INTO results (seq, task_id, frame) VALUES (?, ?, ?)", (seq, task_id, frame)))
+        with self._cond:
+            batch = self._batch
+            if finished:
+                batch.add(_FINISHED_START, (task_id,))
+                batch.add(_FINISHED, (task_id, frame))
+            batch.add(_RESULT, (seq, task_id, frame))
+            self._cond.notify()
+        self._await(batch)  # on disk before it is sent: workers finishing together share one commit
         return seq
 
     def remove_results(self, seqs: Iterable[int]) -> None:
-        for seq in seqs:
-            self._enqueue("DELETE FROM results WHERE seq = ?", (seq,))
+        rows = [(seq,) for seq in seqs]
+        if rows:
+            self._queue(_CONFIRMED, rows)
 
     def started(self, task_id: str, *, wait: bool = False) -> None:
-        ticket = self._enqueue("INSERT OR REPLACE INTO started (task_id) VALUES (?)", (task_id,))
+        batch = self._queue(_STARTED, [(task_id,)])
         if wait:
-            self._wait(ticket)
+            self._await(batch)
 
-    def finished(self, task_id: str, frame: str) -> None:
-        self._enqueue("DELETE FROM started WHERE task_id = ?", (task_id,))
-        self._enqueue("INSERT OR REPLACE INTO finished (task_id, frame) VALUES (?, ?)", (task_id, frame))
-
-    def _enqueue(self, statement: str, parameters: tuple) -> int:
+    def _queue(self, kind: int, rows: list[tuple]) -> _Batch:
         with self._cond:
-            ticket = next(self._tickets)
-            self._queue.append((ticket, statement, parameters))
-            if len(self._queue) == 1:
-                self._cond.notify_all()
-            return ticket
+            batch = self._batch
+            batch.rows[kind].extend(rows)
+            batch.empty = False
+            self._cond.notify()
+            return batch
 
-    def _wait(self, ticket: int) -> None:
-        with self._cond:
-            while self._committed < ticket and self._thread is not None and self._thread.is_alive():
-                self._cond.wait(1.0)
+    def _await(self, batch: _Batch) -> None:
+        while not batch.written.wait(1.0):
+            if self._thread is None or not self._thread.is_alive():
+                return  # closed: nothing will be written any more (a handler that outlived stop())
 
     def _write_loop(self) -> None:
         while True:
             with self._cond:
-                while not self._queue and not self._closing:
+                while self._batch.empty and not self._closing:
                     self._cond.wait()
-                batch, self._queue = self._queue, []
-                if not batch and self._closing:
-                    return
-            self._write(batch)
-            with self._cond:
-                self._committed = batch[-1][0]
-                self._cond.notify_all()
+                batch, self._batch = self._batch, _Batch()
+            if not batch.empty:
+                self._write(batch)
+            batch.written.set()  # written, or failed and counted: nobody waits for it any longer
+            if batch.empty:
+                return  # closing, and nothing was left
 
-    def _write(self, batch: list[tuple[int, str, tuple]]) -> None:
+    def _write(self, batch: _Batch) -> None:
         db = self._db
         assert db is not None
         try:
             with db:  # one transaction: committed on success, rolled back on error
-                for _, statement, parameters in batch:
-                    db.execute(statement, parameters)
-                if any(statement.startswith("INSERT OR REPLACE INTO finished") for _, statement, _ in batch):
-                    db.execute("DELETE FROM finished WHERE rowid <= (SELECT rowid FROM finished "
-                               "ORDER BY rowid DESC LIMIT 1 OFFSET ?)", (self._cache_size,))
+                for kind, rows in enumerate(batch.rows):
+                    if rows:
+                        db.executemany(_STATEMENTS[kind], rows)
+                self._added += len(batch.rows[_FINISHED])
+                if self._added >= TRIM_EVERY:
+                    db.execute("DELETE FROM finished WHERE rowid <= (SELECT max(rowid) FROM finished) - ?",
+                               (self._cache_size,))
+                    self._added = 0
         except sqlite3.Error as exc:
             # Disk full, I/O error: the node goes on with these results in memory only. Once logged,
             # a failure that goes on (every batch fails) is only counted, for ERROR_LOG_INTERVAL.
@@ -265,6 +282,21 @@ class Ledger(MemoryStore):
                 self._error_logged, level = now, logging.ERROR
             self._log.log(level, "writing the ledger %s failed (%s): results are kept in memory only until it "
                                  "works again (stats: ledger_errors); a restart now could lose them", self.path, exc)
+
+
+class _Batch:
+    """The writes of one transaction, by kind, and the event set once they are on disk."""
+
+    __slots__ = ("rows", "empty", "written")
+
+    def __init__(self) -> None:
+        self.rows: tuple[list[tuple], ...] = tuple([] for _ in _STATEMENTS)
+        self.empty = True
+        self.written = threading.Event()
+
+    def add(self, kind: int, row: tuple) -> None:
+        self.rows[kind].append(row)
+        self.empty = False
 
 
 class _Foreign(Exception):

@@ -19,8 +19,9 @@ __all__ = ["TaskRunner"]
 
 logger = logging.getLogger(__name__)
 
-#: Called with (task_id, frame) for every result; must never block for long.
-Deliver = Callable[[str, str], None]
+#: Called with (task_id, frame, finished=...) for every result; must never block for long.
+#: ``finished``: the result ends its task (a refusal or a repeat does not).
+Deliver = Callable[..., None]
 
 
 @dataclass
@@ -116,7 +117,7 @@ class TaskRunner:
             self._deliver(tid, stored)
         elif interrupted is not None:
             self._stats.incr("tasks_rejected")
-            self._deliver(tid, interrupted)
+            self._deliver(tid, interrupted, finished=True)
         else:
             self._refuse(tid, refusal)  # type: ignore[arg-type]
 
@@ -135,7 +136,6 @@ class TaskRunner:
         frame = protocol.task_failed(tid, "TaskInterrupted: the node stopped while this task ran; "
                                           "not run again (retry_interrupted=False)")
         self._remember(tid, frame)
-        self._store.finished(tid, frame)
         return frame
 
     def refuse(self, task_id: str, error: str) -> None:
@@ -171,20 +171,21 @@ class TaskRunner:
         self._store.started(tid, wait=task_type in self.no_retry)
         try:
             frame, ok = self._call(job.task)
-        finally:
             with self._lock:
-                self._running -= 1
-                del self._jobs[tid]
                 late = job.timed_out
                 if not late:
                     self._remember(tid, frame)
+            if late:
+                self._log.warning("task %s finished after its time limit; its late result is discarded", tid)
+            else:
+                self._stats.incr("tasks_completed" if ok else "tasks_failed")
+                self._deliver(tid, frame, finished=True)
+        finally:
+            # The job counts as running until its result is on its way, so that drain() waits for that too.
+            with self._lock:
+                self._running -= 1
+                del self._jobs[tid]
                 self._idle.notify_all()
-        if late:
-            self._log.warning("task %s finished after its time limit; its late result is discarded", tid)
-            return
-        self._store.finished(tid, frame)
-        self._stats.incr("tasks_completed" if ok else "tasks_failed")
-        self._deliver(tid, frame)
 
     def _call(self, task: Task) -> tuple[str, bool]:
         handler = self.handlers.get(task.task_type)
@@ -227,10 +228,9 @@ class TaskRunner:
                     self._remember(tid, frame)
                     expired.append((tid, frame))
         for tid, frame in expired:
-            self._store.finished(tid, frame)
             self._stats.incr("tasks_timed_out")
             self._log.warning("task %s timed out", tid)
-            self._deliver(tid, frame)
+            self._deliver(tid, frame, finished=True)
 
     # -- stop ----------------------------------------------------------------------------
 

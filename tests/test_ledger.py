@@ -15,7 +15,7 @@ import pytest
 
 from octohub_sync import ConfigError
 from octohub_sync.hub import LocalHub
-from octohub_sync.ledger import Ledger, default_state_dir
+from octohub_sync.ledger import TRIM_EVERY, Ledger, default_state_dir
 from octohub_sync.stats import Stats
 
 from .conftest import KEY, wait_until
@@ -114,7 +114,7 @@ def test_files_are_private_and_bounded(make_node, hub: LocalHub, state: Path) ->
     assert all(hub.wait_result(t)["status"] == "completed" for t in ids)
     db_file = state / "node_small.sqlite3"
     assert wait_until(lambda: rows(db_file, "results") == 0, 10)
-    assert rows(db_file, "finished") <= 20 + 1 and rows(db_file, "started") == 0
+    assert rows(db_file, "finished") <= 20 + TRIM_EVERY and rows(db_file, "started") == 0
     for path in state.iterdir():
         if path.name.startswith("node_small"):
             assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
