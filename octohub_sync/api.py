@@ -16,7 +16,8 @@ import urllib3
 
 from . import signing
 from .config import Settings
-from .exceptions import ApiError, AuthError
+from .exceptions import ApiError, AuthError, ProxyError
+from .proxies import Proxy
 from .urls import host_for_url
 
 __all__ = ["Address", "is_loopback", "loopback_pitfall", "resolve_address", "ssl_context", "tls_verify"]
@@ -73,16 +74,23 @@ def _ask_api(settings: Settings, pc_id: str, session: requests.Session, log: log
     params = {"pc_id": pc_id}
     headers = signing.api_headers(settings.signature_key, "GET", API_PATH, params)
     url = settings.api_base + API_PATH
+    proxy = settings.route(url).proxy
     started = time.monotonic()
     try:
         with warnings.catch_warnings():
             # The node logs its own warning for OCTOHUB_TLS_INSECURE; urllib3's would repeat it per request.
             warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
             response = session.get(url, params=params, headers=headers, timeout=settings.connect_timeout,
-                                   verify=tls_verify(settings), allow_redirects=False)
+                                   verify=tls_verify(settings), allow_redirects=False,
+                                   proxies=requests_proxies(proxy))
     except requests.RequestException as exc:
+        if proxy is not None and not isinstance(exc, requests.exceptions.SSLError):
+            raise _proxy_failure(exc, proxy, url) from None
         raise ApiError(f"API request to {url} failed: {type(exc).__name__}", hint=_network_hint(exc)) from None
     elapsed = time.monotonic() - started
+    if response.status_code == 407 and proxy is not None:
+        raise ProxyError(f"the proxy {proxy} refused the API request: HTTP 407 {response.reason or ''}".rstrip(),
+                         status=407, hint=f"check the user name and password in {proxy.source}")
     skew = _skew(response, started_wall=time.time() - elapsed / 2)
     if skew is not None and abs(skew) > SKEW_WARNING:
         log.warning("the hub's clock differs from this machine's by %+.0f s; signatures older than 300 s "
@@ -99,6 +107,33 @@ def _ask_api(settings: Settings, pc_id: str, session: requests.Session, log: log
         raise ApiError(f"API answered HTTP {response.status_code} with {what}", status=response.status_code)
     ws_url = _ws_url(body, response.status_code)
     return Address(url=_fix_host(ws_url, settings, log), skew=skew, api_seconds=elapsed)
+
+
+def requests_proxies(proxy: Optional[Proxy]) -> dict[str, Optional[str]]:
+    """The ``proxies=`` argument that makes requests take exactly the route the node chose.
+
+    requests adds the environment's proxies for every key not given (its ``trust_env``); naming
+    all three keys it reads, ``None`` for "direct", leaves it nothing to add.
+    """
+    url = None if proxy is None else proxy.url
+    return {"http": url, "https": url, "all": url}
+
+
+def _proxy_failure(exc: requests.RequestException, proxy: Proxy, url: str) -> ProxyError:
+    # urllib3 words a refused CONNECT "Tunnel connection failed: 407 Proxy Authentication Required",
+    # PySocks a SOCKS refusal "... Failed to establish a new connection: <reason>".
+    text = signing.redact(str(exc))
+    for marker in ("Tunnel connection failed: ", "Failed to establish a new connection: "):
+        if marker in text:
+            text = text.split(marker, 1)[1]
+            break
+    reason = text.split("'", 1)[0].split('"', 1)[0].rstrip(")")[:200]
+    status = int(reason[:3]) if reason[:3].isdigit() else None
+    if isinstance(exc, requests.Timeout):
+        reason = "no answer within OCTOHUB_CONNECT_TIMEOUT"
+    return ProxyError(f"API request to {url} through the proxy {proxy} failed: {type(exc).__name__}: {reason}",
+                      status=status, hint=f"check the proxy in {proxy.source} (address, user name and password) "
+                                          "and that it may reach the hub")
 
 
 def _json_body(response: requests.Response) -> Optional[dict]:
