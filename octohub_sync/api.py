@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import ssl
 import time
 import warnings
@@ -17,7 +18,8 @@ import urllib3
 from . import signing
 from .config import Settings
 from .exceptions import ApiError, AuthError, ProxyError
-from .proxies import Proxy
+from .proxies import Proxy, refusal_hint
+from .tunnel import tunnel_hint
 from .urls import host_for_url
 
 __all__ = ["Address", "is_loopback", "loopback_pitfall", "resolve_address", "ssl_context", "tls_verify"]
@@ -90,7 +92,7 @@ def _ask_api(settings: Settings, pc_id: str, session: requests.Session, log: log
     elapsed = time.monotonic() - started
     if response.status_code == 407 and proxy is not None:
         raise ProxyError(f"the proxy {proxy} refused the API request: HTTP 407 {response.reason or ''}".rstrip(),
-                         status=407, hint=f"check the user name and password in {proxy.source}")
+                         status=407, hint=refusal_hint(proxy))
     skew = _skew(response, started_wall=time.time() - elapsed / 2)
     if skew is not None and abs(skew) > SKEW_WARNING:
         log.warning("the hub's clock differs from this machine's by %+.0f s; signatures older than 300 s "
@@ -120,20 +122,29 @@ def requests_proxies(proxy: Optional[Proxy]) -> dict[str, Optional[str]]:
 
 
 def _proxy_failure(exc: requests.RequestException, proxy: Proxy, url: str) -> ProxyError:
-    # urllib3 words a refused CONNECT "Tunnel connection failed: 407 Proxy Authentication Required",
-    # PySocks a SOCKS refusal "... Failed to establish a new connection: <reason>".
+    # requests and urllib3 say what the proxy did only in words: "Tunnel connection failed: 407 ...",
+    # "Unable to connect to proxy"; PySocks' reason follows "Failed to establish a new connection: ".
     text = signing.redact(str(exc))
-    for marker in ("Tunnel connection failed: ", "Failed to establish a new connection: "):
-        if marker in text:
-            text = text.split(marker, 1)[1]
-            break
-    reason = text.split("'", 1)[0].split('"', 1)[0].rstrip(")")[:200]
-    status = int(reason[:3]) if reason[:3].isdigit() else None
+    tunnel = re.search(r"Tunnel connection failed: (\d{3})([^'\")]*)", text)
+    if tunnel:
+        status = int(tunnel.group(1))
+        port = urlsplit(url).port or (443 if url.startswith("https:") else 80)
+        return ProxyError(f"the proxy {proxy} refused the tunnel to the API: HTTP {status}{tunnel.group(2)}".rstrip(),
+                          status=status, hint=refusal_hint(proxy) if status == 407 else tunnel_hint(port))
+    reason = text.rsplit("Failed to establish a new connection: ", 1)[-1]
+    reason = reason.split("'", 1)[0].split('"', 1)[0].rstrip(")")[:200]
+    socks = proxy.scheme.startswith("socks")
     if isinstance(exc, requests.Timeout):
-        reason = "no answer within OCTOHUB_CONNECT_TIMEOUT"
-    return ProxyError(f"API request to {url} through the proxy {proxy} failed: {type(exc).__name__}: {reason}",
-                      status=status, hint=f"check the proxy in {proxy.source} (address, user name and password) "
-                                          "and that it may reach the hub")
+        return ProxyError(f"API request to {url} through the proxy {proxy}: no answer within OCTOHUB_CONNECT_TIMEOUT",
+                          hint=f"check the proxy in {proxy.source} and that it may reach the hub")
+    if "Unable to connect to proxy" in text or (socks and reason.startswith("[Errno")):
+        return ProxyError(f"cannot reach the proxy {proxy}: {reason}",
+                          hint=f"check the proxy's address in {proxy.source} and that it runs")
+    if socks:
+        return ProxyError(f"the SOCKS5 proxy {proxy} refused the API request to {url}: {reason}",
+                          hint=refusal_hint(proxy))
+    return ProxyError(f"API request to {url} through the proxy {proxy} failed: {type(exc).__name__}",
+                      hint=f"check the proxy in {proxy.source} and that it may reach the hub")
 
 
 def _json_body(response: requests.Response) -> Optional[dict]:

@@ -19,7 +19,9 @@ from requests.utils import address_in_network, is_ipv4_address, is_valid_cidr, s
 from .exceptions import ConfigError
 from .signing import redact
 
-__all__ = ["EnvironmentProxies", "Proxy", "Route", "bypasses", "mask", "parse_proxy_url", "parse_setting", "route"]
+__all__ = [
+    "EnvironmentProxies", "Proxy", "Route", "bypasses", "mask", "parse_proxy_url", "parse_setting", "refusal_hint", "route",
+]
 
 #: Proxy URL schemes the node can tunnel through (HTTP CONNECT; SOCKS5 with local or proxy-side DNS).
 SCHEMES = ("http", "socks5", "socks5h")
@@ -213,6 +215,14 @@ def bypasses(url: str, no_proxy: str) -> bool:
             if host == entry or with_port == entry or host.endswith("." + entry) or with_port.endswith("." + entry):
                 return True
     return proxy_bypass_environment(host, {"no": no_proxy})
+
+
+def refusal_hint(proxy: Proxy) -> str:
+    """What to check when ``proxy`` turned the node away (HTTP 407, a SOCKS5 refusal)."""
+    if proxy.username is not None:
+        return f"check the user name and password in {proxy.source}"
+    return (f"if the proxy wants a user name and password: "
+            f"{proxy.source}={proxy.scheme}://user:password@{proxy.host}:{proxy.port}")
 
 
 def mask(value: object) -> str:

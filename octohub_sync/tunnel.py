@@ -14,10 +14,10 @@ from typing import Optional
 from urllib.parse import urlsplit
 
 from .exceptions import ProxyError
-from .proxies import Proxy
+from .proxies import Proxy, refusal_hint
 from .urls import host_for_url, port_of
 
-__all__ = ["Deadline", "open_socket"]
+__all__ = ["Deadline", "open_socket", "tunnel_hint"]
 
 #: The longest CONNECT answer (status line and headers) read from a proxy, in bytes.
 MAX_CONNECT_ANSWER = 16 * 1024
@@ -115,13 +115,13 @@ def _http_connect(sock: socket.socket, proxy: Proxy, host: str, port: int, deadl
     if 200 <= status < 300:
         return
     what = f"the proxy {proxy} refused the tunnel to {target}: HTTP {status} {reason}".rstrip()
-    if status == 407:
-        hint = (f"check the user name and password in {proxy.source}" if proxy.username is not None else
-                f"the proxy wants a user name and password: {proxy.source}=http://user:password@host:port")
-    else:
-        hint = (f"the proxy may not reach {target} or not allow CONNECT to port {port} "
-                "(a proxy that allows only 443 needs wss); hosts it must not carry go in NO_PROXY")
-    raise ProxyError(what, status=status, hint=hint)
+    raise ProxyError(what, status=status, hint=refusal_hint(proxy) if status == 407 else tunnel_hint(port))
+
+
+def tunnel_hint(port: int) -> str:
+    """What to check when an HTTP proxy would not open a tunnel for another reason than credentials."""
+    return (f"the proxy may not reach the hub, or not allow CONNECT to port {port} (a proxy that allows only "
+            "443 needs wss); hosts it must not carry go in NO_PROXY")
 
 
 def _read_status(sock: socket.socket, deadline: Deadline, proxy: Proxy) -> tuple[int, str]:
@@ -164,10 +164,8 @@ def _socks5(proxy: Proxy, host: str, port: int, deadline: Deadline) -> socket.so
             raise socket.timeout("timed out") from None
         raise _unreachable(proxy, cause) from None
     except SocksError as exc:
-        hint = (f"check the user name and password in {proxy.source}" if user is not None else
-                f"if the proxy wants a user name and password: {proxy.source}=socks5://user:password@host:port")
         raise ProxyError(f"the SOCKS5 proxy {proxy} refused the connection to {host_for_url(host)}:{port}: "
-                         f"{exc or 'it closed the connection'}", hint=hint) from None
+                         f"{exc or 'it closed the connection'}", hint=refusal_hint(proxy)) from None
 
 
 def _unreachable(proxy: Proxy, exc: OSError) -> ProxyError:
