@@ -116,15 +116,13 @@ def _print_settings(settings: Settings, pc_id: str, p: _Printer) -> None:
     width = max(len(name) for name in shown)
     for name, (value, source) in shown.items():
         p.line(f"  {name:<{width}} = {'(not set)' if value == 'None' else value} [{source}]")
+    env = settings.environment  # read only while OCTOHUB_PROXY is unset
+    shown_env = [(env.names[key], mask(env.urls[key])) for key in ("https", "http", "all") if key in env.urls]
+    for name, value in shown_env + ([(env.names["no"], env.no_proxy)] if env.no_proxy else []):
+        p.line(f"  {name:<{width}} = {value} [environment]")
     origin = env_name("pc_id") if settings.pc_id else (
         "host name + MAC" + (f" + instance {settings.instance!r}" if settings.instance else ""))
     p.line(f"  pc_id in use: {pc_id} (from {origin})")
-    env = settings.environment
-    for key in ("https", "http", "all"):
-        if key in env.urls:
-            p.line(f"  {env.names[key]} = {mask(env.urls[key])} [environment]")
-    if env.no_proxy:
-        p.line(f"  {env.names['no']} = {env.no_proxy} [environment]")
     p.line()
 
 

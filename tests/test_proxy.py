@@ -303,8 +303,8 @@ def test_check_shows_the_proxy_and_tests_through_it(proxies, hub: LocalHub) -> N
 
     code, text = check(PASSWORD)
     assert code == 0, text
-    assert f"HTTP_PROXY = http://***@127.0.0.1:{proxy.port} [environment]" in text
-    assert "NO_PROXY = hub.example [environment]" in text
+    assert re.search(rf"HTTP_PROXY += http://\*\*\*@127\.0\.0\.1:{proxy.port} \[environment\]", text), text
+    assert re.search(r"NO_PROXY += hub\.example \[environment\]", text), text
     assert f"proxy for the API: via http://***@127.0.0.1:{proxy.port} (from HTTP_PROXY)" in text
     assert f"proxy for the WebSocket: via http://***@127.0.0.1:{proxy.port} (from HTTP_PROXY)" in text
     assert PASSWORD not in text and USER not in text
