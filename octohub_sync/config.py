@@ -34,8 +34,8 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
-def _opt(default: Any, help: str, *, kind: str = "str", secret: bool = False) -> Any:
-    return field(default=default, metadata={"help": help, "kind": kind, "secret": secret})
+def _opt(default: Any, help: str, *, kind: str = "str", secret: bool = False, repr: bool = True) -> Any:
+    return field(default=default, repr=repr, metadata={"help": help, "kind": kind, "secret": secret})
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class Settings:
     tls: bool = _opt(False, "use https/wss", kind="bool")
     ca_file: Optional[str] = _opt(None, "CA bundle to verify the hub's certificate (private CA)", kind="file")
     tls_insecure: bool = _opt(False, "do not verify certificates (logs a warning on every connect)", kind="bool")
-    proxy: Optional[str] = _opt(None, "proxy for the API and the WebSocket: http://[user:password@]host:port, socks5://..., socks5h://... or none (unset: HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY)", kind="proxy")
+    proxy: Optional[str] = _opt(None, "proxy for the API and the WebSocket: http://[user:password@]host:port, socks5://..., socks5h://... or none (unset: HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY)", kind="proxy", repr=False)
     pc_id: Optional[str] = _opt(None, "node id; default node_<hash of host name and MAC>", kind="name")
     instance: Optional[str] = _opt(None, "instance name mixed into the default pc_id (several nodes on one host)", kind="name")
     reconnect_interval: float = _opt(5.0, "base delay of reconnect backoff (s)", kind="positive")

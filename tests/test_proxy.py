@@ -185,6 +185,7 @@ def test_http_proxy_with_basic_auth_and_no_credentials_in_any_log(make_node, pro
     assert serves_a_task(client, hub)
     assert direct_sockets(hub.ws_port) == []
     assert client.settings.masked()["OCTOHUB_PROXY"][0] == f"http://***@127.0.0.1:{proxy.port}"
+    assert PASSWORD not in repr(client.settings) and PASSWORD not in repr(client.settings.route("ws://hub/ws"))
     client.stop(timeout=5)
     assert wait_until(lambda: proxy.saw(hub.ws_port), 10), proxy.log()
     assert any("via the proxy http://***@127.0.0.1" in r.getMessage() for r in caplog.records)
