@@ -6,7 +6,7 @@ import logging
 from ._version import __version__
 from .client import NodeWebSocketClient
 from .config import Settings, load_settings
-from .exceptions import ApiError, AuthError, ConfigError, GaveUpError, OctoHubError, ProtocolError
+from .exceptions import ApiError, AuthError, ConfigError, GaveUpError, OctoHubError, ProtocolError, ProxyError
 
 __all__ = [
     "ApiError",
@@ -16,6 +16,7 @@ __all__ = [
     "NodeWebSocketClient",
     "OctoHubError",
     "ProtocolError",
+    "ProxyError",
     "Settings",
     "__version__",
     "load_settings",

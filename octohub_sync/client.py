@@ -213,6 +213,7 @@ class NodeWebSocketClient:
             if self.failure is None:
                 self._stats.state = NodeState.STOPPED
             self._finished.set()
+            self._http.close()  # pooled API connections (to the hub, or to a proxy); a restart opens new ones
             self.log.info("node stopped")
             return not unfinished and not unsent
 
@@ -285,7 +286,7 @@ class NodeWebSocketClient:
         conn = Connection(
             self._address, number=number, on_open=self._connection_log.opened, on_frame=self.receiver.frame,
             on_closed=self._closed, on_pong=self.delivery.pong, ssl_context=self._ssl,
-            connect_timeout=self.settings.connect_timeout,
+            route=self.settings.route, connect_timeout=self.settings.connect_timeout,
             ping_interval=self.settings.ping_interval, ping_timeout=self.settings.ping_timeout)
         self.delivery.attach(conn)
         return conn

@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 
 from .exceptions import ConfigError
+from .proxies import EnvironmentProxies, Route, mask, parse_setting, route
+from .signing import redact
 from .urls import host_for_url
 
 __all__ = ["PUBLIC_EXAMPLE_KEY", "Settings", "load_settings", "setting_names"]
@@ -32,8 +34,8 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
-def _opt(default: Any, help: str, *, kind: str = "str", secret: bool = False) -> Any:
-    return field(default=default, metadata={"help": help, "kind": kind, "secret": secret})
+def _opt(default: Any, help: str, *, kind: str = "str", secret: bool = False, repr: bool = True) -> Any:
+    return field(default=default, repr=repr, metadata={"help": help, "kind": kind, "secret": secret})
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class Settings:
     tls: bool = _opt(False, "use https/wss", kind="bool")
     ca_file: Optional[str] = _opt(None, "CA bundle to verify the hub's certificate (private CA)", kind="file")
     tls_insecure: bool = _opt(False, "do not verify certificates (logs a warning on every connect)", kind="bool")
+    proxy: Optional[str] = _opt(None, "proxy for the API and the WebSocket: http://[user:password@]host:port, socks5://..., socks5h://... or none (unset: HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY)", kind="proxy", repr=False)
     pc_id: Optional[str] = _opt(None, "node id; default node_<hash of host name and MAC>", kind="name")
     instance: Optional[str] = _opt(None, "instance name mixed into the default pc_id (several nodes on one host)", kind="name")
     reconnect_interval: float = _opt(5.0, "base delay of reconnect backoff (s)", kind="positive")
@@ -77,6 +80,8 @@ class Settings:
 
     #: Where each value came from ("environment", ".env", "override" or "flag"; absent: default).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    #: The proxy variables of the environment, read with the settings (only when OCTOHUB_PROXY is unset).
+    environment: EnvironmentProxies = field(default_factory=EnvironmentProxies, compare=False, repr=False)
 
     @property
     def api_base(self) -> str:
@@ -102,19 +107,23 @@ class Settings:
         """The key that signs a WebSocket URL in direct mode: the WS server's own, else the shared one."""
         return self.ws_signature_key or self.signature_key
 
+    def route(self, url: str) -> Route:
+        """Through which proxy, if any, the node reaches ``url`` (the API's or a WebSocket address)."""
+        return route(url, explicit=self.proxy, environment=self.environment)
+
     def masked(self) -> dict[str, tuple[str, str]]:
-        """Every setting as ``{env name: (shown value, source)}`` with the key masked."""
+        """Every setting as ``{env name: (shown value, source)}`` with the key and proxy credentials masked."""
         shown = {}
         for f in _fields():
             value = getattr(self, f.name)
             if f.metadata["secret"]:
                 value = f"<{len(value)} character{'s' * (len(value) != 1)}>" if value else "<not set>"
-            shown[env_name(f.name)] = (str(value), self.sources.get(f.name, "default"))
+            shown[env_name(f.name)] = (redact(str(value)), self.sources.get(f.name, "default"))
         return shown
 
 
 def _fields() -> list:
-    return [f for f in fields(Settings) if f.name != "sources"]
+    return [f for f in fields(Settings) if "help" in f.metadata]  # not sources, not environment
 
 
 def env_name(name: str) -> str:
@@ -210,6 +219,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "size": _parse_number(int, 1),
     "level": _parse_choice(_LOG_LEVELS, upper=True),
     "statedir": lambda raw: "off" if str(raw).strip().lower() in ("off", "none") else str(raw).strip(),
+    "proxy": parse_setting,
 }
 
 
@@ -268,10 +278,13 @@ def load_settings(
                 try:
                     values[f.name] = _PARSERS[f.metadata["kind"]](raw)
                 except (TypeError, ValueError) as exc:
-                    raise ConfigError(env_name(f.name), raw, str(exc)) from None
+                    shown = mask(raw) if f.metadata["kind"] == "proxy" else raw  # a proxy URL's password
+                    raise ConfigError(env_name(f.name), shown, str(exc)) from None
                 sources[f.name] = source
                 break
-    settings = replace(Settings(), **values, sources=sources)
+    # OCTOHUB_PROXY set: the environment's proxy variables are not used, so not checked either.
+    environment = EnvironmentProxies() if "proxy" in values else EnvironmentProxies.read(environ)
+    settings = replace(Settings(), **values, sources=sources, environment=environment)
     _check_together(settings)
     return settings
 

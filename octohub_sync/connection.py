@@ -13,13 +13,13 @@ import ssl
 import threading
 import time
 from typing import Callable, Optional
-from urllib.parse import urlsplit
 
 import websocket
 
 from .exceptions import OctoHubError
+from .proxies import Route
 from .signing import redact
-from .urls import port_of
+from .tunnel import open_socket
 
 __all__ = ["Connection"]
 
@@ -39,8 +39,9 @@ class Connection:
         on_open / on_frame / on_closed: callbacks run on the connection thread.
         on_pong: called with the payload of every pong frame, on the connection thread.
         ssl_context: used for ``wss``.
-        connect_timeout: bounds the TCP connect, the TLS and WebSocket handshakes,
-            and afterwards any single blocked read of a frame or send.
+        route: says through which proxy, if any, a WebSocket address is reached.
+        connect_timeout: bounds the TCP connect, the proxy's handshake, the TLS and WebSocket
+            handshakes together, and afterwards any single blocked read of a frame or send.
         ping_interval, ping_timeout: WebSocket ping frames; a missing pong ends the session.
     """
 
@@ -54,6 +55,7 @@ class Connection:
         on_closed: Callable[["Connection", Optional[int], str], None],
         on_pong: Callable[["Connection", bytes], None],
         ssl_context: Optional[ssl.SSLContext],
+        route: Callable[[str], Route],
         connect_timeout: float,
         ping_interval: float,
         ping_timeout: float,
@@ -68,6 +70,9 @@ class Connection:
         self._on_open, self._on_frame, self._on_closed = on_open, on_frame, on_closed
         self._on_pong = on_pong
         self._ssl_context = ssl_context
+        self._route = route
+        #: How this connection reached the hub (set once the address is known).
+        self.route: Optional[Route] = None
         self._connect_timeout = connect_timeout
         self._ping = (ping_interval, ping_timeout)
         self._binary = False
@@ -191,22 +196,15 @@ class Connection:
             self._sock.close()
 
     def _open_socket(self, url: str) -> socket.socket:
-        # Our own socket, so that connect and handshake are bounded by connect_timeout
-        # (websocket-client would use the process-wide default timeout, None).
-        parts = urlsplit(url)
-        sock = socket.create_connection((parts.hostname, port_of(parts)), timeout=self._connect_timeout)
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            if parts.scheme == "wss":
-                context = self._ssl_context or ssl.create_default_context()
-                sock = context.wrap_socket(sock, server_hostname=parts.hostname)
-        except Exception:
-            sock.close()
-            raise
-        return sock
+        # Our own socket, so that connect, proxy and handshakes are bounded by connect_timeout
+        # (websocket-client would use the process-wide default timeout, None, and its own proxy rules).
+        self.route = self._route(url)
+        return open_socket(url, proxy=self.route.proxy, ssl_context=self._ssl_context, timeout=self._connect_timeout)
 
     def _opened(self, app: websocket.WebSocketApp) -> None:
+        # The upgrade had what was left of the connect budget; from now on a blocked read or send gets all of it.
+        if self._sock is not None:
+            self._sock.settimeout(self._connect_timeout)
         self.opened_at = self.last_pong = time.monotonic()
         self._on_open(self)
 

@@ -36,7 +36,8 @@ class ConnectionLog:
         if self._opened_before:
             self._stats.incr("reconnects")
         self._opened_before = True
-        self._log.info("WebSocket connection %d established", conn.number)
+        proxy = conn.route.proxy if conn.route is not None else None
+        self._log.info("WebSocket connection %d established%s", conn.number, f" via the proxy {proxy}" if proxy else "")
 
     def ended(self, conn: Connection, decision: Decision) -> None:
         """``conn`` ended and the watchdog decided what comes next (watchdog thread)."""

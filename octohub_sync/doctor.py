@@ -19,10 +19,12 @@ import websocket
 from . import protocol
 from .api import SKEW_WARNING, Address, loopback_pitfall, resolve_address, ssl_context
 from .config import Settings, env_name
-from .exceptions import ApiError, AuthError, ProtocolError
+from .exceptions import ApiError, AuthError, ProtocolError, ProxyError
 from .exitcodes import ExitCode
 from .identity import machine_pc_id
+from .proxies import mask
 from .signing import MAX_SKEW, redact
+from .tunnel import open_socket
 from .urls import host_for_url, port_of
 
 __all__ = ["run_check"]
@@ -114,6 +116,10 @@ def _print_settings(settings: Settings, pc_id: str, p: _Printer) -> None:
     width = max(len(name) for name in shown)
     for name, (value, source) in shown.items():
         p.line(f"  {name:<{width}} = {'(not set)' if value == 'None' else value} [{source}]")
+    env = settings.environment  # read only while OCTOHUB_PROXY is unset
+    shown_env = [(env.names[key], mask(env.urls[key])) for key in ("https", "http", "all") if key in env.urls]
+    for name, value in shown_env + ([(env.names["no"], env.no_proxy)] if env.no_proxy else []):
+        p.line(f"  {name:<{width}} = {value} [environment]")
     origin = env_name("pc_id") if settings.pc_id else (
         "host name + MAC" + (f" + instance {settings.instance!r}" if settings.instance else ""))
     p.line(f"  pc_id in use: {pc_id} (from {origin})")
@@ -144,8 +150,11 @@ def _check_api(settings: Settings, check_id: str, p: _Printer) -> Address:
         if settings.connect_mode == "direct":
             p.mark("skip", "API", "skipped (OCTOHUB_CONNECT_MODE=direct: the node signs the WebSocket address itself)")
             return resolve_address(settings, check_id, session, log)
+        p.line(f"    proxy for the API: {settings.route(settings.api_base)}")
         try:
             address = resolve_address(settings, check_id, session, log)
+        except ProxyError as exc:
+            raise _StepFailed("API", str(exc), exc.hint) from None
         except AuthError as exc:
             raise _StepFailed("API", str(exc), exc.hint or _KEY_FIX) from None
         except ApiError as exc:
@@ -176,10 +185,18 @@ def _report_skew(skew: Optional[float], p: _Printer, source: str = "the API's Da
 def _check_websocket(settings: Settings, address: Address, p: _Printer) -> None:
     parts = urlsplit(address.url)
     where = f"{host_for_url(parts.hostname or '')}:{port_of(parts)}"
-    sslopt = {"context": ssl_context(settings)} if parts.scheme == "wss" else None
+    route = settings.route(address.url)
+    p.line(f"    proxy for the WebSocket: {route}")
     started = time.monotonic()
     try:
-        ws = websocket.create_connection(address.url, timeout=settings.connect_timeout, sslopt=sslopt)
+        # The node's own way to the hub (proxy, TLS, one deadline), then websocket-client's handshake on it.
+        sock = open_socket(address.url, proxy=route.proxy, timeout=settings.connect_timeout,
+                           ssl_context=ssl_context(settings) if parts.scheme == "wss" else None)
+        try:
+            ws = websocket.create_connection(address.url, socket=sock, timeout=sock.gettimeout())
+        except BaseException:
+            sock.close()
+            raise
     except Exception as exc:  # every way a handshake can fail is a finding to explain
         raise _StepFailed("WebSocket", f"connecting to {parts.scheme}://{where} failed: {_describe(exc)}",
                          _ws_hint(exc, settings, address.url, where)) from None
@@ -230,6 +247,8 @@ def _describe(exc: BaseException) -> str:
 
 def _ws_hint(exc: BaseException, settings: Settings, url: str, where: str) -> str:
     mismatch = loopback_pitfall(settings, url)
+    if isinstance(exc, ProxyError):
+        return exc.hint
     if isinstance(exc, websocket.WebSocketBadStatusException):
         if exc.status_code == 401:
             return "the WebSocket server refused the signature: " + _WS_KEY_FIX[settings.connect_mode]

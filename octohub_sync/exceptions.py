@@ -39,6 +39,21 @@ class AuthError(ApiError):
     """The hub rejected the signature (HTTP 401)."""
 
 
+class ProxyError(OctoHubError):
+    """A proxy refused (HTTP 407, a SOCKS5 authentication failure, a tunnel it will not open) or
+    could not be reached. The message names the proxy with its credentials masked.
+
+    Attributes:
+        status: the proxy's HTTP status, or ``None`` (SOCKS5, no answer).
+        hint: what the operator can do about it.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, hint: str = "") -> None:
+        self.status = status
+        self.hint = hint
+        super().__init__(message)
+
+
 class ProtocolError(OctoHubError):
     """A frame from the hub is not a message this node can act on."""
 

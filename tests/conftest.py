@@ -42,15 +42,19 @@ def hub() -> Iterator[LocalHub]:
 
 @pytest.fixture
 def make_node(hub: LocalHub) -> Iterator[Callable[..., NodeWebSocketClient]]:
-    """Build nodes pointed at ``hub`` (or another hub via ``_hub=``); all are stopped afterwards."""
+    """Build nodes pointed at ``hub`` (or another hub via ``_hub=``); all are stopped afterwards.
+
+    The node's environment is empty unless ``_environ=`` gives one (proxy variables, say).
+    """
     made: list[NodeWebSocketClient] = []
 
-    def make(_hub: LocalHub | None = None, _start: bool = True, **overrides: Any) -> NodeWebSocketClient:
+    def make(_hub: LocalHub | None = None, _start: bool = True, _environ: dict[str, str] | None = None,
+             **overrides: Any) -> NodeWebSocketClient:
         target = _hub or hub
         values = {**FAST, "server_host": "127.0.0.1", "server_port": target.api_port,
                   "ws_port": target.ws_port, "signature_key": target.key, "pc_id": f"node_test{len(made)}"}
         values.update(overrides)
-        client = NodeWebSocketClient(settings=load_settings(values, env_file=False, environ={}))
+        client = NodeWebSocketClient(settings=load_settings(values, env_file=False, environ=_environ or {}))
         made.append(client)
         if _start:
             client.start()
