@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from ._version import __version__
 from .client import NodeWebSocketClient
-from .config import Settings, env_name, load_settings, setting_help, setting_names
+from .config import Settings, credential_name, env_name, load_settings, setting_help, setting_names
 from .exceptions import ConfigError
 from .exitcodes import ExitCode
 from .signing import RedactingFilter
@@ -86,6 +86,7 @@ def main(argv: Optional[Sequence[str]] = None, *, setup: Optional[Setup] = None)
             return run_demo(_overrides(args))
         settings = load_settings(_overrides(args), env_file=args.env_file, override_source="flag")
         setup_logging(settings.log_level)
+        _warn_about_keys_on_the_command_line(args)
         if args.check:
             from .doctor import run_check
             return run_check(settings)
@@ -93,6 +94,16 @@ def main(argv: Optional[Sequence[str]] = None, *, setup: Optional[Setup] = None)
     except ConfigError as exc:
         print(f"octohub-node: configuration error: {exc}", file=sys.stderr)
         return ExitCode.CONFIG
+
+
+def _warn_about_keys_on_the_command_line(args: argparse.Namespace) -> None:
+    for name in ("signature_key", "ws_signature_key"):
+        if getattr(args, name) is not None:
+            logging.getLogger(__name__).warning(
+                "--%s puts the key on the command line, where every user of this machine can read it "
+                "(ps, /proc/<pid>/cmdline); use %s_FILE, a systemd credential (LoadCredential=%s:PATH) "
+                "or an environment file readable only by the node", name.replace("_", "-"), env_name(name),
+                credential_name(name))
 
 
 def run_node(settings: Settings, *, setup: Optional[Setup] = None) -> int:

@@ -17,7 +17,9 @@ class ConfigError(OctoHubError):
         self.variable = variable
         self.value = value
         self.reason = reason
-        shown = "(not set)" if value in (None, "") else "<hidden>" if "KEY" in variable else repr(value)
+        # A key's value is hidden; a key file's value is its path, which the operator needs to see.
+        secret = "KEY" in variable and not variable.endswith("_FILE")
+        shown = "(not set)" if value in (None, "") else "<hidden>" if secret else repr(value)
         super().__init__(f"{variable}={shown}: {reason}")
 
 
