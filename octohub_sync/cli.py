@@ -11,9 +11,10 @@ import os
 import signal
 import sys
 import threading
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from ._version import __version__
+from .app import Setup, install_app, load_app
 from .client import NodeWebSocketClient
 from .config import Settings, credential_name, env_name, load_settings, setting_help, setting_names
 from .exceptions import ConfigError
@@ -21,9 +22,6 @@ from .exitcodes import ExitCode
 from .signing import RedactingFilter
 
 __all__ = ["main"]
-
-#: A function that registers handlers on the client before it starts.
-Setup = Callable[[NodeWebSocketClient], None]
 
 LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
 
@@ -77,6 +75,8 @@ def main(argv: Optional[Sequence[str]] = None, *, setup: Optional[Setup] = None)
         argv: command-line arguments (default ``sys.argv[1:]``).
         setup: called with the client before it starts, to register your handlers; this is
             how your own ``my_node.py`` gets the flags, ``.env``, logging and signal handling.
+            ``--app`` (``OCTOHUB_APP``) does the same without a script of your own; given
+            both, ``setup`` runs first.
     """
     args = build_parser().parse_args(argv)
     try:
@@ -89,6 +89,8 @@ def main(argv: Optional[Sequence[str]] = None, *, setup: Optional[Setup] = None)
         _warn_about_keys_on_the_command_line(args)
         if args.check:
             from .doctor import run_check
+            if settings.app:
+                load_app(settings.app)  # a module that does not load fails --check too (exit 2)
             return run_check(settings)
         return run_node(settings, setup=setup)
     except ConfigError as exc:
@@ -107,10 +109,18 @@ def _warn_about_keys_on_the_command_line(args: argparse.Namespace) -> None:
 
 
 def run_node(settings: Settings, *, setup: Optional[Setup] = None) -> int:
-    """Run until SIGTERM/SIGINT (warm stop; a second signal exits at once) or until giving up."""
+    """Run until SIGTERM/SIGINT (warm stop; a second signal exits at once) or until giving up.
+
+    Raises:
+        ConfigError: the app (``OCTOHUB_APP``) does not load or registers nothing.
+    """
+    app = load_app(settings.app) if settings.app else None  # before anything connects
     client = NodeWebSocketClient(settings=settings)
     if setup is not None:
         setup(client)
+    if app is not None and settings.app:
+        served = install_app(client, app, settings.app)
+        client.log.info("serving %s: %s", settings.app, ", ".join(served))
     stop = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:

@@ -27,6 +27,9 @@ PUBLIC_EXAMPLE_KEY = "mySignatureKey123456789012345"
 #: pc_id and instance names go into a URL and a signed string: keep them boring.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
+#: ``module`` or ``module:function``, dotted Python names (OCTOHUB_APP).
+APP_SPEC = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*)?$")
+
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -75,6 +78,7 @@ class Settings:
     metrics_port: int = _opt(0, "serve /healthz and /metrics on this port (0 = off)", kind="port0")
     metrics_host: str = _opt("127.0.0.1", "address of the metrics endpoint")
     log_level: str = _opt("INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL", kind="level")
+    app: Optional[str] = _opt(None, "serve the handlers of this module: module (its setup(client) or Handlers registry) or module:function", kind="app")
 
     #: Where each value came from ("environment", ".env", "override" or "flag"; absent: default).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -211,6 +215,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "count": _parse_number(int, 0),
     "size": _parse_number(int, 1),
     "level": _parse_choice(_LOG_LEVELS, upper=True),
+    "app": _parse_text(APP_SPEC.match, "expected module or module:function (dotted Python names)"),
 }
 
 
