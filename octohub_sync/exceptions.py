@@ -47,3 +47,15 @@ class ProtocolError(OctoHubError):
 
 class GaveUpError(OctoHubError):
     """``OCTOHUB_MAX_RECONNECT_ATTEMPTS`` consecutive attempts failed; the node stopped."""
+
+
+class TaskFailed(OctoHubError):
+    """A task run through :meth:`octohub_sync.testing.LocalNode.run` was answered ``failed``.
+
+    Attributes:
+        result: the whole ``task_result`` message; ``result["error"]`` says why.
+    """
+
+    def __init__(self, result: dict) -> None:
+        self.result = result
+        super().__init__(f"task {result.get('task_id')} failed: {result.get('error')}")

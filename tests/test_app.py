@@ -158,18 +158,18 @@ def octohub_node_command() -> list[str]:
 
 
 @pytest.mark.parametrize("how", ["flag", "environment"])
-def test_octohub_node_app_serves_the_module(hub, tmp_path: Path, how: str) -> None:
+def test_octohub_node_app_serves_the_module(octohub_hub, tmp_path: Path, how: str) -> None:
     flags = ["--app", "examples.tasks"] if how == "flag" else []
-    env = program_env(OCTOHUB_SIGNATURE_KEY=hub.key, **({"OCTOHUB_APP": "examples.tasks"} if how != "flag" else {}))
+    env = program_env(OCTOHUB_SIGNATURE_KEY=octohub_hub.key, **({"OCTOHUB_APP": "examples.tasks"} if how != "flag" else {}))
     log = tmp_path / "node.log"
     with open(log, "w") as err:
         proc = subprocess.Popen([*octohub_node_command(), "--env-file", os.devnull, "--server-host", "127.0.0.1",
-                                 "--server-port", str(hub.api_port), "--pc-id", "node_app", *flags],
+                                 "--server-port", str(octohub_hub.api_port), "--pc-id", "node_app", *flags],
                                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
     try:
-        assert hub.wait_connected("node_app", timeout=30), log.read_text()
-        assert hub.wait_result(hub.send_task("reverse", {"text": "abc"}))["result"] == "cba"
-        counted = hub.wait_result(hub.send_task("word_count", {"text": "a b a"}))
+        assert octohub_hub.wait_connected("node_app", timeout=30), log.read_text()
+        assert octohub_hub.wait_result(octohub_hub.send_task("reverse", {"text": "abc"}))["result"] == "cba"
+        counted = octohub_hub.wait_result(octohub_hub.send_task("word_count", {"text": "a b a"}))
         assert counted["result"] == {"words": 3, "distinct": 2}
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0, log.read_text()

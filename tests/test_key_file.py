@@ -111,9 +111,9 @@ def test_program_exits_2_on_a_missing_key_file(tmp_path: Path) -> None:
                                    "cannot read the key file: No such file or directory")
 
 
-def test_program_connects_with_a_systemd_credential_and_warns_about_a_key_flag(hub, tmp_path: Path) -> None:
-    key_file(tmp_path, hub.key + "\n", "octohub_signature_key")
-    flags = ["--env-file", os.devnull, "--server-host", "127.0.0.1", "--server-port", str(hub.api_port),
+def test_program_connects_with_a_systemd_credential_and_warns_about_a_key_flag(octohub_hub, tmp_path: Path) -> None:
+    key_file(tmp_path, octohub_hub.key + "\n", "octohub_signature_key")
+    flags = ["--env-file", os.devnull, "--server-host", "127.0.0.1", "--server-port", str(octohub_hub.api_port),
              "--log-level", "WARNING"]
     proc = subprocess.run([sys.executable, "run_node.py", "--check", *flags], cwd=ROOT, capture_output=True,
                           text=True, timeout=60, env=clean_env(CREDENTIALS_DIRECTORY=str(tmp_path)))
@@ -121,9 +121,9 @@ def test_program_connects_with_a_systemd_credential_and_warns_about_a_key_flag(h
     assert "OCTOHUB_SIGNATURE_KEY" in proc.stdout and "[credential]" in proc.stdout
     assert "--signature-key puts the key" not in proc.stderr
 
-    proc = subprocess.run([sys.executable, "run_node.py", "--check", *flags, "--signature-key", hub.key],
+    proc = subprocess.run([sys.executable, "run_node.py", "--check", *flags, "--signature-key", octohub_hub.key],
                           cwd=ROOT, capture_output=True, text=True, timeout=60, env=clean_env())
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "--signature-key puts the key on the command line, where every user of this machine can read it" \
         in proc.stderr
-    assert hub.key not in proc.stdout + proc.stderr
+    assert octohub_hub.key not in proc.stdout + proc.stderr
