@@ -19,6 +19,7 @@ from .client import NodeWebSocketClient
 from .config import Settings, credential_name, env_name, load_settings, setting_help, setting_names
 from .exceptions import ConfigError
 from .exitcodes import ExitCode
+from .sdnotify import NotifySocket
 from .signing import RedactingFilter
 
 __all__ = ["main"]
@@ -115,7 +116,8 @@ def run_node(settings: Settings, *, setup: Optional[Setup] = None) -> int:
         ConfigError: the app (``OCTOHUB_APP``) does not load or registers nothing.
     """
     app = load_app(settings.app) if settings.app else None  # before anything connects
-    client = NodeWebSocketClient(settings=settings)
+    # Under systemd (Type=notify) the program speaks for its process: READY=1, WATCHDOG=1, STOPPING=1.
+    client = NodeWebSocketClient(settings=settings, systemd_notify=NotifySocket.from_environ())
     if setup is not None:
         setup(client)
     if app is not None and settings.app:
