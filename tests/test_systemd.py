@@ -304,3 +304,10 @@ def test_units_verify(unit: Path, tmp_path: Path) -> None:
     proc = subprocess.run(["systemd-analyze", "verify", name], cwd=tmp_path, capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
+def test_liveness_and_notifier_know_no_client() -> None:
+    # They get callables (alive, stats, send), as the watchdog and the metrics server do.
+    for name in ("liveness.py", "sdnotify.py"):
+        source = (ROOT / "octohub_sync" / name).read_text()
+        assert "from .client" not in source and "import client" not in source, name
