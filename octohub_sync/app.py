@@ -148,7 +148,8 @@ def install_app(client: "NodeWebSocketClient", setup: Setup, spec: str, *, varia
     except Exception as exc:
         raise ConfigError(variable, spec, f"setting up the handlers failed: {_one_line(exc)}") from None
     added = [name for name, fn in client.runner.handlers.items() if tasks.get(name) is not fn]
-    added += [f"message {kind}" for kind, fn in client.receiver.message_handlers.items() if messages.get(kind) is not fn]
+    added += [f"message {kind}" for kind, fn in client.receiver.message_handlers.items()
+              if messages.get(kind) is not fn]
     if not added:
         raise ConfigError(variable, spec, "the app registered no handler")
     return added

@@ -160,7 +160,9 @@ def octohub_node_command() -> list[str]:
 @pytest.mark.parametrize("how", ["flag", "environment"])
 def test_octohub_node_app_serves_the_module(octohub_hub, tmp_path: Path, how: str) -> None:
     flags = ["--app", "examples.tasks"] if how == "flag" else []
-    env = program_env(OCTOHUB_SIGNATURE_KEY=octohub_hub.key, **({"OCTOHUB_APP": "examples.tasks"} if how != "flag" else {}))
+    env = program_env(OCTOHUB_SIGNATURE_KEY=octohub_hub.key)
+    if how == "environment":
+        env["OCTOHUB_APP"] = "examples.tasks"
     log = tmp_path / "node.log"
     with open(log, "w") as err:
         proc = subprocess.Popen([*octohub_node_command(), "--env-file", os.devnull, "--server-host", "127.0.0.1",
@@ -188,8 +190,10 @@ def key_flags(tmp_path: Path) -> list:
 
 
 @pytest.mark.parametrize("args, line", [
-    (["--app", "examples.nothing_here"], "OCTOHUB_APP='examples.nothing_here': no module named 'examples.nothing_here'"),
-    (["--app", "examples.tasks:nope"], "OCTOHUB_APP='examples.tasks:nope': module 'examples.tasks' has no attribute 'nope'"),
+    (["--app", "examples.nothing_here"],
+     "OCTOHUB_APP='examples.nothing_here': no module named 'examples.nothing_here'"),
+    (["--app", "examples.tasks:nope"],
+     "OCTOHUB_APP='examples.tasks:nope': module 'examples.tasks' has no attribute 'nope'"),
     (["--app", "json", "--check"], "OCTOHUB_APP='json': json has neither a setup(client) function nor a Handlers"),
     (["--app", "examples.tasks:logger", "--log-level", "DEBUG"], "OCTOHUB_APP='examples.tasks:logger': "
                                                                  "examples.tasks:logger is not callable"),

@@ -54,7 +54,8 @@ class NotifyListener:
 
     def first(self, prefix: str) -> int:
         """Index of the first message with a line starting with ``prefix``, else -1."""
-        return next((i for i, m in enumerate(self.messages) if any(line.startswith(prefix) for line in m.split("\n"))), -1)
+        lines = [m.split("\n") for m in self.messages]
+        return next((i for i, m in enumerate(lines) if any(line.startswith(prefix) for line in m)), -1)
 
     def count(self, prefix: str) -> int:
         return sum(1 for m in self.messages if any(line.startswith(prefix) for line in m.split("\n")))
