@@ -164,7 +164,8 @@ class NodeWebSocketClient:
             self._watchdog = Watchdog(
                 connect=self._new_connection, policy=ReconnectPolicy.from_settings(s),
                 dead_after=s.ping_interval + s.ping_timeout + 1.0, on_ended=self._connection_ended,
-                on_reregister=lambda: self._stats.incr("reregistrations"), log=self.log, on_tick=self._watchdog_tick)
+                on_reregister=lambda: self._stats.incr("reregistrations"), log=self.log,
+                on_tick=self._watchdog_tick)
             self._watchdog.start()
         return self
 
@@ -263,7 +264,10 @@ class NodeWebSocketClient:
         return liveness(state, self._beats.ages(time.monotonic()))
 
     def readiness(self) -> Verdict:
-        """Can it take tasks now: connected, node_ready sent, the hub heard within two ping intervals (``/readyz``)?"""
+        """Can it take tasks now: connected, node_ready sent, the hub heard within two ping intervals?
+
+        A hub outage makes it not ready (``/readyz`` 503) while the node stays alive.
+        """
         conn = self.delivery.conn
         heard = max(self.receiver.last_frame, conn.last_pong if conn is not None else 0.0)
         return readiness(self._stats.state, ready=self.delivery.connected.is_set(),
