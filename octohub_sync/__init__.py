@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 
 from ._version import __version__
+from .app import Handlers
 from .client import NodeWebSocketClient
 from .config import Settings, load_settings
 from .exceptions import ApiError, AuthError, ConfigError, GaveUpError, OctoHubError, ProtocolError, ProxyError
@@ -13,6 +14,7 @@ __all__ = [
     "AuthError",
     "ConfigError",
     "GaveUpError",
+    "Handlers",
     "NodeWebSocketClient",
     "OctoHubError",
     "ProtocolError",

@@ -12,20 +12,19 @@ import signal
 import sys
 import threading
 from dataclasses import replace
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from ._version import __version__
+from .app import Setup, install_app, load_app
 from .client import NodeWebSocketClient
-from .config import Settings, env_name, load_settings, setting_help, setting_names
+from .config import Settings, credential_name, env_name, load_settings, setting_help, setting_names
 from .exceptions import ConfigError
 from .exitcodes import ExitCode
 from .ledger import default_state_dir
+from .sdnotify import NotifySocket
 from .signing import RedactingFilter
 
 __all__ = ["main"]
-
-#: A function that registers handlers on the client before it starts.
-Setup = Callable[[NodeWebSocketClient], None]
 
 LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
 
@@ -79,6 +78,8 @@ def main(argv: Optional[Sequence[str]] = None, *, setup: Optional[Setup] = None)
         argv: command-line arguments (default ``sys.argv[1:]``).
         setup: called with the client before it starts, to register your handlers; this is
             how your own ``my_node.py`` gets the flags, ``.env``, logging and signal handling.
+            ``--app`` (``OCTOHUB_APP``) does the same without a script of your own; given
+            both, ``setup`` runs first.
     """
     args = build_parser().parse_args(argv)
     try:
@@ -88,8 +89,11 @@ def main(argv: Optional[Sequence[str]] = None, *, setup: Optional[Setup] = None)
             return run_demo(_overrides(args))
         settings = load_settings(_overrides(args), env_file=args.env_file, override_source="flag")
         setup_logging(settings.log_level)
+        _warn_about_keys_on_the_command_line(args)
         if args.check:
             from .doctor import run_check
+            if settings.app:
+                load_app(settings.app)  # a module that does not load fails --check too (exit 2)
             return run_check(settings)
         if settings.state_dir is None:  # a service keeps its results across restarts unless told not to
             settings = replace(settings, state_dir=str(default_state_dir()),
@@ -100,11 +104,30 @@ def main(argv: Optional[Sequence[str]] = None, *, setup: Optional[Setup] = None)
         return ExitCode.CONFIG
 
 
+def _warn_about_keys_on_the_command_line(args: argparse.Namespace) -> None:
+    for name in ("signature_key", "ws_signature_key"):
+        if getattr(args, name) is not None:
+            logging.getLogger(__name__).warning(
+                "--%s puts the key on the command line, where every user of this machine can read it "
+                "(ps, /proc/<pid>/cmdline); use %s_FILE, a systemd credential (LoadCredential=%s:PATH) "
+                "or an environment file readable only by the node", name.replace("_", "-"), env_name(name),
+                credential_name(name))
+
+
 def run_node(settings: Settings, *, setup: Optional[Setup] = None) -> int:
-    """Run until SIGTERM/SIGINT (warm stop; a second signal exits at once) or until giving up."""
-    client = NodeWebSocketClient(settings=settings)
+    """Run until SIGTERM/SIGINT (warm stop; a second signal exits at once) or until giving up.
+
+    Raises:
+        ConfigError: the app (``OCTOHUB_APP``) does not load or registers nothing.
+    """
+    app = load_app(settings.app) if settings.app else None  # before anything connects
+    # Under systemd (Type=notify) the program speaks for its process: READY=1, WATCHDOG=1, STOPPING=1.
+    client = NodeWebSocketClient(settings=settings, systemd_notify=NotifySocket.from_environ())
     if setup is not None:
         setup(client)
+    if app is not None and settings.app:
+        served = install_app(client, app, settings.app)
+        client.log.info("serving %s: %s", settings.app, ", ".join(served))
     stop = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:

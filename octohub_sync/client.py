@@ -1,8 +1,10 @@
 """``NodeWebSocketClient``: the facade users embed, start and stop."""
 from __future__ import annotations
 
+import functools
 import logging
 import threading
+import time
 from typing import Any, Optional
 
 import requests
@@ -16,9 +18,11 @@ from .exceptions import GaveUpError
 from .handlers import TaskHandler
 from .identity import machine_pc_id
 from .ledger import Ledger, MemoryStore
+from .liveness import Heartbeats, Verdict, liveness, readiness
 from .receiver import FrameReceiver, MessageHandler
 from .reconnect import Decision, ReconnectPolicy
 from .runner import TaskRunner
+from .sdnotify import NotifySocket, SystemdNotifier
 from .stats import NodeState, Stats
 from .timers import Timers
 from .watchdog import Watchdog
@@ -43,6 +47,9 @@ class NodeWebSocketClient:
             arguments, in its order; each overrides its ``OCTOHUB_*`` setting unless None.
         settings: complete settings; when given, nothing is read from the environment.
         env_file: dotenv file to read (default ``./.env`` if present; ``False`` for none).
+        systemd_notify: tell systemd about readiness, liveness and stopping through this socket
+            (``NotifySocket.from_environ()``; see sdnotify.py). Off by default: the process
+            decides whether it speaks for itself to systemd, and ``octohub-node`` does.
         **overrides: any other setting by field name (``max_workers=16``, ``pc_id=...``).
 
     Raises:
@@ -57,6 +64,7 @@ class NodeWebSocketClient:
         *,
         settings: Optional[Settings] = None,
         env_file: Any = None,
+        systemd_notify: Optional[NotifySocket] = None,
         **overrides: Any,
     ) -> None:
         if settings is None:
@@ -83,7 +91,7 @@ class NodeWebSocketClient:
             pc_id=self.pc_id, max_message_bytes=settings.max_message_bytes, capacity=settings.max_workers,
             delivery=self.delivery, submit=self.runner.submit, refuse=self.runner.refuse,
             task_types=lambda: sorted(self.runner.handlers), on_notice=self._hub_notice,
-            stats=self._stats, log=self.log)
+            stats=self._stats, log=self.log, on_ready=self._ready_for_tasks)
         self._ssl = ssl_context(settings) if settings.ws_scheme == "wss" else None
         self._http = requests.Session()
         self._finished = threading.Event()
@@ -94,6 +102,11 @@ class NodeWebSocketClient:
         self._timers: Optional[Timers] = None
         self._metrics: Any = None
         self._connection_log = ConnectionLog(pc_id=self.pc_id, stats=self._stats, log=self.log)
+        # The loops whose ticks make the node alive (liveness.py): /livez and systemd's watchdog.
+        self._beats = Heartbeats(("octohub-watchdog", "octohub-timers"))
+        self._notifier = None if systemd_notify is None else SystemdNotifier(
+            send=systemd_notify.send, alive=self.liveness, stats=self.stats,
+            watchdog_interval=systemd_notify.watchdog_interval, log=self.log)
         self.log.info("initialised NodeWebSocketClient, PC ID: %s", self.pc_id)
         if settings.uses_public_key:
             self.log.warning("OCTOHUB_SIGNATURE_KEY is the public example key from env.example: "
@@ -155,7 +168,8 @@ class NodeWebSocketClient:
             if self.settings.metrics_port:
                 from .health import MetricsServer  # only nodes that serve metrics pay for it
                 metrics = MetricsServer(stats=self.stats, failed=lambda: self.failure is not None,
-                                        host=self.settings.metrics_host, port=self.settings.metrics_port, log=self.log)
+                                        host=self.settings.metrics_host, port=self.settings.metrics_port, log=self.log,
+                                        alive=self.liveness, ready=self.readiness)
                 try:
                     metrics.start()  # a port in use fails here, before anything else has started
                 except BaseException:
@@ -164,15 +178,18 @@ class NodeWebSocketClient:
                 self._metrics = metrics
             self._finished.clear()
             self._stats.state = NodeState.CONNECTING
+            self._beats.reset(time.monotonic())
             self.runner.start()
             s = self.settings
             self._timers = Timers(expire=self.runner.expire, status=self.log_status,
-                                  status_interval=s.status_interval, log=self.log)
+                                  status_interval=s.status_interval, log=self.log,
+                                  on_tick=functools.partial(self._beats.beat, "octohub-timers"))
             self._timers.start()
             self._watchdog = Watchdog(
                 connect=self._new_connection, policy=ReconnectPolicy.from_settings(s),
                 dead_after=s.ping_interval + s.ping_timeout + 1.0, on_ended=self._connection_ended,
-                on_reregister=lambda: self._stats.incr("reregistrations"), log=self.log)
+                on_reregister=lambda: self._stats.incr("reregistrations"), log=self.log,
+                on_tick=self._watchdog_tick)
             self._watchdog.start()
         return self
 
@@ -189,6 +206,8 @@ class NodeWebSocketClient:
             watchdog, self._watchdog = self._watchdog, None
             if watchdog is None:
                 return True
+            if self._notifier is not None:
+                self._notifier.stopping()
             self._stats.state = NodeState.STOPPING
             limit = self.settings.shutdown_timeout if timeout is None else timeout
             self.runner.stop_accepting()
@@ -262,6 +281,25 @@ class NodeWebSocketClient:
 
     # -- observability -------------------------------------------------------------------------
 
+    def liveness(self) -> Verdict:
+        """Is the process alive: its watchdog and timers loops tick and it has not stopped?
+
+        A hub outage leaves it alive (it is reconnecting); ``/livez`` and systemd's watchdog use this.
+        """
+        state = NodeState.GAVE_UP if self.failure is not None else self._stats.state
+        return liveness(state, self._beats.ages(time.monotonic()))
+
+    def readiness(self) -> Verdict:
+        """Can it take tasks now: connected, node_ready sent, the hub heard within two ping intervals?
+
+        A hub outage makes it not ready (``/readyz`` 503) while the node stays alive.
+        """
+        conn = self.delivery.conn
+        heard = max(self.receiver.last_frame, conn.last_pong if conn is not None else 0.0)
+        return readiness(self._stats.state, ready=self.delivery.connected.is_set(),
+                         silent_for=time.monotonic() - heard if heard else None,
+                         ping_interval=self.settings.ping_interval)
+
     def stats(self) -> dict[str, Any]:
         """Connection state, counters and queue sizes right now."""
         snap = self._stats.snapshot()
@@ -280,6 +318,11 @@ class NodeWebSocketClient:
             s["tasks_running"], s["tasks_queued"], s["outbox"], s["reconnects"])
 
     # -- called by the watchdog ------------------------------------------------------------------
+
+    def _watchdog_tick(self, now: float) -> None:
+        self._beats.beat("octohub-watchdog", now)
+        if self._notifier is not None:
+            self._notifier.tick(now)
 
     def _new_connection(self, number: int) -> Connection:
         """Connection attempt ``number``, not yet started."""
@@ -310,6 +353,10 @@ class NodeWebSocketClient:
         self.delivery.detach(conn)
         if self._watchdog is not None:
             self._watchdog.wake()
+
+    def _ready_for_tasks(self) -> None:
+        if self._notifier is not None:
+            self._notifier.ready()
 
     def _hub_notice(self, replaced: bool) -> None:
         watchdog = self._watchdog

@@ -21,13 +21,16 @@ from .proxies import EnvironmentProxies, Route, mask, parse_setting, route
 from .signing import redact
 from .urls import host_for_url
 
-__all__ = ["PUBLIC_EXAMPLE_KEY", "Settings", "load_settings", "setting_names"]
+__all__ = ["PUBLIC_EXAMPLE_KEY", "Settings", "credential_name", "load_settings", "read_key_file", "setting_names"]
 
 #: The public example key (env.example, the test vectors of docs/protocol.md §1): anyone can sign with it.
 PUBLIC_EXAMPLE_KEY = "mySignatureKey123456789012345"
 
 #: pc_id and instance names go into a URL and a signed string: keep them boring.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+#: ``module`` or ``module:function``, dotted Python names (OCTOHUB_APP).
+APP_SPEC = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*)?$")
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE = {"1", "true", "yes", "on"}
@@ -49,7 +52,9 @@ class Settings:
     api_url: Optional[str] = _opt(None, "full API base URL, e.g. https://hub.example:8443 (overrides host/port/TLS for the API)", kind="url")
     connect_mode: str = _opt("api", "api: ask the API server for the address; direct: sign the WS URL yourself", kind="mode")
     signature_key: str = field(default="", repr=False, metadata={"help": "HMAC key of the API server (required; in direct mode the fallback for OCTOHUB_WS_SIGNATURE_KEY)", "kind": "str", "secret": True})
+    signature_key_file: Optional[str] = _opt(None, "read OCTOHUB_SIGNATURE_KEY from this file (default: the systemd credential octohub_signature_key, if any)", kind="path")
     ws_signature_key: str = field(default="", repr=False, metadata={"help": "HMAC key of the WebSocket server, for direct mode (default: OCTOHUB_SIGNATURE_KEY)", "kind": "str", "secret": True})
+    ws_signature_key_file: Optional[str] = _opt(None, "read OCTOHUB_WS_SIGNATURE_KEY from this file (default: the systemd credential octohub_ws_signature_key, if any)", kind="path")
     tls: bool = _opt(False, "use https/wss", kind="bool")
     ca_file: Optional[str] = _opt(None, "CA bundle to verify the hub's certificate (private CA)", kind="file")
     tls_insecure: bool = _opt(False, "do not verify certificates (logs a warning on every connect)", kind="bool")
@@ -77,6 +82,7 @@ class Settings:
     metrics_port: int = _opt(0, "serve /healthz and /metrics on this port (0 = off)", kind="port0")
     metrics_host: str = _opt("127.0.0.1", "address of the metrics endpoint")
     log_level: str = _opt("INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL", kind="level")
+    app: Optional[str] = _opt(None, "serve the handlers of this module: module (its setup(client) or Handlers registry) or module:function", kind="app")
 
     #: Where each value came from ("environment", ".env", "override" or "flag"; absent: default).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -212,6 +218,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "mode": _parse_choice(("api", "direct")),
     "bool": lambda raw: raw if isinstance(raw, bool) else _parse_bool(str(raw)),
     "file": _parse_text(os.path.isfile, "no such file"),
+    "path": _parse_text(),  # read later, with its own errors (see _keys_from_files)
     "name": _parse_text(SAFE_NAME.match, "use 1-64 characters from A-Z a-z 0-9 _ . -"),
     "positive": _parse_number(float, 0, above=True),
     "seconds": _parse_number(float, 0),
@@ -220,6 +227,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "level": _parse_choice(_LOG_LEVELS, upper=True),
     "statedir": lambda raw: "off" if str(raw).strip().lower() in ("off", "none") else str(raw).strip(),
     "proxy": parse_setting,
+    "app": _parse_text(APP_SPEC.match, "expected module or module:function (dotted Python names)"),
 }
 
 
@@ -282,11 +290,73 @@ def load_settings(
                     raise ConfigError(env_name(f.name), shown, str(exc)) from None
                 sources[f.name] = source
                 break
+    _keys_from_files(values, sources, [source for source, _ in layers], environ)
     # OCTOHUB_PROXY set: the environment's proxy variables are not used, so not checked either.
     environment = EnvironmentProxies() if "proxy" in values else EnvironmentProxies.read(environ)
     settings = replace(Settings(), **values, sources=sources, environment=environment)
     _check_together(settings)
     return settings
+
+
+#: A key file larger than this is not a key file (a wrong path, say): it is refused unread.
+MAX_KEY_FILE_BYTES = 64 * 1024
+
+#: systemd credentials (``LoadCredential=NAME:PATH``) are files named NAME in this directory.
+CREDENTIALS_DIRECTORY = "CREDENTIALS_DIRECTORY"
+
+
+def credential_name(name: str) -> str:
+    """``signature_key`` -> ``octohub_signature_key``, the systemd credential holding it."""
+    return "octohub_" + name
+
+
+def _keys_from_files(values: dict[str, Any], sources: dict[str, str], order: list[str],
+                     environ: Mapping[str, str]) -> None:
+    """Each key from its ``_FILE`` setting, else from its systemd credential, read once here.
+
+    The usual precedence decides between a key and its file (a flag beats ``.env``, which beats
+    the environment); both in the same place is an error. The credential counts only when
+    neither is set.
+    """
+    for name in ("signature_key", "ws_signature_key"):
+        path = values.get(name + "_file")
+        if path is not None:
+            if name in values:
+                ours, theirs = order.index(sources[name + "_file"]), order.index(sources[name])
+                if ours == theirs:
+                    raise ConfigError(env_name(name + "_file"), path,
+                                      f"{env_name(name)} is set too, in the same place: set one of them")
+                if theirs < ours:
+                    continue  # the key itself was given with higher precedence
+            values[name] = read_key_file(path, env_name(name + "_file"), path)
+            sources[name] = "key file"
+        elif name not in values and environ.get(CREDENTIALS_DIRECTORY):
+            path = os.path.join(environ[CREDENTIALS_DIRECTORY], credential_name(name))
+            if os.path.lexists(path):
+                values[name] = read_key_file(path, CREDENTIALS_DIRECTORY, path)
+                sources[name] = "credential"
+
+
+def read_key_file(path: str, variable: str, shown: str) -> str:
+    """The key in ``path``, surrounding whitespace (the trailing newline) stripped.
+
+    Raises:
+        ConfigError: naming ``variable`` and ``shown`` (the path), never the file's content.
+    """
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_KEY_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(variable, shown, f"cannot read the key file: {exc.strerror or type(exc).__name__}") from None
+    if len(data) > MAX_KEY_FILE_BYTES:
+        raise ConfigError(variable, shown, f"larger than {MAX_KEY_FILE_BYTES // 1024} KiB: not a key file")
+    try:
+        key = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(variable, shown, "the key file is not UTF-8 text") from None
+    if not key:
+        raise ConfigError(variable, shown, "the key file is empty")
+    return key
 
 
 def _check_together(s: Settings) -> None:
@@ -305,8 +375,9 @@ def require_key(settings: Settings) -> None:
         if not settings.ws_key:
             raise ConfigError("OCTOHUB_WS_SIGNATURE_KEY", None,
                               "direct mode signs the WebSocket URL with the WebSocket server's key: set "
-                              "OCTOHUB_WS_SIGNATURE_KEY (or OCTOHUB_SIGNATURE_KEY) in .env, in the environment "
-                              "or with --ws-signature-key")
+                              "OCTOHUB_WS_SIGNATURE_KEY (or OCTOHUB_SIGNATURE_KEY) in .env or in the environment, "
+                              "or OCTOHUB_WS_SIGNATURE_KEY_FILE, or the systemd credential octohub_ws_signature_key")
     elif not settings.signature_key:
         raise ConfigError("OCTOHUB_SIGNATURE_KEY", None,
-                          "the hub's key is required: set it in .env, in the environment or with --signature-key")
+                          "the hub's key is required: set it in .env or in the environment, or give "
+                          "OCTOHUB_SIGNATURE_KEY_FILE or the systemd credential octohub_signature_key")

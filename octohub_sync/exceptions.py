@@ -17,7 +17,9 @@ class ConfigError(OctoHubError):
         self.variable = variable
         self.value = value
         self.reason = reason
-        shown = "(not set)" if value in (None, "") else "<hidden>" if "KEY" in variable else repr(value)
+        # A key's value is hidden; a key file's value is its path, which the operator needs to see.
+        secret = "KEY" in variable and not variable.endswith("_FILE")
+        shown = "(not set)" if value in (None, "") else "<hidden>" if secret else repr(value)
         super().__init__(f"{variable}={shown}: {reason}")
 
 
@@ -60,3 +62,15 @@ class ProtocolError(OctoHubError):
 
 class GaveUpError(OctoHubError):
     """``OCTOHUB_MAX_RECONNECT_ATTEMPTS`` consecutive attempts failed; the node stopped."""
+
+
+class TaskFailed(OctoHubError):
+    """A task run through :meth:`octohub_sync.testing.LocalNode.run` was answered ``failed``.
+
+    Attributes:
+        result: the whole ``task_result`` message; ``result["error"]`` says why.
+    """
+
+    def __init__(self, result: dict) -> None:
+        self.result = result
+        super().__init__(f"task {result.get('task_id')} failed: {result.get('error')}")

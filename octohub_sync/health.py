@@ -1,6 +1,8 @@
-"""``/healthz`` and ``/metrics`` of a running node, on the standard library's HTTP server.
+"""``/livez``, ``/readyz``, ``/healthz`` and ``/metrics`` of a running node, on the standard library's HTTP server.
 
 Started by :meth:`NodeWebSocketClient.start` when ``OCTOHUB_METRICS_PORT`` is set.
+``/livez`` and ``/readyz`` answer what :mod:`~octohub_sync.liveness` decides (alive: the process
+works, whatever the hub does; ready: it can take tasks now); ``/healthz`` is kept as it was.
 ``/metrics`` is the Prometheus text exposition format 0.0.4, written by hand: it is
 a few lines of text, and writing it keeps ``prometheus_client`` an optional dependency.
 """
@@ -17,11 +19,12 @@ from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 from ._version import __version__
 from .exceptions import ConfigError
+from .liveness import Verdict
 from .signing import redact
 from .stats import COUNTERS, NodeState
 from .urls import host_for_url
 
-__all__ = ["MetricsServer", "health", "render_metrics"]
+__all__ = ["MetricsServer", "health", "probe", "render_metrics"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +90,13 @@ def health(stats: Mapping[str, Any], failed: bool = False) -> tuple[int, dict[st
     return (200 if ok else 503), body
 
 
+def probe(verdict: Verdict, stats: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
+    """The ``/livez`` or ``/readyz`` answer: 200 or 503, with the reason, state and pc_id."""
+    body = {"status": "ok" if verdict.ok else "unavailable", "reason": verdict.reason,
+            "state": stats.get("state"), "pc_id": stats.get("pc_id")}
+    return (200 if verdict.ok else 503), body
+
+
 def render_metrics(stats: Mapping[str, Any]) -> str:
     """A ``stats()`` snapshot in the Prometheus text format 0.0.4, every series labelled ``pc_id``."""
     label = f'pc_id="{escape_label(str(stats.get("pc_id", "")))}"'
@@ -149,19 +159,21 @@ def _number(value: Any) -> str:
 
 
 class MetricsServer:
-    """Serves ``/healthz`` and ``/metrics`` for one node on a named thread.
+    """Serves ``/livez``, ``/readyz``, ``/healthz`` and ``/metrics`` for one node on a named thread.
 
     Args:
         stats: returns the node's ``stats()`` snapshot.
         failed: whether the node gave up reconnecting.
+        alive, ready: the node's liveness and readiness (``/livez``, ``/readyz``; without them, 404).
         host: address to bind (``OCTOHUB_METRICS_HOST``; keep it on loopback unless a
             scraper on another machine needs it: the pages are not authenticated).
         port: port to bind; 0 picks a free one (see :attr:`port`).
     """
 
     def __init__(self, *, stats: Callable[[], Mapping[str, Any]], failed: Callable[[], bool], host: str, port: int,
-                 log: logging.LoggerAdapter) -> None:
-        self._pages = _Pages(stats, failed)
+                 log: logging.LoggerAdapter, alive: Optional[Callable[[], Verdict]] = None,
+                 ready: Optional[Callable[[], Verdict]] = None) -> None:
+        self._pages = _Pages(stats, failed, alive, ready)
         self._log = log
         self.host = host
         #: The bound port, once :meth:`start` returned.
@@ -184,7 +196,8 @@ class MetricsServer:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.25},
                                         name="octohub-metrics", daemon=True)
         self._thread.start()
-        self._log.info("serving /healthz and /metrics on http://%s:%d", host_for_url(self.host), self.port)
+        self._log.info("serving /livez, /readyz, /healthz and /metrics on http://%s:%d", host_for_url(self.host),
+                       self.port)
 
     def stop(self) -> None:
         """Stop serving and join the thread. Idempotent."""
@@ -198,10 +211,12 @@ class MetricsServer:
 
 
 class _Pages(NamedTuple):
-    """What the pages show: the node's stats and whether it gave up."""
+    """What the pages show: the node's stats, whether it gave up, whether it is alive and ready."""
 
     stats: Callable[[], Mapping[str, Any]]
     failed: Callable[[], bool]
+    alive: Optional[Callable[[], Verdict]]
+    ready: Optional[Callable[[], Verdict]]
 
 
 class _Server(ThreadingHTTPServer):
@@ -240,8 +255,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(status, "application/json", json.dumps(body, ensure_ascii=False) + "\n")
         elif path == "/metrics":
             self._reply(200, CONTENT_TYPE, render_metrics(pages.stats()))
+        elif path == "/livez" and pages.alive is not None:
+            self._probe(pages.alive(), pages.stats())
+        elif path == "/readyz" and pages.ready is not None:
+            self._probe(pages.ready(), pages.stats())
         else:
-            self._reply(404, "text/plain; charset=utf-8", "not found: try /healthz or /metrics\n")
+            self._reply(404, "text/plain; charset=utf-8", "not found: try /livez, /readyz, /healthz or /metrics\n")
+
+    def _probe(self, verdict: Verdict, stats: Mapping[str, Any]) -> None:
+        status, body = probe(verdict, stats)
+        self._reply(status, "application/json", json.dumps(body, ensure_ascii=False) + "\n")
 
     def _reply(self, status: int, content_type: str, text: str) -> None:
         payload = text.encode("utf-8")

@@ -33,6 +33,7 @@ class FrameReceiver:
         task_types: the task types the node handles now (for ``node_ready``).
         capacity: tasks the node runs at once (for ``node_ready``).
         on_notice: called with ``replaced`` when the hub announces it is closing the connection.
+        on_ready: called after each ``node_ready`` went out (the node is ready for tasks).
     """
 
     def __init__(
@@ -48,8 +49,12 @@ class FrameReceiver:
         on_notice: Callable[[bool], None],
         stats: Stats,
         log: logging.LoggerAdapter,
+        on_ready: Callable[[], None] = lambda: None,
     ) -> None:
         self._pc_id = pc_id
+        self._on_ready = on_ready
+        #: When the last frame arrived (``time.monotonic()``; 0.0: none yet), for readiness.
+        self.last_frame = 0.0
         self._max_bytes = max_message_bytes
         self._capacity = capacity
         self._delivery = delivery
@@ -64,6 +69,7 @@ class FrameReceiver:
 
     def frame(self, conn: Connection, frame: "str | bytes", binary: bool) -> None:
         """Handle one frame from the hub; never raises and never waits for a handler."""
+        self.last_frame = time.monotonic()
         try:
             if binary:
                 raise ProtocolError(f"binary frame of {len(frame)} bytes (the protocol uses text frames)")
@@ -108,6 +114,7 @@ class FrameReceiver:
         self._stats.connected_since = time.time()
         self._log.info("sent node_ready")
         self._delivery.mark_ready()
+        self._on_ready()
 
     def _run_message_handler(self, kind: str, message: Mapping[str, Any]) -> None:
         if self._message_pool is None:

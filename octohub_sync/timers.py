@@ -24,11 +24,13 @@ class Timers:
         expire: answers the tasks past their time limit (``TaskRunner.expire``).
         status: logs the status line.
         status_interval: seconds between status lines; 0 for none.
+        on_tick: told the time of every turn of the loop (the node's liveness, see liveness.py).
     """
 
     def __init__(self, *, expire: Callable[[float], None], status: Callable[[], None], status_interval: float,
-                 log: logging.LoggerAdapter) -> None:
+                 log: logging.LoggerAdapter, on_tick: Callable[[float], None] = lambda now: None) -> None:
         self._expire = expire
+        self._on_tick = on_tick
         self._status = status
         self._status_interval = status_interval
         self._log = log
@@ -49,6 +51,7 @@ class Timers:
         while not self._stopping.wait(TICK):
             now = time.monotonic()
             try:
+                self._on_tick(now)
                 self._expire(now)
                 if next_status is not None and now >= next_status:
                     next_status = now + self._status_interval

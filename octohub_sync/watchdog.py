@@ -31,6 +31,8 @@ class Watchdog:
         on_ended: told how each connection ended and what the policy decided (a ``Decision``
             whose ``delay`` is None means the node gave up; no attempt follows).
         on_reregister: told that the watchdog closes a connection to register again.
+        on_tick: told the time of every turn of the loop, on this thread (the node's liveness, and
+            the systemd watchdog pings that depend on it: a wedged loop stops them).
     """
 
     def __init__(
@@ -42,8 +44,10 @@ class Watchdog:
         on_ended: Callable[[Connection, Decision], None],
         on_reregister: Callable[[], None],
         log: logging.LoggerAdapter,
+        on_tick: Callable[[float], None] = lambda now: None,
     ) -> None:
         self._connect_to = connect
+        self._on_tick = on_tick
         self.policy = policy
         self._dead_after = dead_after
         self._on_ended = on_ended
@@ -86,10 +90,15 @@ class Watchdog:
 
     def _run(self) -> None:
         while not self._stopping.is_set():
+            now = time.monotonic()
             try:
-                self.step(time.monotonic())
+                self.step(now)
             except Exception:  # the watchdog must outlive any bug of ours
                 self._log.exception("watchdog step failed; carrying on")
+            try:
+                self._on_tick(now)
+            except Exception:
+                self._log.exception("watchdog tick failed; carrying on")
             self._wake.wait(self._sleep_time())
             self._wake.clear()
 
