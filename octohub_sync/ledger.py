@@ -53,6 +53,8 @@ _STATEMENTS = (
 )
 #: The finished table is trimmed back to OCTOHUB_RESULT_CACHE_SIZE rows once this many were added.
 TRIM_EVERY = 64
+#: Longest a write nobody waits for (a task started, a result confirmed) waits for company (seconds).
+ASYNC_DELAY = 0.2
 
 
 class Snapshot(NamedTuple):
@@ -220,7 +222,7 @@ class Ledger(MemoryStore):
                 batch.add(_FINISHED_START, (task_id,))
                 batch.add(_FINISHED, (task_id, frame))
             batch.add(_RESULT, (seq, task_id, frame))
-            self._cond.notify()
+            self._urgent(batch)
         self._await(batch)  # on disk before it is sent: workers finishing together share one commit
         return seq
 
@@ -230,17 +232,26 @@ class Ledger(MemoryStore):
             self._queue(_CONFIRMED, rows)
 
     def started(self, task_id: str, *, wait: bool = False) -> None:
-        batch = self._queue(_STARTED, [(task_id,)])
+        batch = self._queue(_STARTED, [(task_id,)], urgent=wait)
         if wait:
             self._await(batch)
 
-    def _queue(self, kind: int, rows: list[tuple]) -> _Batch:
+    def _queue(self, kind: int, rows: list[tuple], *, urgent: bool = False) -> _Batch:
         with self._cond:
             batch = self._batch
+            if batch.empty:
+                self._cond.notify()  # the writer starts the ASYNC_DELAY clock
             batch.rows[kind].extend(rows)
             batch.empty = False
-            self._cond.notify()
+            if urgent:
+                self._urgent(batch)
             return batch
+
+    def _urgent(self, batch: _Batch) -> None:
+        """Someone waits for ``batch`` (called with the lock held): write it now."""
+        if not batch.urgent:
+            batch.urgent = True
+            self._cond.notify()
 
     def _await(self, batch: _Batch) -> None:
         while not batch.written.wait(1.0):
@@ -250,14 +261,31 @@ class Ledger(MemoryStore):
     def _write_loop(self) -> None:
         while True:
             with self._cond:
-                while self._batch.empty and not self._closing:
-                    self._cond.wait()
+                self._gather()
                 batch, self._batch = self._batch, _Batch()
             if not batch.empty:
                 self._write(batch)
             batch.written.set()  # written, or failed and counted: nobody waits for it any longer
             if batch.empty:
                 return  # closing, and nothing was left
+
+    def _gather(self) -> None:
+        """Wait (lock held) until a batch should be written: someone waits for it, or ASYNC_DELAY passed.
+
+        Writes nobody waits for (a task started, a result confirmed) ride along with the next
+        result, so that they cost no transaction of their own.
+        """
+        due: Optional[float] = None
+        while not (self._closing or self._batch.urgent):
+            if self._batch.empty:
+                due = None
+                self._cond.wait()
+                continue
+            now = time.monotonic()
+            due = due or now + ASYNC_DELAY
+            if now >= due:
+                return
+            self._cond.wait(due - now)
 
     def _write(self, batch: _Batch) -> None:
         db = self._db
@@ -287,11 +315,12 @@ class Ledger(MemoryStore):
 class _Batch:
     """The writes of one transaction, by kind, and the event set once they are on disk."""
 
-    __slots__ = ("rows", "empty", "written")
+    __slots__ = ("rows", "empty", "urgent", "written")
 
     def __init__(self) -> None:
         self.rows: tuple[list[tuple], ...] = tuple([] for _ in _STATEMENTS)
         self.empty = True
+        self.urgent = False  # someone waits for it
         self.written = threading.Event()
 
     def add(self, kind: int, row: tuple) -> None:
