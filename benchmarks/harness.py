@@ -108,8 +108,9 @@ def node_subject(hub: LocalHub, name: str, env_file: str, workdir: str, *, repo:
     """The real node, ``python run_node.py`` of ``repo``, configured only by OCTOHUB_* variables."""
     pc_id = f"bench_{name}_{os.getpid()}"
     env = _clean_env(repo)
+    # No ledger unless asked for (state_dir=...): never the program's default in the user's home.
     base = {"server_host": "127.0.0.1", "server_port": hub.api_port, "signature_key": hub.key,
-            "pc_id": pc_id, "log_level": "WARNING", "status_interval": 0}
+            "pc_id": pc_id, "log_level": "WARNING", "status_interval": 0, "state_dir": "off"}
     for key, value in {**base, **settings}.items():
         env["OCTOHUB_" + key.upper()] = str(value)
     argv = [sys.executable, str(repo / "run_node.py"), "--env-file", env_file]
