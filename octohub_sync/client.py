@@ -181,7 +181,7 @@ class NodeWebSocketClient:
             self._beats.reset(time.monotonic())
             self.runner.start()
             s = self.settings
-            self._timers = Timers(expire=self.runner.expire, status=self.log_status,
+            self._timers = Timers(expire=self.runner.expire, confirm=self.delivery.confirm_due, status=self.log_status,
                                   status_interval=s.status_interval, log=self.log,
                                   on_tick=functools.partial(self._beats.beat, "octohub-timers"))
             self._timers.start()

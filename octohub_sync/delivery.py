@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from typing import Optional
 
@@ -25,6 +26,11 @@ __all__ = ["ACK_PREFIX", "ResultDelivery"]
 
 #: Payload prefix of the ping frames that confirm delivery; the number is the last result they cover.
 ACK_PREFIX = b"octohub-ack:"
+
+#: At most one confirmation ping per this many seconds from the send path: under load one ping covers
+#: many results. What is sent in between is confirmed by the next ping, or by :meth:`confirm_due`
+#: (the timers thread), so a result waits at most about a quarter of a second for its confirmation.
+CONFIRM_INTERVAL = 0.05
 
 
 class ResultDelivery:
@@ -53,7 +59,8 @@ class ResultDelivery:
         self._unconfirmed: deque[tuple[int, Result]] = deque()
         self._sent = 0                           # results sent on the current connection, numbering them
         self._ack_pending: Optional[int] = None  # number covered by the confirmation ping in flight
-        self._ack_lock = threading.Lock()        # guards the three above and ``ready``
+        self._pinged_at = 0.0                    # when the last confirmation ping went out (monotonic)
+        self._ack_lock = threading.Lock()        # guards the four above and ``ready``
 
     # -- the connection's life ------------------------------------------------------------------
 
@@ -154,19 +161,34 @@ class ResultDelivery:
 
     def _track(self, conn: Connection, result: Result) -> None:
         """Remember a result written to ``conn`` until the hub confirms it; ask for confirmation."""
+        ping = None
         with self._ack_lock:
             current = self.ready and conn is self.conn
             if current:
                 self._sent += 1
                 number = self._sent
                 self._unconfirmed.append((number, result))
-                ping = self._ack_pending is None
-                if ping:
-                    self._ack_pending = number
+                ping = self._claim_ping(time.monotonic())
         if not current:  # the connection ended while we sent: detach() could not see this result
             self._dropped(self.outbox.put(result))
-        elif ping:
-            self._ask_confirmation(conn, number)
+        elif ping is not None:
+            self._ask_confirmation(conn, ping)
+
+    def _claim_ping(self, now: float, interval: float = CONFIRM_INTERVAL) -> Optional[int]:
+        """(Lock held.) The number a confirmation ping should cover now, if one should go out."""
+        if self._ack_pending is not None or not self._unconfirmed or now - self._pinged_at < interval:
+            return None
+        self._ack_pending = self._unconfirmed[-1][0]
+        self._pinged_at = now
+        return self._ack_pending
+
+    def confirm_due(self, now: float) -> None:
+        """Ask the hub to confirm what was sent since the last ping (called by the timers thread)."""
+        conn = self.conn
+        with self._ack_lock:
+            ping = self._claim_ping(now, 0.0) if self.ready and conn is self.conn else None
+        if ping is not None and conn is not None:
+            self._ask_confirmation(conn, ping)
 
     def _ask_confirmation(self, conn: Connection, number: int) -> None:
         try:
@@ -190,8 +212,8 @@ class ResultDelivery:
             confirmed = []
             while unconfirmed and unconfirmed[0][0] <= number:
                 confirmed.append(unconfirmed.popleft()[1].seq)
-            self._ack_pending = unconfirmed[-1][0] if unconfirmed else None
-            again = self._ack_pending
+            self._ack_pending = None
+            again = self._claim_ping(time.monotonic())
         self._store.remove_results(confirmed)
         if again is not None:
             self._ask_confirmation(conn, again)

@@ -9,9 +9,8 @@ import json
 import math
 import re
 import time
-from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, NamedTuple, Optional
 
 from .exceptions import ProtocolError
 
@@ -38,8 +37,7 @@ class Dialect(str, Enum):
     GO = "action"
 
 
-@dataclass(frozen=True)
-class Message:
+class Message(NamedTuple):
     """A decoded hub message.
 
     Attributes:
@@ -55,8 +53,7 @@ class Message:
     fields: Mapping[str, Any]
 
 
-@dataclass(frozen=True)
-class Task:
+class Task(NamedTuple):
     """A task message that passed validation."""
 
     task_id: str

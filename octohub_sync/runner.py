@@ -171,21 +171,20 @@ class TaskRunner:
         self._store.started(tid, wait=task_type in self.no_retry)
         try:
             frame, ok = self._call(job.task)
-            with self._lock:
+        finally:
+            with self._lock:  # one lock round-trip ends the job
+                self._running -= 1
+                del self._jobs[tid]
                 late = job.timed_out
                 if not late:
                     self._remember(tid, frame)
-            if late:
-                self._log.warning("task %s finished after its time limit; its late result is discarded", tid)
-            else:
-                self._stats.incr("tasks_completed" if ok else "tasks_failed")
-                self._deliver(tid, frame, finished=True)
-        finally:
-            # The job counts as running until its result is on its way, so that drain() waits for that too.
-            with self._lock:
-                self._running -= 1
-                del self._jobs[tid]
                 self._idle.notify_all()
+        if late:
+            self._log.warning("task %s finished after its time limit; its late result is discarded", tid)
+            return
+        self._stats.incr("tasks_completed" if ok else "tasks_failed")
+        # The result may still be on its way after drain() saw the job end: shutdown() waits for it.
+        self._deliver(tid, frame, finished=True)
 
     def _call(self, task: Task) -> tuple[str, bool]:
         handler = self.handlers.get(task.task_type)
@@ -251,14 +250,19 @@ class TaskRunner:
             return [tid for tid, j in self._jobs.items() if not j.timed_out]
 
     def shutdown(self) -> None:
-        """Release the pool; queued tasks that never started are answered ``failed``."""
+        """Release the pool; queued tasks that never started are answered ``failed``.
+
+        When no handler runs any more, it also waits for the workers to hand over the results
+        they finished last; a handler still running (past the drain) is not waited for.
+        """
         with self._lock:
             pool, self._pool = self._pool, None
-            if pool is not None:
-                pool.shutdown(wait=False, cancel_futures=True)
             never_started = [tid for tid, job in self._jobs.items() if not job.started]
             for tid in never_started:
                 del self._jobs[tid]
+            idle = not self._jobs
+        if pool is not None:
+            pool.shutdown(wait=idle, cancel_futures=True)
         for tid in never_started:
             self._stats.incr("tasks_rejected")
             self._deliver(tid, protocol.task_failed(tid, "NodeShuttingDown: node stopped before the task started"))

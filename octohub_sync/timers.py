@@ -1,4 +1,4 @@
-"""Task time limits and the periodic status line: the node's clock-driven work, on one thread.
+"""Task time limits, delivery confirmations and the status line: the node's clock-driven work.
 
 This is where a task times out: every :data:`TICK` the thread asks the runner to answer
 ``failed`` ``TaskTimeout`` for every task past its limit (the limits themselves are kept
@@ -18,18 +18,22 @@ TICK = 0.25
 
 
 class Timers:
-    """Calls ``expire(now)`` every :data:`TICK` and ``status()`` every ``status_interval`` seconds.
+    """Calls ``expire(now)`` and ``confirm(now)`` every :data:`TICK`, ``status()`` every ``status_interval`` s.
 
     Args:
         expire: answers the tasks past their time limit (``TaskRunner.expire``).
+        confirm: asks the hub to confirm results sent since its last confirmation
+            (``ResultDelivery.confirm_due``).
         status: logs the status line.
         status_interval: seconds between status lines; 0 for none.
         on_tick: told the time of every turn of the loop (the node's liveness, see liveness.py).
     """
 
-    def __init__(self, *, expire: Callable[[float], None], status: Callable[[], None], status_interval: float,
+    def __init__(self, *, expire: Callable[[float], None], confirm: Callable[[float], None],
+                 status: Callable[[], None], status_interval: float,
                  log: logging.LoggerAdapter, on_tick: Callable[[float], None] = lambda now: None) -> None:
         self._expire = expire
+        self._confirm = confirm
         self._on_tick = on_tick
         self._status = status
         self._status_interval = status_interval
@@ -53,6 +57,7 @@ class Timers:
             try:
                 self._on_tick(now)
                 self._expire(now)
+                self._confirm(now)
                 if next_status is not None and now >= next_status:
                     next_status = now + self._status_interval
                     self._status()
