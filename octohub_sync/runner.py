@@ -6,13 +6,14 @@ import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Callable, Optional
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional
 
 from . import protocol
 from .handlers import BUILTIN_HANDLERS, TaskHandler
 from .protocol import Task
 from .stats import Stats
+from .task_control import TaskControl
 
 __all__ = ["TaskRunner"]
 
@@ -21,6 +22,9 @@ logger = logging.getLogger(__name__)
 #: Called with (task_id, frame) for every result; must never block for long.
 Deliver = Callable[[str, str], None]
 
+#: Runs one handler as a task: (control, handler, task message) -> result (``TaskBoard.call``).
+CallHandler = Callable[[TaskControl, TaskHandler, Mapping[str, Any]], Any]
+
 
 @dataclass
 class _Job:
@@ -28,6 +32,11 @@ class _Job:
     deadline: Optional[float]
     started: bool = False
     timed_out: bool = False
+    #: The task as its handler sees it (current_task()); how a cancel or the time limit reaches it.
+    control: TaskControl = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.control = TaskControl(self.task.task_id, self.task.task_type)
 
 
 class TaskRunner:
@@ -49,6 +58,7 @@ class TaskRunner:
         cache_size: int,
         max_result_bytes: int = 0,
         log: logging.LoggerAdapter,
+        call: Optional[CallHandler] = None,
     ) -> None:
         self.handlers: dict[str, TaskHandler] = dict(BUILTIN_HANDLERS)
         self._deliver = deliver
@@ -66,6 +76,7 @@ class TaskRunner:
         self._running = 0
         self._accepting = True
         self._pool: Optional[ThreadPoolExecutor] = None
+        self._call_handler: CallHandler = call or (lambda control, handler, message: handler(message))
 
     def start(self) -> None:
         """Create the pool (threads start lazily, on the first tasks)."""
@@ -125,12 +136,12 @@ class TaskRunner:
     def _run(self, tid: str) -> None:
         with self._lock:
             job = self._jobs.get(tid)
-            if job is None:  # answered by shutdown() while this work item was being picked up
+            if job is None:  # answered by shutdown() or cancel() while this work item was being picked up
                 return
             job.started = True
             self._running += 1
         try:
-            frame, ok = self._call(job.task)
+            frame, ok = self._call(job.task, job.control)
         finally:
             with self._lock:
                 self._running -= 1
@@ -145,10 +156,10 @@ class TaskRunner:
         self._stats.incr("tasks_completed" if ok else "tasks_failed")
         self._deliver(tid, frame)
 
-    def _call(self, task: Task) -> tuple[str, bool]:
+    def _call(self, task: Task, control: TaskControl) -> tuple[str, bool]:
         handler = self.handlers.get(task.task_type)
         try:
-            result = handler(task.message)  # type: ignore[misc]
+            result = self._call_handler(control, handler, task.message)  # type: ignore[arg-type]
         except BaseException as exc:  # anything, SystemExit from a sys.exit() included: the hub gets "failed"
             self._log.info("task %s (%s) failed: %s: %s", task.task_id, task.task_type, type(exc).__name__, exc)
             return protocol.task_failed(task.task_id, f"{type(exc).__name__}: {exc}"), False
@@ -184,6 +195,8 @@ class TaskRunner:
                     limit = job.task.timeout or self._default_timeout
                     frame = protocol.task_failed(tid, f"TaskTimeout: timed out after {limit:g} s")
                     self._remember(tid, frame)
+                    # The hub has its answer; a cooperative handler now stops instead of running on.
+                    job.control.request_cancel(f"timed out after {limit:g} s", answered=True)
                     expired.append((tid, frame))
         for tid, frame in expired:
             self._stats.incr("tasks_timed_out")
@@ -225,3 +238,35 @@ class TaskRunner:
         """(running, queued) right now."""
         with self._lock:
             return self._running, len(self._jobs) - self._running
+
+    # -- called on the connection thread: the hub's task_cancel -----------------------------
+
+    def cancel(self, task_id: str, reason: Optional[str]) -> None:
+        """The hub's ``task_cancel`` (docs/protocol.md §6). Never blocks.
+
+        A task waiting for a worker never starts and is answered ``failed`` ``TaskCancelled`` at
+        once; a running one gets its cancel flag set, and its answer is whatever its handler
+        then does. Unknown, finished or already answered task ids are ignored.
+        """
+        why = f"cancelled by the hub: {reason}" if reason else "cancelled by the hub"
+        answer = None
+        with self._lock:
+            job = self._jobs.get(task_id)
+            if job is None or job.timed_out:
+                job = None
+            elif not job.started:
+                del self._jobs[task_id]
+                answer = protocol.task_failed(task_id, f"TaskCancelled: {why} (before it started)")
+                self._remember(task_id, answer)
+                self._idle.notify_all()
+            elif not job.control.request_cancel(why):
+                job = None  # asked before: once is enough
+        if job is None:
+            self._log.debug("task_cancel for task %s ignored: not running or waiting here, or cancelled already", task_id)
+            return
+        self._stats.incr("tasks_cancelled")
+        if answer is None:
+            self._log.info("task %s %s while running; its handler decides when it stops", task_id, why)
+            return
+        self._log.info("task %s %s before it started", task_id, why)
+        self._deliver(task_id, answer)
