@@ -6,7 +6,8 @@ import logging
 from ._version import __version__
 from .client import NodeWebSocketClient
 from .config import Settings, load_settings
-from .exceptions import ApiError, AuthError, ConfigError, GaveUpError, OctoHubError, ProtocolError
+from .exceptions import ApiError, AuthError, ConfigError, GaveUpError, OctoHubError, ProtocolError, TaskCancelled
+from .task_control import TaskControl, current_task
 
 __all__ = [
     "ApiError",
@@ -17,7 +18,10 @@ __all__ = [
     "OctoHubError",
     "ProtocolError",
     "Settings",
+    "TaskCancelled",
+    "TaskControl",
     "__version__",
+    "current_task",
     "load_settings",
 ]
 

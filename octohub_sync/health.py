@@ -1,4 +1,4 @@
-"""``/healthz`` and ``/metrics`` of a running node, on the standard library's HTTP server.
+"""``/healthz``, ``/metrics`` and ``/tasks`` of a running node, on the standard library's HTTP server.
 
 Started by :meth:`NodeWebSocketClient.start` when ``OCTOHUB_METRICS_PORT`` is set.
 ``/metrics`` is the Prometheus text exposition format 0.0.4, written by hand: it is
@@ -13,7 +13,7 @@ import math
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Mapping, NamedTuple, Optional
+from typing import Any, Callable, List, Mapping, NamedTuple, Optional
 
 from ._version import __version__
 from .exceptions import ConfigError
@@ -22,6 +22,8 @@ from .stats import COUNTERS, NodeState
 from .urls import host_for_url
 
 __all__ = ["MetricsServer", "health", "render_metrics"]
+
+TaskList = Callable[[], List[Mapping[str, Any]]]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +44,7 @@ _COUNTER_HELP = {
     "tasks_failed": "Tasks whose handler raised or returned something that is not JSON.",
     "tasks_rejected": "Tasks refused without running (busy, unknown type, shutting down).",
     "tasks_timed_out": "Tasks answered failed because they exceeded their time limit.",
+    "tasks_cancelled": "Tasks the hub cancelled (task_cancel) while they were queued or running.",
     "tasks_duplicate": "Task ids received again (running or already answered).",
     "bad_frames": "Frames from the hub that could not be handled.",
     "results_dropped": "Results dropped because the outbox was full.",
@@ -57,6 +60,7 @@ _GAUGES = (
     ("tasks_queued", "tasks_queued", "Tasks waiting for a worker."),
     ("outbox", "outbox", "Results waiting to be sent (kept while disconnected)."),
     ("results_unconfirmed", "results_unconfirmed", "Results sent that the hub has not yet confirmed reading."),
+    ("oldest_task_seconds", "oldest_task_age", "Seconds the longest-running task has been running (0: none runs)."),
 )
 
 
@@ -148,19 +152,20 @@ def _number(value: Any) -> str:
 
 
 class MetricsServer:
-    """Serves ``/healthz`` and ``/metrics`` for one node on a named thread.
+    """Serves ``/healthz``, ``/metrics`` and ``/tasks`` for one node on a named thread.
 
     Args:
         stats: returns the node's ``stats()`` snapshot.
         failed: whether the node gave up reconnecting.
+        tasks: returns the node's ``running_tasks()`` (``/tasks``); none by default.
         host: address to bind (``OCTOHUB_METRICS_HOST``; keep it on loopback unless a
             scraper on another machine needs it: the pages are not authenticated).
         port: port to bind; 0 picks a free one (see :attr:`port`).
     """
 
     def __init__(self, *, stats: Callable[[], Mapping[str, Any]], failed: Callable[[], bool], host: str, port: int,
-                 log: logging.LoggerAdapter) -> None:
-        self._pages = _Pages(stats, failed)
+                 log: logging.LoggerAdapter, tasks: Optional[TaskList] = None) -> None:
+        self._pages = _Pages(stats, failed, tasks or list)
         self._log = log
         self.host = host
         #: The bound port, once :meth:`start` returned.
@@ -183,7 +188,7 @@ class MetricsServer:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.25},
                                         name="octohub-metrics", daemon=True)
         self._thread.start()
-        self._log.info("serving /healthz and /metrics on http://%s:%d", host_for_url(self.host), self.port)
+        self._log.info("serving /healthz, /metrics and /tasks on http://%s:%d", host_for_url(self.host), self.port)
 
     def stop(self) -> None:
         """Stop serving and join the thread. Idempotent."""
@@ -197,10 +202,11 @@ class MetricsServer:
 
 
 class _Pages(NamedTuple):
-    """What the pages show: the node's stats and whether it gave up."""
+    """What the pages show: the node's stats, whether it gave up, its running tasks."""
 
     stats: Callable[[], Mapping[str, Any]]
     failed: Callable[[], bool]
+    tasks: TaskList
 
 
 class _Server(ThreadingHTTPServer):
@@ -239,8 +245,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(status, "application/json", json.dumps(body, ensure_ascii=False) + "\n")
         elif path == "/metrics":
             self._reply(200, CONTENT_TYPE, render_metrics(pages.stats()))
+        elif path == "/tasks":
+            body = {"pc_id": pages.stats().get("pc_id"), "tasks": pages.tasks()}
+            self._reply(200, "application/json", json.dumps(body, ensure_ascii=False) + "\n")
         else:
-            self._reply(404, "text/plain; charset=utf-8", "not found: try /healthz or /metrics\n")
+            self._reply(404, "text/plain; charset=utf-8", "not found: try /healthz, /metrics or /tasks\n")
 
     def _reply(self, status: int, content_type: str, text: str) -> None:
         payload = text.encode("utf-8")

@@ -1,8 +1,9 @@
-"""Task time limits and the periodic status line: the node's clock-driven work, on one thread.
+"""Task time limits, progress, hard stops and the status line: the node's clock-driven work, on one thread.
 
 This is where a task times out: every :data:`TICK` the thread asks the runner to answer
 ``failed`` ``TaskTimeout`` for every task past its limit (the limits themselves are kept
-by :class:`~octohub_sync.runner.TaskRunner`).
+by :class:`~octohub_sync.runner.TaskRunner`), then lets the task board send the progress
+that is due and stop handlers past their cancel grace period.
 """
 from __future__ import annotations
 
@@ -18,17 +19,19 @@ TICK = 0.25
 
 
 class Timers:
-    """Calls ``expire(now)`` every :data:`TICK` and ``status()`` every ``status_interval`` seconds.
+    """Calls ``expire(now)`` and ``tasks(now)`` every :data:`TICK`, ``status()`` every ``status_interval`` seconds.
 
     Args:
         expire: answers the tasks past their time limit (``TaskRunner.expire``).
         status: logs the status line.
         status_interval: seconds between status lines; 0 for none.
+        tasks: sends due progress and hard-stops handlers past their grace (``TaskBoard.tick``).
     """
 
     def __init__(self, *, expire: Callable[[float], None], status: Callable[[], None], status_interval: float,
-                 log: logging.LoggerAdapter) -> None:
+                 log: logging.LoggerAdapter, tasks: Optional[Callable[[float], None]] = None) -> None:
         self._expire = expire
+        self._tasks = tasks
         self._status = status
         self._status_interval = status_interval
         self._log = log
@@ -50,6 +53,8 @@ class Timers:
             now = time.monotonic()
             try:
                 self._expire(now)
+                if self._tasks is not None:
+                    self._tasks(now)
                 if next_status is not None and now >= next_status:
                     next_status = now + self._status_interval
                     self._status()
