@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -216,3 +221,15 @@ def test_live_view_stats_status_line_and_tasks_page(make_node, hub: LocalHub,
     release.set()
     assert hub.wait_result(first)["result"] == "done" and hub.wait_result(second)["result"] == "idle done"
     assert wait_until(lambda: client.running_tasks() == [] and client.stats()["oldest_task_age"] == 0, 10)
+
+
+def test_the_readme_long_tasks_example_runs_against_the_local_hub() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Long tasks\n", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)  # type: ignore[union-attr]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OCTOHUB_")}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, env=env)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[:3] == ["{'pages': 2}", "{'pages': 50}", "page 50 of 50"]
+    assert lines[4] == "TaskCancelled: cancelled by the hub: no longer needed"
