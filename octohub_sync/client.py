@@ -139,9 +139,8 @@ class NodeWebSocketClient:
                 return self
             if self.settings.metrics_port:
                 from .health import MetricsServer  # only nodes that serve metrics pay for it
-                metrics = MetricsServer(stats=self.stats, failed=lambda: self.failure is not None,
-                                        host=self.settings.metrics_host, port=self.settings.metrics_port, log=self.log,
-                                        tasks=self.running_tasks)
+                metrics = MetricsServer(stats=self.stats, failed=lambda: self.failure is not None, tasks=self.running_tasks,
+                                        host=self.settings.metrics_host, port=self.settings.metrics_port, log=self.log)
                 metrics.start()  # a port in use fails here, before anything else has started
                 self._metrics = metrics
             self._finished.clear()

@@ -141,7 +141,7 @@ class TaskRunner:
             job.started = True
             self._running += 1
         try:
-            frame, ok = self._call(job.task, job.control)
+            frame, ok = self._call(job.task)
         finally:
             with self._lock:
                 self._running -= 1
@@ -156,8 +156,10 @@ class TaskRunner:
         self._stats.incr("tasks_completed" if ok else "tasks_failed")
         self._deliver(tid, frame)
 
-    def _call(self, task: Task, control: TaskControl) -> tuple[str, bool]:
+    def _call(self, task: Task) -> tuple[str, bool]:
         handler = self.handlers.get(task.task_type)
+        with self._lock:  # a started job stays in _jobs until _run() is done with it
+            control = self._jobs[task.task_id].control
         try:
             result = self._call_handler(control, handler, task.message)  # type: ignore[arg-type]
         except BaseException as exc:  # anything, SystemExit from a sys.exit() included: the hub gets "failed"
