@@ -262,9 +262,10 @@ class TaskRunner:
                 self._remember(task_id, answer)
                 self._idle.notify_all()
             elif not job.control.request_cancel(why):
-                job = None  # asked before: once is enough
+                job = None  # asked before, or its handler has just returned: its result is on its way
         if job is None:
-            self._log.debug("task_cancel for task %s ignored: not running or waiting here, or cancelled already", task_id)
+            self._log.debug("task_cancel for task %s ignored: not running or waiting here, finished, or cancelled already",
+                            task_id)
             return
         self._stats.incr("tasks_cancelled")
         if answer is None:

@@ -128,13 +128,13 @@ class TaskControl:
             answered: the hub already has this task's answer (a time limit): stop sending progress.
 
         Returns:
-            True if this call set the flag.
+            True if this call set the flag; False if it was set before or the handler already returned.
         """
         with self._lock:
             if answered:
                 self._answered = True
                 self._unsent = False
-            if self.cancel_reason is not None:
+            if self.cancel_reason is not None or self.closed:
                 return False
             self.cancel_reason = reason
             self.cancel_requested_at = time.monotonic()

@@ -233,7 +233,7 @@ def test_time_limit_and_grace_free_the_worker_from_a_loop(make_node, hub: LocalH
     tid = hub.send_task("spin", timeout=0.2)
     assert hub.wait_result(tid)["error"] == "TaskTimeout: timed out after 0.2 s"
     assert hub.wait_result(hub.send_task("echo", {}))["status"] == "completed"  # needs the only worker
-    assert client.stats()["tasks_running"] == 0 and len(hub.results[tid]) == 1
+    assert wait_until(lambda: client.stats()["tasks_running"] == 0, 10) and len(hub.results[tid]) == 1
 
 
 def test_a_handler_may_raise_task_cancelled_itself(make_node, hub: LocalHub) -> None:

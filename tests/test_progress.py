@@ -88,6 +88,9 @@ def test_progress_rate_limit_and_a_time_limit_without_a_socket() -> None:
     control.progress(0.3, "last")
     control.request_cancel("timed out after 1 s", answered=True)  # the hub has its answer: nothing more
     assert control.take_progress(200.0, 1.0) is None and control.close() is None
+    finished = TaskControl("t3", "x")
+    finished.close()
+    assert finished.request_cancel("too late") is False and not finished.is_cancelled()  # the handler returned
     offline = TaskControl("t2", "crawl")
     offline.attach(lambda: False)
     offline.progress(0.5)
