@@ -7,7 +7,8 @@ from ._version import __version__
 from .app import Handlers
 from .client import NodeWebSocketClient
 from .config import Settings, load_settings
-from .exceptions import ApiError, AuthError, ConfigError, GaveUpError, OctoHubError, ProtocolError, ProxyError
+from .exceptions import ApiError, AuthError, ConfigError, GaveUpError, OctoHubError, ProtocolError, ProxyError, TaskCancelled
+from .task_control import TaskControl, current_task
 
 __all__ = [
     "ApiError",
@@ -20,7 +21,10 @@ __all__ = [
     "ProtocolError",
     "ProxyError",
     "Settings",
+    "TaskCancelled",
+    "TaskControl",
     "__version__",
+    "current_task",
     "load_settings",
 ]
 

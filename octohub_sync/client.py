@@ -24,6 +24,7 @@ from .reconnect import Decision, ReconnectPolicy
 from .runner import TaskRunner
 from .sdnotify import NotifySocket, SystemdNotifier
 from .stats import NodeState, Stats
+from .task_board import TaskBoard
 from .timers import Timers
 from .watchdog import Watchdog
 
@@ -82,14 +83,17 @@ class NodeWebSocketClient:
                              stats=self._stats, log=self.log))
         self.delivery = ResultDelivery(outbox_size=settings.outbox_size, store=self.store, stats=self._stats,
                                        log=self.log)
+        self.task_board = TaskBoard(
+            send=self.delivery.send_progress, connected=self.delivery.connected.is_set,
+            progress_interval=settings.progress_interval, cancel_grace=settings.cancel_grace, log=self.log)
         self.runner = TaskRunner(
             deliver=self.delivery.deliver, stats=self._stats, max_workers=settings.max_workers,
             max_pending=settings.max_pending, task_timeout=settings.task_timeout,
             cache_size=settings.result_cache_size, max_result_bytes=settings.max_result_bytes,
-            store=self.store, log=self.log)
+            store=self.store, log=self.log, call=self.task_board.call)
         self.receiver = FrameReceiver(
             pc_id=self.pc_id, max_message_bytes=settings.max_message_bytes, capacity=settings.max_workers,
-            delivery=self.delivery, submit=self.runner.submit, refuse=self.runner.refuse,
+            delivery=self.delivery, submit=self.runner.submit, refuse=self.runner.refuse, cancel=self.runner.cancel,
             task_types=lambda: sorted(self.runner.handlers), on_notice=self._hub_notice,
             stats=self._stats, log=self.log, on_ready=self._ready_for_tasks)
         self._ssl = ssl_context(settings) if settings.ws_scheme == "wss" else None
@@ -169,7 +173,7 @@ class NodeWebSocketClient:
                 from .health import MetricsServer  # only nodes that serve metrics pay for it
                 metrics = MetricsServer(stats=self.stats, failed=lambda: self.failure is not None,
                                         host=self.settings.metrics_host, port=self.settings.metrics_port, log=self.log,
-                                        alive=self.liveness, ready=self.readiness)
+                                        alive=self.liveness, ready=self.readiness, tasks=self.running_tasks)
                 try:
                     metrics.start()  # a port in use fails here, before anything else has started
                 except BaseException:
@@ -182,7 +186,7 @@ class NodeWebSocketClient:
             self.runner.start()
             s = self.settings
             self._timers = Timers(expire=self.runner.expire, confirm=self.delivery.confirm_due, status=self.log_status,
-                                  status_interval=s.status_interval, log=self.log,
+                                  status_interval=s.status_interval, log=self.log, tasks=self.task_board.tick,
                                   on_tick=functools.partial(self._beats.beat, "octohub-timers"))
             self._timers.start()
             self._watchdog = Watchdog(
@@ -305,17 +309,28 @@ class NodeWebSocketClient:
         snap = self._stats.snapshot()
         running, queued = self.runner.counts()
         snap.update(pc_id=self.pc_id, tasks_running=running, tasks_queued=queued, outbox=len(self.delivery.outbox),
-                    results_unconfirmed=self.delivery.unconfirmed())
+                    results_unconfirmed=self.delivery.unconfirmed(),
+                    oldest_task_age=round(self.task_board.oldest_age(), 3))
         return snap
+
+    def running_tasks(self) -> list[dict[str, Any]]:
+        """Every task whose handler runs now, the longest-running first (also ``/tasks`` on the metrics port).
+
+        Returns:
+            One dict per task: ``task_id``, ``task_type``, ``started`` (Unix time), ``elapsed`` (s),
+            ``progress`` (None, or ``fraction``, ``message`` and ``at``), ``cancel_requested``
+            and ``cancel_reason``.
+        """
+        return self.task_board.running()
 
     def log_status(self) -> None:
         """Log the one-line summary (every OCTOHUB_STATUS_INTERVAL seconds)."""
         s = self.stats()
         self.log.info(
-            "status: %s, tasks received %d, completed %d, failed %d, rejected %d, timed out %d, "
-            "running %d, queued %d, outbox %d, reconnects %d", s["state"], s["tasks_received"],
-            s["tasks_completed"], s["tasks_failed"], s["tasks_rejected"], s["tasks_timed_out"],
-            s["tasks_running"], s["tasks_queued"], s["outbox"], s["reconnects"])
+            "status: %s, tasks received %d, completed %d, failed %d, rejected %d, timed out %d, cancelled %d, "
+            "running %d (longest %.0f s), queued %d, outbox %d, reconnects %d", s["state"], s["tasks_received"],
+            s["tasks_completed"], s["tasks_failed"], s["tasks_rejected"], s["tasks_timed_out"], s["tasks_cancelled"],
+            s["tasks_running"], s["oldest_task_age"], s["tasks_queued"], s["outbox"], s["reconnects"])
 
     # -- called by the watchdog ------------------------------------------------------------------
 

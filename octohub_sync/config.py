@@ -72,6 +72,8 @@ class Settings:
     max_workers: int = _opt(8, "tasks run at once", kind="size")
     max_pending: int = _opt(256, "tasks waiting for a worker before new ones are refused", kind="count")
     task_timeout: float = _opt(0.0, "default task time limit (s, 0 = none)", kind="seconds")
+    cancel_grace: float = _opt(0.0, "raise TaskCancelled inside a handler still running this long after a cancel or its time limit (s, 0 = never)", kind="seconds")
+    progress_interval: float = _opt(1.0, "at most one task_progress frame per task every N s", kind="seconds")
     shutdown_timeout: float = _opt(30.0, "how long stop waits for running tasks (s)", kind="seconds")
     outbox_size: int = _opt(1000, "results kept while disconnected", kind="size")
     result_cache_size: int = _opt(1000, "finished results kept to answer redelivered task ids", kind="size")

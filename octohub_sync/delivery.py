@@ -128,6 +128,18 @@ class ResultDelivery:
             conn.abort()
             return False
 
+    def send_progress(self, frame: str) -> bool:
+        """Send a ``task_progress`` frame if the connection is ready; otherwise drop it.
+
+        Progress is best-effort (docs/protocol.md §3.3): never kept in the outbox, never
+        confirmed, never sent again. A failed send ends the session, as for any frame.
+
+        Returns:
+            True if it was written to the socket.
+        """
+        conn = self.conn
+        return self.ready and conn is not None and self.send_or_abort(conn, frame)
+
     # -- results ----------------------------------------------------------------------------------
 
     def deliver(self, task_id: str, frame: str, *, finished: bool = False) -> None:

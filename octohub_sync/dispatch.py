@@ -37,6 +37,8 @@ class Plan(NamedTuple):
     handler: Optional[str] = None
     #: (task_id, error): answer ``failed`` for a task that cannot be read (too large).
     refusal: Optional[tuple[str, str]] = None
+    #: (task_id, reason): the hub cancels that task (docs/protocol.md §3.2, task_cancel).
+    cancel: Optional[tuple[str, Optional[str]]] = None
     log_level: int = logging.DEBUG
     log_text: str = ""
 
@@ -74,6 +76,10 @@ def _route(msg: Message, handlers: Container[str]) -> Plan:
         return Plan(message=msg, task=protocol.parse_task(msg))
     if kind == "ping":
         return Plan(message=msg, reply=protocol.pong(msg))
+    if kind == "task_cancel":
+        task_id, reason = protocol.parse_cancel(msg)
+        return Plan(message=msg, cancel=(task_id, reason),
+                    log_text=f"hub cancels task {task_id[:100]}" + (f" ({reason})" if reason else ""))
     if kind == "connected":
         session = str(msg.fields.get("session_id"))[:100]
         return Plan(message=msg, handshake=True, log_level=logging.INFO,

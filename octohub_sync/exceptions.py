@@ -1,4 +1,8 @@
-"""Every error octohub_sync raises derives from :class:`OctoHubError`."""
+"""Every error octohub_sync raises derives from :class:`OctoHubError`.
+
+The one exception to that rule is :class:`TaskCancelled`, which is not an error but a request
+to stop, and therefore derives from :class:`BaseException` (see its docstring).
+"""
 from __future__ import annotations
 
 
@@ -74,3 +78,21 @@ class TaskFailed(OctoHubError):
     def __init__(self, result: dict) -> None:
         self.result = result
         super().__init__(f"task {result.get('task_id')} failed: {result.get('error')}")
+
+
+class TaskCancelled(BaseException):
+    """The running task was cancelled: raised inside a handler to make it stop.
+
+    ``current_task().check_cancelled()`` raises it once the hub sent ``task_cancel`` or the
+    task's time limit passed; with ``OCTOHUB_CANCEL_GRACE`` the node raises it inside the
+    handler's thread itself after the grace period. A handler may also raise it. The hub
+    is answered ``failed`` ``TaskCancelled: <reason>``.
+
+    It derives from :class:`BaseException`, not :class:`OctoHubError`, for the reason
+    ``asyncio.CancelledError`` does: a handler's ``except Exception:`` (a per-item error
+    handler in a batch loop, say) must not swallow a cancellation. Catch it by name.
+    """
+
+    def __init__(self, reason: str = "task cancelled") -> None:
+        # The default is what a hard stop carries: CPython raises it by calling the class with no argument.
+        super().__init__(reason)

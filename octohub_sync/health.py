@@ -1,4 +1,4 @@
-"""``/livez``, ``/readyz``, ``/healthz`` and ``/metrics`` of a running node, on the standard library's HTTP server.
+"""``/livez``, ``/readyz``, ``/healthz``, ``/metrics`` and ``/tasks`` of a running node, on the standard library's HTTP server.
 
 Started by :meth:`NodeWebSocketClient.start` when ``OCTOHUB_METRICS_PORT`` is set.
 ``/livez`` and ``/readyz`` answer what :mod:`~octohub_sync.liveness` decides (alive: the process
@@ -15,7 +15,7 @@ import math
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Mapping, NamedTuple, Optional
+from typing import Any, Callable, List, Mapping, NamedTuple, Optional
 
 from ._version import __version__
 from .exceptions import ConfigError
@@ -25,6 +25,8 @@ from .stats import COUNTERS, NodeState
 from .urls import host_for_url
 
 __all__ = ["MetricsServer", "health", "probe", "render_metrics"]
+
+TaskList = Callable[[], List[Mapping[str, Any]]]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +47,7 @@ _COUNTER_HELP = {
     "tasks_failed": "Tasks whose handler raised or returned something that is not JSON.",
     "tasks_rejected": "Tasks refused without running (busy, unknown type, shutting down).",
     "tasks_timed_out": "Tasks answered failed because they exceeded their time limit.",
+    "tasks_cancelled": "Tasks the hub cancelled (task_cancel) while they were queued or running.",
     "tasks_duplicate": "Task ids received again (running or already answered).",
     "bad_frames": "Frames from the hub that could not be handled.",
     "results_dropped": "Results dropped because the outbox was full.",
@@ -61,6 +64,7 @@ _GAUGES = (
     ("tasks_queued", "tasks_queued", "Tasks waiting for a worker."),
     ("outbox", "outbox", "Results waiting to be sent (kept while disconnected)."),
     ("results_unconfirmed", "results_unconfirmed", "Results sent that the hub has not yet confirmed reading."),
+    ("oldest_task_seconds", "oldest_task_age", "Seconds the longest-running task has been running (0: none runs)."),
 )
 
 
@@ -159,12 +163,13 @@ def _number(value: Any) -> str:
 
 
 class MetricsServer:
-    """Serves ``/livez``, ``/readyz``, ``/healthz`` and ``/metrics`` for one node on a named thread.
+    """Serves ``/livez``, ``/readyz``, ``/healthz``, ``/metrics`` and ``/tasks`` for one node on a named thread.
 
     Args:
         stats: returns the node's ``stats()`` snapshot.
         failed: whether the node gave up reconnecting.
         alive, ready: the node's liveness and readiness (``/livez``, ``/readyz``; without them, 404).
+        tasks: returns the node's ``running_tasks()`` (``/tasks``); none by default.
         host: address to bind (``OCTOHUB_METRICS_HOST``; keep it on loopback unless a
             scraper on another machine needs it: the pages are not authenticated).
         port: port to bind; 0 picks a free one (see :attr:`port`).
@@ -172,8 +177,8 @@ class MetricsServer:
 
     def __init__(self, *, stats: Callable[[], Mapping[str, Any]], failed: Callable[[], bool], host: str, port: int,
                  log: logging.LoggerAdapter, alive: Optional[Callable[[], Verdict]] = None,
-                 ready: Optional[Callable[[], Verdict]] = None) -> None:
-        self._pages = _Pages(stats, failed, alive, ready)
+                 ready: Optional[Callable[[], Verdict]] = None, tasks: Optional[TaskList] = None) -> None:
+        self._pages = _Pages(stats, failed, alive, ready, tasks or list)
         self._log = log
         self.host = host
         #: The bound port, once :meth:`start` returned.
@@ -196,8 +201,8 @@ class MetricsServer:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.25},
                                         name="octohub-metrics", daemon=True)
         self._thread.start()
-        self._log.info("serving /livez, /readyz, /healthz and /metrics on http://%s:%d", host_for_url(self.host),
-                       self.port)
+        self._log.info("serving /livez, /readyz, /healthz, /metrics and /tasks on http://%s:%d",
+                       host_for_url(self.host), self.port)
 
     def stop(self) -> None:
         """Stop serving and join the thread. Idempotent."""
@@ -211,12 +216,13 @@ class MetricsServer:
 
 
 class _Pages(NamedTuple):
-    """What the pages show: the node's stats, whether it gave up, whether it is alive and ready."""
+    """What the pages show: the node's stats, whether it gave up, is alive and ready, its running tasks."""
 
     stats: Callable[[], Mapping[str, Any]]
     failed: Callable[[], bool]
     alive: Optional[Callable[[], Verdict]]
     ready: Optional[Callable[[], Verdict]]
+    tasks: TaskList
 
 
 class _Server(ThreadingHTTPServer):
@@ -259,8 +265,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._probe(pages.alive(), pages.stats())
         elif path == "/readyz" and pages.ready is not None:
             self._probe(pages.ready(), pages.stats())
+        elif path == "/tasks":
+            body = {"pc_id": pages.stats().get("pc_id"), "tasks": pages.tasks()}
+            self._reply(200, "application/json", json.dumps(body, ensure_ascii=False) + "\n")
         else:
-            self._reply(404, "text/plain; charset=utf-8", "not found: try /livez, /readyz, /healthz or /metrics\n")
+            self._reply(404, "text/plain; charset=utf-8", "not found: try /livez, /readyz, /healthz, /metrics or /tasks\n")
 
     def _probe(self, verdict: Verdict, stats: Mapping[str, Any]) -> None:
         status, body = probe(verdict, stats)

@@ -14,10 +14,17 @@ from typing import Any, Mapping, NamedTuple, Optional
 
 from .exceptions import ProtocolError
 
-__all__ = ["Dialect", "FrameTooLarge", "Message", "Task", "decode", "parse_task", "peek_task_id"]
+__all__ = ["FEATURES", "Dialect", "FrameTooLarge", "Message", "Task", "decode", "parse_cancel", "parse_task",
+           "peek_task_id"]
 
 #: Longest task_id accepted; a longer one is treated as unusable rather than cached.
 MAX_TASK_ID = 256
+
+#: What the node speaks beyond the seed's messages, listed in ``node_ready`` (docs/protocol.md §3.4).
+FEATURES = ("cancel", "progress")
+
+#: Longest ``reason`` of a task_cancel, and ``message`` of a task_progress, kept (characters).
+MAX_TEXT = 200
 
 # A task_id as a JSON string of at most MAX_TASK_ID characters, and a kind saying "task".
 _TASK_ID = r'"task_id"\s*:\s*("(?:[^"\\]|\\.){1,%d}")' % MAX_TASK_ID
@@ -159,6 +166,21 @@ def parse_task(msg: Message) -> Task:
     return Task(task_id=task_id, task_type=task_type, data=data, timeout=timeout, message=body)
 
 
+def parse_cancel(msg: Message) -> tuple[str, Optional[str]]:
+    """Read a ``task_cancel`` message: its ``task_id`` and ``reason`` (None when absent or not text).
+
+    Raises:
+        ProtocolError: no usable ``task_id``.
+    """
+    # Seed: fields at the top level; Go: in "data" (docs/protocol.md §3.2), as parse_task reads them.
+    body = msg.body if "task_id" in msg.body else msg.fields
+    task_id = body.get("task_id")
+    if not isinstance(task_id, str) or not task_id or len(task_id) > MAX_TASK_ID:
+        raise ProtocolError("task_cancel has no usable 'task_id' (a non-empty string of at most 256 characters)")
+    reason = body.get("reason")
+    return task_id, reason[:MAX_TEXT] if isinstance(reason, str) and reason else None
+
+
 def _dumps(obj: Mapping[str, Any]) -> str:
     # ensure_ascii: a lone surrogate (it can arrive as a "\ud800" escape and be echoed back) has
     # no UTF-8 form and would make the send fail; escaped, every frame is plain ASCII. It is also
@@ -174,7 +196,7 @@ def node_ready(pc_id: str, *, task_types: list[str], capacity: int) -> str:
     """The ``node_ready`` message (extra fields are ignored by hubs)."""
     return _dumps({
         "type": "node_ready", "pc_id": pc_id, "timestamp": int(time.time()),
-        "task_types": task_types, "capacity": capacity,
+        "task_types": task_types, "capacity": capacity, "features": list(FEATURES),
     })
 
 
@@ -196,6 +218,15 @@ def task_failed(task_id: str, error: str) -> str:
         "type": "task_result", "task_id": task_id, "status": "failed",
         "error": error, "timestamp": int(time.time()),
     })
+
+
+def task_progress(task_id: str, progress: Optional[float], message: Optional[str], timestamp: float) -> str:
+    """A ``task_progress`` message; ``message`` is left out when None."""
+    frame: dict[str, Any] = {"type": "task_progress", "task_id": task_id, "progress": progress}
+    if message is not None:
+        frame["message"] = message
+    frame["timestamp"] = int(timestamp)
+    return _dumps(frame)
 
 
 def pong(msg: Message) -> str:

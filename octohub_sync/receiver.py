@@ -30,6 +30,7 @@ class FrameReceiver:
     Args:
         delivery: sends replies and ``node_ready`` on the current connection.
         submit / refuse: hand a task to the runner, or have it answered ``failed`` unread.
+        cancel: hand the runner a ``task_cancel`` (task_id, reason).
         task_types: the task types the node handles now (for ``node_ready``).
         capacity: tasks the node runs at once (for ``node_ready``).
         on_notice: called with ``replaced`` when the hub announces it is closing the connection.
@@ -45,6 +46,7 @@ class FrameReceiver:
         delivery: ResultDelivery,
         submit: Callable[[Task], None],
         refuse: Callable[[str, str], None],
+        cancel: Callable[[str, Optional[str]], None],
         task_types: Callable[[], list[str]],
         on_notice: Callable[[bool], None],
         stats: Stats,
@@ -60,6 +62,7 @@ class FrameReceiver:
         self._delivery = delivery
         self._submit = submit
         self._refuse = refuse
+        self._cancel = cancel
         self._task_types = task_types
         self._on_notice = on_notice
         self._stats = stats
@@ -105,6 +108,8 @@ class FrameReceiver:
             self._run_message_handler(plan.handler, plan.message.body)
         elif plan.refusal is not None:
             self._refuse(*plan.refusal)
+        elif plan.cancel is not None:
+            self._cancel(*plan.cancel)
 
     def _handshake(self, conn: Connection) -> None:
         ready = protocol.node_ready(self._pc_id, task_types=self._task_types(), capacity=self._capacity)

@@ -6,14 +6,15 @@ import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Callable, Optional
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional
 
 from . import protocol
 from .handlers import BUILTIN_HANDLERS, TaskHandler
 from .ledger import MemoryStore
 from .protocol import Task
 from .stats import Stats
+from .task_control import TaskControl
 
 __all__ = ["TaskRunner"]
 
@@ -23,6 +24,9 @@ logger = logging.getLogger(__name__)
 #: ``finished``: the result ends its task (a refusal or a repeat does not).
 Deliver = Callable[..., None]
 
+#: Runs one handler as a task: (control, handler, task message) -> result (``TaskBoard.call``).
+CallHandler = Callable[[TaskControl, TaskHandler, Mapping[str, Any]], Any]
+
 
 @dataclass
 class _Job:
@@ -30,6 +34,11 @@ class _Job:
     deadline: Optional[float]
     started: bool = False
     timed_out: bool = False
+    #: The task as its handler sees it (current_task()); how a cancel or the time limit reaches it.
+    control: TaskControl = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.control = TaskControl(self.task.task_id, self.task.task_type)
 
 
 class TaskRunner:
@@ -54,6 +63,7 @@ class TaskRunner:
         max_result_bytes: int = 0,
         store: MemoryStore,
         log: logging.LoggerAdapter,
+        call: Optional[CallHandler] = None,
     ) -> None:
         self.handlers: dict[str, TaskHandler] = dict(BUILTIN_HANDLERS)
         #: Task types whose handler must not run again after a restart interrupted it.
@@ -75,6 +85,7 @@ class TaskRunner:
         self._running = 0
         self._accepting = True
         self._pool: Optional[ThreadPoolExecutor] = None
+        self._call_handler: CallHandler = call or (lambda control, handler, message: handler(message))
 
     def restore(self, finished: list[tuple[str, str]], started: list[str]) -> None:
         """What a ledger held at start: finished tasks (oldest first) and tasks a restart interrupted."""
@@ -162,7 +173,7 @@ class TaskRunner:
     def _run(self, tid: str) -> None:
         with self._lock:
             job = self._jobs.get(tid)
-            if job is None:  # answered by shutdown() while this work item was being picked up
+            if job is None:  # answered by shutdown() or cancel() while this work item was being picked up
                 return
             job.started = True
             self._running += 1
@@ -188,8 +199,10 @@ class TaskRunner:
 
     def _call(self, task: Task) -> tuple[str, bool]:
         handler = self.handlers.get(task.task_type)
+        with self._lock:  # a started job stays in _jobs until _run() is done with it
+            control = self._jobs[task.task_id].control
         try:
-            result = handler(task.message)  # type: ignore[misc]
+            result = self._call_handler(control, handler, task.message)  # type: ignore[arg-type]
         except BaseException as exc:  # anything, SystemExit from a sys.exit() included: the hub gets "failed"
             self._log.info("task %s (%s) failed: %s: %s", task.task_id, task.task_type, type(exc).__name__, exc)
             return protocol.task_failed(task.task_id, f"{type(exc).__name__}: {exc}"), False
@@ -225,6 +238,8 @@ class TaskRunner:
                     limit = job.task.timeout or self._default_timeout
                     frame = protocol.task_failed(tid, f"TaskTimeout: timed out after {limit:g} s")
                     self._remember(tid, frame)
+                    # The hub has its answer; a cooperative handler now stops instead of running on.
+                    job.control.request_cancel(f"timed out after {limit:g} s", answered=True)
                     expired.append((tid, frame))
         for tid, frame in expired:
             self._stats.incr("tasks_timed_out")
@@ -271,3 +286,36 @@ class TaskRunner:
         """(running, queued) right now."""
         with self._lock:
             return self._running, len(self._jobs) - self._running
+
+    # -- called on the connection thread: the hub's task_cancel -----------------------------
+
+    def cancel(self, task_id: str, reason: Optional[str]) -> None:
+        """The hub's ``task_cancel`` (docs/protocol.md §6). Never blocks.
+
+        A task waiting for a worker never starts and is answered ``failed`` ``TaskCancelled`` at
+        once; a running one gets its cancel flag set, and its answer is whatever its handler
+        then does. Unknown, finished or already answered task ids are ignored.
+        """
+        why = f"cancelled by the hub: {reason}" if reason else "cancelled by the hub"
+        answer = None
+        with self._lock:
+            job = self._jobs.get(task_id)
+            if job is None or job.timed_out:
+                job = None
+            elif not job.started:
+                del self._jobs[task_id]
+                answer = protocol.task_failed(task_id, f"TaskCancelled: {why} (before it started)")
+                self._remember(task_id, answer)
+                self._idle.notify_all()
+            elif not job.control.request_cancel(why):
+                job = None  # asked before, or its handler has just returned: its result is on its way
+        if job is None:
+            self._log.debug("task_cancel for task %s ignored: not running or waiting here, finished, or cancelled already",
+                            task_id)
+            return
+        self._stats.incr("tasks_cancelled")
+        if answer is None:
+            self._log.info("task %s %s while running; its handler decides when it stops", task_id, why)
+            return
+        self._log.info("task %s %s before it started", task_id, why)
+        self._deliver(task_id, answer, finished=True)

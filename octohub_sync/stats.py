@@ -9,7 +9,7 @@ __all__ = ["COUNTERS", "NodeState", "Stats"]
 
 #: Counters, in the order stats() and /metrics show them.
 COUNTERS = (
-    "tasks_received", "tasks_completed", "tasks_failed", "tasks_rejected", "tasks_timed_out",
+    "tasks_received", "tasks_completed", "tasks_failed", "tasks_rejected", "tasks_timed_out", "tasks_cancelled",
     "tasks_duplicate", "bad_frames", "results_dropped", "results_resent", "reconnects", "connect_failures",
     "reregistrations", "ledger_errors",
 )

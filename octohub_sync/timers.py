@@ -1,8 +1,9 @@
-"""Task time limits, delivery confirmations and the status line: the node's clock-driven work.
+"""Task time limits, delivery confirmations, progress, hard stops and the status line: the clock-driven work.
 
 This is where a task times out: every :data:`TICK` the thread asks the runner to answer
 ``failed`` ``TaskTimeout`` for every task past its limit (the limits themselves are kept
-by :class:`~octohub_sync.runner.TaskRunner`).
+by :class:`~octohub_sync.runner.TaskRunner`), then lets the task board send the progress
+that is due and stop handlers past their cancel grace period.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ TICK = 0.25
 
 
 class Timers:
-    """Calls ``expire(now)`` and ``confirm(now)`` every :data:`TICK`, ``status()`` every ``status_interval`` s.
+    """Calls ``expire``, ``confirm`` and ``tasks`` every :data:`TICK`, ``status()`` every ``status_interval`` s.
 
     Args:
         expire: answers the tasks past their time limit (``TaskRunner.expire``).
@@ -26,14 +27,17 @@ class Timers:
             (``ResultDelivery.confirm_due``).
         status: logs the status line.
         status_interval: seconds between status lines; 0 for none.
+        tasks: sends due progress and hard-stops handlers past their grace (``TaskBoard.tick``).
         on_tick: told the time of every turn of the loop (the node's liveness, see liveness.py).
     """
 
     def __init__(self, *, expire: Callable[[float], None], confirm: Callable[[float], None],
                  status: Callable[[], None], status_interval: float,
-                 log: logging.LoggerAdapter, on_tick: Callable[[float], None] = lambda now: None) -> None:
+                 log: logging.LoggerAdapter, tasks: Optional[Callable[[float], None]] = None,
+                 on_tick: Callable[[float], None] = lambda now: None) -> None:
         self._expire = expire
         self._confirm = confirm
+        self._tasks = tasks
         self._on_tick = on_tick
         self._status = status
         self._status_interval = status_interval
@@ -58,6 +62,8 @@ class Timers:
                 self._on_tick(now)
                 self._expire(now)
                 self._confirm(now)
+                if self._tasks is not None:
+                    self._tasks(now)
                 if next_status is not None and now >= next_status:
                     next_status = now + self._status_interval
                     self._status()

@@ -34,6 +34,14 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
     return predicate()
 
 
+@pytest.fixture(autouse=True)
+def private_state_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The program keeps a ledger in $STATE_DIRECTORY or $XDG_STATE_HOME by default: in tests, a fresh
+    directory of each test's own, never the user's home (and no ledger seen by two tests)."""
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state-home")))
+
+
 @pytest.fixture
 def hub() -> Iterator[LocalHub]:
     with LocalHub(KEY) as h:

@@ -199,6 +199,11 @@ class LocalHub:
         return self._state.results
 
     @property
+    def progress(self) -> dict[str, list[dict]]:
+        """task_id -> every task_progress received for it, in order (docs/protocol.md §3.3)."""
+        return self._state.progress
+
+    @property
     def received(self) -> list[dict]:
         """Every JSON object received from nodes, in order, each with an added ``_pc_id``."""
         return self._state.received
@@ -274,6 +279,35 @@ class LocalHub:
         message = messages.task(task_id, task_type, data, timeout=timeout, extra=extra)
         self._state.add_task(task_id, pc_id, json.dumps(message, ensure_ascii=False))
         return task_id
+
+    def cancel(self, task_id: str, reason: Optional[str] = None, *, pc_id: Optional[str] = None) -> None:
+        """Send ``task_cancel`` for a task, in the hub's dialect (docs/protocol.md §3.2).
+
+        It goes to the node the task was sent to (or is meant for); ``pc_id`` picks another.
+        The task's answer comes as a task_result, as always: :meth:`wait_result`.
+
+        Raises:
+            ConnectionError: that node is not connected, or the send failed.
+        """
+        target = pc_id if pc_id is not None else self._state.owner(task_id)
+        self.send_message(messages.task_cancel(self.dialect, task_id, reason), target)
+
+    def wait_progress(self, task_id: str, predicate: Callable[[dict], bool] = lambda frame: True,
+                      timeout: float = 10.0) -> dict:
+        """Wait for a task_progress of ``task_id`` for which ``predicate(frame)`` holds, and return it.
+
+        Raises:
+            TimeoutError: none arrived within ``timeout`` seconds.
+        """
+        found: list[dict] = []
+
+        def seen() -> bool:
+            found[:] = [frame for frame in self._state.progress.get(task_id, ()) if predicate(frame)]
+            return bool(found)
+
+        if not self.wait_for(seen, timeout):
+            raise TimeoutError(f"no matching task_progress for task_id {task_id!r} within {timeout} s")
+        return found[0]
 
     def send_message(self, message: dict[str, Any], pc_id: Optional[str] = None) -> None:
         """Send any JSON object to a node.

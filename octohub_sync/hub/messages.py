@@ -18,6 +18,7 @@ __all__ = [
     "reply_to",
     "replaced",
     "task",
+    "task_cancel",
 ]
 
 SEED = "seed"
@@ -83,6 +84,16 @@ def task(
     if extra:
         message.update(extra)
     return message
+
+
+def task_cancel(dialect: str, task_id: str, reason: str | None = None) -> dict[str, Any]:
+    """A task_cancel message (docs/protocol.md §3.2): seed fields at the top level, Go fields in ``data``."""
+    fields: dict[str, Any] = {"task_id": task_id}
+    if reason is not None:
+        fields["reason"] = reason
+    if dialect == GO:
+        return {"action": "task_cancel", "data": fields}
+    return {"type": "task_cancel", **fields}
 
 
 def reply_to(dialect: str, message: Mapping[str, Any], now: float) -> dict[str, Any] | None:

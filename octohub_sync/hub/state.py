@@ -57,6 +57,7 @@ class HubState:
         self._clock = clock
         self._table = ConnectionTable(remove_by_pc_id=dialect == messages.GO)
         self._results: dict[str, list[dict]] = {}
+        self._progress: dict[str, list[dict]] = {}
         self._received: list[dict] = []
         self._connections: list[dict] = []
         self._api_requests: list[dict] = []
@@ -71,6 +72,11 @@ class HubState:
     def results(self) -> dict[str, list[dict]]:
         """task_id -> every task_result received for it, duplicates included."""
         return self._results
+
+    @property
+    def progress(self) -> dict[str, list[dict]]:
+        """task_id -> every task_progress received for it, in order."""
+        return self._progress
 
     @property
     def received(self) -> list[dict]:
@@ -196,6 +202,8 @@ class HubState:
             self._kinds[kind] += 1
             if kind == "task_result":
                 self._record_result(message)
+            elif kind == "task_progress" and isinstance(message.get("task_id"), str):
+                self._progress.setdefault(message["task_id"], []).append(message)
             elif kind == "node_ready":
                 session.ready = True
                 # The Go server sends tasks only through its table: a forgotten connection gets none.
@@ -241,6 +249,12 @@ class HubState:
             self._cond.notify_all()
         if session is not None:
             self._send_quietly(session, frame)
+
+    def owner(self, task_id: str) -> Optional[str]:
+        """The pc_id a task without a result went to (or is meant for); None if unknown."""
+        with self._cond:
+            task = self._pending.get(task_id)
+            return None if task is None else task.pc_id
 
     def send(self, pc_id: Optional[str], frame: Frame) -> None:
         """Send one frame to a node.
