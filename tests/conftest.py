@@ -1,6 +1,7 @@
 """Fixtures: a real local hub on 127.0.0.1 (port 0) and nodes wired to it."""
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from typing import Any, Callable, Iterator
@@ -32,6 +33,37 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
             return True
         time.sleep(interval)
     return predicate()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (right now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Gate:
+    """Handlers that say when they started and wait until the test releases them."""
+
+    def __init__(self) -> None:
+        self.started, self.release = threading.Event(), threading.Event()
+
+    def handler(self, result: Any) -> Callable[[dict], Any]:
+        def handle(task: dict) -> Any:
+            self.started.set()
+            self.release.wait(10)
+            return result(task) if callable(result) else result
+        return handle
+
+
+def connected_node(make_node, handlers: dict, **opts: Any) -> NodeWebSocketClient:
+    """A node with ``handlers`` registered, started and connected."""
+    client = make_node(_start=False, **opts)
+    for task_type, handler in handlers.items():
+        client.register_task_handler(task_type, handler)
+    client.start()
+    assert client.wait_connected(10)
+    return client
 
 
 @pytest.fixture

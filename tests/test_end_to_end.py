@@ -104,19 +104,6 @@ def test_message_handler_and_unknown_kind(make_node, hub: LocalHub) -> None:
     assert got[0]["notification"] == "hi"
 
 
-def test_eight_tasks_run_at_once(make_node, hub: LocalHub) -> None:
-    import threading
-
-    client = make_node(_start=False, max_workers=8)
-    gate = threading.Barrier(8, timeout=10)
-    client.register_task_handler("meet", lambda task: gate.wait() >= 0)
-    client.start()
-    assert client.wait_connected(10)
-    ids = [hub.send_task("meet") for _ in range(8)]
-    # The barrier only opens when all 8 handlers are inside it at the same time.
-    assert all(hub.wait_result(t, 15)["status"] == "completed" for t in ids)
-
-
 def test_stop_leaves_no_thread(make_node, hub: LocalHub) -> None:
     client = make_node()
     assert client.wait_connected(10)

@@ -1,4 +1,5 @@
-"""Speaking to both hub implementations: Go dialect, ping frames, direct mode, TLS, address and clock pitfalls."""
+"""The local hub in the real servers' modes: the Go WebSocket server's dialect and read deadline,
+direct mode, TLS with a private CA, and the address and clock pitfalls of a real deployment."""
 from __future__ import annotations
 
 import logging
