@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 from octohub_sync import NodeWebSocketClient
 from octohub_sync.hub import LocalHub
@@ -92,7 +93,8 @@ def test_json_ping_answered(node: NodeWebSocketClient, hub: LocalHub) -> None:
     assert isinstance(pong["timestamp"], int)
 
 
-def test_message_handler_and_unknown_kind(make_node, hub: LocalHub) -> None:
+def test_message_handler_and_unknown_kind(make_node, hub: LocalHub, caplog) -> None:
+    caplog.set_level(logging.DEBUG, logger="octohub_sync")
     client = make_node(_start=False)
     got = []
     client.register_message_handler("notification", got.append)
@@ -102,6 +104,14 @@ def test_message_handler_and_unknown_kind(make_node, hub: LocalHub) -> None:
     hub.send_message({"type": "notification", "notification": "hi"})
     assert wait_until(lambda: got, 5)
     assert got[0]["notification"] == "hi"
+    # Frames are handled in order: the unknown kind came first. It reached no handler, was not
+    # counted as a bad frame, got no answer, and was logged at DEBUG.
+    assert got == [{"type": "notification", "notification": "hi"}]
+    assert client.stats()["bad_frames"] == 0
+    ignored = [r for r in caplog.records if "ignored message of kind 'something_else'" in r.getMessage()]
+    assert [r.levelno for r in ignored] == [logging.DEBUG]
+    assert [m for m in hub.received if m.get("type") != "node_ready"] == []
+    assert client.is_connected()
 
 
 def test_stop_leaves_no_thread(make_node, hub: LocalHub) -> None:
