@@ -73,3 +73,20 @@ def test_env_example_lists_every_setting_with_its_default() -> None:
     assert all(getattr(uncommented, n) == getattr(defaults, n) for n in setting_names() if n != "signature_key")
     active = load_settings(env_file=path, environ={"OCTOHUB_MAX_WORKERS": "3"})
     assert active.max_workers == 3  # commented-out defaults do not hide the environment
+
+
+def test_switches_take_their_words() -> None:
+    for word, value in (("on", True), ("YES", True), ("1", True), ("off", False), ("No", False), ("0", False)):
+        assert load_settings(environ={"OCTOHUB_TLS": word}).tls is value, word
+
+
+def test_override_of_the_wrong_type_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match="^OCTOHUB_MAX_WORKERS=.*expected a number"):
+        load_settings({"max_workers": [4]}, environ={})
+    with pytest.raises(ConfigError, match="^OCTOHUB_MAX_WORKERS=True"):
+        load_settings({"max_workers": True}, environ={})
+
+
+def test_reconnect_ceiling_below_the_base_interval_is_refused() -> None:
+    with pytest.raises(ConfigError, match="^OCTOHUB_RECONNECT_MAX_INTERVAL='2'"):
+        load_settings(environ={"OCTOHUB_RECONNECT_INTERVAL": "5", "OCTOHUB_RECONNECT_MAX_INTERVAL": "2"})

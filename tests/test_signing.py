@@ -47,3 +47,9 @@ def test_redact_masks_signatures() -> None:
     text = "ws://h:1/ws/node?pc_id=a&timestamp=1&signature=abc123 and X-Signature: 9V8v+/= end"
     clean = signing.redact(text)
     assert "abc123" not in clean and "9V8v" not in clean and "pc_id=a" in clean
+
+
+def test_verify_ws_refuses_a_timestamp_that_is_not_a_number() -> None:
+    signature = signing.sign_ws(VECTOR_KEY, "node_abc123def456", 1632123456)
+    assert signing.verify_ws(VECTOR_KEY, "node_abc123def456", "1632123456", signature, now=1632123456)
+    assert not signing.verify_ws(VECTOR_KEY, "node_abc123def456", "soon", signature, now=1632123456)
