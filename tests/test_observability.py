@@ -1,7 +1,9 @@
 """stats(), /healthz and /metrics against the real local hub."""
 from __future__ import annotations
 
+import logging
 import re
+import socket
 import threading
 import time
 from typing import Iterator
@@ -9,7 +11,7 @@ from typing import Iterator
 import pytest
 import requests
 
-from octohub_sync import NodeWebSocketClient
+from octohub_sync import ConfigError, NodeWebSocketClient
 from octohub_sync.health import MetricsServer, health, render_metrics
 from octohub_sync.hub import LocalHub
 
@@ -207,3 +209,47 @@ def test_metrics_escape_label_values() -> None:
 def test_health_by_state(state: str, failed: bool, status: int) -> None:
     code, body = health({"state": state, "pc_id": "node_x"}, failed=failed)
     assert code == status and body["status"] == ("ok" if status == 200 else "unavailable")
+
+
+def test_status_line_every_status_interval(make_node, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="octohub_sync")
+    client = make_node(status_interval=0.2)
+    assert client.wait_connected(5)
+    assert wait_until(lambda: sum("status: connected, tasks received 0" in r.getMessage()
+                                  for r in caplog.records) >= 2, 5)
+
+
+def test_metrics_without_clock_skew_and_odd_numbers() -> None:
+    text = render_metrics({"pc_id": "node_x", "state": "connected", "tasks_received": True,
+                           "connected_since": float("inf"), "clock_skew": None})
+    samples = parse_metrics(text)
+    assert "octohub_node_clock_skew_seconds" not in samples  # unknown: no series rather than a made-up 0
+    assert value(samples, "octohub_node_tasks_received_total") == 1
+    assert 'octohub_node_connected_since_seconds{pc_id="node_x"} +Inf' in text
+
+
+def test_metrics_port_in_use_is_a_config_error_and_stop_is_idempotent(node: NodeWebSocketClient) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(ConfigError, match="^OCTOHUB_METRICS_PORT=.*cannot listen on 127.0.0.1"):
+            MetricsServer(node, "127.0.0.1", taken.getsockname()[1]).start()
+    server = MetricsServer(node, "127.0.0.1", 0)
+    server.start()
+    server.stop()
+    server.stop()
+    assert not any(t.name == "octohub-metrics" and t.is_alive() for t in threading.enumerate())
+
+
+def test_metrics_on_ipv6_loopback(node: NodeWebSocketClient, http: requests.Session) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    server = MetricsServer(node, "::1", 0)
+    try:
+        server.start()
+    except ConfigError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    try:
+        assert http.get(f"http://[::1]:{server.port}/healthz", timeout=5).json()["state"] == "connected"
+    finally:
+        server.stop()
