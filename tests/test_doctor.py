@@ -2,19 +2,24 @@
 and the step it names when one fails."""
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
+import socket
 import ssl
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import pytest
 import websocket
 
 from octohub_sync import load_settings
+from octohub_sync.config import PUBLIC_EXAMPLE_KEY
 from octohub_sync.doctor import _ws_hint, run_check
 from octohub_sync.hub import LocalHub
 
@@ -134,3 +139,68 @@ def test_check_hints() -> None:
     assert "OCTOHUB_CA_FILE" in hint(ssl.SSLCertVerificationError("certificate verify failed"))
     assert "firewall" in hint(websocket.WebSocketTimeoutException("timed out"))
     assert "clock" in hint(websocket.WebSocketBadStatusException("Handshake status %d %s", 401, "Unauthorized"))
+
+
+def test_check_hints_for_every_kind_of_failure() -> None:
+    bad_status = websocket.WebSocketBadStatusException("Handshake status %d %s", 500, "Internal Server Error")
+    assert "host:8000 is the OctoHub WebSocket server" in hint(bad_status)
+    assert "cannot resolve 127.0.0.1" in hint(socket.gaierror(-2, "Name or service not known"))
+    assert "the address the API handed out" in hint(ConnectionRefusedError())
+    direct = load_settings({"signature_key": KEY, "connect_mode": "direct"}, env_file=False, environ={})
+    assert "OCTOHUB_WS_PORT" in _ws_hint(ConnectionRefusedError(), direct, "ws://127.0.0.1:8000/ws/node", "host:8000")
+    assert "firewalls" in hint(OSError("no route to host"))
+
+
+def test_check_on_an_ascii_terminal_with_the_public_key_and_a_clock_ahead() -> None:
+    with LocalHub(PUBLIC_EXAMPLE_KEY, clock_offset=120) as hub:
+        raw = io.BytesIO()
+        out = io.TextIOWrapper(raw, encoding="ascii")
+        code = run_check(check_settings(hub, signature_key=PUBLIC_EXAMPLE_KEY), out=out)
+        out.flush()
+    output = raw.getvalue().decode("ascii")  # nothing the terminal cannot show
+    assert code == 0, output
+    assert "[ok] key:" in output and "[ok] WebSocket:" in output
+    assert "[warn] it is the public example key" in output
+    assert re.search(r"\[warn\] clock: the hub's clock differs from this machine's by \+1[12]\d\.\d s", output)
+    assert "synchronise the clock (NTP)" in output
+
+
+@contextlib.contextmanager
+def other_websocket_service(handler: Callable[[Any], None]) -> Iterator[int]:
+    """A WebSocket server that is not an OctoHub hub, on a free port."""
+    from websockets.sync.server import serve
+
+    server = serve(handler, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, name="test-other-ws", daemon=True)
+    thread.start()
+    try:
+        yield int(server.socket.getsockname()[1])
+    finally:
+        server.shutdown()
+        thread.join(5)
+
+
+def test_check_against_a_websocket_service_that_never_confirms(hub: LocalHub) -> None:
+    def chatty(ws: Any) -> None:
+        ws.send("not json")
+        ws.send('{"type": "hello"}')
+        for _ in ws:  # until the doctor gives up and closes
+            pass
+
+    with other_websocket_service(chatty) as port:
+        started = time.monotonic()
+        code, output = in_process_check(check_settings(hub, connect_mode="direct", ws_port=port, connect_timeout=0.5))
+    last = output.strip().splitlines()[-1]
+    assert code != 0 and last.startswith("FAILED at step 'WebSocket': no 'connected' message within 0.5 s")
+    assert "not another WebSocket service" in last
+    assert time.monotonic() - started < 5
+
+
+def test_check_against_a_websocket_service_that_closes_at_once(hub: LocalHub) -> None:
+    def rude(ws: Any) -> None:
+        ws.close(1008, "go away")
+
+    with other_websocket_service(rude) as port:
+        code, output = in_process_check(check_settings(hub, connect_mode="direct", ws_port=port))
+    last = output.strip().splitlines()[-1]
+    assert code != 0 and last.startswith("FAILED at step 'WebSocket': the hub closed the connection before confirming it")
