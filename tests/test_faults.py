@@ -8,6 +8,7 @@ import time
 import pytest
 
 from octohub_sync import GaveUpError, NodeWebSocketClient
+from octohub_sync.connection import CLOSE_TIMEOUT
 from octohub_sync.hub import LocalHub
 
 from .conftest import KEY, node_threads, wait_until
@@ -126,3 +127,18 @@ def test_duplicate_pc_id_settles_and_warns(make_node, hub: LocalHub, caplog) -> 
                for r in caplog.records)
 
 
+
+
+def test_stop_on_a_stalled_path_aborts_after_the_close_timeout(make_node, hub: LocalHub) -> None:
+    proxy = StallProxy(hub.ws_port)
+    try:
+        # Pings too rare to notice the stall: only stop() meets it.
+        client = make_node(connect_mode="direct", ws_port=proxy.port, ping_interval=30, ping_timeout=10)
+        assert client.wait_connected(10)
+        proxy.stall()  # the close frame goes out; no answer comes back
+        started = time.monotonic()
+        assert client.stop(timeout=5)  # nothing was running and nothing is unsent
+        assert time.monotonic() - started < CLOSE_TIMEOUT + 2
+        assert not node_threads()
+    finally:
+        proxy.close()
