@@ -138,7 +138,8 @@ def test_stop_on_a_stalled_path_aborts_after_the_close_timeout(make_node, hub: L
         proxy.stall()  # the close frame goes out; no answer comes back
         started = time.monotonic()
         assert client.stop(timeout=5)  # nothing was running and nothing is unsent
-        assert time.monotonic() - started < CLOSE_TIMEOUT + 2
+        # The close timeout bounds it, not the 40 s after which a missing pong would end the session.
+        assert CLOSE_TIMEOUT <= time.monotonic() - started < 10
         assert not node_threads()
     finally:
         proxy.close()
