@@ -78,6 +78,7 @@ class Figures:
     latency: list[float] = field(default_factory=list)
     sleep_wall: Optional[float] = None
     reconnects: list[float] = field(default_factory=list)
+    ledger_bytes: Optional[int] = None
 
     @property
     def best(self) -> harness.Throughput:
@@ -85,39 +86,57 @@ class Figures:
         return max(self.rates, key=lambda t: t.rate)
 
 
+#: The subjects of the echo measurements, in the table's column order.
+ECHO_SUBJECTS = ("node", "node_mem", "pool", "minimal")
+TITLES = {"node": "node", "node_mem": "node, no ledger", "pool": "pool baseline", "minimal": "bare loop"}
+
+
+def subjects(plan: Plan, hub: Any, workdir: str, env_file: str) -> list[Subject]:
+    """The real node with its ledger (the program's default) and without, and the two baselines."""
+    state = str(Path(workdir) / "state")
+    return [
+        harness.node_subject(hub, "node", env_file, workdir, repo=plan.node_repo,
+                             **{"state_dir": state, **plan.node_settings}),
+        harness.node_subject(hub, "node_mem", env_file, workdir, repo=plan.node_repo,
+                             **{**plan.node_settings, "state_dir": "off"}),
+        harness.pool_subject(hub, workdir, workers=int(plan.node_settings.get("max_workers", 8))),
+        harness.minimal_subject(hub, workdir),
+    ]
+
+
 def measure(plan: Plan, hub: Any, workdir: str, env_file: str, started: list[Subject]) -> dict[str, Figures]:
     """Run every measurement; ``started`` collects the processes for the caller to stop."""
-    node = harness.node_subject(hub, "node", env_file, workdir, repo=plan.node_repo, **plan.node_settings)
-    minimal = harness.minimal_subject(hub, workdir)
-    subjects = [node, minimal]
-    for s in subjects:
+    echo = subjects(plan, hub, workdir, env_file)
+    for s in echo:
         started.append(s.start())
-    for s in subjects:
+    for s in echo:
         s.wait_ready(hub)
-    figs = {s.name: Figures() for s in subjects}
-    # Idle first, both at once: an idle process does not disturb the other one.
-    for name, usage in harness.idle_usage(subjects, plan.idle_s).items():
+    figs = {s.name: Figures() for s in echo}
+    # Idle first, all at once: an idle process does not disturb the others.
+    for name, usage in harness.idle_usage(echo, plan.idle_s).items():
         figs[name].idle = usage
     raw = plan.raw_send
-    for s in subjects:  # warm-up: pool threads, allocator, socket buffers
+    for s in echo:  # warm-up: pool threads, allocator, socket buffers
         harness.echo_throughput(hub, s, min(plan.tasks, 1000), plan.inflight, "warm", raw=raw)
         harness.echo_latency(hub, s, 50, "warm", raw=raw)
-    # Rounds alternate who goes first, and latency runs in interleaved blocks, so that
-    # load from other processes on the machine hits both subjects alike.
+    # Rounds rotate who goes first, and latency runs in interleaved blocks, so that
+    # load from other processes on the machine hits every subject alike.
     for r in range(plan.rounds):
-        for s in subjects if r % 2 == 0 else subjects[::-1]:
+        for s in echo[r % len(echo):] + echo[:r % len(echo)]:
             figs[s.name].rates.append(harness.echo_throughput(hub, s, plan.tasks, plan.inflight, f"r{r}", raw=raw))
     for block in range(0, plan.latency_n, LATENCY_BLOCK):
-        for s in subjects:
+        for s in echo:
             n = min(LATENCY_BLOCK, plan.latency_n - block)
             figs[s.name].latency += harness.echo_latency(hub, s, n, f"l{block}", raw=raw)
-    for s in subjects:
+    for s in echo:
         figs[s.name].loaded = harness.snapshot(s)
     if plan.echo_only:
         return figs
+    node = echo[0]
     figs["node"].reconnects = harness.reconnect_times(hub, node, plan.drops, settle=1.3)
+    figs["node"].ledger_bytes = harness.ledger_bytes(Path(workdir) / "state")
     wide = harness.node_subject(hub, "node16", env_file, workdir, repo=plan.node_repo,
-                                **{**plan.node_settings, "max_workers": plan.sleeps})
+                                **{**plan.node_settings, "state_dir": "off", "max_workers": plan.sleeps})
     started.append(wide.start())
     wide.wait_ready(hub)
     figs["node"].sleep_wall = harness.sleep_wall(hub, wide, plan.sleeps, plan.sleep_s)
@@ -154,75 +173,79 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.3f} ms"
 
 
-def _row(metric: str, node: str, minimal: str = "", ratio: str = "", target: str = "", met: Optional[bool] = None) -> str:
-    status = "" if met is None else ("met" if met else "NOT MET")
-    return f"{metric:<40} {node:>14} {minimal:>14} {ratio:>7}   {target:<17} {status}".rstrip()
+def _row(metric: str, *cells: str) -> str:
+    return f"{metric:<42}" + "".join(f"{cell:>17}" for cell in cells)
 
 
-def _echo_rows(plan: Plan, n: Figures, m: Figures) -> list[str]:
-    nb, mb = n.best, m.best
-    ratio = nb.rate / mb.rate
-    p50n, p50m = harness.percentile(n.latency, 50), harness.percentile(m.latency, 50)
-    p99n, p99m = harness.percentile(n.latency, 99), harness.percentile(m.latency, 99)
+def _target(metric: str, value: float, target: str, met: bool) -> str:
+    return f"{metric:<52} {value:>6.2f}x   {target:<12} {'met' if met else 'NOT MET'}"
+
+
+def _echo_rows(plan: Plan, figs: dict[str, Figures]) -> list[str]:
+    cols = [figs[name] for name in ECHO_SUBJECTS]
+    p = harness.percentile
     return [
-        _row(f"echo throughput, {plan.inflight} in flight (best)", f"{nb.rate:,.0f} /s", f"{mb.rate:,.0f} /s",
-             f"{ratio:.2f}x", ">= 0.8x minimal", ratio >= 0.8),
-        _row(f"  each round of {plan.tasks} tasks, /s", "/".join(f"{t.rate:.0f}" for t in n.rates),
-             "/".join(f"{t.rate:.0f}" for t in m.rates)),
-        _row("  subject CPU per task (best round)", f"{nb.cpu_us_per_task:.0f} us", f"{mb.cpu_us_per_task:.0f} us",
-             f"{nb.cpu_us_per_task / mb.cpu_us_per_task:.2f}x"),
-        _row("  CPU % of a core: subject", f"{nb.subject_cpu:.0f} %", f"{mb.subject_cpu:.0f} %"),
-        _row("  CPU % of a core: hub (bench process)", f"{nb.hub_cpu:.0f} %", f"{mb.hub_cpu:.0f} %"),
-        _row("  CPU % of a core: other processes", f"{nb.other_cpu:.0f} %", f"{mb.other_cpu:.0f} %", "",
-             "noise, ~0 = clean"),
-        _row("  results 'failed' (all rounds)", str(sum(t.failed for t in n.rates)), str(sum(t.failed for t in m.rates))),
-        _row(f"latency p50, 1 in flight (n={len(n.latency)})", _ms(p50n), _ms(p50m), f"{p50n / p50m:.2f}x",
-             "<= 1.5x minimal", p50n / p50m <= 1.5),
-        _row("latency p99, 1 in flight", _ms(p99n), _ms(p99m), f"{p99n / p99m:.2f}x"),
+        _row(f"echo throughput, {plan.inflight} in flight (best)", *(f"{f.best.rate:,.0f} /s" for f in cols)),
+        _row(f"  each round of {plan.tasks} tasks, /s", *("/".join(f"{t.rate:.0f}" for t in f.rates) for f in cols)),
+        _row("  subject CPU per task (best round)", *(f"{f.best.cpu_us_per_task:.0f} us" for f in cols)),
+        _row("  CPU % of a core: subject", *(f"{f.best.subject_cpu:.0f} %" for f in cols)),
+        _row("  CPU % of a core: hub (bench process)", *(f"{f.best.hub_cpu:.0f} %" for f in cols)),
+        _row("  CPU % of a core: other processes", *(f"{f.best.other_cpu:.0f} %" for f in cols)),
+        _row("  results 'failed' (all rounds)", *(str(sum(t.failed for t in f.rates)) for f in cols)),
+        _row(f"latency p50, 1 in flight (n={len(cols[0].latency)})", *(_ms(p(f.latency, 50)) for f in cols)),
+        _row("latency p99, 1 in flight", *(_ms(p(f.latency, 99)) for f in cols)),
     ]
 
 
-def _node_rows(plan: Plan, n: Figures) -> list[str]:
-    assert n.sleep_wall is not None
-    med, worst = harness.median(n.reconnects), max(n.reconnects)
+def _usage_rows(plan: Plan, figs: dict[str, Figures]) -> list[str]:
+    cols = [figs[name] for name in ECHO_SUBJECTS]
+    assert all(f.idle and f.loaded for f in cols)
     return [
-        _row(f"{plan.sleeps} x sleep {plan.sleep_s:g} s, MAX_WORKERS={plan.sleeps}", f"{n.sleep_wall:.3f} s",
-             f"n/a ({plan.sleeps * plan.sleep_s:g} s)", "", "<= 1.2 s", n.sleep_wall <= 1.2),
-        _row(f"reconnect after drop, median (n={len(n.reconnects)})", f"{med:.3f} s", "n/a"),
-        _row("reconnect after drop, max", f"{worst:.3f} s", "n/a", "", "< 1 s", worst < 1.0),
-        _row("  each drop, s", " ".join(f"{t:.2f}" for t in n.reconnects)),
+        _row(f"idle CPU over {plan.idle_s:g} s", *(f"{f.idle.cpu_percent:.2f} %" for f in cols)),  # type: ignore[union-attr]
+        _row("RSS idle / after load", *(f"{f.idle.rss_mb:.1f}/{f.loaded.rss_mb:.1f} MB" for f in cols)),  # type: ignore[union-attr]
+        _row("threads idle / after load", *(f"{f.idle.threads}/{f.loaded.threads}" for f in cols)),  # type: ignore[union-attr]
     ]
 
 
-def _tick_pct(plan: Plan) -> float:
-    # CPU times come in clock ticks (usually 10 ms): the smallest non-zero reading over idle_s.
-    return 100 / os.sysconf("SC_CLK_TCK") / plan.idle_s
-
-
-def _usage_rows(plan: Plan, n: Figures, m: Figures) -> list[str]:
-    assert n.idle and m.idle and n.loaded and m.loaded
-    rss = max(n.idle.rss_mb, n.loaded.rss_mb)
-    return [
-        _row(f"idle CPU over {plan.idle_s:g} s (resolution {_tick_pct(plan):.1f} %)", f"{n.idle.cpu_percent:.2f} %",
-             f"{m.idle.cpu_percent:.2f} %",
-             "", "< 0.5 %", n.idle.cpu_percent < 0.5),
-        _row("RSS idle / after load", f"{n.idle.rss_mb:.1f}/{n.loaded.rss_mb:.1f} MB",
-             f"{m.idle.rss_mb:.1f}/{m.loaded.rss_mb:.1f} MB", f"{rss / max(m.idle.rss_mb, m.loaded.rss_mb):.2f}x",
-             "< 40 MB", rss < 40),
-        _row("threads idle / after load", f"{n.idle.threads}/{n.loaded.threads}", f"{m.idle.threads}/{m.loaded.threads}"),
+def _targets(plan: Plan, figs: dict[str, Figures]) -> list[str]:
+    node, mem, pool, bare = (figs[name] for name in ECHO_SUBJECTS)
+    p50 = lambda f: harness.percentile(f.latency, 50)  # noqa: E731
+    n = figs["node"]
+    lines = [
+        _target("throughput: node without ledger / pool baseline", mem.best.rate / pool.best.rate, ">= 0.9x",
+                mem.best.rate / pool.best.rate >= 0.9),
+        _target("throughput: node with ledger / without", node.best.rate / mem.best.rate, ">= 0.85x",
+                node.best.rate / mem.best.rate >= 0.85),
+        _target("latency p50: node without ledger / bare loop", p50(mem) / p50(bare), "<= 1.3x",
+                p50(mem) / p50(bare) <= 1.3),
+        _target("latency p50: node with ledger / bare loop", p50(node) / p50(bare), "-", True),
+        _target("CPU per task: node without ledger / pool baseline",
+                mem.best.cpu_us_per_task / pool.best.cpu_us_per_task, "-", True),
     ]
+    rss = max(n.idle.rss_mb, n.loaded.rss_mb)  # type: ignore[union-attr]
+    lines.append(f"{'node RSS':<52} {rss:>6.1f} MB  < 40 MB       {'met' if rss < 40 else 'NOT MET'}")
+    if not plan.echo_only:
+        assert n.sleep_wall is not None
+        med, worst = harness.median(n.reconnects), max(n.reconnects)
+        lines += [
+            f"{f'{plan.sleeps} x sleep {plan.sleep_s:g} s, MAX_WORKERS={plan.sleeps}':<52} {n.sleep_wall:>6.3f} s   "
+            f"<= 1.2 s      {'met' if n.sleep_wall <= 1.2 else 'NOT MET'}",
+            f"{'reconnect after drop, median / max':<52} {med:.3f} / {worst:.3f} s   < 1 s max  "
+            f"{'met' if worst < 1.0 else 'NOT MET'}  (each: {' '.join(f'{t:.2f}' for t in n.reconnects)})",
+            f"{'ledger files after the run':<52} {(n.ledger_bytes or 0) / 1024:.0f} KiB",
+        ]
+    return lines
 
 
 def table(plan: Plan, figs: dict[str, Figures]) -> str:
-    n, m = figs["node"], figs["minimal"]
-    lines = [_row("metric", "node", "minimal", "ratio", "target"), "-" * 112]
-    lines += _echo_rows(plan, n, m)
-    if not plan.echo_only:
-        lines += _node_rows(plan, n)
-    lines += _usage_rows(plan, n, m)
-    if m.best.hub_cpu >= HUB_SATURATED:
-        lines.append(f"\nnote: the hub (bench process) used {m.best.hub_cpu:.0f} % of a core in the minimal loop's best "
-                     "round: the hub, not the loop, bounds that figure, so the node's true ratio is at most the one shown.")
+    lines = [_row("metric", *(TITLES[name] for name in ECHO_SUBJECTS)), "-" * (42 + 17 * len(ECHO_SUBJECTS))]
+    lines += _echo_rows(plan, figs)
+    lines += _usage_rows(plan, figs)
+    lines += ["", "targets (figures, not tests):"] + _targets(plan, figs)
+    bare = figs["minimal"]
+    if bare.best.hub_cpu >= HUB_SATURATED:
+        lines.append(f"\nnote: the hub (bench process) used {bare.best.hub_cpu:.0f} % of a core in the bare loop's best "
+                     "round: the hub, not the loop, bounds that figure.")
     return "\n".join(lines)
 
 
@@ -236,7 +259,9 @@ def header(plan: Plan) -> str:
     return (f"octohub_sync benchmark: Python {platform.python_version()}, {os.cpu_count()} CPUs (load avg {load}), "
             f"websocket-client {websocket.__version__}, hub on websockets {websockets.__version__}\n"
             f"node: run_node.py{where}, defaults + {settings} LOG_LEVEL=WARNING STATUS_INTERVAL=0\n"
-            f"minimal: one thread on websocket.create_connection: recv, json.loads, json.dumps, send\n"
+            f"node: with its ledger (the program's default) and with OCTOHUB_STATE_DIR=off\n"
+            f"pool baseline: WebSocketApp + ThreadPoolExecutor(MAX_WORKERS), no features (pool_loop.py)\n"
+            f"bare loop: one thread on websocket.create_connection: recv, json.loads, json.dumps, send\n"
             f"echo: {plan.rounds} rounds x {plan.tasks} tasks per subject, {plan.inflight} outstanding; "
             f"latency: {plan.latency_n} sequential tasks each; hub sends with "
             f"{'send_raw (pre-serialised)' if plan.raw_send else 'send_task'}\n")
@@ -261,6 +286,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--set", type=_setting, action="append", default=[], metavar="NAME=VALUE",
                         help="extra node setting, e.g. --set MAX_WORKERS=2 (repeatable)")
     parser.add_argument("--minimal-loop", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--pool-loop", type=int, metavar="WORKERS", help=argparse.SUPPRESS)
     parser.add_argument("--api", help=argparse.SUPPRESS)
     parser.add_argument("--pc-id", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -276,6 +302,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         import minimal_loop
 
         return minimal_loop.run(args.api, args.pc_id)
+    if args.pool_loop:
+        import pool_loop
+
+        return pool_loop.run(args.api, args.pc_id, args.pool_loop)
     signal.signal(signal.SIGTERM, _terminate)
     plan = Plan.quick() if args.quick else Plan()
     plan.tasks = args.tasks or plan.tasks

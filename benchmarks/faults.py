@@ -3,10 +3,15 @@
 
     python benchmarks/faults.py                       # outage + duplicate-pc_id storm (about 4 min)
     python benchmarks/faults.py --storm-seconds 60    # shorter storm
+    python benchmarks/faults.py --only ghost          # one scenario
 
 - outage: a connected node, then the API answers 500 and the WebSocket server is down for
   10 s; counts the node's attempts during the outage and the time from the hub's return
   to the next node_ready. Then the time from a dropped connection to the next node_ready.
+- ghost: the local hub in the Go server's mode (read deadline 5 s, one entry per pc_id removed by
+  pc_id); the node's path to it dies silently (a stalled TCP proxy). Times from the dead path to
+  the node's reconnection, to the hub forgetting it, and to a task sent then getting its result
+  (the node re-registers after OCTOHUB_HUB_READ_TIMEOUT=5 plus the margin). Pings 2 s / 1 s.
 - storm: two nodes with the same pc_id against a hub that keeps one connection per pc_id
   and drops the older one without a word (as the Go server does); counts each node's
   connection attempts per minute, over the whole run and over its second half.
@@ -25,11 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from octohub_sync import NodeWebSocketClient, load_settings  # noqa: E402
 from octohub_sync.hub import LocalHub  # noqa: E402
+from tests.proxy import StallProxy  # noqa: E402
 
 
-def node(hub: LocalHub, pc_id: str) -> NodeWebSocketClient:
+def node(hub: LocalHub, pc_id: str, **overrides: object) -> NodeWebSocketClient:
     settings = load_settings({"server_host": "127.0.0.1", "server_port": hub.api_port, "signature_key": hub.key,
-                              "pc_id": pc_id, "status_interval": 0}, env_file=False, environ={})
+                              "pc_id": pc_id, "status_interval": 0, **overrides}, env_file=False, environ={})
     return NodeWebSocketClient(settings=settings).start()
 
 
@@ -67,6 +73,27 @@ def outage(seconds: float) -> None:
         client.stop(5)
 
 
+def ghost(read_timeout: float = 5.0) -> None:
+    with LocalHub(secrets.token_hex(16), dialect="go", read_deadline=read_timeout) as hub:
+        proxy = StallProxy(hub.ws_port)
+        client = node(hub, "node_ghost", connect_mode="direct", ws_port=proxy.port, ping_interval=2.0,
+                      ping_timeout=1.0, hub_read_timeout=read_timeout)
+        assert client.wait_connected(10)
+        proxy.stall()
+        dead = time.monotonic()
+        hub.wait_for(lambda: readies(hub, "node_ghost") == 2, 60)
+        back = time.monotonic() - dead
+        hub.wait_for(lambda: bool(hub.forgotten), 120)
+        forgotten = time.monotonic() - dead
+        task = hub.send_task("echo", pc_id="node_ghost")
+        hub.wait_result(task, 120)
+        print(f"ghost (hub read deadline {read_timeout:g} s): node reconnected {back:.2f} s after the path died, "
+              f"hub forgot it at {forgotten:.2f} s, the task sent then was answered at "
+              f"{time.monotonic() - dead:.2f} s ({client.stats()['reregistrations']} re-registration)")
+        client.stop(5)
+        proxy.close()
+
+
 def storm(seconds: float) -> None:
     with LocalHub(secrets.token_hex(16), notify_replaced=False) as hub:
         twins = [node(hub, "node_twin"), node(hub, "node_twin")]
@@ -89,10 +116,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--outage-seconds", type=float, default=10)
     parser.add_argument("--storm-seconds", type=float, default=240, help="0: no storm")
+    parser.add_argument("--only", choices=("outage", "ghost", "storm"), help="run one scenario")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.ERROR)
-    outage(args.outage_seconds)
-    if args.storm_seconds:
+    logging.basicConfig(level=logging.CRITICAL)
+    if args.only in (None, "outage"):
+        outage(args.outage_seconds)
+    if args.only in (None, "ghost"):
+        ghost()
+    if args.only in (None, "storm") and args.storm_seconds:
         storm(args.storm_seconds)
     return 0
 

@@ -26,8 +26,8 @@ if str(REPO) not in sys.path:
 from octohub_sync.hub import LocalHub  # noqa: E402
 
 __all__ = [
-    "REPO", "Subject", "Throughput", "Usage", "echo_latency", "echo_throughput", "idle_usage", "minimal_subject",
-    "node_subject", "reconnect_times", "send_echo", "sleep_wall", "snapshot",
+    "REPO", "Subject", "Throughput", "Usage", "echo_latency", "echo_throughput", "idle_usage", "ledger_bytes",
+    "minimal_subject", "node_subject", "pool_subject", "reconnect_times", "send_echo", "sleep_wall", "snapshot",
 ]
 
 #: Seconds without a single new result before a load run is declared stuck.
@@ -108,8 +108,9 @@ def node_subject(hub: LocalHub, name: str, env_file: str, workdir: str, *, repo:
     """The real node, ``python run_node.py`` of ``repo``, configured only by OCTOHUB_* variables."""
     pc_id = f"bench_{name}_{os.getpid()}"
     env = _clean_env(repo)
+    # No ledger unless asked for (state_dir=...): never the program's default in the user's home.
     base = {"server_host": "127.0.0.1", "server_port": hub.api_port, "signature_key": hub.key,
-            "pc_id": pc_id, "log_level": "WARNING", "status_interval": 0}
+            "pc_id": pc_id, "log_level": "WARNING", "status_interval": 0, "state_dir": "off"}
     for key, value in {**base, **settings}.items():
         env["OCTOHUB_" + key.upper()] = str(value)
     argv = [sys.executable, str(repo / "run_node.py"), "--env-file", env_file]
@@ -117,13 +118,26 @@ def node_subject(hub: LocalHub, name: str, env_file: str, workdir: str, *, repo:
 
 
 def minimal_subject(hub: LocalHub, workdir: str) -> Subject:
-    """The minimal websocket-client loop, ``python benchmarks/bench.py --minimal-loop``."""
-    pc_id = f"bench_minimal_{os.getpid()}"
+    """The bare websocket-client loop, ``python benchmarks/bench.py --minimal-loop``."""
+    return _baseline(hub, workdir, "minimal", ["--minimal-loop"])
+
+
+def pool_subject(hub: LocalHub, workdir: str, workers: int) -> Subject:
+    """The obvious WebSocketApp + thread pool node, ``python benchmarks/bench.py --pool-loop N``."""
+    return _baseline(hub, workdir, "pool", ["--pool-loop", str(workers)])
+
+
+def _baseline(hub: LocalHub, workdir: str, name: str, flags: list[str]) -> Subject:
+    pc_id = f"bench_{name}_{os.getpid()}"
     env = _clean_env()
     env["OCTOHUB_SIGNATURE_KEY"] = hub.key  # not on the command line, where ps would show it
-    argv = [sys.executable, str(REPO / "benchmarks" / "bench.py"), "--minimal-loop",
-            "--api", hub.api_url, "--pc-id", pc_id]
-    return Subject("minimal", pc_id, argv, env, workdir)
+    argv = [sys.executable, str(REPO / "benchmarks" / "bench.py"), *flags, "--api", hub.api_url, "--pc-id", pc_id]
+    return Subject(name, pc_id, argv, env, workdir)
+
+
+def ledger_bytes(state_dir: Path) -> int:
+    """Bytes of every file in a node's state directory (the ledger, its WAL and lock)."""
+    return sum(p.stat().st_size for p in state_dir.iterdir()) if state_dir.is_dir() else 0
 
 
 # -- load drivers (all run on the bench thread, against the in-process hub) -----------------------

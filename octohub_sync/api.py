@@ -1,8 +1,9 @@
-"""Where to connect: the signed API request of PROTOCOL §1, or a self-signed URL (§2)."""
+"""Where to connect: the signed API request of docs/protocol.md §1, or a self-signed URL (§2)."""
 from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import ssl
 import time
 import warnings
@@ -16,7 +17,10 @@ import urllib3
 
 from . import signing
 from .config import Settings
-from .exceptions import ApiError, AuthError
+from .exceptions import ApiError, AuthError, ProxyError
+from .proxies import Proxy, refusal_hint
+from .tunnel import tunnel_hint
+from .urls import host_for_url
 
 __all__ = ["Address", "is_loopback", "loopback_pitfall", "resolve_address", "ssl_context", "tls_verify"]
 
@@ -63,8 +67,8 @@ def resolve_address(settings: Settings, pc_id: str, session: requests.Session, l
     """
     if settings.connect_mode == "direct":
         host = settings.ws_host or settings.server_host
-        query = signing.ws_query(settings.signature_key, pc_id)
-        return Address(url=f"{settings.ws_scheme}://{_bracket(host)}:{settings.ws_port}/ws/node?{query}")
+        query = signing.ws_query(settings.ws_key, pc_id)
+        return Address(url=f"{settings.ws_scheme}://{host_for_url(host)}:{settings.ws_port}/ws/node?{query}")
     return _ask_api(settings, pc_id, session, log)
 
 
@@ -72,16 +76,23 @@ def _ask_api(settings: Settings, pc_id: str, session: requests.Session, log: log
     params = {"pc_id": pc_id}
     headers = signing.api_headers(settings.signature_key, "GET", API_PATH, params)
     url = settings.api_base + API_PATH
+    proxy = settings.route(url).proxy
     started = time.monotonic()
     try:
         with warnings.catch_warnings():
             # The node logs its own warning for OCTOHUB_TLS_INSECURE; urllib3's would repeat it per request.
             warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
             response = session.get(url, params=params, headers=headers, timeout=settings.connect_timeout,
-                                   verify=tls_verify(settings), allow_redirects=False)
+                                   verify=tls_verify(settings), allow_redirects=False,
+                                   proxies=requests_proxies(proxy))
     except requests.RequestException as exc:
+        if proxy is not None and not isinstance(exc, requests.exceptions.SSLError):
+            raise _proxy_failure(exc, proxy, url) from None
         raise ApiError(f"API request to {url} failed: {type(exc).__name__}", hint=_network_hint(exc)) from None
     elapsed = time.monotonic() - started
+    if response.status_code == 407 and proxy is not None:
+        raise ProxyError(f"the proxy {proxy} refused the API request: HTTP 407 {response.reason or ''}".rstrip(),
+                         status=407, hint=refusal_hint(proxy))
     skew = _skew(response, started_wall=time.time() - elapsed / 2)
     if skew is not None and abs(skew) > SKEW_WARNING:
         log.warning("the hub's clock differs from this machine's by %+.0f s; signatures older than 300 s "
@@ -98,6 +109,42 @@ def _ask_api(settings: Settings, pc_id: str, session: requests.Session, log: log
         raise ApiError(f"API answered HTTP {response.status_code} with {what}", status=response.status_code)
     ws_url = _ws_url(body, response.status_code)
     return Address(url=_fix_host(ws_url, settings, log), skew=skew, api_seconds=elapsed)
+
+
+def requests_proxies(proxy: Optional[Proxy]) -> dict[str, Optional[str]]:
+    """The ``proxies=`` argument that makes requests take exactly the route the node chose.
+
+    requests adds the environment's proxies for every key not given (its ``trust_env``); naming
+    all three keys it reads, ``None`` for "direct", leaves it nothing to add.
+    """
+    url = None if proxy is None else proxy.url
+    return {"http": url, "https": url, "all": url}
+
+
+def _proxy_failure(exc: requests.RequestException, proxy: Proxy, url: str) -> ProxyError:
+    # requests and urllib3 say what the proxy did only in words: "Tunnel connection failed: 407 ...",
+    # "Unable to connect to proxy"; PySocks' reason follows "Failed to establish a new connection: ".
+    text = signing.redact(str(exc))
+    tunnel = re.search(r"Tunnel connection failed: (\d{3})([^'\")]*)", text)
+    if tunnel:
+        status = int(tunnel.group(1))
+        port = urlsplit(url).port or (443 if url.startswith("https:") else 80)
+        return ProxyError(f"the proxy {proxy} refused the tunnel to the API: HTTP {status}{tunnel.group(2)}".rstrip(),
+                          status=status, hint=refusal_hint(proxy) if status == 407 else tunnel_hint(port))
+    reason = text.rsplit("Failed to establish a new connection: ", 1)[-1]
+    reason = reason.split("'", 1)[0].split('"', 1)[0].rstrip(")")[:200]
+    socks = proxy.scheme.startswith("socks")
+    if isinstance(exc, requests.Timeout):
+        return ProxyError(f"API request to {url} through the proxy {proxy}: no answer within OCTOHUB_CONNECT_TIMEOUT",
+                          hint=f"check the proxy in {proxy.source} and that it may reach the hub")
+    if "Unable to connect to proxy" in text or (socks and reason.startswith("[Errno")):
+        return ProxyError(f"cannot reach the proxy {proxy}: {reason}",
+                          hint=f"check the proxy's address in {proxy.source} and that it runs")
+    if socks:
+        return ProxyError(f"the SOCKS5 proxy {proxy} refused the API request to {url}: {reason}",
+                          hint=refusal_hint(proxy))
+    return ProxyError(f"API request to {url} through the proxy {proxy} failed: {type(exc).__name__}",
+                      hint=f"check the proxy in {proxy.source} and that it may reach the hub")
 
 
 def _json_body(response: requests.Response) -> Optional[dict]:
@@ -126,7 +173,7 @@ def _ws_url(body: dict, status: int) -> str:
 def _fix_host(url: str, settings: Settings, log: logging.LoggerAdapter) -> str:
     parts = urlsplit(url)
     if settings.ws_host:
-        netloc = _bracket(settings.ws_host) + (f":{parts.port}" if parts.port else "")
+        netloc = host_for_url(settings.ws_host) + (f":{parts.port}" if parts.port else "")
         return urlunsplit(parts._replace(netloc=netloc))
     if loopback_pitfall(settings, url):
         api_host = urlsplit(settings.api_base).hostname
@@ -151,10 +198,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-def _bracket(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def _skew(response: requests.Response, *, started_wall: float) -> Optional[float]:

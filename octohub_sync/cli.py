@@ -11,38 +11,27 @@ import os
 import signal
 import sys
 import threading
-from typing import Any, Callable, Optional, Sequence
+from dataclasses import replace
+from typing import Any, Optional, Sequence
 
-from . import __version__
+from ._version import __version__
+from .app import Setup, install_app, load_app
 from .client import NodeWebSocketClient
-from .config import Settings, env_name, load_settings, setting_help, setting_names
+from .config import Settings, credential_name, env_name, load_settings, setting_help, setting_names
 from .exceptions import ConfigError
-from .signing import redact
+from .exitcodes import ExitCode
+from .ledger import default_state_dir
+from .sdnotify import NotifySocket
+from .signing import RedactingFilter
 
 __all__ = ["main"]
 
-#: A function that registers handlers on the client before it starts.
-Setup = Callable[[NodeWebSocketClient], None]
-
 LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
 
-#: Exit codes.
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
-
-
-class RedactingFilter(logging.Filter):
-    """Last line of defence: masks signature values in any record, ours or a library's."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        clean = redact(text)
-        if clean != text:
-            record.msg, record.args = clean, None
-        return True
 
 
 def setup_logging(level: str) -> None:
-    """The seed's log format on stderr, with signatures masked."""
+    """``time - logger - LEVEL - message`` lines on stderr, with signatures masked."""
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     handler.addFilter(RedactingFilter())
@@ -70,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in setting_names():
         flag = "--" + name.replace("_", "-")
         default = getattr(defaults, name)
-        shown = "" if default in (None, "") or name == "signature_key" else f", default {default}"
+        shown = "" if default in (None, "") else f", default {default}"
         extra: dict[str, Any] = {"metavar": "VALUE"}
         if isinstance(default, bool):  # --tls alone means --tls true
             extra = {"metavar": "BOOL", "nargs": "?", "const": "true"}
@@ -89,6 +78,8 @@ def main(argv: Optional[Sequence[str]] = None, *, setup: Optional[Setup] = None)
         argv: command-line arguments (default ``sys.argv[1:]``).
         setup: called with the client before it starts, to register your handlers; this is
             how your own ``my_node.py`` gets the flags, ``.env``, logging and signal handling.
+            ``--app`` (``OCTOHUB_APP``) does the same without a script of your own; given
+            both, ``setup`` runs first.
     """
     args = build_parser().parse_args(argv)
     try:
@@ -98,27 +89,52 @@ def main(argv: Optional[Sequence[str]] = None, *, setup: Optional[Setup] = None)
             return run_demo(_overrides(args))
         settings = load_settings(_overrides(args), env_file=args.env_file, override_source="flag")
         setup_logging(settings.log_level)
+        _warn_about_keys_on_the_command_line(args)
         if args.check:
             from .doctor import run_check
+            if settings.app:
+                load_app(settings.app)  # a module that does not load fails --check too (exit 2)
             return run_check(settings)
+        if settings.state_dir is None:  # a service keeps its results across restarts unless told not to
+            settings = replace(settings, state_dir=str(default_state_dir()),
+                               sources={**settings.sources, "state_dir": "program default"})
         return run_node(settings, setup=setup)
     except ConfigError as exc:
         print(f"octohub-node: configuration error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return ExitCode.CONFIG
+
+
+def _warn_about_keys_on_the_command_line(args: argparse.Namespace) -> None:
+    for name in ("signature_key", "ws_signature_key"):
+        if getattr(args, name) is not None:
+            logging.getLogger(__name__).warning(
+                "--%s puts the key on the command line, where every user of this machine can read it "
+                "(ps, /proc/<pid>/cmdline); use %s_FILE, a systemd credential (LoadCredential=%s:PATH) "
+                "or an environment file readable only by the node", name.replace("_", "-"), env_name(name),
+                credential_name(name))
 
 
 def run_node(settings: Settings, *, setup: Optional[Setup] = None) -> int:
-    """Run until SIGTERM/SIGINT (warm stop; a second signal exits at once) or until giving up."""
-    client = NodeWebSocketClient(settings=settings)
+    """Run until SIGTERM/SIGINT (warm stop; a second signal exits at once) or until giving up.
+
+    Raises:
+        ConfigError: the app (``OCTOHUB_APP``) does not load or registers nothing.
+    """
+    app = load_app(settings.app) if settings.app else None  # before anything connects
+    # Under systemd (Type=notify) the program speaks for its process: READY=1, WATCHDOG=1, STOPPING=1.
+    client = NodeWebSocketClient(settings=settings, systemd_notify=NotifySocket.from_environ())
     if setup is not None:
         setup(client)
+    if app is not None and settings.app:
+        served = install_app(client, app, settings.app)
+        client.log.info("serving %s: %s", settings.app, ", ".join(served))
     stop = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
         if stop.is_set():
             # Cold stop: the operator asked twice; running handlers are abandoned.
             os.write(2, b"octohub-node: second signal, exiting now\n")
-            os._exit(EXIT_FAILED)
+            os._exit(ExitCode.FAILED)
         logging.getLogger(__name__).info("received %s: stopping (send it again to exit at once)",
                                          signal.Signals(signum).name)
         stop.set()
@@ -126,10 +142,9 @@ def run_node(settings: Settings, *, setup: Optional[Setup] = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     client.start()
-    while not stop.wait(0.5) and client.failure is None:
-        pass
+    client.wait_stopped(until=stop)
     clean = client.stop()
     if client.failure is not None:
         print(f"octohub-node: {client.failure}", file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK if clean else EXIT_FAILED
+        return ExitCode.FAILED
+    return ExitCode.OK if clean else ExitCode.FAILED

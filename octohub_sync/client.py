@@ -1,8 +1,10 @@
 """``NodeWebSocketClient``: the facade users embed, start and stop."""
 from __future__ import annotations
 
+import functools
 import logging
 import threading
+import time
 from typing import Any, Optional
 
 import requests
@@ -10,12 +12,19 @@ import requests
 from .api import resolve_address, ssl_context
 from .config import Settings, load_settings, require_key
 from .connection import Connection
+from .connection_log import ConnectionLog
+from .delivery import ResultDelivery
 from .exceptions import GaveUpError
 from .handlers import TaskHandler
 from .identity import machine_pc_id
-from .link import Link, MessageHandler
+from .ledger import Ledger, MemoryStore
+from .liveness import Heartbeats, Verdict, liveness, readiness
+from .receiver import FrameReceiver, MessageHandler
+from .reconnect import Decision, ReconnectPolicy
 from .runner import TaskRunner
-from .stats import Stats
+from .sdnotify import NotifySocket, SystemdNotifier
+from .stats import NodeState, Stats
+from .timers import Timers
 from .watchdog import Watchdog
 
 __all__ = ["NodeWebSocketClient"]
@@ -34,9 +43,13 @@ class NodeWebSocketClient:
     """An OctoHub node: connects, receives tasks, runs handlers, sends results back.
 
     Args:
-        server_host, server_port, signature_key: the seed's three constructor arguments.
+        server_host, server_port, signature_key: the original asyncio client's three positional
+            arguments, in its order; each overrides its ``OCTOHUB_*`` setting unless None.
         settings: complete settings; when given, nothing is read from the environment.
         env_file: dotenv file to read (default ``./.env`` if present; ``False`` for none).
+        systemd_notify: tell systemd about readiness, liveness and stopping through this socket
+            (``NotifySocket.from_environ()``; see sdnotify.py). Off by default: the process
+            decides whether it speaks for itself to systemd, and ``octohub-node`` does.
         **overrides: any other setting by field name (``max_workers=16``, ``pc_id=...``).
 
     Raises:
@@ -51,6 +64,7 @@ class NodeWebSocketClient:
         *,
         settings: Optional[Settings] = None,
         env_file: Any = None,
+        systemd_notify: Optional[NotifySocket] = None,
         **overrides: Any,
     ) -> None:
         if settings is None:
@@ -61,23 +75,38 @@ class NodeWebSocketClient:
         self.pc_id = settings.pc_id or machine_pc_id(settings.instance)
         self.log = _NodeLog(logger, {"pc_id": self.pc_id})
         self._stats = Stats()
-        self.link = Link(settings=settings, pc_id=self.pc_id, stats=self._stats, log=self.log,
-                         on_notice=self._hub_notice)
+        # Built in the order they depend on each other: results flow runner -> delivery -> store,
+        # frames flow receiver -> runner / delivery; nothing points back.
+        self.store = (MemoryStore() if settings.state_dir in (None, "off") else
+                      Ledger(settings.state_dir, self.pc_id, cache_size=settings.result_cache_size,
+                             stats=self._stats, log=self.log))
+        self.delivery = ResultDelivery(outbox_size=settings.outbox_size, store=self.store, stats=self._stats,
+                                       log=self.log)
         self.runner = TaskRunner(
-            deliver=self.link.deliver, stats=self._stats, max_workers=settings.max_workers,
+            deliver=self.delivery.deliver, stats=self._stats, max_workers=settings.max_workers,
             max_pending=settings.max_pending, task_timeout=settings.task_timeout,
-            cache_size=settings.result_cache_size, log=self.log)
-        self.link.runner = self.runner
+            cache_size=settings.result_cache_size, max_result_bytes=settings.max_result_bytes,
+            store=self.store, log=self.log)
+        self.receiver = FrameReceiver(
+            pc_id=self.pc_id, max_message_bytes=settings.max_message_bytes, capacity=settings.max_workers,
+            delivery=self.delivery, submit=self.runner.submit, refuse=self.runner.refuse,
+            task_types=lambda: sorted(self.runner.handlers), on_notice=self._hub_notice,
+            stats=self._stats, log=self.log, on_ready=self._ready_for_tasks)
         self._ssl = ssl_context(settings) if settings.ws_scheme == "wss" else None
         self._http = requests.Session()
         self._finished = threading.Event()
-        self._gave_up = threading.Event()
         #: Set when the node gave up reconnecting (see OCTOHUB_MAX_RECONNECT_ATTEMPTS).
         self.failure: Optional[GaveUpError] = None
         self._lifecycle = threading.Lock()
-        self._opened_before = False
         self._watchdog: Optional[Watchdog] = None
+        self._timers: Optional[Timers] = None
         self._metrics: Any = None
+        self._connection_log = ConnectionLog(pc_id=self.pc_id, stats=self._stats, log=self.log)
+        # The loops whose ticks make the node alive (liveness.py): /livez and systemd's watchdog.
+        self._beats = Heartbeats(("octohub-watchdog", "octohub-timers"))
+        self._notifier = None if systemd_notify is None else SystemdNotifier(
+            send=systemd_notify.send, alive=self.liveness, stats=self.stats,
+            watchdog_interval=systemd_notify.watchdog_interval, log=self.log)
         self.log.info("initialised NodeWebSocketClient, PC ID: %s", self.pc_id)
         if settings.uses_public_key:
             self.log.warning("OCTOHUB_SIGNATURE_KEY is the public example key from env.example: "
@@ -85,21 +114,32 @@ class NodeWebSocketClient:
 
     # -- handlers ------------------------------------------------------------------------------
 
-    def register_task_handler(self, task_type: str, handler: Optional[TaskHandler] = None) -> Any:
+    def register_task_handler(self, task_type: str, handler: Optional[TaskHandler] = None, *,
+                              retry_interrupted: bool = True) -> Any:
         """Run ``handler(task)`` for tasks of ``task_type``; without ``handler``, a decorator.
 
         The handler receives the whole task message (``task["data"]`` holds the
         parameters) and returns a JSON-serialisable result; raising an exception
         answers the hub ``failed``. It runs on a worker thread.
 
+        Args:
+            retry_interrupted: with a ledger (OCTOHUB_STATE_DIR), a task of this type that was
+                running when the process died and arrives again runs again (True, at-least-once),
+                or is answered ``failed`` ``TaskInterrupted`` (False: work that must never be
+                repeated silently).
+
         Returns:
             The handler, unchanged (so the decorator form leaves it callable and testable).
         """
         if handler is None:
-            return lambda fn: self.register_task_handler(task_type, fn)
+            return lambda fn: self.register_task_handler(task_type, fn, retry_interrupted=retry_interrupted)
         if not callable(handler):
             raise TypeError(f"task handler for {task_type!r} is not callable")
         self.runner.handlers[task_type] = handler
+        if retry_interrupted:
+            self.runner.no_retry.discard(task_type)
+        else:
+            self.runner.no_retry.add(task_type)
         return handler
 
     def register_message_handler(self, kind: str, handler: Optional[MessageHandler] = None) -> Any:
@@ -112,7 +152,7 @@ class NodeWebSocketClient:
             return lambda fn: self.register_message_handler(kind, fn)
         if not callable(handler):
             raise TypeError(f"message handler for {kind!r} is not callable")
-        self.link.message_handlers[kind] = handler
+        self.receiver.message_handlers[kind] = handler
         return handler
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -122,15 +162,34 @@ class NodeWebSocketClient:
         with self._lifecycle:
             if self._watchdog is not None:
                 return self
+            snapshot = self.store.open()  # a ledger held by another process fails here, before anything runs
+            self.runner.restore(snapshot.finished, snapshot.started)
+            self.delivery.restore(snapshot.pending)
             if self.settings.metrics_port:
                 from .health import MetricsServer  # only nodes that serve metrics pay for it
-                metrics = MetricsServer(self, self.settings.metrics_host, self.settings.metrics_port)
-                metrics.start()  # a port in use fails here, before anything else has started
+                metrics = MetricsServer(stats=self.stats, failed=lambda: self.failure is not None,
+                                        host=self.settings.metrics_host, port=self.settings.metrics_port, log=self.log,
+                                        alive=self.liveness, ready=self.readiness)
+                try:
+                    metrics.start()  # a port in use fails here, before anything else has started
+                except BaseException:
+                    self.store.close()
+                    raise
                 self._metrics = metrics
             self._finished.clear()
-            self._stats.state = "connecting"
+            self._stats.state = NodeState.CONNECTING
+            self._beats.reset(time.monotonic())
             self.runner.start()
-            self._watchdog = Watchdog(self)
+            s = self.settings
+            self._timers = Timers(expire=self.runner.expire, confirm=self.delivery.confirm_due, status=self.log_status,
+                                  status_interval=s.status_interval, log=self.log,
+                                  on_tick=functools.partial(self._beats.beat, "octohub-timers"))
+            self._timers.start()
+            self._watchdog = Watchdog(
+                connect=self._new_connection, policy=ReconnectPolicy.from_settings(s),
+                dead_after=s.ping_interval + s.ping_timeout + 1.0, on_ended=self._connection_ended,
+                on_reregister=lambda: self._stats.incr("reregistrations"), log=self.log,
+                on_tick=self._watchdog_tick)
             self._watchdog.start()
         return self
 
@@ -147,25 +206,33 @@ class NodeWebSocketClient:
             watchdog, self._watchdog = self._watchdog, None
             if watchdog is None:
                 return True
-            self._stats.state = "stopping"
+            if self._notifier is not None:
+                self._notifier.stopping()
+            self._stats.state = NodeState.STOPPING
             limit = self.settings.shutdown_timeout if timeout is None else timeout
             self.runner.stop_accepting()
             unfinished = self.runner.drain(limit)
             if unfinished:
                 self.log.warning("stopping with %d task(s) still running: %s", len(unfinished), ", ".join(unfinished[:10]))
             self.runner.shutdown()
-            self.link.flush()
+            self.delivery.flush()
+            if self._timers is not None:
+                self._timers.stop()
+                self._timers = None
             watchdog.stop(timeout=max(1.0, self.settings.connect_timeout))
-            self.link.close()
+            self.receiver.close()
+            self.delivery.close()
+            self.store.close()
             if self._metrics is not None:
                 self._metrics.stop()
                 self._metrics = None
-            unsent = len(self.link.outbox)
+            unsent = len(self.delivery.outbox)
             if unsent:
                 self.log.warning("stopped with %d result(s) not sent (hub unreachable)", unsent)
             if self.failure is None:
-                self._stats.state = "stopped"
+                self._stats.state = NodeState.STOPPED
             self._finished.set()
+            self._http.close()  # pooled API connections (to the hub, or to a proxy); a restart opens new ones
             self.log.info("node stopped")
             return not unfinished and not unsent
 
@@ -177,23 +244,30 @@ class NodeWebSocketClient:
         """
         self.start()
         try:
-            # Short waits keep Ctrl-C responsive where Event.wait() cannot be interrupted.
-            while not self._finished.wait(0.5):
-                if self._gave_up.is_set():
-                    self.stop()
+            self.wait_stopped()
         except KeyboardInterrupt:
             self.stop()
             raise
+        self.stop()
         if self.failure is not None:
             raise self.failure
 
+    def wait_stopped(self, until: Optional[threading.Event] = None) -> None:
+        """Block until the node was stopped, gave up reconnecting, or ``until`` is set.
+
+        Waits in short steps, so that Ctrl-C interrupts it where ``Event.wait()`` alone cannot.
+        """
+        while not self._finished.wait(0.5):
+            if self.failure is not None or (until is not None and until.is_set()):
+                return
+
     def wait_connected(self, timeout: Optional[float] = None) -> bool:
         """Block until the hub confirmed the connection and node_ready was sent."""
-        return self.link.connected.wait(timeout)
+        return self.delivery.connected.wait(timeout)
 
     def is_connected(self) -> bool:
         """True while connected and ready for tasks."""
-        return self.link.connected.is_set()
+        return self.delivery.connected.is_set()
 
     def get_pc_id(self) -> str:
         """This node's id."""
@@ -207,11 +281,31 @@ class NodeWebSocketClient:
 
     # -- observability -------------------------------------------------------------------------
 
+    def liveness(self) -> Verdict:
+        """Is the process alive: its watchdog and timers loops tick and it has not stopped?
+
+        A hub outage leaves it alive (it is reconnecting); ``/livez`` and systemd's watchdog use this.
+        """
+        state = NodeState.GAVE_UP if self.failure is not None else self._stats.state
+        return liveness(state, self._beats.ages(time.monotonic()))
+
+    def readiness(self) -> Verdict:
+        """Can it take tasks now: connected, node_ready sent, the hub heard within two ping intervals?
+
+        A hub outage makes it not ready (``/readyz`` 503) while the node stays alive.
+        """
+        conn = self.delivery.conn
+        heard = max(self.receiver.last_frame, conn.last_pong if conn is not None else 0.0)
+        return readiness(self._stats.state, ready=self.delivery.connected.is_set(),
+                         silent_for=time.monotonic() - heard if heard else None,
+                         ping_interval=self.settings.ping_interval)
+
     def stats(self) -> dict[str, Any]:
         """Connection state, counters and queue sizes right now."""
         snap = self._stats.snapshot()
         running, queued = self.runner.counts()
-        snap.update(pc_id=self.pc_id, tasks_running=running, tasks_queued=queued, outbox=len(self.link.outbox))
+        snap.update(pc_id=self.pc_id, tasks_running=running, tasks_queued=queued, outbox=len(self.delivery.outbox),
+                    results_unconfirmed=self.delivery.unconfirmed())
         return snap
 
     def log_status(self) -> None:
@@ -225,14 +319,19 @@ class NodeWebSocketClient:
 
     # -- called by the watchdog ------------------------------------------------------------------
 
-    def new_connection(self, number: int) -> Connection:
-        """A connection attempt, not yet started."""
+    def _watchdog_tick(self, now: float) -> None:
+        self._beats.beat("octohub-watchdog", now)
+        if self._notifier is not None:
+            self._notifier.tick(now)
+
+    def _new_connection(self, number: int) -> Connection:
+        """Connection attempt ``number``, not yet started."""
         conn = Connection(
-            self._address, number=number, on_open=self._opened, on_frame=self.link.frame,
-            on_closed=self._closed, ssl_context=self._ssl,
-            connect_timeout=self.settings.connect_timeout,
+            self._address, number=number, on_open=self._connection_log.opened, on_frame=self.receiver.frame,
+            on_closed=self._closed, on_pong=self.delivery.pong, ssl_context=self._ssl,
+            route=self.settings.route, connect_timeout=self.settings.connect_timeout,
             ping_interval=self.settings.ping_interval, ping_timeout=self.settings.ping_timeout)
-        self.link.attach(conn)
+        self.delivery.attach(conn)
         return conn
 
     def _address(self) -> str:
@@ -243,40 +342,25 @@ class NodeWebSocketClient:
             self.log.warning("TLS certificate checks are OFF (OCTOHUB_TLS_INSECURE): anyone on the path can read the key's signatures and the tasks")
         return address.url
 
-    def connection_lost(self, conn: Connection, delay: Optional[float]) -> None:
-        """Log why and when the next attempt comes, if any (called on the watchdog thread)."""
-        self._stats.state = "reconnecting"
-        self._stats.connected_since = None
-        self._stats.last_error = conn.error
-        if conn.opened_at is None:
-            self._stats.incr("connect_failures")
-        level = logging.WARNING if conn.opened_at is not None else logging.INFO
-        self.log.log(level, "connection %d %s (%s); %s", conn.number,
-                     "lost" if conn.opened_at is not None else "failed", conn.error or f"code {conn.close_code}",
-                     "no more attempts" if delay is None else f"next attempt in {delay:.1f} s")
-
-    def gave_up(self, error: GaveUpError) -> None:
-        """The watchdog gave up; run_forever() stops the node and raises ``error``."""
-        self.failure = error
-        self._stats.state = "gave up"
-        self._stats.last_error = str(error)
-        self._gave_up.set()
+    def _connection_ended(self, conn: Connection, decision: Decision) -> None:
+        self._connection_log.ended(conn, decision)
+        if decision.delay is None:
+            self.failure = GaveUpError(decision.give_up)  # run_forever() and wait_stopped() see it
 
     # -- called on the connection thread ---------------------------------------------------------
 
-    def _opened(self, conn: Connection) -> None:
-        if self._opened_before:
-            self._stats.incr("reconnects")
-        self._opened_before = True
-        self.log.info("WebSocket connection %d established", conn.number)
-
     def _closed(self, conn: Connection, code: Optional[int], error: str) -> None:
-        self.link.detach(conn)
+        self.delivery.detach(conn)
         if self._watchdog is not None:
             self._watchdog.wake()
+
+    def _ready_for_tasks(self) -> None:
+        if self._notifier is not None:
+            self._notifier.ready()
 
     def _hub_notice(self, replaced: bool) -> None:
         watchdog = self._watchdog
         if watchdog is not None:
-            watchdog.replaced = watchdog.replaced or replaced
+            if replaced:
+                watchdog.replaced()
             watchdog.wake()

@@ -2,7 +2,8 @@
 
 Precedence, highest first: explicit overrides (constructor arguments, command-line
 flags) > the ``.env`` file > the process environment > defaults. The ``.env``
-file beating the environment is the seed README's rule and is kept on purpose.
+file beating the environment is kept on purpose: it is the order the original asyncio client
+documented, so a deployment moved to this package reads the same values.
 """
 from __future__ import annotations
 
@@ -16,22 +17,28 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 
 from .exceptions import ConfigError
+from .proxies import EnvironmentProxies, Route, mask, parse_setting, route
+from .signing import redact
+from .urls import host_for_url
 
-__all__ = ["PUBLIC_EXAMPLE_KEY", "Settings", "load_settings", "setting_names"]
+__all__ = ["PUBLIC_EXAMPLE_KEY", "Settings", "credential_name", "load_settings", "read_key_file", "setting_names"]
 
-#: The key printed in the seed README and env.example: anyone can sign with it.
+#: The public example key (env.example, the test vectors of docs/protocol.md §1): anyone can sign with it.
 PUBLIC_EXAMPLE_KEY = "mySignatureKey123456789012345"
 
 #: pc_id and instance names go into a URL and a signed string: keep them boring.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+#: ``module`` or ``module:function``, dotted Python names (OCTOHUB_APP).
+APP_SPEC = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*)?$")
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
-def _opt(default: Any, help: str, *, kind: str = "str", secret: bool = False) -> Any:
-    return field(default=default, metadata={"help": help, "kind": kind, "secret": secret})
+def _opt(default: Any, help: str, *, kind: str = "str", secret: bool = False, repr: bool = True) -> Any:
+    return field(default=default, repr=repr, metadata={"help": help, "kind": kind, "secret": secret})
 
 
 @dataclass(frozen=True)
@@ -44,10 +51,14 @@ class Settings:
     ws_host: Optional[str] = _opt(None, "replace the host of every WebSocket address with this one")
     api_url: Optional[str] = _opt(None, "full API base URL, e.g. https://hub.example:8443 (overrides host/port/TLS for the API)", kind="url")
     connect_mode: str = _opt("api", "api: ask the API server for the address; direct: sign the WS URL yourself", kind="mode")
-    signature_key: str = field(default="", repr=False, metadata={"help": "HMAC key shared with the hub (required)", "kind": "str", "secret": True})
+    signature_key: str = field(default="", repr=False, metadata={"help": "HMAC key of the API server (required; in direct mode the fallback for OCTOHUB_WS_SIGNATURE_KEY)", "kind": "str", "secret": True})
+    signature_key_file: Optional[str] = _opt(None, "read OCTOHUB_SIGNATURE_KEY from this file (default: the systemd credential octohub_signature_key, if any)", kind="path")
+    ws_signature_key: str = field(default="", repr=False, metadata={"help": "HMAC key of the WebSocket server, for direct mode (default: OCTOHUB_SIGNATURE_KEY)", "kind": "str", "secret": True})
+    ws_signature_key_file: Optional[str] = _opt(None, "read OCTOHUB_WS_SIGNATURE_KEY from this file (default: the systemd credential octohub_ws_signature_key, if any)", kind="path")
     tls: bool = _opt(False, "use https/wss", kind="bool")
     ca_file: Optional[str] = _opt(None, "CA bundle to verify the hub's certificate (private CA)", kind="file")
     tls_insecure: bool = _opt(False, "do not verify certificates (logs a warning on every connect)", kind="bool")
+    proxy: Optional[str] = _opt(None, "proxy for the API and the WebSocket: http://[user:password@]host:port, socks5://..., socks5h://... or none (unset: HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY)", kind="proxy", repr=False)
     pc_id: Optional[str] = _opt(None, "node id; default node_<hash of host name and MAC>", kind="name")
     instance: Optional[str] = _opt(None, "instance name mixed into the default pc_id (several nodes on one host)", kind="name")
     reconnect_interval: float = _opt(5.0, "base delay of reconnect backoff (s)", kind="positive")
@@ -57,20 +68,26 @@ class Settings:
     connect_timeout: float = _opt(10.0, "timeout of the API request and the WebSocket handshake (s)", kind="positive")
     ping_interval: float = _opt(30.0, "WebSocket ping frame interval (s)", kind="positive")
     ping_timeout: float = _opt(10.0, "no pong within this time = dead connection (s)", kind="positive")
+    hub_read_timeout: float = _opt(60.0, "the hub's read deadline: re-register this long (plus a margin) after abandoning a connection (s, 0 = never)", kind="seconds")
     max_workers: int = _opt(8, "tasks run at once", kind="size")
     max_pending: int = _opt(256, "tasks waiting for a worker before new ones are refused", kind="count")
     task_timeout: float = _opt(0.0, "default task time limit (s, 0 = none)", kind="seconds")
     shutdown_timeout: float = _opt(30.0, "how long stop waits for running tasks (s)", kind="seconds")
     outbox_size: int = _opt(1000, "results kept while disconnected", kind="size")
     result_cache_size: int = _opt(1000, "finished results kept to answer redelivered task ids", kind="size")
-    max_message_bytes: int = _opt(4 * 2**20, "larger frames are dropped (bytes)", kind="size")
+    state_dir: Optional[str] = _opt(None, "keep unsent results and finished tasks here across restarts (off = in memory; the program's default: $STATE_DIRECTORY or ~/.local/state/octohub-node)", kind="statedir")
+    max_message_bytes: int = _opt(4 * 2**20, "larger frames are refused (bytes)", kind="size")
+    max_result_bytes: int = _opt(2**20, "larger results are answered failed ResultTooLarge (bytes, 0 = no limit)", kind="count")
     status_interval: float = _opt(300.0, "log a status line every N s (0 = off)", kind="seconds")
     metrics_port: int = _opt(0, "serve /healthz and /metrics on this port (0 = off)", kind="port0")
     metrics_host: str = _opt("127.0.0.1", "address of the metrics endpoint")
     log_level: str = _opt("INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL", kind="level")
+    app: Optional[str] = _opt(None, "serve the handlers of this module: module (its setup(client) or Handlers registry) or module:function", kind="app")
 
     #: Where each value came from ("environment", ".env", "override" or "flag"; absent: default).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    #: The proxy variables of the environment, read with the settings (only when OCTOHUB_PROXY is unset).
+    environment: EnvironmentProxies = field(default_factory=EnvironmentProxies, compare=False, repr=False)
 
     @property
     def api_base(self) -> str:
@@ -78,7 +95,7 @@ class Settings:
         if self.api_url:
             return self.api_url.rstrip("/")
         scheme = "https" if self.tls else "http"
-        return f"{scheme}://{_host_for_url(self.server_host)}:{self.server_port}"
+        return f"{scheme}://{host_for_url(self.server_host)}:{self.server_port}"
 
     @property
     def ws_scheme(self) -> str:
@@ -88,26 +105,31 @@ class Settings:
 
     @property
     def uses_public_key(self) -> bool:
-        """True when the key is the one published in env.example."""
-        return self.signature_key == PUBLIC_EXAMPLE_KEY
+        """True when the key in use is the one published in env.example."""
+        return PUBLIC_EXAMPLE_KEY in (self.signature_key, self.ws_key)
+
+    @property
+    def ws_key(self) -> str:
+        """The key that signs a WebSocket URL in direct mode: the WS server's own, else the shared one."""
+        return self.ws_signature_key or self.signature_key
+
+    def route(self, url: str) -> Route:
+        """Through which proxy, if any, the node reaches ``url`` (the API's or a WebSocket address)."""
+        return route(url, explicit=self.proxy, environment=self.environment)
 
     def masked(self) -> dict[str, tuple[str, str]]:
-        """Every setting as ``{env name: (shown value, source)}`` with the key masked."""
+        """Every setting as ``{env name: (shown value, source)}`` with the key and proxy credentials masked."""
         shown = {}
         for f in _fields():
             value = getattr(self, f.name)
             if f.metadata["secret"]:
                 value = f"<{len(value)} character{'s' * (len(value) != 1)}>" if value else "<not set>"
-            shown[env_name(f.name)] = (str(value), self.sources.get(f.name, "default"))
+            shown[env_name(f.name)] = (redact(str(value)), self.sources.get(f.name, "default"))
         return shown
 
 
-def _host_for_url(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
-
-
 def _fields() -> list:
-    return [f for f in fields(Settings) if f.name != "sources"]
+    return [f for f in fields(Settings) if "help" in f.metadata]  # not sources, not environment
 
 
 def env_name(name: str) -> str:
@@ -196,12 +218,16 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "mode": _parse_choice(("api", "direct")),
     "bool": lambda raw: raw if isinstance(raw, bool) else _parse_bool(str(raw)),
     "file": _parse_text(os.path.isfile, "no such file"),
+    "path": _parse_text(),  # read later, with its own errors (see _keys_from_files)
     "name": _parse_text(SAFE_NAME.match, "use 1-64 characters from A-Z a-z 0-9 _ . -"),
     "positive": _parse_number(float, 0, above=True),
     "seconds": _parse_number(float, 0),
     "count": _parse_number(int, 0),
     "size": _parse_number(int, 1),
     "level": _parse_choice(_LOG_LEVELS, upper=True),
+    "statedir": lambda raw: "off" if str(raw).strip().lower() in ("off", "none") else str(raw).strip(),
+    "proxy": parse_setting,
+    "app": _parse_text(APP_SPEC.match, "expected module or module:function (dotted Python names)"),
 }
 
 
@@ -256,16 +282,81 @@ def load_settings(
             if env_name(f.name) in layer:
                 raw = layer[env_name(f.name)]
                 if isinstance(raw, str) and not raw.strip():
-                    break  # an empty value means "use the default", as in the seed's env.example
+                    break  # an empty value means "use the default": a blank OCTOHUB_X= line changes nothing
                 try:
                     values[f.name] = _PARSERS[f.metadata["kind"]](raw)
                 except (TypeError, ValueError) as exc:
-                    raise ConfigError(env_name(f.name), raw, str(exc)) from None
+                    shown = mask(raw) if f.metadata["kind"] == "proxy" else raw  # a proxy URL's password
+                    raise ConfigError(env_name(f.name), shown, str(exc)) from None
                 sources[f.name] = source
                 break
-    settings = replace(Settings(), **values, sources=sources)
+    _keys_from_files(values, sources, [source for source, _ in layers], environ)
+    # OCTOHUB_PROXY set: the environment's proxy variables are not used, so not checked either.
+    environment = EnvironmentProxies() if "proxy" in values else EnvironmentProxies.read(environ)
+    settings = replace(Settings(), **values, sources=sources, environment=environment)
     _check_together(settings)
     return settings
+
+
+#: A key file larger than this is not a key file (a wrong path, say): it is refused unread.
+MAX_KEY_FILE_BYTES = 64 * 1024
+
+#: systemd credentials (``LoadCredential=NAME:PATH``) are files named NAME in this directory.
+CREDENTIALS_DIRECTORY = "CREDENTIALS_DIRECTORY"
+
+
+def credential_name(name: str) -> str:
+    """``signature_key`` -> ``octohub_signature_key``, the systemd credential holding it."""
+    return "octohub_" + name
+
+
+def _keys_from_files(values: dict[str, Any], sources: dict[str, str], order: list[str],
+                     environ: Mapping[str, str]) -> None:
+    """Each key from its ``_FILE`` setting, else from its systemd credential, read once here.
+
+    The usual precedence decides between a key and its file (a flag beats ``.env``, which beats
+    the environment); both in the same place is an error. The credential counts only when
+    neither is set.
+    """
+    for name in ("signature_key", "ws_signature_key"):
+        path = values.get(name + "_file")
+        if path is not None:
+            if name in values:
+                ours, theirs = order.index(sources[name + "_file"]), order.index(sources[name])
+                if ours == theirs:
+                    raise ConfigError(env_name(name + "_file"), path,
+                                      f"{env_name(name)} is set too, in the same place: set one of them")
+                if theirs < ours:
+                    continue  # the key itself was given with higher precedence
+            values[name] = read_key_file(path, env_name(name + "_file"), path)
+            sources[name] = "key file"
+        elif name not in values and environ.get(CREDENTIALS_DIRECTORY):
+            path = os.path.join(environ[CREDENTIALS_DIRECTORY], credential_name(name))
+            if os.path.lexists(path):
+                values[name] = read_key_file(path, CREDENTIALS_DIRECTORY, path)
+                sources[name] = "credential"
+
+
+def read_key_file(path: str, variable: str, shown: str) -> str:
+    """The key in ``path``, surrounding whitespace (the trailing newline) stripped.
+
+    Raises:
+        ConfigError: naming ``variable`` and ``shown`` (the path), never the file's content.
+    """
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_KEY_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(variable, shown, f"cannot read the key file: {exc.strerror or type(exc).__name__}") from None
+    if len(data) > MAX_KEY_FILE_BYTES:
+        raise ConfigError(variable, shown, f"larger than {MAX_KEY_FILE_BYTES // 1024} KiB: not a key file")
+    try:
+        key = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(variable, shown, "the key file is not UTF-8 text") from None
+    if not key:
+        raise ConfigError(variable, shown, "the key file is empty")
+    return key
 
 
 def _check_together(s: Settings) -> None:
@@ -279,7 +370,14 @@ def _check_together(s: Settings) -> None:
 
 
 def require_key(settings: Settings) -> None:
-    """Raise :class:`ConfigError` unless a signature key is set."""
-    if not settings.signature_key:
+    """Raise :class:`ConfigError` unless the key the connect mode needs is set."""
+    if settings.connect_mode == "direct":
+        if not settings.ws_key:
+            raise ConfigError("OCTOHUB_WS_SIGNATURE_KEY", None,
+                              "direct mode signs the WebSocket URL with the WebSocket server's key: set "
+                              "OCTOHUB_WS_SIGNATURE_KEY (or OCTOHUB_SIGNATURE_KEY) in .env or in the environment, "
+                              "or OCTOHUB_WS_SIGNATURE_KEY_FILE, or the systemd credential octohub_ws_signature_key")
+    elif not settings.signature_key:
         raise ConfigError("OCTOHUB_SIGNATURE_KEY", None,
-                          "the hub's key is required: set it in .env, in the environment or with --signature-key")
+                          "the hub's key is required: set it in .env or in the environment, or give "
+                          "OCTOHUB_SIGNATURE_KEY_FILE or the systemd credential octohub_signature_key")

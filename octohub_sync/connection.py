@@ -13,12 +13,13 @@ import ssl
 import threading
 import time
 from typing import Callable, Optional
-from urllib.parse import urlsplit
 
 import websocket
 
 from .exceptions import OctoHubError
+from .proxies import Route
 from .signing import redact
+from .tunnel import open_socket
 
 __all__ = ["Connection"]
 
@@ -36,9 +37,11 @@ class Connection:
             connection thread, so a slow API never blocks the watchdog; never logged).
         number: attempt number, for the thread name and log lines.
         on_open / on_frame / on_closed: callbacks run on the connection thread.
+        on_pong: called with the payload of every pong frame, on the connection thread.
         ssl_context: used for ``wss``.
-        connect_timeout: bounds the TCP connect, the TLS and WebSocket handshakes,
-            and afterwards any single blocked read of a frame or send.
+        route: says through which proxy, if any, a WebSocket address is reached.
+        connect_timeout: bounds the TCP connect, the proxy's handshake, the TLS and WebSocket
+            handshakes together, and afterwards any single blocked read of a frame or send.
         ping_interval, ping_timeout: WebSocket ping frames; a missing pong ends the session.
     """
 
@@ -50,7 +53,9 @@ class Connection:
         on_open: Callable[["Connection"], None],
         on_frame: Callable[["Connection", "str | bytes", bool], None],
         on_closed: Callable[["Connection", Optional[int], str], None],
+        on_pong: Callable[["Connection", bytes], None],
         ssl_context: Optional[ssl.SSLContext],
+        route: Callable[[str], Route],
         connect_timeout: float,
         ping_interval: float,
         ping_timeout: float,
@@ -60,12 +65,17 @@ class Connection:
         self.opened_at: Optional[float] = None
         self.last_pong = 0.0
         self.close_code: Optional[int] = None
+        #: When :meth:`begin_close` sent our close frame (monotonic), else None.
+        self.closing_since: Optional[float] = None
         self._on_open, self._on_frame, self._on_closed = on_open, on_frame, on_closed
+        self._on_pong = on_pong
         self._ssl_context = ssl_context
+        self._route = route
+        #: How this connection reached the hub (set once the address is known).
+        self.route: Optional[Route] = None
         self._connect_timeout = connect_timeout
         self._ping = (ping_interval, ping_timeout)
         self._binary = False
-        self._closing = False
         self._sock: Optional[socket.socket] = None
         self._app = websocket.WebSocketApp(
             "",
@@ -77,6 +87,9 @@ class Connection:
             on_close=self._closed,
         )
         self.error: Optional[str] = None
+        #: What kind of failure ``error`` is (exception type, plus the HTTP status where there is one):
+        #: repeats of one kind are logged less loudly than the first.
+        self.error_kind: Optional[str] = None
         # Daemon: a socket stuck in the kernel must never keep the process alive at exit;
         # stop() joins this thread explicitly.
         self.thread = threading.Thread(target=self._run, name=f"octohub-conn-{number}", daemon=True)
@@ -93,23 +106,52 @@ class Connection:
         """
         self._app.send(frame)
 
+    @property
+    def closed_cleanly(self) -> bool:
+        """We sent a close frame and the hub answered with its own: it read everything sent before."""
+        return self.closing_since is not None and self.close_code is not None
+
+    def begin_close(self) -> None:
+        """Send a close frame (code 1000) and return at once; the connection thread reads the answer.
+
+        The session ends when the hub's close frame arrives; whoever waits for that bounds the wait
+        (:meth:`close`, or the watchdog, which aborts after ``CLOSE_TIMEOUT``).
+        """
+        if self.closing_since is not None:
+            return
+        self.closing_since = time.monotonic()
+        ws = self._app.sock
+        if ws is None or self.opened_at is None:
+            self._app.keep_running = False  # not open yet: nothing to say goodbye to
+            self.abort()
+            return
+        # Only send the close frame: the connection thread reads the hub's answer (keep_running stays
+        # True so that it does). Two threads reading one socket, as WebSocketApp.close() would, can
+        # leave the reader asleep in select() on a closed descriptor until the next ping timeout.
+        try:
+            ws.send_close(websocket.STATUS_NORMAL)
+        except Exception as exc:  # a dead socket cannot be closed politely
+            logger.debug("close frame on connection %s: %s", self.number, exc)
+            self.abort()
+
     def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
         """Close with code 1000 and wait for the thread; abort the socket if it lingers."""
-        self._closing = True
-        self._app.keep_running = False
-        ws = self._app.sock
-        if ws is not None and self.opened_at is not None:
-            # Only send the close frame: the connection thread reads the hub's answer. Two threads
-            # reading one socket (as WebSocketApp.close() would) can leave the reader asleep in
-            # select() on a closed descriptor until the next ping timeout.
-            try:
-                ws.send_close(websocket.STATUS_NORMAL)
-            except Exception as exc:  # a dead socket cannot be closed politely; it is aborted below
-                logger.debug("close frame on connection %s: %s", self.number, exc)
+        self.begin_close()
         self.thread.join(min(timeout, CLOSE_TIMEOUT))
         if self.thread.is_alive():
             self.abort()
             self.thread.join(timeout)
+
+    def ping(self, payload: bytes) -> None:
+        """Send a ping frame (thread-safe); the hub's pong reaches ``on_pong``.
+
+        Raises:
+            websocket.WebSocketException, OSError: the connection is gone or stalled.
+        """
+        ws = self._app.sock
+        if ws is None:
+            raise websocket.WebSocketConnectionClosedException("connection is closed")
+        ws.ping(payload)
 
     def abort(self) -> None:
         """Tear the TCP connection down without a close frame (dead or stalled path)."""
@@ -130,16 +172,18 @@ class Connection:
         except OctoHubError as exc:
             hint = getattr(exc, "hint", "")
             self.error = f"{exc}{' - ' + hint if hint else ''}"
+            self.error_kind = _kind(exc)
             self._on_closed(self, None, self.error)
             return
         except Exception as exc:  # DNS, refused, TLS: all mean "this attempt failed"
             self.error = _describe(exc)
+            self.error_kind = _kind(exc)
             self._on_closed(self, None, self.error)
             return
         interval, timeout = self._ping
         self._app.prepared_socket = self._sock
         try:
-            if not self._closing:
+            if self.closing_since is None:
                 self._app.run_forever(
                     ping_interval=interval,
                     ping_timeout=timeout,
@@ -152,23 +196,15 @@ class Connection:
             self._sock.close()
 
     def _open_socket(self, url: str) -> socket.socket:
-        # Our own socket, so that connect and handshake are bounded by connect_timeout
-        # (websocket-client would use the process-wide default timeout, None).
-        parts = urlsplit(url)
-        port = parts.port or (443 if parts.scheme == "wss" else 80)
-        sock = socket.create_connection((parts.hostname, port), timeout=self._connect_timeout)
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            if parts.scheme == "wss":
-                context = self._ssl_context or ssl.create_default_context()
-                sock = context.wrap_socket(sock, server_hostname=parts.hostname)
-        except Exception:
-            sock.close()
-            raise
-        return sock
+        # Our own socket, so that connect, proxy and handshakes are bounded by connect_timeout
+        # (websocket-client would use the process-wide default timeout, None, and its own proxy rules).
+        self.route = self._route(url)
+        return open_socket(url, proxy=self.route.proxy, ssl_context=self._ssl_context, timeout=self._connect_timeout)
 
     def _opened(self, app: websocket.WebSocketApp) -> None:
+        # The upgrade had what was left of the connect budget; from now on a blocked read or send gets all of it.
+        if self._sock is not None:
+            self._sock.settimeout(self._connect_timeout)
         self.opened_at = self.last_pong = time.monotonic()
         self._on_open(self)
 
@@ -182,13 +218,24 @@ class Connection:
 
     def _pong(self, app: websocket.WebSocketApp, data: bytes) -> None:
         self.last_pong = time.monotonic()
+        self._on_pong(self, data)
 
     def _error(self, app: websocket.WebSocketApp, exc: BaseException) -> None:
         self.error = _describe(exc)
+        self.error_kind = _kind(exc)
+        if self.opened_at is None and getattr(exc, "status_code", None) == 401:
+            self.error += (" - the WebSocket server refused the signature: check the key it uses "
+                           "(OCTOHUB_WS_SIGNATURE_KEY in direct mode) and this machine's clock")
 
     def _closed(self, app: websocket.WebSocketApp, code: Optional[int], reason: Optional[str]) -> None:
         self.close_code = code
         self._on_closed(self, code, self.error or (reason or ""))
+
+
+def _kind(exc: BaseException) -> str:
+    """``Type`` or ``Type/status``: failures of one kind repeat with other details (URLs, times)."""
+    status = getattr(exc, "status", None) or getattr(exc, "status_code", None)
+    return f"{type(exc).__name__}/{status}" if status else type(exc).__name__
 
 
 def _describe(exc: BaseException) -> str:

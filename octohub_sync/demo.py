@@ -7,6 +7,7 @@ from typing import Any, Mapping
 
 from .client import NodeWebSocketClient
 from .config import load_settings
+from .exitcodes import ExitCode
 
 __all__ = ["run_demo"]
 
@@ -32,7 +33,7 @@ def run_demo(overrides: Mapping[str, Any]) -> int:
         from .hub import LocalHub
     except ImportError:
         print("the demo needs the local hub's WebSocket server: pip install -e '.[hub]'")
-        return 1
+        return ExitCode.FAILED
     key = secrets.token_urlsafe(24)  # a throw-away key: the hub and the node are both ours
     with LocalHub(key) as hub:
         settings = load_settings(
@@ -44,7 +45,7 @@ def run_demo(overrides: Mapping[str, Any]) -> int:
         with client:
             if not client.wait_connected(15):
                 print(f"the node did not connect to the local hub: {client.stats()['last_error']}")
-                return 1
+                return ExitCode.FAILED
             print(f"node {client.get_pc_id()} connected to the local hub at {hub.api_url}")
             ids = [hub.send_task(task_type, data) for task_type, data, _ in SAMPLES]
             ok = True
@@ -54,4 +55,4 @@ def run_demo(overrides: Mapping[str, Any]) -> int:
                 print(f"  {task_id:<8} {task_type:<13} {result['status']:<10} {json.dumps(shown, ensure_ascii=False)}")
                 ok = ok and result["status"] == expected
     print("demo finished: every task answered as expected" if ok else "demo finished: some answers were unexpected")
-    return 0 if ok else 1
+    return ExitCode.OK if ok else ExitCode.FAILED

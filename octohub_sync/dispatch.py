@@ -7,8 +7,7 @@ only feeds it frames and carries out the :class:`Plan`.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Container, Optional
+from typing import Container, NamedTuple, Optional
 
 from . import protocol
 from .exceptions import ProtocolError
@@ -23,9 +22,11 @@ REPLACED_REASONS = ("新连接建立", "new connection", "replaced")
 UNKNOWN_ACTION = 1002
 
 
-@dataclass(frozen=True)
-class Plan:
-    """What to do about one frame. Unset fields mean "nothing"."""
+class Plan(NamedTuple):
+    """What to do about one frame. Unset fields mean "nothing".
+
+    A named tuple, not a dataclass: one is built per frame, and a tuple is the cheapest to build.
+    """
 
     message: Optional[Message] = None
     reply: Optional[str] = None
@@ -34,6 +35,8 @@ class Plan:
     closing: Optional[str] = None
     replaced: bool = False
     handler: Optional[str] = None
+    #: (task_id, error): answer ``failed`` for a task that cannot be read (too large).
+    refusal: Optional[tuple[str, str]] = None
     log_level: int = logging.DEBUG
     log_text: str = ""
 
@@ -50,7 +53,15 @@ def dispatch(frame: str | bytes, *, max_bytes: int, handlers: Container[str] = (
         octohub_sync.exceptions.ProtocolError: the frame is not a usable message
             (the caller logs and counts it).
     """
-    msg = protocol.decode(frame, max_bytes=max_bytes)
+    try:
+        msg = protocol.decode(frame, max_bytes=max_bytes)
+    except protocol.FrameTooLarge as exc:
+        # The hub waits for an answer to a task it sent; silence would leave it waiting forever.
+        task_id = protocol.peek_task_id(frame)
+        if task_id is None:
+            raise
+        return Plan(refusal=(task_id, f"TaskTooLarge: {exc}"), log_level=logging.WARNING,
+                    log_text=f"refused task {task_id[:100]}: {exc}")
     try:
         return _route(msg, handlers)
     except RecursionError:  # str() or json.dumps() of a value json.loads only just managed

@@ -19,22 +19,34 @@ import websocket
 from . import protocol
 from .api import SKEW_WARNING, Address, loopback_pitfall, resolve_address, ssl_context
 from .config import Settings, env_name
-from .exceptions import ApiError, AuthError, ProtocolError
+from .exceptions import ApiError, AuthError, ProtocolError, ProxyError
+from .exitcodes import ExitCode
 from .identity import machine_pc_id
+from .proxies import mask
 from .signing import MAX_SKEW, redact
+from .tunnel import open_socket
+from .urls import host_for_url, port_of
 
 __all__ = ["run_check"]
 
 logger = logging.getLogger(__name__)
 
 #: Exit codes, as in cli.py.
-EXIT_OK, EXIT_FAILED = 0, 1
 
-#: Added to the pc_id for the test connection: the hub keeps one connection per pc_id
-#: (one connection per pc_id), so checking with the node's own id would knock a running node off.
+#: Added to the pc_id for the test connection: the hub keeps one connection per pc_id and drops the
+#: older one when another connects (docs/protocol.md §5), so checking with the node's own id would
+#: disconnect a node that is running with it.
 CHECK_SUFFIX = "_check"
 
 _KEY_FIX = "set OCTOHUB_SIGNATURE_KEY to the hub's key and keep this machine's clock synchronised (NTP)"
+_WS_KEY_FIX = {
+    "direct": "set OCTOHUB_WS_SIGNATURE_KEY to the WebSocket server's key (websocket.signature.secret.key, the Go "
+              "server's signature.key; it may differ from the API server's) and keep this machine's clock "
+              "synchronised (NTP)",
+    "api": "the API server signed this address, so OCTOHUB_SIGNATURE_KEY is right; the hub's API server and "
+           "WebSocket server disagree on the WebSocket key (websocket.signature.secret.key vs the Go server's "
+           "signature.key), or their clocks differ by more than 300 s",
+}
 
 
 class _StepFailed(Exception):
@@ -92,10 +104,10 @@ def run_check(settings: Settings, *, out: Optional[TextIO] = None) -> int:
         p.mark("fail", failure.step, failure.message)
         p.line()
         p.line(f"FAILED at step '{failure.step}': {failure.message}. Likely fix: {failure.hint}")
-        return EXIT_FAILED
+        return ExitCode.FAILED
     p.line()
     p.line(f"all checks passed: node {pc_id} can connect")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _print_settings(settings: Settings, pc_id: str, p: _Printer) -> None:
@@ -104,6 +116,10 @@ def _print_settings(settings: Settings, pc_id: str, p: _Printer) -> None:
     width = max(len(name) for name in shown)
     for name, (value, source) in shown.items():
         p.line(f"  {name:<{width}} = {'(not set)' if value == 'None' else value} [{source}]")
+    env = settings.environment  # read only while OCTOHUB_PROXY is unset
+    shown_env = [(env.names[key], mask(env.urls[key])) for key in ("https", "http", "all") if key in env.urls]
+    for name, value in shown_env + ([(env.names["no"], env.no_proxy)] if env.no_proxy else []):
+        p.line(f"  {name:<{width}} = {value} [environment]")
     origin = env_name("pc_id") if settings.pc_id else (
         "host name + MAC" + (f" + instance {settings.instance!r}" if settings.instance else ""))
     p.line(f"  pc_id in use: {pc_id} (from {origin})")
@@ -111,9 +127,16 @@ def _print_settings(settings: Settings, pc_id: str, p: _Printer) -> None:
 
 
 def _check_key(settings: Settings, p: _Printer) -> None:
-    if not settings.signature_key:
-        raise _StepFailed("key", "OCTOHUB_SIGNATURE_KEY is not set", "set it to the hub's key (environment, .env or --signature-key)")
-    p.mark("ok", "key", f"OCTOHUB_SIGNATURE_KEY is set ({len(settings.signature_key)} characters)")
+    # The real hub has two keys: the API server's signs API requests, the WebSocket server's signs
+    # the WebSocket URL (which only a node in direct mode signs itself).
+    if settings.connect_mode == "direct":
+        name = "OCTOHUB_WS_SIGNATURE_KEY" if settings.ws_signature_key else "OCTOHUB_SIGNATURE_KEY"
+        key, role = settings.ws_key, "the WebSocket server's key (websocket.signature.secret.key, the Go server's signature.key)"
+    else:
+        name, key, role = "OCTOHUB_SIGNATURE_KEY", settings.signature_key, "the API server's key (signature.secret.key)"
+    if not key:
+        raise _StepFailed("key", f"{name} is not set", f"set it to {role} (environment, .env or a flag)")
+    p.mark("ok", "key", f"{name} is set ({len(key)} characters); it must be {role}")
     if settings.uses_public_key:
         p.note("it is the public example key from env.example: anyone can impersonate the hub's nodes; "
                "use a secret key in production")
@@ -121,14 +144,17 @@ def _check_key(settings: Settings, p: _Printer) -> None:
 
 def _check_api(settings: Settings, check_id: str, p: _Printer) -> Address:
     log = logging.LoggerAdapter(logger, {})
-    p.line(f"Checking as pc_id {check_id}: the hub keeps one connection per pc_id, so the node's own id "
-           "would knock a running node off: the hub keeps one connection per pc_id)")
+    p.line(f"Checking as pc_id {check_id}, not the node's own pc_id: the hub keeps one connection per "
+           "pc_id, so using the node's id would disconnect the node if it is running")
     with requests.Session() as session:
         if settings.connect_mode == "direct":
             p.mark("skip", "API", "skipped (OCTOHUB_CONNECT_MODE=direct: the node signs the WebSocket address itself)")
             return resolve_address(settings, check_id, session, log)
+        p.line(f"    proxy for the API: {settings.route(settings.api_base)}")
         try:
             address = resolve_address(settings, check_id, session, log)
+        except ProxyError as exc:
+            raise _StepFailed("API", str(exc), exc.hint) from None
         except AuthError as exc:
             raise _StepFailed("API", str(exc), exc.hint or _KEY_FIX) from None
         except ApiError as exc:
@@ -158,11 +184,19 @@ def _report_skew(skew: Optional[float], p: _Printer, source: str = "the API's Da
 
 def _check_websocket(settings: Settings, address: Address, p: _Printer) -> None:
     parts = urlsplit(address.url)
-    where = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'wss' else 80)}"
-    sslopt = {"context": ssl_context(settings)} if parts.scheme == "wss" else None
+    where = f"{host_for_url(parts.hostname or '')}:{port_of(parts)}"
+    route = settings.route(address.url)
+    p.line(f"    proxy for the WebSocket: {route}")
     started = time.monotonic()
     try:
-        ws = websocket.create_connection(address.url, timeout=settings.connect_timeout, sslopt=sslopt)
+        # The node's own way to the hub (proxy, TLS, one deadline), then websocket-client's handshake on it.
+        sock = open_socket(address.url, proxy=route.proxy, timeout=settings.connect_timeout,
+                           ssl_context=ssl_context(settings) if parts.scheme == "wss" else None)
+        try:
+            ws = websocket.create_connection(address.url, socket=sock, timeout=sock.gettimeout())
+        except BaseException:
+            sock.close()
+            raise
     except Exception as exc:  # every way a handshake can fail is a finding to explain
         raise _StepFailed("WebSocket", f"connecting to {parts.scheme}://{where} failed: {_describe(exc)}",
                          _ws_hint(exc, settings, address.url, where)) from None
@@ -213,10 +247,11 @@ def _describe(exc: BaseException) -> str:
 
 def _ws_hint(exc: BaseException, settings: Settings, url: str, where: str) -> str:
     mismatch = loopback_pitfall(settings, url)
+    if isinstance(exc, ProxyError):
+        return exc.hint
     if isinstance(exc, websocket.WebSocketBadStatusException):
         if exc.status_code == 401:
-            return "the WebSocket server refused the signature: " + _KEY_FIX + (
-                " (in API mode the API and WebSocket servers must share the key)" if settings.connect_mode == "api" else "")
+            return "the WebSocket server refused the signature: " + _WS_KEY_FIX[settings.connect_mode]
         return f"check that {where} is the OctoHub WebSocket server (path /ws/node)"
     if isinstance(exc, ssl.SSLError):
         return "TLS failed: set OCTOHUB_CA_FILE to the CA bundle that signed the hub's certificate (or check OCTOHUB_TLS)"

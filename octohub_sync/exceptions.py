@@ -17,7 +17,9 @@ class ConfigError(OctoHubError):
         self.variable = variable
         self.value = value
         self.reason = reason
-        shown = "(not set)" if value in (None, "") else "<hidden>" if "KEY" in variable else repr(value)
+        # A key's value is hidden; a key file's value is its path, which the operator needs to see.
+        secret = "KEY" in variable and not variable.endswith("_FILE")
+        shown = "(not set)" if value in (None, "") else "<hidden>" if secret else repr(value)
         super().__init__(f"{variable}={shown}: {reason}")
 
 
@@ -39,9 +41,36 @@ class AuthError(ApiError):
     """The hub rejected the signature (HTTP 401)."""
 
 
+class ProxyError(OctoHubError):
+    """A proxy refused (HTTP 407, a SOCKS5 authentication failure, a tunnel it will not open) or
+    could not be reached. The message names the proxy with its credentials masked.
+
+    Attributes:
+        status: the proxy's HTTP status, or ``None`` (SOCKS5, no answer).
+        hint: what the operator can do about it.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, hint: str = "") -> None:
+        self.status = status
+        self.hint = hint
+        super().__init__(message)
+
+
 class ProtocolError(OctoHubError):
     """A frame from the hub is not a message this node can act on."""
 
 
 class GaveUpError(OctoHubError):
     """``OCTOHUB_MAX_RECONNECT_ATTEMPTS`` consecutive attempts failed; the node stopped."""
+
+
+class TaskFailed(OctoHubError):
+    """A task run through :meth:`octohub_sync.testing.LocalNode.run` was answered ``failed``.
+
+    Attributes:
+        result: the whole ``task_result`` message; ``result["error"]`` says why.
+    """
+
+    def __init__(self, result: dict) -> None:
+        self.result = result
+        super().__init__(f"task {result.get('task_id')} failed: {result.get('error')}")

@@ -1,4 +1,4 @@
-"""The built-in task types of the seed's reference node (PROTOCOL §6)."""
+"""The built-in task types every node handles (docs/protocol.md §12)."""
 from __future__ import annotations
 
 import time

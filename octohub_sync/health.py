@@ -1,6 +1,8 @@
-"""``/healthz`` and ``/metrics`` of a running node, on the standard library's HTTP server.
+"""``/livez``, ``/readyz``, ``/healthz`` and ``/metrics`` of a running node, on the standard library's HTTP server.
 
 Started by :meth:`NodeWebSocketClient.start` when ``OCTOHUB_METRICS_PORT`` is set.
+``/livez`` and ``/readyz`` answer what :mod:`~octohub_sync.liveness` decides (alive: the process
+works, whatever the hub does; ready: it can take tasks now); ``/healthz`` is kept as it was.
 ``/metrics`` is the Prometheus text exposition format 0.0.4, written by hand: it is
 a few lines of text, and writing it keeps ``prometheus_client`` an optional dependency.
 """
@@ -13,31 +15,27 @@ import math
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, Mapping, Optional
+from typing import Any, Callable, Mapping, NamedTuple, Optional
 
-from . import __version__
+from ._version import __version__
 from .exceptions import ConfigError
+from .liveness import Verdict
 from .signing import redact
-from .stats import COUNTERS
+from .stats import COUNTERS, NodeState
+from .urls import host_for_url
 
-if TYPE_CHECKING:
-    from .client import NodeWebSocketClient
-
-__all__ = ["MetricsServer", "health", "render_metrics"]
+__all__ = ["MetricsServer", "health", "probe", "render_metrics"]
 
 logger = logging.getLogger(__name__)
 
-#: States in which the node is doing its job, or retrying within OCTOHUB_MAX_RECONNECT_ATTEMPTS.
-HEALTHY_STATES = ("connected", "connecting", "reconnecting")
-
-#: Every state ``octohub_node_state`` reports, so that each series exists from the start.
-STATES = ("connecting", "connected", "reconnecting", "stopping", "stopped", "gave up")
 
 #: Seconds a client may take to send its request: a stuck scraper must not hold a thread.
 REQUEST_TIMEOUT = 5.0
 
 #: Seconds stop() waits for the server thread.
 STOP_TIMEOUT = 5.0
+
+_HEALTHY = {s.value for s in NodeState if s.healthy}
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -49,9 +47,12 @@ _COUNTER_HELP = {
     "tasks_timed_out": "Tasks answered failed because they exceeded their time limit.",
     "tasks_duplicate": "Task ids received again (running or already answered).",
     "bad_frames": "Frames from the hub that could not be handled.",
-    "results_dropped": "Results given up because the outbox was full.",
+    "results_dropped": "Results dropped because the outbox was full.",
+    "results_resent": "Results sent again because the hub never confirmed reading them before the connection ended.",
     "reconnects": "Connections opened after the first attempt (each one a reconnection).",
     "connect_failures": "Connection attempts that never opened.",
+    "ledger_errors": "Writes to the on-disk ledger that failed (disk full, I/O error); results stayed in memory.",
+    "reregistrations": "Connections closed and opened again so that the hub cannot forget this node (OCTOHUB_HUB_READ_TIMEOUT).",
 }
 
 _GAUGES = (
@@ -59,6 +60,7 @@ _GAUGES = (
     ("tasks_running", "tasks_running", "Task handlers running now."),
     ("tasks_queued", "tasks_queued", "Tasks waiting for a worker."),
     ("outbox", "outbox", "Results waiting to be sent (kept while disconnected)."),
+    ("results_unconfirmed", "results_unconfirmed", "Results sent that the hub has not yet confirmed reading."),
 )
 
 
@@ -73,12 +75,12 @@ def health(stats: Mapping[str, Any], failed: bool = False) -> tuple[int, dict[st
         HTTP status (200 or 503) and the JSON body.
     """
     state = stats.get("state")
-    ok = state in HEALTHY_STATES and not failed
+    ok = state in _HEALTHY and not failed
     body = {
         "status": "ok" if ok else "unavailable",
         "state": state,
         "pc_id": stats.get("pc_id"),
-        "connected": state == "connected",
+        "connected": state == NodeState.CONNECTED.value,
         "connected_since": stats.get("connected_since"),
         "tasks_running": stats.get("tasks_running"),
         "tasks_queued": stats.get("tasks_queued"),
@@ -86,6 +88,13 @@ def health(stats: Mapping[str, Any], failed: bool = False) -> tuple[int, dict[st
         "last_error": redact(str(stats["last_error"])) if stats.get("last_error") else None,
     }
     return (200 if ok else 503), body
+
+
+def probe(verdict: Verdict, stats: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
+    """The ``/livez`` or ``/readyz`` answer: 200 or 503, with the reason, state and pc_id."""
+    body = {"status": "ok" if verdict.ok else "unavailable", "reason": verdict.reason,
+            "state": stats.get("state"), "pc_id": stats.get("pc_id")}
+    return (200 if verdict.ok else 503), body
 
 
 def render_metrics(stats: Mapping[str, Any]) -> str:
@@ -108,12 +117,14 @@ def render_metrics(stats: Mapping[str, Any]) -> str:
             lines.append(f"octohub_node_{metric}{{{label}}} {_number(stats[key])}")
     state = stats.get("state")
     family("octohub_node_connected", "gauge", "1 while connected and ready for tasks, else 0.")
-    lines.append(f"octohub_node_connected{{{label}}} {int(state == 'connected')}")
+    lines.append(f"octohub_node_connected{{{label}}} {int(state == NodeState.CONNECTED.value)}")
     family("octohub_node_connected_since_seconds", "gauge",
            "Unix time the current connection became ready; 0 while not connected.")
     lines.append(f"octohub_node_connected_since_seconds{{{label}}} {_number(stats.get('connected_since') or 0)}")
     family("octohub_node_state", "gauge", "1 for the node's current state, 0 for the others.")
-    for name in STATES + ((state,) if state not in STATES and state else ()):
+    # Every state, so that each series exists from the start.
+    names = [s.value for s in NodeState]
+    for name in names + ([state] if state not in names and state else []):
         lines.append(f'octohub_node_state{{{label},state="{escape_label(str(name))}"}} {int(name == state)}')
     if stats.get("clock_skew") is not None:
         family("octohub_node_clock_skew_seconds", "gauge",
@@ -148,17 +159,22 @@ def _number(value: Any) -> str:
 
 
 class MetricsServer:
-    """Serves ``/healthz`` and ``/metrics`` for one client on a named thread.
+    """Serves ``/livez``, ``/readyz``, ``/healthz`` and ``/metrics`` for one node on a named thread.
 
     Args:
-        client: the node whose ``stats()`` are served.
+        stats: returns the node's ``stats()`` snapshot.
+        failed: whether the node gave up reconnecting.
+        alive, ready: the node's liveness and readiness (``/livez``, ``/readyz``; without them, 404).
         host: address to bind (``OCTOHUB_METRICS_HOST``; keep it on loopback unless a
             scraper on another machine needs it: the pages are not authenticated).
         port: port to bind; 0 picks a free one (see :attr:`port`).
     """
 
-    def __init__(self, client: "NodeWebSocketClient", host: str, port: int) -> None:
-        self._client = client
+    def __init__(self, *, stats: Callable[[], Mapping[str, Any]], failed: Callable[[], bool], host: str, port: int,
+                 log: logging.LoggerAdapter, alive: Optional[Callable[[], Verdict]] = None,
+                 ready: Optional[Callable[[], Verdict]] = None) -> None:
+        self._pages = _Pages(stats, failed, alive, ready)
+        self._log = log
         self.host = host
         #: The bound port, once :meth:`start` returned.
         self.port = port
@@ -172,7 +188,7 @@ class MetricsServer:
             ConfigError: the address cannot be bound (port in use, unknown host).
         """
         try:
-            self._server = _Server(self._client, self.host, self.port)
+            self._server = _Server(self._pages, self.host, self.port)
         except OSError as exc:
             raise ConfigError("OCTOHUB_METRICS_PORT", self.port, f"cannot listen on {self.host}: {exc}") from None
         self.port = int(self._server.server_address[1])
@@ -180,7 +196,8 @@ class MetricsServer:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.25},
                                         name="octohub-metrics", daemon=True)
         self._thread.start()
-        self._client.log.info("serving /healthz and /metrics on http://%s:%d", _url_host(self.host), self.port)
+        self._log.info("serving /livez, /readyz, /healthz and /metrics on http://%s:%d", host_for_url(self.host),
+                       self.port)
 
     def stop(self) -> None:
         """Stop serving and join the thread. Idempotent."""
@@ -193,14 +210,23 @@ class MetricsServer:
             self._thread.join(STOP_TIMEOUT)
 
 
+class _Pages(NamedTuple):
+    """What the pages show: the node's stats, whether it gave up, whether it is alive and ready."""
+
+    stats: Callable[[], Mapping[str, Any]]
+    failed: Callable[[], bool]
+    alive: Optional[Callable[[], Verdict]]
+    ready: Optional[Callable[[], Verdict]]
+
+
 class _Server(ThreadingHTTPServer):
     """A ThreadingHTTPServer with named daemon request threads, IPv6-capable."""
 
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, client: "NodeWebSocketClient", host: str, port: int) -> None:
-        self.client = client
+    def __init__(self, pages: _Pages, host: str, port: int) -> None:
+        self.pages = pages
         self._ids = itertools.count(1)
         if ":" in host:
             self.address_family = socket.AF_INET6
@@ -223,14 +249,22 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
-        client = self.server.client
+        pages = self.server.pages
         if path == "/healthz":
-            status, body = health(client.stats(), failed=client.failure is not None)
+            status, body = health(pages.stats(), failed=pages.failed())
             self._reply(status, "application/json", json.dumps(body, ensure_ascii=False) + "\n")
         elif path == "/metrics":
-            self._reply(200, CONTENT_TYPE, render_metrics(client.stats()))
+            self._reply(200, CONTENT_TYPE, render_metrics(pages.stats()))
+        elif path == "/livez" and pages.alive is not None:
+            self._probe(pages.alive(), pages.stats())
+        elif path == "/readyz" and pages.ready is not None:
+            self._probe(pages.ready(), pages.stats())
         else:
-            self._reply(404, "text/plain; charset=utf-8", "not found: try /healthz or /metrics\n")
+            self._reply(404, "text/plain; charset=utf-8", "not found: try /livez, /readyz, /healthz or /metrics\n")
+
+    def _probe(self, verdict: Verdict, stats: Mapping[str, Any]) -> None:
+        status, body = probe(verdict, stats)
+        self._reply(status, "application/json", json.dumps(body, ensure_ascii=False) + "\n")
 
     def _reply(self, status: int, content_type: str, text: str) -> None:
         payload = text.encode("utf-8")
@@ -244,7 +278,3 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         # http.server writes every request to stderr; a library must not.
         logger.debug("metrics %s: %s", self.client_address[0], format % args)
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host

@@ -1,4 +1,4 @@
-"""The node's pc_id: stable per machine (and per instance name), PROTOCOL §5."""
+"""The node's pc_id: stable per machine (and per instance name), docs/protocol.md §5."""
 from __future__ import annotations
 
 import hashlib

@@ -3,35 +3,40 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Optional
+from typing import NamedTuple
 
-__all__ = ["Outbox"]
+__all__ = ["Outbox", "Result"]
+
+
+class Result(NamedTuple):
+    """A result on its way: its number in the store (see ledger.py), its task and its frame."""
+
+    seq: int
+    task_id: str
+    frame: str
 
 
 class Outbox:
-    """A bounded FIFO of ``(task_id, frame)``; when full, the oldest result is given up."""
+    """A bounded FIFO of results; when full, the oldest result is dropped."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._items: deque[tuple[str, str]] = deque()
+        self._items: deque[Result] = deque()
         self._lock = threading.Lock()
 
-    def put(self, task_id: str, frame: str) -> Optional[str]:
-        """Keep a result; return the task_id of the result given up to make room, if any."""
+    def put(self, result: Result) -> list[Result]:
+        """Keep a result; return the results dropped to make room (the oldest)."""
         with self._lock:
-            dropped = None
-            if len(self._items) >= self.capacity:
-                dropped = self._items.popleft()[0]
-            self._items.append((task_id, frame))
-            return dropped
+            self._items.append(result)
+            return [self._items.popleft() for _ in range(len(self._items) - self.capacity)]
 
-    def put_back(self, items: list[tuple[str, str]]) -> list[str]:
-        """Return unsent results to the front, keeping their order; return the task_ids given up."""
+    def put_back(self, items: list[Result]) -> list[Result]:
+        """Return unsent results to the front, keeping their order; return the results dropped."""
         with self._lock:
             self._items.extendleft(reversed(items))
-            return [self._items.popleft()[0] for _ in range(len(self._items) - self.capacity)]
+            return [self._items.popleft() for _ in range(len(self._items) - self.capacity)]
 
-    def take_all(self) -> list[tuple[str, str]]:
+    def take_all(self) -> list[Result]:
         """Remove and return everything, oldest first."""
         with self._lock:
             items = list(self._items)

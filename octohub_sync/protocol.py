@@ -1,23 +1,33 @@
-"""Wire formats of PROTOCOL.md §3: decoding hub frames and encoding node messages.
+"""Wire formats of docs/protocol.md §3: decoding hub frames and encoding node messages.
 
-No sockets here. Both dialects are read: the seed's ``{"type": .., fields..}``
+No sockets here. Both dialects are read: the seed dialect's ``{"type": .., fields..}``
 and the Go server's ``{"action": .., "data": {fields..}}``.
 """
 from __future__ import annotations
 
 import json
 import math
+import re
 import time
-from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, NamedTuple, Optional
 
 from .exceptions import ProtocolError
 
-__all__ = ["Dialect", "Message", "Task", "decode", "parse_task"]
+__all__ = ["Dialect", "FrameTooLarge", "Message", "Task", "decode", "parse_task", "peek_task_id"]
 
 #: Longest task_id accepted; a longer one is treated as unusable rather than cached.
 MAX_TASK_ID = 256
+
+# A task_id as a JSON string of at most MAX_TASK_ID characters, and a kind saying "task".
+_TASK_ID = r'"task_id"\s*:\s*("(?:[^"\\]|\\.){1,%d}")' % MAX_TASK_ID
+_TASK_KIND = r'"(?:type|action)"\s*:\s*"task"'
+_PEEK = {str: (re.compile(_TASK_ID), re.compile(_TASK_KIND)),
+         bytes: (re.compile(_TASK_ID.encode()), re.compile(_TASK_KIND.encode()))}
+
+
+class FrameTooLarge(ProtocolError):
+    """A frame over the size limit: refused without being parsed."""
 
 
 class Dialect(str, Enum):
@@ -27,8 +37,7 @@ class Dialect(str, Enum):
     GO = "action"
 
 
-@dataclass(frozen=True)
-class Message:
+class Message(NamedTuple):
     """A decoded hub message.
 
     Attributes:
@@ -44,8 +53,7 @@ class Message:
     fields: Mapping[str, Any]
 
 
-@dataclass(frozen=True)
-class Task:
+class Task(NamedTuple):
     """A task message that passed validation."""
 
     task_id: str
@@ -68,7 +76,7 @@ def decode(frame: str | bytes, *, max_bytes: int) -> Message:
     else:
         size = len(frame)
     if size > max_bytes:
-        raise ProtocolError(f"frame of {size} bytes exceeds OCTOHUB_MAX_MESSAGE_BYTES={max_bytes}")
+        raise FrameTooLarge(f"frame of {size} bytes exceeds OCTOHUB_MAX_MESSAGE_BYTES={max_bytes}")
     if isinstance(frame, (bytes, bytearray)):
         try:
             frame = frame.decode("utf-8")
@@ -96,6 +104,26 @@ def decode(frame: str | bytes, *, max_bytes: int) -> Message:
     return Message(kind=kind, dialect=dialect, body=body, fields=fields)
 
 
+def peek_task_id(frame: str | bytes) -> Optional[str]:
+    """The task_id of a task frame too large to parse, if it can be read without parsing.
+
+    Only an unambiguous answer counts: the frame says it is a task and names exactly one
+    task_id (an id also found inside ``data`` could belong to another task).
+    """
+    ids, kind = _PEEK[str if isinstance(frame, str) else bytes]
+    if not kind.search(frame):
+        return None
+    found = {m.group(1) for m in ids.finditer(frame)}
+    if len(found) != 1:
+        return None
+    literal = found.pop()
+    try:
+        task_id = json.loads(literal)
+    except ValueError:  # e.g. invalid UTF-8 or a bad escape
+        return None
+    return task_id if isinstance(task_id, str) and task_id else None
+
+
 def parse_task(msg: Message) -> Task:
     """Validate a ``task`` message.
 
@@ -103,7 +131,7 @@ def parse_task(msg: Message) -> Task:
         ProtocolError: the task cannot be run (no usable ``task_id``, no ``task_type``,
             ``data`` not an object, bad ``timeout``).
     """
-    # The seed form has the task at the top level; a Go-style hub wraps it in "data".
+    # The seed dialect has the task at the top level; a Go-style hub wraps it in "data" (docs/protocol.md §3.2).
     body = msg.body if "task_id" in msg.body else msg.fields
     task_id = body.get("task_id")
     if not isinstance(task_id, str) or not task_id or len(task_id) > MAX_TASK_ID:

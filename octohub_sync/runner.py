@@ -11,6 +11,7 @@ from typing import Callable, Optional
 
 from . import protocol
 from .handlers import BUILTIN_HANDLERS, TaskHandler
+from .ledger import MemoryStore
 from .protocol import Task
 from .stats import Stats
 
@@ -18,8 +19,9 @@ __all__ = ["TaskRunner"]
 
 logger = logging.getLogger(__name__)
 
-#: Called with (task_id, frame) for every result; must never block for long.
-Deliver = Callable[[str, str], None]
+#: Called with (task_id, frame, finished=...) for every result; must never block for long.
+#: ``finished``: the result ends its task (a refusal or a repeat does not).
+Deliver = Callable[..., None]
 
 
 @dataclass
@@ -36,6 +38,8 @@ class TaskRunner:
     At most ``max_workers`` handlers run and ``max_pending`` wait; more is refused
     at once with a ``failed`` "node busy" result. A ``task_id`` seen again while it
     runs is ignored; seen again after it finished, its stored result is sent again.
+    ``store`` records which tasks started and how they finished, so that a ledger
+    can answer a redelivery after a restart too (see ledger.py).
     """
 
     def __init__(
@@ -47,15 +51,22 @@ class TaskRunner:
         max_pending: int,
         task_timeout: float,
         cache_size: int,
+        max_result_bytes: int = 0,
+        store: MemoryStore,
         log: logging.LoggerAdapter,
     ) -> None:
         self.handlers: dict[str, TaskHandler] = dict(BUILTIN_HANDLERS)
+        #: Task types whose handler must not run again after a restart interrupted it.
+        self.no_retry: set[str] = set()
+        self._store = store
+        self._interrupted: set[str] = set()  # ids a restart interrupted, not seen again yet
         self._deliver = deliver
         self._stats = stats
         self._log = log
         self._capacity = max_workers + max_pending
         self._default_timeout = task_timeout or None
         self._cache_size = cache_size
+        self._max_result_bytes = max_result_bytes
         self._max_workers = max_workers
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -64,6 +75,13 @@ class TaskRunner:
         self._running = 0
         self._accepting = True
         self._pool: Optional[ThreadPoolExecutor] = None
+
+    def restore(self, finished: list[tuple[str, str]], started: list[str]) -> None:
+        """What a ledger held at start: finished tasks (oldest first) and tasks a restart interrupted."""
+        with self._lock:
+            for tid, frame in finished:
+                self._remember(tid, frame)
+            self._interrupted.update(started)
 
     def start(self) -> None:
         """Create the pool (threads start lazily, on the first tasks)."""
@@ -84,8 +102,9 @@ class TaskRunner:
                 self._log.debug("task %s arrived again while running; ignored", tid)
                 return
             stored = self._done.get(tid)
-            refusal = None if stored is not None else self._refusal(task)
-            if stored is None and refusal is None:
+            interrupted = self._after_restart(task) if stored is None and self._interrupted else None
+            refusal = None if stored is not None or interrupted is not None else self._refusal(task)
+            if stored is None and interrupted is None and refusal is None:
                 timeout = task.timeout or self._default_timeout
                 deadline = time.monotonic() + timeout if timeout else None
                 self._jobs[tid] = _Job(task, deadline)
@@ -96,10 +115,38 @@ class TaskRunner:
             self._stats.incr("tasks_duplicate")
             self._log.debug("task %s arrived again after it finished; sending its result again", tid)
             self._deliver(tid, stored)
-            return
+        elif interrupted is not None:
+            self._stats.incr("tasks_rejected")
+            self._deliver(tid, interrupted, finished=True)
+        else:
+            self._refuse(tid, refusal)  # type: ignore[arg-type]
+
+    def _after_restart(self, task: Task) -> Optional[str]:
+        """A task that was running when the process ended: run it again, or answer TaskInterrupted."""
+        tid = task.task_id
+        if tid not in self._interrupted:
+            return None
+        self._interrupted.discard(tid)
+        if task.task_type not in self.no_retry:
+            self._log.info("task %s was running when the node stopped last time; running it again "
+                           "(at-least-once)", tid)
+            return None
+        self._log.warning("task %s was running when the node stopped last time; its handler is registered "
+                          "with retry_interrupted=False, so it is answered TaskInterrupted", tid)
+        frame = protocol.task_failed(tid, "TaskInterrupted: the node stopped while this task ran; "
+                                          "not run again (retry_interrupted=False)")
+        self._remember(tid, frame)
+        return frame
+
+    def refuse(self, task_id: str, error: str) -> None:
+        """Answer ``failed`` for a task that cannot even be read (e.g. too large). Never blocks."""
+        self._stats.incr("tasks_received")
+        self._refuse(task_id, error)
+
+    def _refuse(self, task_id: str, error: str) -> None:
         self._stats.incr("tasks_rejected")
-        self._log.info("refused task %s: %s", tid, refusal)
-        self._deliver(tid, protocol.task_failed(tid, refusal))
+        self._log.info("refused task %s: %s", task_id, error)
+        self._deliver(task_id, protocol.task_failed(task_id, error))
 
     def _refusal(self, task: Task) -> Optional[str]:
         if not self._accepting or self._pool is None:
@@ -119,10 +166,13 @@ class TaskRunner:
                 return
             job.started = True
             self._running += 1
+        task_type = job.task.task_type
+        # Only a handler that must not run twice waits for the disk before it starts.
+        self._store.started(tid, wait=task_type in self.no_retry)
         try:
             frame, ok = self._call(job.task)
         finally:
-            with self._lock:
+            with self._lock:  # one lock round-trip ends the job
                 self._running -= 1
                 del self._jobs[tid]
                 late = job.timed_out
@@ -133,7 +183,8 @@ class TaskRunner:
             self._log.warning("task %s finished after its time limit; its late result is discarded", tid)
             return
         self._stats.incr("tasks_completed" if ok else "tasks_failed")
-        self._deliver(tid, frame)
+        # The result may still be on its way after drain() saw the job end: shutdown() waits for it.
+        self._deliver(tid, frame, finished=True)
 
     def _call(self, task: Task) -> tuple[str, bool]:
         handler = self.handlers.get(task.task_type)
@@ -146,6 +197,12 @@ class TaskRunner:
             frame = protocol.task_completed(task.task_id, result)
         except (TypeError, ValueError, RecursionError) as exc:
             error = f"ResultNotSerializable: handler returned {type(result).__name__}, not JSON ({exc})"
+            self._log.warning("task %s (%s): %s", task.task_id, task.task_type, error)
+            return protocol.task_failed(task.task_id, error), False
+        if self._max_result_bytes and len(frame) > self._max_result_bytes:  # ASCII: characters are bytes
+            # A hub that enforces its message size limit resets the connection on a larger frame,
+            # and the result would be lost on every attempt.
+            error = f"ResultTooLarge: {len(frame)} bytes (limit {self._max_result_bytes}, OCTOHUB_MAX_RESULT_BYTES)"
             self._log.warning("task %s (%s): %s", task.task_id, task.task_type, error)
             return protocol.task_failed(task.task_id, error), False
         self._log.debug("task %s (%s) completed", task.task_id, task.task_type)
@@ -172,7 +229,7 @@ class TaskRunner:
         for tid, frame in expired:
             self._stats.incr("tasks_timed_out")
             self._log.warning("task %s timed out", tid)
-            self._deliver(tid, frame)
+            self._deliver(tid, frame, finished=True)
 
     # -- stop ----------------------------------------------------------------------------
 
@@ -193,14 +250,19 @@ class TaskRunner:
             return [tid for tid, j in self._jobs.items() if not j.timed_out]
 
     def shutdown(self) -> None:
-        """Release the pool; queued tasks that never started are answered ``failed``."""
+        """Release the pool; queued tasks that never started are answered ``failed``.
+
+        When no handler runs any more, it also waits for the workers to hand over the results
+        they finished last; a handler still running (past the drain) is not waited for.
+        """
         with self._lock:
             pool, self._pool = self._pool, None
-            if pool is not None:
-                pool.shutdown(wait=False, cancel_futures=True)
             never_started = [tid for tid, job in self._jobs.items() if not job.started]
             for tid in never_started:
                 del self._jobs[tid]
+            idle = not self._jobs
+        if pool is not None:
+            pool.shutdown(wait=idle, cancel_futures=True)
         for tid in never_started:
             self._stats.incr("tasks_rejected")
             self._deliver(tid, protocol.task_failed(tid, "NodeShuttingDown: node stopped before the task started"))

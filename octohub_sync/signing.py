@@ -1,14 +1,15 @@
-"""HMAC-SHA256 signatures of PROTOCOL.md §1 (API request) and §2 (WebSocket URL).
+"""HMAC-SHA256 signatures of docs/protocol.md §1 (API request) and §2 (WebSocket URL).
 
-Pure functions: no clock, no randomness, no I/O, so the PROTOCOL test vectors
+Pure functions: no clock, no randomness, no I/O, so the test vectors of §1 and §2
 pin them down exactly. :func:`redact` is how anything that may carry a
-signature is made safe to log.
+signature, or a proxy URL's user name and password, is made safe to log.
 """
 from __future__ import annotations
 
 import base64
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 import time
@@ -19,6 +20,7 @@ __all__ = [
     "api_headers",
     "api_string_to_sign",
     "new_nonce",
+    "RedactingFilter",
     "redact",
     "sign_api",
     "sign_ws",
@@ -30,9 +32,12 @@ __all__ = [
 #: How far apart node and hub clocks may be before a signature is refused (seconds).
 MAX_SKEW = 300
 
+#: (pattern, replacement) pairs that :func:`redact` applies in turn.
 _SECRET_PATTERNS = (
-    re.compile(r"(signature=)[^&\s'\"]+", re.IGNORECASE),
-    re.compile(r"(x-signature['\"]?\s*[:=]\s*['\"]?)[^,'\"\s}]+", re.IGNORECASE),
+    (re.compile(r"(signature=)[^&\s'\"]+", re.IGNORECASE), r"\1***"),
+    (re.compile(r"(x-signature['\"]?\s*[:=]\s*['\"]?)[^,'\"\s}]+", re.IGNORECASE), r"\1***"),
+    # user[:password]@ in any URL (a proxy's credentials); a password may hold anything but @ and spaces.
+    (re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/@\s:'\"]*(?::[^@\s'\"]*)?@", re.IGNORECASE), r"\1***@"),
 )
 
 
@@ -119,7 +124,18 @@ def verify_ws(key: str, pc_id: str, timestamp: str, signature: str, *, now: floa
 
 
 def redact(text: str) -> str:
-    """Replace every signature value in ``text`` by ``***`` so that it can be logged."""
-    for pattern in _SECRET_PATTERNS:
-        text = pattern.sub(r"\1***", text)
+    """Replace every signature value and URL user:password in ``text`` by ``***`` so that it can be logged."""
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
     return text
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that masks signature values in every record it sees, ours or a library's."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        clean = redact(text)
+        if clean != text:
+            record.msg, record.args = clean, None
+        return True

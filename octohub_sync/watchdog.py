@@ -1,52 +1,66 @@
-"""The watchdog thread: it alone decides when to (re)connect.
+"""The watchdog thread: it alone (re)connects, as :class:`ReconnectPolicy` decides.
 
-It notices a connection that ended, a path that stopped answering pings, and a
-hub that announced it is dropping us; it waits as :class:`Backoff` says and
-starts a new connection with a freshly signed address. It also expires task
-time limits and writes the periodic status line, so the node has one timer thread.
+It notices a connection that ended, a path that stopped answering pings, a hub that
+announced it is dropping us, and a registration the hub may have lost; it waits as
+the policy says and starts a new connection, only once the old one is over
+(break-before-make).
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Optional
+from typing import Callable, Optional
 
-from .backoff import Backoff
-from .connection import Connection
-from .exceptions import GaveUpError
-
-if TYPE_CHECKING:
-    from .client import NodeWebSocketClient
+from .connection import CLOSE_TIMEOUT, Connection
+from .reconnect import Decision, Ending, ReconnectPolicy
 
 __all__ = ["Watchdog"]
 
-#: Longest sleep between two checks (seconds): bounds how late a task time limit fires.
+#: Longest sleep between two looks at an open connection (seconds).
 TICK = 0.25
-
-#: Connections dropped this soon after opening, in a row, suggest a duplicate pc_id.
-SHORT_DROPS_WARNING = 3
 
 
 class Watchdog:
-    """Owns reconnection for one client. Call :meth:`start`, then :meth:`stop`."""
+    """Owns reconnection for one node. Call :meth:`start`, then :meth:`stop`.
 
-    def __init__(self, client: "NodeWebSocketClient") -> None:
-        s = client.settings
-        self._client = client
-        self._log = client.log
-        self._settings = s
-        self._backoff = Backoff(s.reconnect_interval, s.reconnect_max_interval)
+    Args:
+        connect: builds connection attempt number N (not started).
+        policy: the reconnect policy to start from.
+        dead_after: seconds without a pong after which the path counts as dead.
+        on_ended: told how each connection ended and what the policy decided (a ``Decision``
+            whose ``delay`` is None means the node gave up; no attempt follows).
+        on_reregister: told that the watchdog closes a connection to register again.
+        on_tick: told the time of every turn of the loop, on this thread (the node's liveness, and
+            the systemd watchdog pings that depend on it: a wedged loop stops them).
+    """
+
+    def __init__(
+        self,
+        *,
+        connect: Callable[[int], Connection],
+        policy: ReconnectPolicy,
+        dead_after: float,
+        on_ended: Callable[[Connection, Decision], None],
+        on_reregister: Callable[[], None],
+        log: logging.LoggerAdapter,
+        on_tick: Callable[[float], None] = lambda now: None,
+    ) -> None:
+        self._connect_to = connect
+        self._on_tick = on_tick
+        self.policy = policy
+        self._dead_after = dead_after
+        self._on_ended = on_ended
+        self._on_reregister = on_reregister
+        self._log = log
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self.conn: Optional[Connection] = None
         self.attempts = 0
-        self.retries = 0          # index into the backoff: retries since the last stable connection
-        self.failures = 0         # consecutive failed attempts, for OCTOHUB_MAX_RECONNECT_ATTEMPTS
-        self.short_drops = 0
-        self.replaced = False
         self.gave_up = False
+        self._replaced = False
+        self._closing_for: Optional[str] = None  # why we close the current connection ourselves
         self._next_attempt = 0.0
-        self._next_status = time.monotonic() + s.status_interval
         # Daemon: if the program exits without stop(), this thread must not hold it open.
         self.thread = threading.Thread(target=self._run, name="octohub-watchdog", daemon=True)
 
@@ -55,6 +69,11 @@ class Watchdog:
 
     def wake(self) -> None:
         """Make the watchdog look at the connection now (called from other threads)."""
+        self._wake.set()
+
+    def replaced(self) -> None:
+        """The hub announced that another connection with our pc_id replaces this one."""
+        self._replaced = True
         self._wake.set()
 
     def stop(self, timeout: float) -> None:
@@ -71,90 +90,80 @@ class Watchdog:
 
     def _run(self) -> None:
         while not self._stopping.is_set():
+            now = time.monotonic()
             try:
-                self._step(time.monotonic())
+                self.step(now)
             except Exception:  # the watchdog must outlive any bug of ours
                 self._log.exception("watchdog step failed; carrying on")
+            try:
+                self._on_tick(now)
+            except Exception:
+                self._log.exception("watchdog tick failed; carrying on")
             self._wake.wait(self._sleep_time())
             self._wake.clear()
 
     def _sleep_time(self) -> float:
-        now = time.monotonic()
-        limit = TICK
         if self.conn is None:
-            limit = min(limit, max(0.0, self._next_attempt - now))
-        return limit
+            return min(TICK, max(0.0, self._next_attempt - time.monotonic()))
+        return TICK
 
-    def _step(self, now: float) -> None:
+    def step(self, now: float) -> None:
+        """One look at the connection at time ``now`` (the loop calls it; tests drive it directly)."""
         conn = self.conn
         if conn is not None and not conn.thread.is_alive():
             self._ended(conn, now)
             conn = self.conn = None
-        if conn is None and not self.gave_up and now >= self._next_attempt:
-            self._connect()
-        elif conn is not None:
+        if conn is None:
+            if not self.gave_up and now >= self._next_attempt:
+                self.attempts += 1
+                self._replaced = False
+                self.conn = self._connect_to(self.attempts)
+                self.conn.start()
+        else:
             self._check_alive(conn, now)
-        self._client.runner.expire(now)
-        if self._settings.status_interval and now >= self._next_status:
-            self._next_status = now + self._settings.status_interval
-            self._client.log_status()
-
-    def _connect(self) -> None:
-        self.attempts += 1
-        self.replaced = False
-        self.conn = self._client.new_connection(self.attempts)
-        self.conn.start()
 
     def _check_alive(self, conn: Connection, now: float) -> None:
-        s = self._settings
         if conn.opened_at is None:
             return  # the socket's own timeout bounds the handshake
-        if self.replaced:
-            self._log.info("closing the connection the hub replaced")
-            conn.abort()
+        if conn.closing_since is not None:
+            if now - conn.closing_since > CLOSE_TIMEOUT:
+                conn.abort()  # the hub did not answer our close frame
+            return
+        if self._replaced:
+            self._close(conn, "replaced", "closing the connection the hub replaced")
             return
         silent = now - conn.last_pong
-        if silent > s.ping_interval + s.ping_timeout + 1.0:
+        if silent > self._dead_after:
             self._log.warning("no pong for %.1f s: the path to the hub is dead; reconnecting", silent)
             conn.abort()
             return
-        if now - conn.opened_at >= s.stable_after and (self.retries or self.failures or self.short_drops):
-            self.retries = self.failures = self.short_drops = 0
+        self.policy, due = self.policy.reregister_due(conn.opened_at, now)
+        if due:
+            self._on_reregister()
+            self._close(conn, "re-register", (
+                "re-registering: the hub has now surely cleaned up a connection this node abandoned earlier "
+                "(OCTOHUB_HUB_READ_TIMEOUT=%g s), which can make a hub forget the current one; closing it and "
+                "connecting again" % self.policy.hub_read_timeout))
+            return
+        if now - conn.opened_at >= self.policy.stable_after:
+            self.policy = self.policy.stayed_up()
+
+    def _close(self, conn: Connection, why: str, message: str) -> None:
+        """Close ``conn`` with a close handshake; the next connection opens only after it ended."""
+        self._log.info("%s", message)
+        self._closing_for = why
+        conn.begin_close()
 
     def _ended(self, conn: Connection, now: float) -> None:
         if self._stopping.is_set():
             return
-        lived = None if conn.opened_at is None else now - conn.opened_at
-        stable = lived is not None and lived >= self._settings.stable_after
-        if stable:
-            self.retries = self.failures = self.short_drops = 0
+        why, self._closing_for = self._closing_for, None
+        ending = Ending(lived=None if conn.opened_at is None else now - conn.opened_at,
+                        close_code=conn.close_code, replaced=self._replaced or why == "replaced",
+                        planned=why == "re-register", error=conn.error or "")
+        self.policy, decision = self.policy.after(ending, now)
+        if decision.delay is None:
+            self.gave_up = True
         else:
-            self.failures += 1
-            if lived is not None and (conn.close_code is None or self.replaced):
-                self.short_drops += 1
-                self._warn_duplicate(lived)
-        limit = self._settings.max_reconnect_attempts
-        if limit and self.failures >= limit:
-            self._client.connection_lost(conn, None)
-            self._give_up(conn)
-            return
-        delay = self._backoff.delay(self.retries)
-        self.retries += 1
-        self._next_attempt = now + delay
-        self._client.connection_lost(conn, delay)
-
-    def _warn_duplicate(self, lived: float) -> None:
-        if self.short_drops % SHORT_DROPS_WARNING == 0:
-            self._log.warning(
-                "the hub dropped this node %d time(s) in a row, %.1f s after connecting: another node with "
-                "pc_id %s is probably connected (the hub keeps one connection per pc_id); give each node its "
-                "own OCTOHUB_PC_ID or OCTOHUB_INSTANCE", self.short_drops, lived, self._client.pc_id)
-
-    def _give_up(self, conn: Connection) -> None:
-        self.gave_up = True
-        error = GaveUpError(
-            f"gave up after {self.failures} consecutive failed connection attempts "
-            f"(OCTOHUB_MAX_RECONNECT_ATTEMPTS={self._settings.max_reconnect_attempts}); "
-            f"last error: {conn.error or 'connection closed'}")
-        self._log.error("%s", error)
-        self._client.gave_up(error)
+            self._next_attempt = now + decision.delay
+        self._on_ended(conn, decision)

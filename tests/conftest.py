@@ -1,15 +1,20 @@
 """Fixtures: a real local hub on 127.0.0.1 (port 0) and nodes wired to it."""
 from __future__ import annotations
 
+import json
+import logging
 import socket
 import threading
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 import pytest
 
 from octohub_sync import NodeWebSocketClient, load_settings
+from octohub_sync.delivery import ResultDelivery
 from octohub_sync.hub import LocalHub
+from octohub_sync.ledger import MemoryStore
+from octohub_sync.stats import Stats
 
 KEY = "test-key-0123456789abcdef"
 
@@ -66,6 +71,43 @@ def connected_node(make_node, handlers: dict, **opts: Any) -> NodeWebSocketClien
     return client
 
 
+class RecordingConnection:
+    """What ResultDelivery and FrameReceiver use of a Connection, without a socket: send(), ping(),
+    abort(). ``fail`` makes every send raise; ``on_send`` runs before each send."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.sent: list[dict] = []
+        self.pings: list[bytes] = []
+        self.fail = fail
+        self.aborted = 0
+        self.closed_cleanly = False
+        self.on_send: Optional[Callable[[], None]] = None
+
+    def send(self, frame: str) -> None:
+        if self.on_send is not None:
+            self.on_send()
+        if self.fail:
+            raise OSError("broken pipe")
+        self.sent.append(json.loads(frame))
+
+    def ping(self, payload: bytes) -> None:
+        self.pings.append(payload)
+
+    def abort(self) -> None:
+        self.aborted += 1
+
+
+def make_delivery(stats: Stats, outbox_size: int = 10) -> ResultDelivery:
+    """A ResultDelivery without a ledger, as a node with OCTOHUB_STATE_DIR=off has."""
+    return ResultDelivery(outbox_size=outbox_size, store=MemoryStore(), stats=stats,
+                          log=logging.LoggerAdapter(logging.getLogger("octohub_sync.test"), {}))
+
+
+def result_frame(task_id: str) -> str:
+    """A completed task_result frame whose result is its task_id."""
+    return json.dumps({"type": "task_result", "task_id": task_id, "status": "completed", "result": task_id})
+
+
 @pytest.fixture
 def hub() -> Iterator[LocalHub]:
     with LocalHub(KEY) as h:
@@ -74,15 +116,19 @@ def hub() -> Iterator[LocalHub]:
 
 @pytest.fixture
 def make_node(hub: LocalHub) -> Iterator[Callable[..., NodeWebSocketClient]]:
-    """Build nodes pointed at ``hub`` (or another hub via ``_hub=``); all are stopped afterwards."""
+    """Build nodes pointed at ``hub`` (or another hub via ``_hub=``); all are stopped afterwards.
+
+    The node's environment is empty unless ``_environ=`` gives one (proxy variables, say).
+    """
     made: list[NodeWebSocketClient] = []
 
-    def make(_hub: LocalHub | None = None, _start: bool = True, **overrides: Any) -> NodeWebSocketClient:
+    def make(_hub: LocalHub | None = None, _start: bool = True, _environ: dict[str, str] | None = None,
+             **overrides: Any) -> NodeWebSocketClient:
         target = _hub or hub
         values = {**FAST, "server_host": "127.0.0.1", "server_port": target.api_port,
                   "ws_port": target.ws_port, "signature_key": target.key, "pc_id": f"node_test{len(made)}"}
         values.update(overrides)
-        client = NodeWebSocketClient(settings=load_settings(values, env_file=False, environ={}))
+        client = NodeWebSocketClient(settings=load_settings(values, env_file=False, environ=_environ or {}))
         made.append(client)
         if _start:
             client.start()

@@ -1,12 +1,16 @@
 """A node in its own process, for soak and signal tests: ``python -m tests.node_process [flags]``.
 
 The real program (``octohub_sync.cli.main``: flags, environment, logging, signals)
-with two extra handlers: ``count``, whose result says how many times this process
-ran that task_id (a re-run shows as 2), and ``block``, which touches ``data.started_file``
-and sleeps ``data.seconds``.
+with extra handlers: ``count``, whose result says how many times this process
+ran that task_id (a re-run shows as 2); ``block``, which touches ``data.started_file``
+and sleeps ``data.seconds``; ``journal`` and ``journal_once`` (registered with
+``retry_interrupted=False``), which append ``<pid> start|end <task_id>`` lines to the
+file named by $OCTOHUB_TEST_JOURNAL around a sleep of ``data.seconds``, so that a test
+sees which process ran which task, across a kill -9.
 """
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -34,9 +38,22 @@ def block(task: dict) -> str:
     return "unblocked"
 
 
+def journal(task: dict) -> dict:
+    line = f"{os.getpid()} %s {task['task_id']}\n"
+    path = os.environ["OCTOHUB_TEST_JOURNAL"]
+    with open(path, "a") as out:  # O_APPEND: lines of concurrent writers do not interleave
+        out.write(line % "start")
+    time.sleep(float(task["data"].get("seconds", 0)))
+    with open(path, "a") as out:
+        out.write(line % "end")
+    return {"pid": os.getpid()}
+
+
 def setup(client: Any) -> None:
     client.register_task_handler("count", count)
     client.register_task_handler("block", block)
+    client.register_task_handler("journal", journal)
+    client.register_task_handler("journal_once", journal, retry_interrupted=False)
 
 
 if __name__ == "__main__":

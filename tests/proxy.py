@@ -18,13 +18,11 @@ class StallProxy:
         self.port = self._listener.getsockname()[1]
         self._stalled = threading.Event()
         self._closing = threading.Event()
+        self._parked = threading.Condition()
+        self._running_pipes = 0  # pipes forwarding now, born before any stall
         self._sockets: list[socket.socket] = []
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
-        #: Pipes that forward (opened before any stall) and those of them that stopped for it.
-        self._pipes_changed = threading.Condition()
-        self._forwarding: set[threading.Thread] = set()
-        self._parked: set[threading.Thread] = set()
         self._spawn(self._accept)
 
     def _spawn(self, target, *args) -> None:
@@ -51,28 +49,22 @@ class StallProxy:
             self._spawn(self._pipe, upstream, client, stalled)
 
     def _pipe(self, src: socket.socket, dst: socket.socket, born_stalled: bool) -> None:
-        me = threading.current_thread()
-        if not born_stalled:
-            with self._pipes_changed:
-                self._forwarding.add(me)
-        try:
-            self._forward(src, dst, born_stalled, me)
-        finally:
-            with self._pipes_changed:
-                self._forwarding.discard(me)
-                self._pipes_changed.notify_all()
-
-    def _forward(self, src: socket.socket, dst: socket.socket, born_stalled: bool, me: threading.Thread) -> None:
         try:
             src.settimeout(0.05)
         except OSError:  # the other direction already closed both sockets
             return
+        if not born_stalled:
+            with self._parked:
+                self._running_pipes += 1
+        parked = born_stalled
         while not self._closing.is_set():
             # A connection stalls when stall() is called; ones opened afterwards work normally.
             if self._stalled.is_set() and not born_stalled:
-                with self._pipes_changed:
-                    self._parked.add(me)
-                    self._pipes_changed.notify_all()
+                if not parked:
+                    parked = True
+                    with self._parked:
+                        self._running_pipes -= 1
+                        self._parked.notify_all()
                 self._closing.wait(0.05)
                 continue
             try:
@@ -87,21 +79,24 @@ class StallProxy:
                 dst.sendall(data)
             except OSError:
                 break
+        if not parked:
+            with self._parked:
+                self._running_pipes -= 1
+                self._parked.notify_all()
         for sock in (src, dst):  # one direction ended: so does the other
             try:
                 sock.close()
             except OSError:
                 pass
 
-    def stall(self, timeout: float = 5.0) -> None:
+    def stall(self) -> None:
         """Stop forwarding on every connection open now (new connections pass).
 
-        Returns once every pipe has stopped: data read before that still went through, nothing
-        sent afterwards does.
+        Returns once every open pipe has stopped: nothing sent afterwards gets through.
         """
         self._stalled.set()
-        with self._pipes_changed:
-            assert self._pipes_changed.wait_for(lambda: self._forwarding <= self._parked, timeout), "proxy did not stall"
+        with self._parked:
+            assert self._parked.wait_for(lambda: self._running_pipes == 0, 5), "a pipe did not stall"
 
     def close(self) -> None:
         self._closing.set()

@@ -1,7 +1,7 @@
 """dispatch() and the protocol codec without a socket: every kind, both dialects, task validation.
 
 The seed dialect names a message by ``type`` with fields at the top level; the Go
-server names it by ``action`` and wraps the fields in ``data`` (PROTOCOL.md §3).
+server names it by ``action`` and wraps the fields in ``data`` (docs/protocol.md §3.1).
 """
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def test_seed_task_parsed() -> None:
 
 
 def test_task_named_by_action_with_top_level_fields() -> None:
-    """A hub that names the task by ``action`` but keeps the seed layout."""
+    """A hub that names the task by ``action`` but keeps the seed layout (fields at the top level)."""
     message = {"action": "task", "task_id": "t1", "task_type": "echo", "data": {"k": "v"}}
     task = route(message).task
     assert task is not None

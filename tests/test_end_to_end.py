@@ -1,5 +1,5 @@
-"""The node against the real local hub: every message of PROTOCOL §3, every built-in, and the
-facade's lifecycle (registration, start, stop, run_forever)."""
+"""The node against the real local hub: every message of docs/protocol.md §3, every built-in, and
+the facade's lifecycle (registration, start, stop, run_forever)."""
 from __future__ import annotations
 
 import json
@@ -160,7 +160,7 @@ def test_handler_registration_refuses_what_cannot_be_called(make_node) -> None:
         return message
 
     assert note({"n": 1}) == {"n": 1}  # the decorator returned it unchanged
-    assert client.link.message_handlers["note"] is note
+    assert client.receiver.message_handlers["note"] is note
 
 
 def test_public_example_key_warns(caplog) -> None:

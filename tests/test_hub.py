@@ -16,7 +16,8 @@ import trustme
 import websocket
 
 from octohub_sync import signing
-from octohub_sync.hub import LocalHub
+from octohub_sync.hub import GO_READ_DEADLINE, LocalHub
+from octohub_sync.hub.table import ConnectionTable, NodeSession
 
 KEY = "test-key-0123456789abcdef"
 VECTOR_KEY = "mySignatureKey123456789012345"
@@ -383,6 +384,7 @@ def test_second_connection_with_same_pc_id_replaces_the_first(make_hub: HubFacto
     assert_aborted(old)
     assert hub.wait_for(lambda: hub.connections[0]["closed"] is not None, timeout=IO_TIMEOUT)
     assert hub.connected("node_a") and hub.connections[1]["closed"] is None
+    assert hub.forgotten == []  # the seed hub removes only the connection that ended
     new.close()
 
 
@@ -392,7 +394,8 @@ def test_go_server_replaces_silently(make_hub: HubFactory) -> None:
     assert old.recv()["action"] == "error"
     new = connect(hub, ready=False)
     assert_aborted(old)
-    assert hub.connected("node_a")
+    # The old connection's cleanup then removes the pc_id's entry: see the tests below.
+    assert hub.wait_for(lambda: hub.forgotten == hub.connections[1:], timeout=IO_TIMEOUT)
     new.close()
 
 
@@ -402,6 +405,99 @@ def test_go_notice_of_replacement(make_hub: HubFactory) -> None:
     connect(hub, ready=False).close()
     notice = {"action": "disconnected", "data": {"reason": "新连接建立", "code": 1000}, "from": "system"}
     assert old.recv() == notice
+
+
+def assert_open(node: Node, payload: str = "alive") -> None:
+    """The hub still answers a ping frame, and nothing else came before the pong."""
+    node.ws.ping(payload)
+    assert node.ws.recv_data(control_frame=True) == (websocket.ABNF.OPCODE_PONG, payload.encode())
+
+
+def test_go_cleanup_of_a_replaced_connection_forgets_the_newer_one(make_hub: HubFactory) -> None:
+    hub = make_hub(dialect="go")
+    old = connect(hub, ready=False)
+    new = connect(hub, ready=False)  # evicts old, whose cleanup then runs after new registered
+    assert old.recv()["action"] == "disconnected"
+    assert_aborted(old)
+    assert hub.wait_for(lambda: hub.connections[0]["closed"] is not None, timeout=IO_TIMEOUT)
+    new_record = hub.connections[1]
+    assert hub.forgotten == [new_record] and new_record["closed"] is None  # open, but unknown to the hub
+    assert not hub.connected("node_a") and not hub.connected()
+    task_id = hub.send_task("echo", pc_id="node_a")
+    new.ready("node_a")
+    assert new.recv()["action"] == "error"  # the Go answer to node_ready, and no task before it
+    new.send({"action": "ping", "request_id": "r1"})
+    assert new.recv()["action"] == "pong"
+    assert_open(new)
+    assert hub.pending == [task_id] and hub.count("node_ready") == 1
+    with pytest.raises(ConnectionError):
+        hub.send_message({"action": "ping"}, pc_id="node_a")
+    new.close()
+    assert hub.wait_for(lambda: new_record["closed"] is not None, timeout=IO_TIMEOUT)
+    again = connect(hub)  # connect() waits until the hub knows it
+    assert again.recv_task()["task_id"] == task_id
+    again.answer(task_id)
+    assert hub.wait_result(task_id)["status"] == "completed"
+    assert hub.forgotten == [new_record] and hub.pending == []
+    again.close()
+
+
+def test_go_end_of_a_forgotten_connection_forgets_the_next_one(make_hub: HubFactory) -> None:
+    hub = make_hub(dialect="go", notify_replaced=False)
+    first = connect(hub, ready=False)
+    second = connect(hub, ready=False)
+    assert_aborted(first)
+    assert hub.wait_for(lambda: len(hub.forgotten) == 1, timeout=IO_TIMEOUT)
+    third = connect(hub)  # the table has no entry: nobody is evicted, second stays open beside it
+    assert third.recv()["action"] == "error"
+    assert_open(second)
+    second.close()  # its cleanup removes the pc_id's entry, which is third's
+    assert hub.wait_for(lambda: len(hub.forgotten) == 2, timeout=IO_TIMEOUT)
+    assert hub.forgotten == hub.connections[1:] and hub.connections[2]["closed"] is None
+    assert not hub.connected("node_a")
+    task_id = hub.send_task("echo", pc_id="node_a")
+    assert_open(third)  # the pong is the next frame: the task did not go out
+    assert hub.pending == [task_id]
+    third.close()
+
+
+@pytest.mark.parametrize("remove_by_pc_id", [False, True])
+def test_connection_table_rules_without_sockets(remove_by_pc_id: bool) -> None:
+    table = ConnectionTable(remove_by_pc_id=remove_by_pc_id)
+    old, new = NodeSession("node_a", ws=None), NodeSession("node_a", ws=None)
+    assert table.add(old) is None
+    assert table.add(new) is old  # the caller evicts it
+    if remove_by_pc_id:  # Go: the end of the old connection removes the entry, which is new's
+        assert table.remove(old) is new and new.forgotten
+        assert table.known("node_a") == [] and table.target(None) is None
+    else:
+        assert table.remove(old) is None and not new.forgotten
+        assert table.known("node_a") == [new] and table.target(None) is new
+    assert table.open_sessions() == [new]
+    assert table.remove(new) is None and table.open_sessions() == [] and table.known() == []
+
+
+def test_read_deadline_depends_on_the_dialect(make_hub: HubFactory) -> None:
+    assert LocalHub(KEY, dialect="go").read_deadline == GO_READ_DEADLINE == 60
+    assert LocalHub(KEY).read_deadline is None
+    assert LocalHub(KEY, read_deadline=2.5).read_deadline == 2.5
+    assert LocalHub(KEY, dialect="go", read_deadline=2.5).read_deadline == 2.5
+    assert LocalHub(KEY, dialect="go", read_deadline=0).read_deadline is None
+    assert LocalHub(KEY, dialect="go", read_deadline=None).read_deadline is None
+    with pytest.raises(ValueError, match="read_deadline"):
+        LocalHub(KEY, read_deadline=-1)
+    make_hub(dialect="go")
+    assert [t.name for t in hub_threads()].count("hub-ws-deadline") == 1
+
+
+def test_read_deadline_also_drops_a_forgotten_connection(make_hub: HubFactory) -> None:
+    hub = make_hub(dialect="go", read_deadline=1.0, notify_replaced=False)
+    old = connect(hub, ready=False)
+    new = connect(hub, ready=False)
+    assert_aborted(old)
+    assert hub.wait_for(lambda: len(hub.forgotten) == 1, timeout=IO_TIMEOUT)
+    assert hub.wait_for(lambda: hub.forgotten[0]["closed"] is not None, timeout=IO_TIMEOUT)
+    assert_aborted(new)
 
 
 def test_read_deadline_drops_silent_nodes_and_keeps_pinging_ones(make_hub: HubFactory) -> None:

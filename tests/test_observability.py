@@ -29,10 +29,16 @@ def http() -> Iterator[requests.Session]:
         yield session
 
 
+def metrics_for(client: NodeWebSocketClient, host: str = "127.0.0.1", port: int = 0) -> MetricsServer:
+    """A metrics server showing ``client`` (on any free port by default), as the client itself builds one."""
+    return MetricsServer(stats=client.stats, failed=lambda: client.failure is not None, host=host,
+                         port=port, log=client.log)
+
+
 @pytest.fixture
 def served(node: NodeWebSocketClient) -> Iterator[MetricsServer]:
     """A metrics server on any free port for ``node``, outliving the node's own stop()."""
-    server = MetricsServer(node, "127.0.0.1", 0)
+    server = metrics_for(node)
     server.start()
     yield server
     server.stop()
@@ -159,7 +165,7 @@ def test_healthz_ok_while_reconnecting(node: NodeWebSocketClient, hub: LocalHub,
 
 def test_healthz_503_after_giving_up(make_node, http: requests.Session) -> None:
     client = make_node(server_port=free_port(), max_reconnect_attempts=1)
-    server = MetricsServer(client, "127.0.0.1", 0)
+    server = metrics_for(client)
     server.start()
     try:
         assert wait_until(lambda: client.failure is not None, 5)
@@ -233,8 +239,8 @@ def test_metrics_port_in_use_is_a_config_error_and_stop_is_idempotent(node: Node
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         with pytest.raises(ConfigError, match="^OCTOHUB_METRICS_PORT=.*cannot listen on 127.0.0.1"):
-            MetricsServer(node, "127.0.0.1", taken.getsockname()[1]).start()
-    server = MetricsServer(node, "127.0.0.1", 0)
+            metrics_for(node, port=taken.getsockname()[1]).start()
+    server = metrics_for(node)
     server.start()
     server.stop()
     server.stop()
@@ -244,7 +250,7 @@ def test_metrics_port_in_use_is_a_config_error_and_stop_is_idempotent(node: Node
 def test_metrics_on_ipv6_loopback(node: NodeWebSocketClient, http: requests.Session) -> None:
     if not socket.has_ipv6:
         pytest.skip("no IPv6 on this machine")
-    server = MetricsServer(node, "::1", 0)
+    server = metrics_for(node, host="::1")
     try:
         server.start()
     except ConfigError as exc:

@@ -12,6 +12,7 @@ from typing import Iterator
 import pytest
 
 from octohub_sync.dispatch import dispatch
+from octohub_sync.ledger import MemoryStore
 from octohub_sync.hub import LocalHub
 from octohub_sync.protocol import Task
 from octohub_sync.runner import TaskRunner
@@ -119,15 +120,18 @@ def test_stop_past_its_timeout_answers_queued_tasks_and_names_the_running_one(ma
 
 
 class Delivered:
-    """The runner's ``deliver``: keeps (task_id, result) and wakes waiters."""
+    """The runner's ``deliver``: keeps (task_id, result), and the ids of results that end their task; wakes waiters."""
 
     def __init__(self) -> None:
         self.items: list[tuple[str, dict]] = []
+        self.finished: list[str] = []
         self.cond = threading.Condition()
 
-    def __call__(self, task_id: str, frame: str) -> None:
+    def __call__(self, task_id: str, frame: str, *, finished: bool = False) -> None:
         with self.cond:
             self.items.append((task_id, json.loads(frame)))
+            if finished:
+                self.finished.append(task_id)
             self.cond.notify_all()
 
     def wait(self, count: int, timeout: float = 5) -> list[tuple[str, dict]]:
@@ -152,8 +156,8 @@ def gate() -> Iterator[Gate]:
 def make_runner(delivered: Delivered, gate: Gate, stats: Stats, **opts: int) -> TaskRunner:
     values = dict(max_workers=1, max_pending=4, task_timeout=0, cache_size=10)
     values.update(opts)
-    runner = TaskRunner(deliver=delivered, stats=stats, log=logging.LoggerAdapter(logging.getLogger("test"), {}),
-                        **values)
+    runner = TaskRunner(deliver=delivered, stats=stats, store=MemoryStore(),
+                        log=logging.LoggerAdapter(logging.getLogger("test"), {}), **values)
     runner.handlers["block"] = gate.handler(lambda t: t["task_id"])
     runner.start()
     runner.start()  # idempotent: still one pool
@@ -177,6 +181,7 @@ def test_shutdown_answers_tasks_that_never_started(gate: Gate) -> None:
     gate.release.set()
     tid, result = delivered.wait(3)[2]
     assert (tid, result["status"], result["result"]) == ("a", "completed", "a")
+    assert delivered.finished == ["a"]  # the refusals end nothing: b and c may come again
     assert runner.drain(5) == []
     assert stats.snapshot()["tasks_rejected"] == 2 and stats.snapshot()["tasks_completed"] == 1
     runner.submit(task("d"))  # after shutdown: refused at once

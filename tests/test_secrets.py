@@ -2,7 +2,7 @@
 
 Each test captures all records of all loggers (the node's, the local hub's, websocket-client,
 websockets, requests/urllib3) at DEBUG during a whole session, then checks the formatted
-records against the key and every signature the hub saw or issued (STYLE.md rule 5).
+records against the key and every signature the hub saw or issued: secrets never reach a log line.
 """
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""Signing without a socket: the vectors of the API and WebSocket signatures, verification, redaction."""
+"""Signing without a socket: the vectors of the API and WebSocket signatures (docs/protocol.md §1, §2),
+verification, redaction (and the logging filter the program and the hub put on every record)."""
 from __future__ import annotations
+
+import logging
 
 from octohub_sync import signing
 from octohub_sync.config import PUBLIC_EXAMPLE_KEY
@@ -53,3 +56,17 @@ def test_verify_ws_refuses_a_timestamp_that_is_not_a_number() -> None:
     signature = signing.sign_ws(VECTOR_KEY, "node_abc123def456", 1632123456)
     assert signing.verify_ws(VECTOR_KEY, "node_abc123def456", "1632123456", signature, now=1632123456)
     assert not signing.verify_ws(VECTOR_KEY, "node_abc123def456", "soon", signature, now=1632123456)
+
+
+def record(msg: str, *args: object) -> logging.LogRecord:
+    return logging.LogRecord("websocket", logging.ERROR, __file__, 1, msg, args, None)
+
+
+def test_redacting_filter_masks_signatures_in_any_record() -> None:
+    leaky = record("handshake to %s failed", "ws://h:8000/ws/node?pc_id=a&timestamp=1&signature=abc123def")
+    assert signing.RedactingFilter().filter(leaky) is True  # masked, never dropped
+    assert "abc123def" not in leaky.getMessage() and "signature=***" in leaky.getMessage()
+    assert leaky.args is None
+    clean = record("node %s connected", "node_a")
+    assert signing.RedactingFilter().filter(clean) is True
+    assert (clean.msg, clean.args) == ("node %s connected", ("node_a",))  # untouched, still lazy

@@ -1,6 +1,6 @@
-"""The hub's signed HTTP API ``GET /node/ws`` (PROTOCOL.md §1), on the stdlib HTTP server.
+"""The hub's signed HTTP API ``GET /node/ws`` (docs/protocol.md §1), on the stdlib HTTP server.
 
-Each request runs on a named daemon thread; stop() unblocks and joins them.
+Each request runs on a named daemon thread; close_requests() unblocks and joins them.
 """
 from __future__ import annotations
 
@@ -9,16 +9,15 @@ import itertools
 import json
 import logging
 import socket
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, Optional, Tuple, Union
+from typing import Any, Callable, Optional, Tuple, Union
 from urllib.parse import parse_qsl, urlsplit
 
 from octohub_sync import signing
-
-if TYPE_CHECKING:
-    from octohub_sync.hub.core import LocalHub
+from octohub_sync.hub.state import HubState
 
 logger = logging.getLogger(__name__)
 
@@ -45,12 +44,38 @@ def _fault_reply(fault: str) -> Reply:
 
 
 class ApiServer(ThreadingHTTPServer):
-    """A ThreadingHTTPServer whose request threads are named, daemon, tracked and joinable."""
+    """A ThreadingHTTPServer whose request threads are named, daemon, tracked and joinable.
+
+    Args:
+        address: ``(host, port)`` to bind (port 0: any free port).
+        state: where every request is recorded.
+        key: the signature key of the API request.
+        clock: the hub's clock (signature checks, ``Date`` header).
+        ws_url: builds the freshly signed WebSocket URL handed out for a pc_id.
+        fault: returns the current ``api_fault`` (None or one of ``API_FAULTS``).
+        ssl_context: server-side TLS context (https), or None.
+    """
 
     daemon_threads = True
 
-    def __init__(self, hub: LocalHub, address: Tuple[str, int]) -> None:
-        self.hub = hub
+    def __init__(
+        self,
+        address: Tuple[str, int],
+        *,
+        state: HubState,
+        key: str,
+        clock: Callable[[], float],
+        ws_url: Callable[[str], str],
+        fault: Callable[[], Optional[str]],
+        ssl_context: Optional[ssl.SSLContext] = None,
+    ) -> None:
+        self._state = state
+        self._key = key
+        self.clock = clock
+        self._ws_url = ws_url
+        self.fault = fault
+        self._ssl_context = ssl_context
+        self._closing = threading.Event()  # releases the requests held by the "timeout" fault
         self._lock = threading.Lock()
         self._requests: dict[threading.Thread, socket.socket] = {}
         self._ids = itertools.count(1)
@@ -71,7 +96,7 @@ class ApiServer(ThreadingHTTPServer):
     def _serve_one(self, request: socket.socket, client_address: Any) -> None:
         me = threading.current_thread()
         try:
-            context = self.hub.ssl_context
+            context = self._ssl_context
             if context is not None:
                 # The TLS handshake happens here, not in the accept loop, so one slow client stalls nobody.
                 request.settimeout(IO_TIMEOUT)
@@ -89,7 +114,32 @@ class ApiServer(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         logger.debug("API request from %s failed", client_address, exc_info=True)
 
-    def use_nonce(self, nonce: str, now: float) -> bool:
+    def record(self, record: dict[str, Any]) -> None:
+        """Record one request (status 0: never answered)."""
+        self._state.record_api(record)
+
+    def hold(self) -> None:
+        """Keep a request unanswered until the server closes (the "timeout" fault)."""
+        self._closing.wait()
+
+    def route(self, method: str, path: str, params: dict[str, str], headers: dict[str, str]) -> Reply:
+        """The answer to one request: a fault, an error, or the signed WebSocket URL."""
+        fault = self.fault()
+        if fault is not None:
+            return _fault_reply(fault)
+        if path != "/node/ws":
+            return 404, {"errcode": 404, "errmsg": f"no such path: {path}"}
+        now = self.clock()
+        if not signing.verify_api(self._key, method, path, params, headers, now=now):
+            return 401, {"errcode": 401, "errmsg": "signature verification failed"}
+        if not self._use_nonce(headers["X-Nonce"], now):
+            return 401, {"errcode": 401, "errmsg": "signature verification failed: nonce already used"}
+        pc_id = params.get("pc_id")
+        if not pc_id:
+            return 400, {"errcode": 400, "errmsg": "missing parameter pc_id"}
+        return 200, {"errcode": 0, "errmsg": "success", "data": {"wsUrl": self._ws_url(pc_id)}}
+
+    def _use_nonce(self, nonce: str, now: float) -> bool:
         """Remember a nonce; False if it was already used (a replay)."""
         with self._lock:
             if nonce in self._nonces:
@@ -102,8 +152,9 @@ class ApiServer(ThreadingHTTPServer):
             return True
 
     def close_requests(self, timeout: float) -> None:
-        """Unblock every request thread (their sockets are shut down) and join them."""
+        """Unblock every request thread (held ones released, sockets shut down) and join them."""
         deadline = time.monotonic() + timeout
+        self._closing.set()
         with self._lock:
             pending = dict(self._requests)
         for sock in pending.values():
@@ -121,7 +172,7 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = IO_TIMEOUT
 
     def do_GET(self) -> None:
-        hub = self.server.hub
+        server = self.server
         url = urlsplit(self.path)
         params = dict(parse_qsl(url.query, keep_blank_values=True))
         record = {
@@ -131,32 +182,16 @@ class _Handler(BaseHTTPRequestHandler):
             "status": 0,
             "time": time.monotonic(),  # arrival, so tests can measure retry spacing
         }
-        if hub.api_fault == "timeout":
-            hub._record_api(record)  # status 0: never answered
-            hub._stopping.wait()
+        if server.fault() == "timeout":
+            server.record(record)  # status 0: never answered
+            server.hold()
             self.close_connection = True
             return
-        status, body = self._route(hub, url.path, params)
-        record["status"] = status
-        hub._record_api(record)
-        self._reply(status, body)
-
-    def _route(self, hub: LocalHub, path: str, params: dict[str, str]) -> Reply:
-        fault = hub.api_fault
-        if fault is not None:
-            return _fault_reply(fault)
-        if path != "/node/ws":
-            return 404, {"errcode": 404, "errmsg": f"no such path: {path}"}
-        now = hub.now()
         headers = {name: self.headers[name] for name in _SIGNATURE_HEADERS if name in self.headers}
-        if not signing.verify_api(hub.key, self.command, path, params, headers, now=now):
-            return 401, {"errcode": 401, "errmsg": "signature verification failed"}
-        if not self.server.use_nonce(headers["X-Nonce"], now):
-            return 401, {"errcode": 401, "errmsg": "signature verification failed: nonce already used"}
-        pc_id = params.get("pc_id")
-        if not pc_id:
-            return 400, {"errcode": 400, "errmsg": "missing parameter pc_id"}
-        return 200, {"errcode": 0, "errmsg": "success", "data": {"wsUrl": hub.ws_url(pc_id)}}
+        status, body = server.route(self.command, url.path, params, headers)
+        record["status"] = status
+        server.record(record)
+        self._reply(status, body)
 
     def _reply(self, status: int, body: Union[dict, str]) -> None:
         if isinstance(body, dict):
@@ -173,7 +208,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def date_time_string(self, timestamp: Optional[float] = None) -> str:
         # The Date header shows the hub's (possibly skewed) clock, which nodes may use to detect skew.
-        return email.utils.formatdate(self.server.hub.now() if timestamp is None else timestamp, usegmt=True)
+        return email.utils.formatdate(self.server.clock() if timestamp is None else timestamp, usegmt=True)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         logger.debug("API %s: %s", self.client_address[0], signing.redact(format % args))

@@ -2,20 +2,21 @@
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import ssl
-import threading
 import time
 from types import TracebackType
-from typing import Any, Optional, Type
+from typing import Any, Callable, List, Optional, Type, Union
 
 from octohub_sync import signing
 from octohub_sync.hub import messages
-from octohub_sync.hub.api_server import ApiServer
-from octohub_sync.hub.deadline import ReadDeadline
-from octohub_sync.hub.nodes import NodeSessions
+from octohub_sync.hub.deadline import BY_DIALECT, ByDialect, read_deadline_for
+from octohub_sync.hub.servers import HubServers
+from octohub_sync.hub.sockets import abort
 from octohub_sync.hub.state import HubState
-from octohub_sync.hub.ws_server import WsServer
+from octohub_sync.hub.table import NodeSession
+from octohub_sync.urls import host_for_url
 
 logger = logging.getLogger(__name__)
 
@@ -25,20 +26,26 @@ __all__ = ["API_FAULTS", "LocalHub", "WS_FAULTS"]
 API_FAULTS = ("401", "500", "html", "garbage", "timeout")
 #: Values of :attr:`LocalHub.ws_fault` besides None.
 WS_FAULTS = ("401", "500")
-#: Upper bound, in seconds, of each join stop() does.
-STOP_TIMEOUT = 5.0
+#: Upper bound, in seconds, of the waits done by drop() and close().
+CLOSE_WAIT = 5.0
 
 
-class LocalHub(NodeSessions):
-    """An OctoHub hub (API server + WebSocket server) that speaks PROTOCOL.md.
+class LocalHub:
+    """An OctoHub hub (API server + WebSocket server) that speaks the protocol of docs/protocol.md.
+
+    It owns a ``HubState`` (what the hub knows and saw) and ``HubServers`` (API server,
+    WebSocket server, read deadline), both built from the arguments below and handed what
+    they use; every public method reads or acts on that state.
 
     Args:
         key: the shared signature key.
         host: address both servers bind to.
         api_port: API port (0: any free port).
         ws_port: WebSocket port (0: any free port).
-        dialect: ``"seed"`` or ``"go"`` message forms (PROTOCOL.md §3).
-        read_deadline: drop (TCP abort) a connection that sent no ping frame for this long.
+        dialect: ``"seed"`` or ``"go"`` message forms (docs/protocol.md §3.1).
+        read_deadline: drop (TCP abort) a connection that sent no ping frame for this many
+            seconds. By default :data:`GO_READ_DEADLINE` in the go dialect, as the Go server
+            does, and none in the seed dialect; an explicit number wins, 0 or None disables it.
         ssl_context: server-side TLS context for both servers (https, wss).
         ws_url_host: host written into the ``wsUrl`` the API hands out (default: ``host``).
         redeliver: on node_ready, re-send tasks sent earlier to that pc_id without a result.
@@ -47,7 +54,7 @@ class LocalHub(NodeSessions):
         max_size: largest WebSocket message accepted, in bytes.
 
     Raises:
-        ValueError: unknown dialect.
+        ValueError: unknown dialect, or a negative read_deadline.
     """
 
     def __init__(
@@ -58,7 +65,7 @@ class LocalHub(NodeSessions):
         api_port: int = 0,
         ws_port: int = 0,
         dialect: str = "seed",
-        read_deadline: Optional[float] = None,
+        read_deadline: Union[float, None, ByDialect] = BY_DIALECT,
         ssl_context: Optional[ssl.SSLContext] = None,
         ws_url_host: Optional[str] = None,
         redeliver: bool = True,
@@ -73,24 +80,28 @@ class LocalHub(NodeSessions):
         self.api_port = api_port
         self.ws_port = ws_port
         self.dialect = dialect
-        self.read_deadline = read_deadline
+        self.read_deadline = read_deadline_for(dialect, read_deadline)
         self.ssl_context = ssl_context
         self.ws_url_host = ws_url_host or host
         self.clock_offset = clock_offset
         self.max_size = max_size
         self._api_fault: Optional[str] = None
         self._ws_fault: Optional[str] = None
-        self._state = HubState(
-            dialect=dialect, redeliver=redeliver, notify_replaced=notify_replaced, clock=self.now
-        )
-        self._stopping = threading.Event()
-        self._life_lock = threading.Lock()
-        self._started = False
         self._task_ids = itertools.count(1)
-        self._api: Optional[ApiServer] = None
-        self._api_thread: Optional[threading.Thread] = None
-        self._ws = WsServer(self)
-        self._deadline: Optional[ReadDeadline] = None
+        self._state = HubState(dialect=dialect, redeliver=redeliver, notify_replaced=notify_replaced, clock=self.now)
+        self._servers = HubServers(
+            self._state,
+            host=host,
+            key=key,
+            dialect=dialect,
+            clock=self.now,
+            ws_url=self.ws_url,
+            api_fault=lambda: self._api_fault,
+            ws_fault=lambda: self._ws_fault,
+            ssl_context=ssl_context,
+            max_size=max_size,
+            read_deadline=self.read_deadline,
+        )
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -102,59 +113,22 @@ class LocalHub(NodeSessions):
 
         Raises:
             RuntimeError: the hub was already started (a stopped hub cannot restart).
+            OSError: a port cannot be bound (the hub is then stopped).
         """
-        with self._life_lock:
-            if self._started:
-                raise RuntimeError("LocalHub.start() called twice")
-            self._started = True
-        try:
-            self._start_api()
-            if self.read_deadline is not None:
-                self._deadline = ReadDeadline(self._state, self.read_deadline)
-                self._state.on_attach = self._deadline.poke
-                self._deadline.start()
-            self.start_ws()
-        except BaseException:
-            self.stop()  # e.g. a port in use: leave no thread behind
-            raise
+        self.api_port, self.ws_port = self._servers.start(self.api_port, self.ws_port)
         logger.info(
-            "local hub listening: API %s, WebSocket port %d (%s dialect)",
-            self.api_url,
-            self.ws_port,
-            self.dialect,
+            "local hub listening: API %s, WebSocket port %d (%s dialect)", self.api_url, self.ws_port, self.dialect
         )
         return self
 
-    def _start_api(self) -> None:
-        self._api = ApiServer(self, (self.host, self.api_port))
-        self.api_port = int(self._api.server_address[1])
-        self._api_thread = threading.Thread(
-            # A short poll interval keeps stop() fast: shutdown() waits for the next poll.
-            target=self._api.serve_forever, kwargs={"poll_interval": 0.05}, name="hub-api", daemon=True
-        )
-        self._api_thread.start()
-
     def stop(self) -> None:
         """Stop both servers, abort every connection and join every hub thread. Idempotent."""
-        with self._life_lock:
-            if not self._started or self._stopping.is_set():
-                return
-            self._stopping.set()  # releases API requests held by the "timeout" fault
-        if self._api is not None:
-            if self._api_thread is not None and self._api_thread.is_alive():
-                self._api.shutdown()  # would wait forever for a serve_forever() that never ran
-            self._api.server_close()
-            self._api.close_requests(STOP_TIMEOUT)
-        if self._api_thread is not None:
-            self._api_thread.join(STOP_TIMEOUT)
-        self.stop_ws()
-        if self._deadline is not None:
-            self._deadline.stop(STOP_TIMEOUT)
-        logger.info("local hub stopped")
+        if self._servers.stop():
+            logger.info("local hub stopped")
 
     def stop_ws(self) -> None:
         """Stop only the WebSocket server (connections aborted); state and the API stay."""
-        self._ws.stop(STOP_TIMEOUT)
+        self._servers.stop_ws()
 
     def start_ws(self) -> None:
         """(Re)start the WebSocket server, on the same port once one was bound.
@@ -163,13 +137,10 @@ class LocalHub(NodeSessions):
             RuntimeError: the hub is not started, or already stopped.
             OSError: the port cannot be bound again.
         """
-        if not self._started or self._stopping.is_set():
-            raise RuntimeError("start_ws() needs a started hub that was not stopped")
-        if not self._ws.running:
-            self.ws_port = self._ws.start(self.host, self.ws_port)
+        self.ws_port = self._servers.start_ws(self.ws_port)
 
     def __enter__(self) -> LocalHub:
-        if not self._started:
+        if not self._servers.started:
             self.start()
         return self
 
@@ -208,12 +179,7 @@ class LocalHub(NodeSessions):
     @property
     def api_url(self) -> str:
         """Base URL of the API server, e.g. ``http://127.0.0.1:41234``."""
-        return f"{'https' if self.ssl_context else 'http'}://{_url_host(self.host)}:{self.api_port}"
-
-    def _record_api(self, record: dict[str, Any]) -> None:
-        with self._state.cond:
-            self._state.api_requests.append(record)
-            self._state.cond.notify_all()
+        return f"{'https' if self.ssl_context else 'http'}://{host_for_url(self.host)}:{self.api_port}"
 
     def now(self) -> float:
         """The hub's clock: wall time plus :attr:`clock_offset`."""
@@ -223,8 +189,181 @@ class LocalHub(NodeSessions):
         """A freshly signed WebSocket URL for ``pc_id``, as the API hands it out."""
         scheme = "wss" if self.ssl_context else "ws"
         query = signing.ws_query(self.key, pc_id, timestamp=int(self.now()))
-        return f"{scheme}://{_url_host(self.ws_url_host)}:{self.ws_port}/ws/node?{query}"
+        return f"{scheme}://{host_for_url(self.ws_url_host)}:{self.ws_port}/ws/node?{query}"
 
+    # -- recorded state ----------------------------------------------------
 
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
+    @property
+    def results(self) -> dict[str, list[dict]]:
+        """task_id -> every task_result received for it, duplicates included."""
+        return self._state.results
+
+    @property
+    def received(self) -> list[dict]:
+        """Every JSON object received from nodes, in order, each with an added ``_pc_id``."""
+        return self._state.received
+
+    @property
+    def api_requests(self) -> list[dict]:
+        """Every API request: path, params, headers, status (0: never answered), time (monotonic)."""
+        return self._state.api_requests
+
+    @property
+    def connections(self) -> list[dict]:
+        """Every accepted WebSocket connection.
+
+        Each is a dict: pc_id, opened and closed (monotonic, closed None while open),
+        close_code and close_reason (what the node's close frame said; 1006 if none came).
+        """
+        return self._state.connections
+
+    @property
+    def forgotten(self) -> list[dict]:
+        """Records (from :attr:`connections`) that the go-dialect connection table lost while open.
+
+        The Go server removes a pc_id's entry by pc_id when any of its connections ends, so
+        the cleanup of a replaced connection forgets the newer one (docs/protocol.md §5). A
+        forgotten connection stays open, answers pings and shows ``closed`` None in its
+        record, but :meth:`connected` is False for it and no task reaches it. Always empty
+        in the seed dialect.
+        """
+        return self._state.forgotten
+
+    @property
+    def handshakes_rejected(self) -> int:
+        """How many WebSocket handshakes were refused (400, 401, 404, 500)."""
+        return self._state.handshakes_rejected
+
+    @property
+    def pending(self) -> list[str]:
+        """Ids of tasks sent that have no result yet."""
+        return self._state.pending_ids()
+
+    def count(self, kind: str) -> int:
+        """Number of received messages of that kind (``type``, else ``action``)."""
+        return self._state.count(kind)
+
+    # -- sending -----------------------------------------------------------
+
+    def send_task(
+        self,
+        task_type: str,
+        data: Any = None,
+        *,
+        task_id: Optional[str] = None,
+        timeout: Optional[float] = None,
+        pc_id: Optional[str] = None,
+        extra: Optional[dict[str, Any]] = None,
+    ) -> str:
+        """Send a task, or keep it pending until its node is ready.
+
+        Args:
+            task_type: handler name on the node.
+            data: task payload (``{}`` when None).
+            task_id: id to use; ``task_<n>`` by default.
+            timeout: optional ``timeout`` field of the message.
+            pc_id: target node; default the only/most recently connected node, or, if
+                none ever connected, whichever node sends ``node_ready`` first.
+            extra: more top-level fields of the message.
+
+        Returns:
+            The task id. Never raises because a connection died: the task stays pending.
+        """
+        if task_id is None:
+            task_id = f"task_{next(self._task_ids)}"
+        message = messages.task(task_id, task_type, data, timeout=timeout, extra=extra)
+        self._state.add_task(task_id, pc_id, json.dumps(message, ensure_ascii=False))
+        return task_id
+
+    def send_message(self, message: dict[str, Any], pc_id: Optional[str] = None) -> None:
+        """Send any JSON object to a node.
+
+        Raises:
+            ConnectionError: no such node is connected, or the send failed.
+        """
+        self._state.send(pc_id, json.dumps(message, ensure_ascii=False))
+
+    def send_raw(self, frame: Union[str, bytes], pc_id: Optional[str] = None) -> None:
+        """Send one exact frame (bytes go as a binary frame).
+
+        Raises:
+            ConnectionError: no such node is connected, or the send failed.
+        """
+        self._state.send(pc_id, frame)
+
+    def send_json_ping(self, pc_id: Optional[str] = None) -> str:
+        """Send a JSON-level ping; return its request_id (``""`` in the seed dialect).
+
+        Raises:
+            ConnectionError: no such node is connected, or the send failed.
+        """
+        message, request_id = messages.ping(self.dialect)
+        self.send_message(message, pc_id)
+        return request_id
+
+    # -- connections -------------------------------------------------------
+
+    def sessions(self, pc_id: Optional[str] = None) -> List[NodeSession]:
+        """The connections the hub knows (of one pc_id, or all), not :attr:`forgotten` ones.
+
+        Each :class:`NodeSession`'s ``ws`` is the websockets server connection, for tests
+        that must send what :meth:`send_raw` cannot (e.g. invalid UTF-8 in a text frame).
+        """
+        return self._state.sessions(pc_id)
+
+    def connected(self, pc_id: Optional[str] = None) -> bool:
+        """Whether the hub knows a connection of that node (or of any node)."""
+        return bool(self._state.sessions(pc_id))
+
+    def drop(self, pc_id: Optional[str] = None) -> int:
+        """Abort the TCP connection(s) of ``pc_id`` (or all), with no close frame.
+
+        Like :meth:`close`, it reaches only the connections the hub knows, not :attr:`forgotten` ones.
+
+        Returns:
+            How many connections were dropped; they are unregistered when this returns.
+        """
+        sessions = self._state.sessions(pc_id)
+        for session in sessions:
+            abort(session.ws)
+        self._wait_closed(sessions)
+        return len(sessions)
+
+    def close(self, pc_id: Optional[str] = None, code: int = 1000) -> int:
+        """Close the connection(s) of ``pc_id`` (or all) with a clean close handshake.
+
+        Returns:
+            How many connections were closed.
+        """
+        sessions = self._state.sessions(pc_id)
+        for session in sessions:
+            session.ws.close(code)
+        self._wait_closed(sessions)
+        return len(sessions)
+
+    def _wait_closed(self, sessions: List[NodeSession]) -> None:
+        self.wait_for(lambda: all(session.info["closed"] is not None for session in sessions), CLOSE_WAIT)
+
+    # -- waiting -----------------------------------------------------------
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Wait until ``predicate()`` holds, re-checking on every state change.
+
+        Returns:
+            ``predicate()`` at the end (False on timeout).
+        """
+        return self._state.wait_for(predicate, timeout)
+
+    def wait_connected(self, pc_id: Optional[str] = None, timeout: float = 10.0) -> bool:
+        """Wait until that node (or any node) is connected and has sent ``node_ready``."""
+        return self.wait_for(lambda: any(session.ready for session in self._state.sessions(pc_id)), timeout)
+
+    def wait_result(self, task_id: str, timeout: float = 10.0) -> dict:
+        """Wait for the first task_result of ``task_id`` and return it.
+
+        Raises:
+            TimeoutError: none arrived within ``timeout`` seconds.
+        """
+        if not self.wait_for(lambda: task_id in self._state.results, timeout):
+            raise TimeoutError(f"no task_result for task_id {task_id!r} within {timeout} s")
+        return self._state.results[task_id][0]

@@ -1,4 +1,4 @@
-"""Hub → node messages in the two dialects of PROTOCOL.md §3, as plain dicts.
+"""Hub → node messages in the two dialects of docs/protocol.md §3, as plain dicts.
 
 No I/O here: the servers decide *when* to send, this module decides *what*.
 """
@@ -56,7 +56,7 @@ def replaced(dialect: str) -> dict[str, Any]:
 
 
 def ping(dialect: str) -> tuple[dict[str, Any], str]:
-    """A JSON-level ping and its request id (``""`` in the seed dialect, which has none)."""
+    """A JSON-level ping and its request id (``""`` in the seed dialect, which has none: docs/protocol.md §3.2)."""
     if dialect == GO:
         request_id = uuid.uuid4().hex
         return {"action": "ping", "request_id": request_id}, request_id
@@ -71,7 +71,7 @@ def task(
     timeout: float | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A task message; the Go server has no task form, so both dialects use the seed one."""
+    """A task message; the Go server has no task form, so both dialects use the seed one (docs/protocol.md §3.2)."""
     message: dict[str, Any] = {
         "type": "task",
         "task_id": task_id,

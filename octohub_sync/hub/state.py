@@ -1,7 +1,7 @@
 """Bookkeeping of the local hub: connections, pending tasks, results and what was received.
 
 Everything here is guarded by one :class:`threading.Condition`; every change
-notifies it, which is what :meth:`LocalHub.wait_for` waits on. Sockets are
+notifies it, which is what :meth:`HubState.wait_for` waits on. Sockets are
 duck-typed (``send``, ``close_socket``) and are never written to while the
 lock is held, so a slow node cannot stall the others.
 """
@@ -15,31 +15,11 @@ from collections import Counter
 from typing import Any, Callable, List, Optional, Union
 
 from octohub_sync.hub import messages
+from octohub_sync.hub.table import ConnectionTable, NodeSession
 
 logger = logging.getLogger(__name__)
 
 Frame = Union[str, bytes]
-
-
-class Link:
-    """One accepted WebSocket connection of a node.
-
-    Attributes:
-        pc_id: the node's id, from the signed URL.
-        ws: the server-side connection (anything with ``send`` and ``close_socket``).
-        info: the public record in :attr:`HubState.connections`.
-        greeted: the ``connected`` message went out; tasks are sent directly from then on.
-        ready: ``node_ready`` was received on this connection.
-    """
-
-    __slots__ = ("pc_id", "ws", "info", "greeted", "ready")
-
-    def __init__(self, pc_id: str, ws: Any, info: dict[str, Any]) -> None:
-        self.pc_id = pc_id
-        self.ws = ws
-        self.info = info
-        self.greeted = False
-        self.ready = False
 
 
 class _Task:
@@ -47,167 +27,220 @@ class _Task:
 
     __slots__ = ("pc_id", "frame", "sent_on")
 
-    def __init__(self, pc_id: Optional[str], frame: str, sent_on: Optional[Link]) -> None:
+    def __init__(self, pc_id: Optional[str], frame: str, sent_on: Optional[NodeSession]) -> None:
         self.pc_id = pc_id  # None: whichever node sends node_ready first
         self.frame = frame
         self.sent_on = sent_on
 
 
 class HubState:
-    """Connections, tasks and received messages of one hub; thread-safe."""
+    """Connections, tasks and what one hub saw; thread-safe, shared by its servers.
+
+    The recorded collections (:attr:`results`, :attr:`received`, :attr:`connections`,
+    :attr:`api_requests`) are handed out as they are, to be read; only the methods
+    here change them.
+
+    Args:
+        dialect: ``"seed"`` or ``"go"``: message forms, and the go table rule (docs/protocol.md §5).
+        redeliver: on node_ready, re-send tasks sent earlier to that pc_id without a result.
+        notify_replaced: tell an evicted connection why before dropping it.
+        clock: the hub's clock, for the timestamps of its replies.
+    """
 
     def __init__(
         self, *, dialect: str, redeliver: bool, notify_replaced: bool, clock: Callable[[], float]
     ) -> None:
-        self.cond = threading.Condition()
-        self.dialect = dialect
-        self.redeliver = redeliver
-        self.notify_replaced = notify_replaced
-        self.clock = clock
-        self.links: dict[str, Link] = {}
-        self.results: dict[str, list[dict]] = {}
-        self.received: list[dict] = []
-        self.connections: list[dict] = []
-        self.api_requests: list[dict] = []
-        self.handshakes_rejected = 0
+        self._cond = threading.Condition()
+        self._dialect = dialect
+        self._redeliver = redeliver
+        self._notify_replaced = notify_replaced
+        self._clock = clock
+        self._table = ConnectionTable(remove_by_pc_id=dialect == messages.GO)
+        self._results: dict[str, list[dict]] = {}
+        self._received: list[dict] = []
+        self._connections: list[dict] = []
+        self._api_requests: list[dict] = []
+        self._forgotten: list[dict] = []
+        self._handshakes_rejected = 0
         self._kinds: Counter[str] = Counter()
         self._pending: dict[str, _Task] = {}
-        self._last_pc_id: Optional[str] = None
-        #: Called (without the lock) after each new connection, e.g. to re-plan the read deadline.
-        self.on_attach: Optional[Callable[[], None]] = None
+
+    # -- records -----------------------------------------------------------
+
+    @property
+    def results(self) -> dict[str, list[dict]]:
+        """task_id -> every task_result received for it, duplicates included."""
+        return self._results
+
+    @property
+    def received(self) -> list[dict]:
+        """Every JSON object received from nodes, in order, each with an added ``_pc_id``."""
+        return self._received
+
+    @property
+    def connections(self) -> list[dict]:
+        """The record (:attr:`NodeSession.info`) of every accepted connection, in order."""
+        return self._connections
+
+    @property
+    def api_requests(self) -> list[dict]:
+        """Every API request recorded by :meth:`record_api`, in order."""
+        return self._api_requests
+
+    @property
+    def forgotten(self) -> list[dict]:
+        """A snapshot: records of the connections the go table lost while they were open."""
+        with self._cond:
+            return list(self._forgotten)
+
+    @property
+    def handshakes_rejected(self) -> int:
+        """How many WebSocket handshakes were refused."""
+        return self._handshakes_rejected
+
+    def record_api(self, record: dict[str, Any]) -> None:
+        """Append one API request's record."""
+        with self._cond:
+            self._api_requests.append(record)
+            self._cond.notify_all()
+
+    def reject_handshake(self) -> None:
+        """Count one refused WebSocket handshake."""
+        with self._cond:
+            self._handshakes_rejected += 1
+            self._cond.notify_all()
+
+    def count(self, kind: str) -> int:
+        """How many received messages had that kind."""
+        with self._cond:
+            return self._kinds[kind]
+
+    def pending_ids(self) -> List[str]:
+        """Ids of the tasks that have no result yet."""
+        with self._cond:
+            return list(self._pending)
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Wait until ``predicate()`` holds, re-checking on every change; its value at the end."""
+        with self._cond:
+            return bool(self._cond.wait_for(predicate, timeout))
 
     # -- connections -------------------------------------------------------
 
-    def attach(self, pc_id: str, ws: Any) -> Link:
+    def attach(self, pc_id: str, ws: Any) -> NodeSession:
         """Register a new connection; the previous one of that pc_id, if any, is evicted."""
-        info = {"pc_id": pc_id, "opened": time.monotonic(), "closed": None}
-        info.update(close_code=None, close_reason=None)
-        link = Link(pc_id, ws, info)
-        with self.cond:
-            old = self.links.get(pc_id)
-            self.links[pc_id] = link
-            self._last_pc_id = pc_id
-            self.connections.append(link.info)
-            self.cond.notify_all()
+        session = NodeSession(pc_id, ws)
+        with self._cond:
+            old = self._table.add(session)
+            self._connections.append(session.info)
+            self._cond.notify_all()
         if old is not None:
             self._evict(old)
-        if self.on_attach is not None:
-            self.on_attach()
-        return link
+        return session
 
-    def _evict(self, old: Link) -> None:
+    def _evict(self, old: NodeSession) -> None:
         logger.info("new connection for %s replaces the previous one", old.pc_id)
-        if self.notify_replaced:
-            self._send_quietly(old, json.dumps(messages.replaced(self.dialect), ensure_ascii=False))
+        if self._notify_replaced:
+            self._send_quietly(old, json.dumps(messages.replaced(self._dialect), ensure_ascii=False))
         old.ws.close_socket()
 
-    def mark_greeted(self, link: Link) -> None:
+    def mark_greeted(self, session: NodeSession) -> None:
         """The node has its ``connected`` message; tasks may now go to it directly."""
-        with self.cond:
-            link.greeted = True
+        with self._cond:
+            session.greeted = True
 
-    def detach(self, link: Link) -> None:
-        """Forget a connection that ended (its pending tasks stay pending)."""
+    def detach(self, session: NodeSession) -> None:
+        """A connection ended: record it and update the table (its pending tasks stay pending).
+
+        In the go dialect this may forget a newer, still open connection of the same
+        pc_id, as the Go server's ``RemoveConnection`` does (docs/protocol.md §5).
+        """
         # websockets reports the code the node sent, or 1006 when no close frame came.
-        code, reason = getattr(link.ws, "close_code", None), getattr(link.ws, "close_reason", None)
-        with self.cond:
-            link.info.update(closed=time.monotonic(), close_code=code, close_reason=reason)
-            if self.links.get(link.pc_id) is link:
-                del self.links[link.pc_id]
-            self.cond.notify_all()
+        ws = session.ws
+        code, reason = getattr(ws, "close_code", None), getattr(ws, "close_reason", None)
+        with self._cond:
+            session.info.update(closed=time.monotonic(), close_code=code, close_reason=reason)
+            lost = self._table.remove(session)
+            if lost is not None:
+                self._forgotten.append(lost.info)
+                logger.info("the end of an old connection of %s made the hub forget the open one", lost.pc_id)
+            self._cond.notify_all()
 
-    def target(self, pc_id: Optional[str]) -> Optional[Link]:
-        """The live link of ``pc_id``, or by default of the only/most recently connected node."""
-        with self.cond:
-            if pc_id is not None:
-                return self.links.get(pc_id)
-            if not self.links:
-                return None
-            link = self.links.get(self._last_pc_id or "")
-            return link or max(self.links.values(), key=lambda item: item.info["opened"])
+    def sessions(self, pc_id: Optional[str] = None) -> List[NodeSession]:
+        """A snapshot of the sessions in the connection table (of one pc_id, or all)."""
+        with self._cond:
+            return self._table.known(pc_id)
 
-    def live_links(self, pc_id: Optional[str] = None) -> List[Link]:
-        """A snapshot of the current links (of one pc_id, or all)."""
-        with self.cond:
-            if pc_id is None:
-                return list(self.links.values())
-            link = self.links.get(pc_id)
-            return [] if link is None else [link]
+    def open_sessions(self) -> List[NodeSession]:
+        """A snapshot of every session still open, forgotten ones included."""
+        with self._cond:
+            return self._table.open_sessions()
 
     # -- node -> hub -------------------------------------------------------
 
-    def on_frame(self, link: Link, frame: Frame) -> None:
+    def on_frame(self, session: NodeSession, frame: Frame) -> None:
         """Record one frame from a node and answer it as the chosen hub dialect does."""
         try:
             message = json.loads(frame)
         except ValueError:
-            logger.debug("ignoring a frame from %s that is not JSON", link.pc_id)
+            logger.debug("ignoring a frame from %s that is not JSON", session.pc_id)
             return
         if not isinstance(message, dict):
-            logger.debug("ignoring a JSON frame from %s that is not an object", link.pc_id)
+            logger.debug("ignoring a JSON frame from %s that is not an object", session.pc_id)
             return
         kind = messages.kind_of(message)
         resend: List[str] = []
-        with self.cond:
-            message["_pc_id"] = link.pc_id
-            self.received.append(message)
+        with self._cond:
+            message["_pc_id"] = session.pc_id
+            self._received.append(message)
             self._kinds[kind] += 1
             if kind == "task_result":
                 self._record_result(message)
             elif kind == "node_ready":
-                link.ready = True
-                resend = self._claim_for(link)
-            self.cond.notify_all()
+                session.ready = True
+                # The Go server sends tasks only through its table: a forgotten connection gets none.
+                resend = [] if session.forgotten else self._claim_for(session)
+            self._cond.notify_all()
         for task_frame in resend:
-            self._send_quietly(link, task_frame)
-        reply = messages.reply_to(self.dialect, message, self.clock())
+            self._send_quietly(session, task_frame)
+        reply = messages.reply_to(self._dialect, message, self._clock())
         if reply is not None:
-            self._send_quietly(link, json.dumps(reply, ensure_ascii=False))
+            self._send_quietly(session, json.dumps(reply, ensure_ascii=False))
 
     def _record_result(self, message: dict) -> None:
         task_id = message.get("task_id")
         if isinstance(task_id, str):
-            self.results.setdefault(task_id, []).append(message)
+            self._results.setdefault(task_id, []).append(message)
             self._pending.pop(task_id, None)
 
-    def _claim_for(self, link: Link) -> List[str]:
+    def _claim_for(self, session: NodeSession) -> List[str]:
         """Tasks to (re)send on a connection that just became ready."""
         frames = []
         for task in self._pending.values():
-            if task.pc_id not in (None, link.pc_id) or task.sent_on is link:
+            if task.pc_id not in (None, session.pc_id) or task.sent_on is session:
                 continue
-            if task.sent_on is not None and not self.redeliver:
+            if task.sent_on is not None and not self._redeliver:
                 continue  # a hub without redelivery loses what it sent to a dead connection
-            task.pc_id = link.pc_id
-            task.sent_on = link
+            task.pc_id = session.pc_id
+            task.sent_on = session
             frames.append(task.frame)
         if frames:
-            logger.debug("delivering %d pending task(s) to %s", len(frames), link.pc_id)
+            logger.debug("delivering %d pending task(s) to %s", len(frames), session.pc_id)
         return frames
-
-    def count(self, kind: str) -> int:
-        """How many received messages had that kind."""
-        with self.cond:
-            return self._kinds[kind]
 
     # -- hub -> node -------------------------------------------------------
 
     def add_task(self, task_id: str, pc_id: Optional[str], frame: str) -> None:
         """Record a task as pending and send it now if its node is connected."""
-        with self.cond:
-            link = self.target(pc_id)
-            owner = pc_id if pc_id is not None else (link.pc_id if link else self._last_pc_id)
-            if link is not None and not link.greeted:
-                link = None  # a task must not overtake "connected": node_ready will claim it
-            self._pending[task_id] = _Task(owner, frame, link)
-            self.cond.notify_all()
-        if link is not None:
-            self._send_quietly(link, frame)
-
-    def pending_ids(self) -> List[str]:
-        """Ids of the tasks that have no result yet."""
-        with self.cond:
-            return list(self._pending)
+        with self._cond:
+            session = self._table.target(pc_id)
+            owner = pc_id if pc_id is not None else (session.pc_id if session else self._table.last_pc_id)
+            if session is not None and not session.greeted:
+                session = None  # a task must not overtake "connected": node_ready will claim it
+            self._pending[task_id] = _Task(owner, frame, session)
+            self._cond.notify_all()
+        if session is not None:
+            self._send_quietly(session, frame)
 
     def send(self, pc_id: Optional[str], frame: Frame) -> None:
         """Send one frame to a node.
@@ -215,18 +248,19 @@ class HubState:
         Raises:
             ConnectionError: no such node is connected, or the send failed.
         """
-        link = self.target(pc_id)
-        if link is None:
+        with self._cond:
+            session = self._table.target(pc_id)
+        if session is None:
             raise ConnectionError(f"no node connected with pc_id {pc_id!r}" if pc_id else "no node connected")
         try:
-            link.ws.send(frame)
+            session.ws.send(frame)
         except Exception as exc:  # ConnectionClosed, OSError: both mean the node is gone
-            raise ConnectionError(f"sending to {link.pc_id} failed: {exc}") from exc
+            raise ConnectionError(f"sending to {session.pc_id} failed: {exc}") from exc
 
     @staticmethod
-    def _send_quietly(link: Link, frame: Frame) -> None:
+    def _send_quietly(session: NodeSession, frame: Frame) -> None:
         # A connection may die between lookup and send; its tasks then stay pending.
         try:
-            link.ws.send(frame)
+            session.ws.send(frame)
         except Exception as exc:
-            logger.debug("send to %s failed: %s", link.pc_id, exc)
+            logger.debug("send to %s failed: %s", session.pc_id, exc)

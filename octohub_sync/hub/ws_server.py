@@ -1,4 +1,4 @@
-"""The hub's WebSocket endpoint ``/ws/node``, behaving like the Go server of PROTOCOL.md §2-§5.
+"""The hub's WebSocket endpoint ``/ws/node``, behaving like the Go server of docs/protocol.md §2-§5.
 
 Built on ``websockets.sync.server``; its accept loop is replaced by one that
 starts named daemon threads, because a test hub must never keep a process alive.
@@ -15,10 +15,11 @@ import json
 import logging
 import selectors
 import socket
+import ssl
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Callable, Optional
 from urllib.parse import parse_qsl, urlsplit
 
 from websockets.exceptions import ConnectionClosed
@@ -28,9 +29,8 @@ from websockets.sync.server import Server, ServerConnection, serve
 
 from octohub_sync import signing
 from octohub_sync.hub import messages
-
-if TYPE_CHECKING:
-    from octohub_sync.hub.core import LocalHub
+from octohub_sync.hub.sockets import abort
+from octohub_sync.hub.state import HubState
 
 logger = logging.getLogger(__name__)
 
@@ -40,17 +40,9 @@ OPEN_TIMEOUT = 5.0
 CLOSE_TIMEOUT = 2.0
 
 
-class _RedactFilter(logging.Filter):
-    """websockets logs request lines at debug level; they carry ``signature=``."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = signing.redact(record.getMessage())
-        record.args = None
-        return True
-
-
 _wire_logger = logging.getLogger(__name__ + ".websockets")
-_wire_logger.addFilter(_RedactFilter())
+# websockets logs request lines at debug level; they carry ``signature=``.
+_wire_logger.addFilter(signing.RedactingFilter())
 
 
 class HubConnection(ServerConnection):
@@ -81,10 +73,39 @@ class HubConnection(ServerConnection):
 
 
 class WsServer:
-    """Owns one websockets server at a time; can be stopped and restarted on the same port."""
+    """Owns one websockets server at a time; can be stopped and restarted on the same port.
 
-    def __init__(self, hub: LocalHub) -> None:
-        self._hub = hub
+    Args:
+        state: where connections are registered and frames recorded.
+        key: the signature key of the WebSocket URL.
+        dialect: ``"seed"`` or ``"go"``, the form of the ``connected`` message.
+        clock: the hub's clock (signature checks, ``connected`` message).
+        fault: returns the current ``ws_fault`` (None, ``"401"`` or ``"500"``).
+        ssl_context: server-side TLS context (wss), or None.
+        max_size: largest message accepted, in bytes (None: no limit).
+        on_open: called after each new connection is registered (e.g. to re-plan a read deadline).
+    """
+
+    def __init__(
+        self,
+        state: HubState,
+        *,
+        key: str,
+        dialect: str,
+        clock: Callable[[], float],
+        fault: Callable[[], Optional[str]],
+        ssl_context: Optional[ssl.SSLContext] = None,
+        max_size: Optional[int] = None,
+        on_open: Optional[Callable[[], None]] = None,
+    ) -> None:
+        self._state = state
+        self._key = key
+        self._dialect = dialect
+        self._clock = clock
+        self._fault = fault
+        self._ssl_context = ssl_context
+        self._max_size = max_size
+        self._on_open = on_open
         self._lock = threading.Lock()
         self._live: set[HubConnection] = set()
         self._ids = itertools.count(1)
@@ -126,15 +147,14 @@ class WsServer:
         return bound_port
 
     def _serve(self, sock: socket.socket) -> Server:
-        hub = self._hub
         return serve(
             self._handle,
             sock=sock,
-            ssl=hub.ssl_context,
+            ssl=self._ssl_context,
             process_request=self._check_request,
             create_connection=functools.partial(HubConnection, self),  # type: ignore[arg-type]
             compression=None,
-            max_size=hub.max_size,
+            max_size=self._max_size,
             ping_interval=None,  # the Go server never pings: the node must
             open_timeout=OPEN_TIMEOUT,
             close_timeout=CLOSE_TIMEOUT,
@@ -196,11 +216,10 @@ class WsServer:
 
     def _check_request(self, connection: ServerConnection, request: Request) -> Optional[Response]:
         """Reject a handshake before the upgrade, as the Go server does."""
-        hub = self._hub
         url = urlsplit(request.path)
         if url.path != "/ws/node":
             return self._reject(connection, 404, {"error": "404 page not found"}, "unknown path")
-        fault = hub.ws_fault
+        fault = self._fault()
         if fault == "401":
             return self._reject(connection, 401, {"error": "签名验证失败"}, "ws_fault 401")
         if fault == "500":
@@ -209,7 +228,7 @@ class WsServer:
         pc_id, timestamp, signature = (query.get(name, "") for name in ("pc_id", "timestamp", "signature"))
         if not (pc_id and timestamp and signature):
             return self._reject(connection, 400, {"error": "缺少必要参数"}, "missing parameters")
-        if not signing.verify_ws(hub.key, pc_id, timestamp, signature, now=hub.now()):
+        if not signing.verify_ws(self._key, pc_id, timestamp, signature, now=self._clock()):
             why = f"bad or expired signature for {pc_id}"
             return self._reject(connection, 401, {"error": "签名验证失败"}, why)
         connection.pc_id = pc_id  # type: ignore[attr-defined]
@@ -217,10 +236,7 @@ class WsServer:
 
     def _reject(self, connection: ServerConnection, status: int, body: dict, why: str) -> Response:
         logger.debug("rejecting a WebSocket handshake with %d: %s", status, why)
-        state = self._hub._state
-        with state.cond:
-            state.handshakes_rejected += 1
-            state.cond.notify_all()
+        self._state.reject_handshake()
         response = connection.respond(status, json.dumps(body, ensure_ascii=False))
         del response.headers["Content-Type"]
         response.headers["Content-Type"] = "application/json; charset=utf-8"
@@ -228,28 +244,22 @@ class WsServer:
 
     def _handle(self, connection: ServerConnection) -> None:
         """Serve one node: register (evicting an older one), confirm, then read until it ends."""
-        hub = self._hub
-        state = hub._state
+        state = self._state
         pc_id = connection.pc_id  # type: ignore[attr-defined]
         # Registered before the confirmation, so a node that saw "connected" finds the hub agreeing.
-        link = state.attach(pc_id, connection)
+        session = state.attach(pc_id, connection)
+        if self._on_open is not None:
+            self._on_open()
         logger.info("node %s connected", pc_id)
-        hello = messages.connected(hub.dialect, pc_id, uuid.uuid4().hex, hub.now())
+        hello = messages.connected(self._dialect, pc_id, uuid.uuid4().hex, self._clock())
         try:
             connection.send(json.dumps(hello, ensure_ascii=False))
-            state.mark_greeted(link)
+            state.mark_greeted(session)
             for frame in connection:
-                state.on_frame(link, frame)
+                state.on_frame(session, frame)
         except ConnectionClosed:
             pass
         finally:
-            state.detach(link)
+            state.detach(session)
             logger.info("node %s disconnected", pc_id)
 
-
-def abort(connection: Any) -> None:
-    """Close the TCP connection without a close frame, as the Go server does on timeouts."""
-    try:
-        connection.close_socket()
-    except Exception:  # a connection still being built may lack its sockets; nothing to abort
-        logger.debug("abort of a half-built connection failed", exc_info=True)

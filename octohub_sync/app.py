@@ -1,0 +1,169 @@
+"""A module of handlers is a node: ``octohub-node --app mypackage.tasks`` (``OCTOHUB_APP``).
+
+``--app module:function`` calls ``function(client)`` to register handlers (the same hook as
+``cli.main(setup=...)``). A bare ``--app module`` uses the module's ``setup(client)``, else its
+:class:`Handlers` registry. The module is imported with the working directory first on
+``sys.path``, as ``python -m`` does. Every failure is one :class:`ConfigError` line naming
+``OCTOHUB_APP``: the program exits 2, since restarting will not fix it.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import traceback
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
+
+from .config import APP_SPEC
+from .exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from .client import NodeWebSocketClient
+
+__all__ = ["Handlers", "Setup", "install_app", "load_app"]
+
+#: A function that registers handlers on the client before it starts.
+Setup = Callable[["NodeWebSocketClient"], None]
+
+APP_VARIABLE = "OCTOHUB_APP"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Handlers:
+    """Handlers a module declares with decorators; ``--app module`` serves them.
+
+    The decorators return each function unchanged, so a test calls the handler directly::
+
+        handlers = Handlers()
+
+        @handlers.task("resize")          # or @handlers.task: the task type is the function's name
+        def resize(task):
+            return {"path": task["data"]["path"]}
+
+    A ``Handlers`` is itself a setup function: ``handlers(client)`` registers them all.
+    """
+
+    def __init__(self) -> None:
+        #: task type -> handler, in the order they were declared.
+        self.tasks: dict[str, Callable[..., Any]] = {}
+        #: message kind -> handler.
+        self.messages: dict[str, Callable[..., Any]] = {}
+
+    def task(self, task_type: Union[str, Callable[..., Any], None] = None) -> Any:
+        """Decorator: ``@handlers.task("resize")``, ``@handlers.task()`` or ``@handlers.task``.
+
+        Raises:
+            ValueError: the task type is declared twice in this registry.
+        """
+        if callable(task_type):
+            return self._add(self.tasks, "task type", task_type.__name__, task_type)
+        return lambda fn: self._add(self.tasks, "task type", task_type or fn.__name__, fn)
+
+    def message(self, kind: str) -> Callable[[F], F]:
+        """Decorator: ``@handlers.message("notification")`` handles hub messages of that kind."""
+        return lambda fn: self._add(self.messages, "message kind", kind, fn)
+
+    def __call__(self, client: "NodeWebSocketClient") -> None:
+        for task_type, handler in self.tasks.items():
+            client.register_task_handler(task_type, handler)
+        for kind, handler in self.messages.items():
+            client.register_message_handler(kind, handler)
+
+    def __repr__(self) -> str:
+        return f"Handlers(tasks={sorted(self.tasks)}, messages={sorted(self.messages)})"
+
+    @staticmethod
+    def _add(table: dict[str, Callable[..., Any]], what: str, name: str, fn: F) -> F:
+        if not callable(fn):
+            raise TypeError(f"handler for {what} {name!r} is not callable")
+        if name in table and table[name] is not fn:
+            raise ValueError(f"{what} {name!r} is declared twice ({table[name].__name__} and {fn.__name__})")
+        table[name] = fn
+        return fn
+
+
+def load_app(spec: str, *, variable: str = APP_VARIABLE) -> Setup:
+    """Import the app ``module`` or ``module:function`` and return its setup function.
+
+    The working directory goes first on ``sys.path`` (if it is not there yet), as with ``python -m``.
+
+    Raises:
+        ConfigError: one line naming ``variable``: bad syntax, the import failed, no such
+            attribute, not callable, or a bare module with neither ``setup`` nor a registry.
+    """
+    if not APP_SPEC.match(spec):
+        raise ConfigError(variable, spec, "expected module or module:function (dotted Python names)")
+    module_name, _, attribute = spec.partition(":")
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise ConfigError(variable, spec, f"no module named {exc.name!r} (looked in {cwd} and sys.path)") from None
+        raise ConfigError(variable, spec, f"importing {module_name} failed: {_one_line(exc)}") from None
+    except Exception as exc:  # the module's own code failed: one line, with where
+        raise ConfigError(variable, spec, f"importing {module_name} failed: {_one_line(exc)}") from None
+    if attribute:
+        target: Any = module
+        for part in attribute.split("."):
+            if not hasattr(target, part):
+                raise ConfigError(variable, spec, f"module {module_name!r} has no attribute {attribute!r}")
+            target = getattr(target, part)
+        if not callable(target):
+            raise ConfigError(variable, spec, f"{spec} is not callable (it is a {type(target).__name__}); "
+                                              "expected a function(client) that registers handlers")
+        return target
+    return _default_setup(module, spec, variable)
+
+
+def _default_setup(module: Any, spec: str, variable: str) -> Setup:
+    setup = getattr(module, "setup", None)
+    if callable(setup):
+        return setup
+    registries = [name for name, value in vars(module).items() if isinstance(value, Handlers)]
+    if len(registries) == 1:
+        return getattr(module, registries[0])
+    if registries:
+        raise ConfigError(variable, spec, f"{spec} has several Handlers registries ({', '.join(registries)}): "
+                                          f"name one, e.g. {spec}:{registries[0]}")
+    raise ConfigError(variable, spec, f"{spec} has neither a setup(client) function nor a Handlers registry; "
+                                      f"name the function that registers handlers: {spec}:function")
+
+
+def install_app(client: "NodeWebSocketClient", setup: Setup, spec: str, *, variable: str = APP_VARIABLE) -> list[str]:
+    """Call ``setup(client)`` and check that it registered something.
+
+    Returns:
+        The task types and message kinds it registered (or replaced), for the log.
+
+    Raises:
+        ConfigError: ``setup`` raised, or registered no handler.
+    """
+    tasks, messages = dict(client.runner.handlers), dict(client.receiver.message_handlers)
+    try:
+        setup(client)
+    except Exception as exc:
+        raise ConfigError(variable, spec, f"setting up the handlers failed: {_one_line(exc)}") from None
+    added = [name for name, fn in client.runner.handlers.items() if tasks.get(name) is not fn]
+    added += [f"message {kind}" for kind, fn in client.receiver.message_handlers.items()
+              if messages.get(kind) is not fn]
+    if not added:
+        raise ConfigError(variable, spec, "the app registered no handler")
+    return added
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: message (file, line N)``: where in the user's code it happened, on one line."""
+    where: Optional[str] = None
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where = f"{exc.filename}, line {exc.lineno}"
+    else:
+        frames = traceback.extract_tb(exc.__traceback__)
+        if frames:
+            where = f"{frames[-1].filename}, line {frames[-1].lineno}"
+    text = str(exc.msg if isinstance(exc, SyntaxError) else exc).splitlines()
+    message = f"{type(exc).__name__}: {text[0]}" if text and text[0] else type(exc).__name__
+    return f"{message} ({where})" if where else message

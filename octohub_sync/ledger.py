@@ -1,0 +1,362 @@
+"""What must outlive the process: results the hub has not confirmed, finished tasks, started tasks.
+
+:class:`MemoryStore` keeps nothing (an embedded node's default); :class:`Ledger` keeps it in
+an SQLite file, one per pc_id, in WAL mode with ``synchronous=NORMAL``: a commit survives
+the process being killed (it is in the operating system's hands), a power cut may lose the
+last commits before a checkpoint but never corrupts the file. Writes go through one
+thread that commits whatever has queued up as one transaction (group commit); only
+adding a result waits for its commit, because a result must be on disk before the node
+tries to send it.
+"""
+from __future__ import annotations
+
+import fcntl
+import itertools
+import logging
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, NamedTuple, Optional
+
+from .exceptions import ConfigError
+from .stats import Stats
+
+__all__ = ["Ledger", "MemoryStore", "Snapshot", "default_state_dir"]
+
+#: Marks the file as ours (PRAGMA application_id): "OCHB".
+APPLICATION_ID = 0x4F434842
+#: Bumped when the tables change; a file of another version is moved aside.
+SCHEMA_VERSION = 1
+#: The WAL file is truncated back to this after each checkpoint (bytes).
+WAL_LIMIT = 4 * 2**20
+#: A write failure is logged at ERROR at most once per this many seconds (counted every time).
+ERROR_LOG_INTERVAL = 300.0
+
+# One B-tree each, no index: a transaction touches as few pages as possible. "started" holds only the
+# tasks running now (a few hundred rows at most), "finished" is read whole at start and trimmed by age.
+_SCHEMA = (
+    "CREATE TABLE results (seq INTEGER PRIMARY KEY, task_id TEXT NOT NULL, frame TEXT NOT NULL)",
+    "CREATE TABLE finished (task_id TEXT NOT NULL, frame TEXT NOT NULL)",
+    "CREATE TABLE started (task_id TEXT NOT NULL)",
+)
+
+# The writes, in the order a transaction applies them (a task's rows are added before they are removed).
+_STARTED, _FINISHED_START, _FINISHED, _RESULT, _CONFIRMED = range(5)
+_STATEMENTS = (
+    "INSERT INTO started (task_id) VALUES (?)",
+    "DELETE FROM started WHERE task_id = ?",
+    "INSERT INTO finished (task_id, frame) VALUES (?, ?)",
+    "INSERT INTO results (seq, task_id, frame) VALUES (?, ?, ?)",
+    "DELETE FROM results WHERE seq = ?",
+)
+#: The finished table is trimmed back to OCTOHUB_RESULT_CACHE_SIZE rows once this many were added.
+TRIM_EVERY = 64
+#: Longest a write nobody waits for (a task started, a result confirmed) waits for company (seconds).
+ASYNC_DELAY = 0.2
+
+
+class Snapshot(NamedTuple):
+    """What a store held when it was opened."""
+
+    #: Results not confirmed by the hub, oldest first: (seq, task_id, frame).
+    pending: list[tuple[int, str, str]]
+    #: Finished tasks, oldest first: (task_id, result frame).
+    finished: list[tuple[str, str]]
+    #: Tasks that started and never finished: the process ended while they ran.
+    started: list[str]
+
+
+class MemoryStore:
+    """Keeps nothing: every guarantee ends with the process (OCTOHUB_STATE_DIR unset or off)."""
+
+    path: Optional[Path] = None
+
+    def __init__(self) -> None:
+        self._seq = itertools.count(1)
+
+    def open(self) -> Snapshot:
+        return Snapshot([], [], [])
+
+    def close(self) -> None:
+        pass
+
+    def add_result(self, task_id: str, frame: str, *, finished: bool = False) -> int:
+        """Record a result before it is sent (``finished``: it ends the task); returns its number."""
+        return next(self._seq)
+
+    def remove_results(self, seqs: Iterable[int]) -> None:
+        """The hub confirmed these results (or they were dropped)."""
+
+    def started(self, task_id: str, *, wait: bool = False) -> None:
+        """A task's handler is about to run; ``wait`` until that is on disk."""
+
+
+
+def default_state_dir(environ: Optional[dict] = None) -> Path:
+    """``$STATE_DIRECTORY`` (systemd's StateDirectory=), else ``$XDG_STATE_HOME/octohub-node``."""
+    env = os.environ if environ is None else environ
+    if env.get("STATE_DIRECTORY"):
+        return Path(env["STATE_DIRECTORY"].split(":")[0])
+    base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "octohub-node"
+
+
+class Ledger(MemoryStore):
+    """The SQLite ledger of one pc_id in ``state_dir``; :meth:`open` locks it for this process.
+
+    Args:
+        cache_size: finished tasks kept (OCTOHUB_RESULT_CACHE_SIZE); older ones are forgotten.
+    """
+
+    def __init__(self, state_dir: str, pc_id: str, *, cache_size: int, stats: Stats,
+                 log: logging.LoggerAdapter) -> None:
+        super().__init__()
+        self.directory = Path(state_dir).expanduser()
+        self.path = self.directory / f"{pc_id}.sqlite3"
+        self._pc_id = pc_id
+        self._cache_size = cache_size
+        self._stats = stats
+        self._log = log
+        self._lock_fd: Optional[int] = None
+        self._db: Optional[sqlite3.Connection] = None
+        self._cond = threading.Condition()
+        self._batch = _Batch()     # the writes not yet taken by the writer thread
+        self._added = 0            # finished rows added since the table was last trimmed
+        self._error_logged: Optional[float] = None  # when a write failure was last logged (monotonic)
+        self._closing = False
+        self._thread: Optional[threading.Thread] = None
+
+    # -- open and close ------------------------------------------------------------------------
+
+    def open(self) -> Snapshot:
+        """Lock the file for this process, read what it holds, start the writer.
+
+        Raises:
+            ConfigError: the directory cannot be used, or another process holds the ledger.
+        """
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError("OCTOHUB_STATE_DIR", str(self.directory),
+                              f"cannot create the state directory: {exc.strerror or exc}") from None
+        self._lock_fd = self._lock()
+        try:
+            self._db, snapshot = self._load()
+        except BaseException:
+            self._unlock()
+            raise
+        self._seq = itertools.count(max((seq for seq, _, _ in snapshot.pending), default=0) + 1)
+        # Daemon: never holds the process open; close() drains the queue and joins it.
+        self._thread = threading.Thread(target=self._write_loop, name="octohub-ledger", daemon=True)
+        self._thread.start()
+        return snapshot
+
+    def close(self) -> None:
+        """Write what is queued, close the file, release the lock."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(10)
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        self._unlock()
+
+    def _lock(self) -> int:
+        lock_path = self.path.with_suffix(".lock")
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise ConfigError("OCTOHUB_STATE_DIR", str(self.directory),
+                              f"cannot write there: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise ConfigError("OCTOHUB_STATE_DIR", str(self.directory),
+                              f"another node process with pc_id {self._pc_id} is using {self.path}; "
+                              "give each node on this host its own OCTOHUB_INSTANCE (or OCTOHUB_PC_ID)") from None
+        return fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
+
+    def _load(self) -> tuple[sqlite3.Connection, Snapshot]:
+        try:
+            db = _connect(self.path)
+            return db, self._read(db)
+        except (sqlite3.DatabaseError, _Foreign) as exc:
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+            for suffix in ("", "-wal", "-shm"):
+                part = Path(f"{self.path}{suffix}")
+                if part.exists():
+                    part.rename(f"{aside}{suffix}")
+            self._log.error("the ledger %s cannot be used (%s); moved it aside to %s and starting with an "
+                            "empty one: results and finished tasks it held are not recovered", self.path, exc, aside)
+            db = _connect(self.path)
+            return db, self._read(db)
+
+    def _read(self, db: sqlite3.Connection) -> Snapshot:
+        pending = db.execute("SELECT seq, task_id, frame FROM results ORDER BY seq").fetchall()
+        finished = db.execute("SELECT task_id, frame FROM finished ORDER BY rowid DESC LIMIT ?",
+                              (self._cache_size,)).fetchall()
+        started = list(dict.fromkeys(row[0] for row in db.execute(
+            "SELECT task_id FROM started ORDER BY rowid DESC LIMIT ?", (self._cache_size,))))
+        if pending or started:
+            self._log.info("ledger %s: %d result(s) to send, %d task(s) interrupted by the last stop",
+                           self.path, len(pending), len(started))
+        return Snapshot(pending, finished[::-1], started[::-1])
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def add_result(self, task_id: str, frame: str, *, finished: bool = False) -> int:
+        seq = next(self._seq)
+        with self._cond:
+            batch = self._batch
+            if finished:
+                batch.add(_FINISHED_START, (task_id,))
+                batch.add(_FINISHED, (task_id, frame))
+            batch.add(_RESULT, (seq, task_id, frame))
+            self._urgent(batch)
+        self._await(batch)  # on disk before it is sent: workers finishing together share one commit
+        return seq
+
+    def remove_results(self, seqs: Iterable[int]) -> None:
+        rows = [(seq,) for seq in seqs]
+        if rows:
+            self._queue(_CONFIRMED, rows)
+
+    def started(self, task_id: str, *, wait: bool = False) -> None:
+        batch = self._queue(_STARTED, [(task_id,)], urgent=wait)
+        if wait:
+            self._await(batch)
+
+    def _queue(self, kind: int, rows: list[tuple], *, urgent: bool = False) -> _Batch:
+        with self._cond:
+            batch = self._batch
+            if batch.empty:
+                self._cond.notify()  # the writer starts the ASYNC_DELAY clock
+            batch.rows[kind].extend(rows)
+            batch.empty = False
+            if urgent:
+                self._urgent(batch)
+            return batch
+
+    def _urgent(self, batch: _Batch) -> None:
+        """Someone waits for ``batch`` (called with the lock held): write it now."""
+        if not batch.urgent:
+            batch.urgent = True
+            self._cond.notify()
+
+    def _await(self, batch: _Batch) -> None:
+        while not batch.written.wait(1.0):
+            if self._thread is None or not self._thread.is_alive():
+                return  # closed: nothing will be written any more (a handler that outlived stop())
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._cond:
+                self._gather()
+                batch, self._batch = self._batch, _Batch()
+            if not batch.empty:
+                self._write(batch)
+            batch.written.set()  # written, or failed and counted: nobody waits for it any longer
+            if batch.empty:
+                return  # closing, and nothing was left
+
+    def _gather(self) -> None:
+        """Wait (lock held) until a batch should be written: someone waits for it, or ASYNC_DELAY passed.
+
+        Writes nobody waits for (a task started, a result confirmed) ride along with the next
+        result, so that they cost no transaction of their own.
+        """
+        due: Optional[float] = None
+        while not (self._closing or self._batch.urgent):
+            if self._batch.empty:
+                due = None
+                self._cond.wait()
+                continue
+            now = time.monotonic()
+            due = due or now + ASYNC_DELAY
+            if now >= due:
+                return
+            self._cond.wait(due - now)
+
+    def _write(self, batch: _Batch) -> None:
+        db = self._db
+        assert db is not None
+        try:
+            with db:  # one transaction: committed on success, rolled back on error
+                for kind, rows in enumerate(batch.rows):
+                    if rows:
+                        db.executemany(_STATEMENTS[kind], rows)
+                self._added += len(batch.rows[_FINISHED])
+                if self._added >= TRIM_EVERY:
+                    db.execute("DELETE FROM finished WHERE rowid <= (SELECT max(rowid) FROM finished) - ?",
+                               (self._cache_size,))
+                    self._added = 0
+        except sqlite3.Error as exc:
+            # Disk full, I/O error: the node goes on with these results in memory only. Once logged,
+            # a failure that goes on (every batch fails) is only counted, for ERROR_LOG_INTERVAL.
+            self._stats.incr("ledger_errors")
+            now = time.monotonic()
+            level = logging.DEBUG
+            if self._error_logged is None or now - self._error_logged >= ERROR_LOG_INTERVAL:
+                self._error_logged, level = now, logging.ERROR
+            self._log.log(level, "writing the ledger %s failed (%s): results are kept in memory only until it "
+                                 "works again (stats: ledger_errors); a restart now could lose them", self.path, exc)
+
+
+class _Batch:
+    """The writes of one transaction, by kind, and the event set once they are on disk."""
+
+    __slots__ = ("rows", "empty", "urgent", "written")
+
+    def __init__(self) -> None:
+        self.rows: tuple[list[tuple], ...] = tuple([] for _ in _STATEMENTS)
+        self.empty = True
+        self.urgent = False  # someone waits for it
+        self.written = threading.Event()
+
+    def add(self, kind: int, row: tuple) -> None:
+        self.rows[kind].append(row)
+        self.empty = False
+
+
+class _Foreign(Exception):
+    """The file is an SQLite database, but not a ledger of this version."""
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    if not path.exists():
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))  # results may hold secrets
+    db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    try:
+        _prepare(db)
+    except BaseException:
+        db.close()
+        raise
+    db.isolation_level = ""  # "with db:" transactions from here on
+    return db
+
+
+def _prepare(db: sqlite3.Connection) -> None:
+    one: Callable[[str], Any] = lambda sql: db.execute(sql).fetchone()[0]  # noqa: E731
+    if one("PRAGMA quick_check") != "ok":
+        raise sqlite3.DatabaseError("integrity check failed")
+    tables = one("SELECT count(*) FROM sqlite_master")
+    if tables == 0:
+        db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        for statement in _SCHEMA:
+            db.execute(statement)
+    elif one("PRAGMA application_id") != APPLICATION_ID or one("PRAGMA user_version") != SCHEMA_VERSION:
+        raise _Foreign("not an octohub_sync ledger of this version")
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = NORMAL")
+    db.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")

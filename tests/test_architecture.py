@@ -1,0 +1,86 @@
+"""The package's modules depend on each other one way: no import cycle, not even for type checking."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import octohub_sync
+
+ROOT = Path(octohub_sync.__file__).resolve().parent
+
+
+def module_names() -> dict[str, Path]:
+    names = {}
+    for path in ROOT.rglob("*.py"):
+        parts = ("octohub_sync",) + path.relative_to(ROOT).with_suffix("").parts
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return names
+
+
+def imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
+    """Modules of the package that ``name`` imports, anywhere in the file (TYPE_CHECKING blocks too)."""
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            submodules = {f"{module}.{alias.name}" for alias in node.names} & set(known)
+            # "from pkg import submodule" needs the submodule; "from pkg import name" needs pkg.
+            targets = submodules if len(submodules) == len(node.names) else submodules | {module}
+        elif isinstance(node, ast.Import):
+            targets = {alias.name for alias in node.names}
+        else:
+            continue
+        found |= {t for t in targets if t in known and t != name}
+    return found
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import cycle as a list of module names, or [] (depth-first search with colours)."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state:
+                cycle = visit(nxt)
+                if cycle:
+                    return cycle
+        path.pop()
+        state[node] = 2
+        return []
+
+    for node in sorted(graph):
+        if node not in state:
+            cycle = visit(node)
+            if cycle:
+                return cycle
+    return []
+
+
+def test_no_import_cycle() -> None:
+    known = module_names()
+    graph = {name: imports(name, path, known) for name, path in known.items()}
+    assert "octohub_sync.client" in graph and graph["octohub_sync.client"]  # the scan sees imports
+    assert find_cycle(graph) == [], " -> ".join(find_cycle(graph))
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) == []
+
+
+def test_collaborators_get_no_client() -> None:
+    # The watchdog, the metrics server, the receiver and the delivery know nothing of the facade.
+    known = module_names()
+    for name in ("watchdog", "health", "receiver", "delivery", "runner", "timers", "reconnect"):
+        module = f"octohub_sync.{name}"
+        assert "octohub_sync.client" not in imports(module, known[module], known), module

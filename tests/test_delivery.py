@@ -1,0 +1,258 @@
+"""Results reach the hub or are never silent: delivery confirmation, the outbox while disconnected,
+size limits, loud repeated failures; ResultDelivery and the outbox without a socket."""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+
+import pytest
+
+from octohub_sync import ConfigError, load_settings
+from octohub_sync.connection_log import REPEAT_WARNING_INTERVAL, ConnectionLog
+from octohub_sync.delivery import ACK_PREFIX
+from octohub_sync.hub import LocalHub
+from octohub_sync.outbox import Outbox, Result
+from octohub_sync.stats import Stats
+
+from .conftest import KEY, Gate, RecordingConnection, connected_node, make_delivery, result_frame, wait_until
+from .proxy import StallProxy
+
+
+def test_results_are_confirmed_by_the_hub(make_node, hub: LocalHub) -> None:
+    client = make_node()
+    assert client.wait_connected(10)
+    ids = [hub.send_task("echo", {"n": n}) for n in range(50)]
+    assert all(hub.wait_result(t)["status"] == "completed" for t in ids)
+    # Every result was confirmed by a pong, none was sent twice.
+    assert wait_until(lambda: client.stats()["results_unconfirmed"] == 0, 5), client.stats()
+    assert client.stats()["results_resent"] == 0
+    assert all(len(hub.results[t]) == 1 for t in ids)
+
+
+def test_result_written_into_a_dead_path_is_sent_again(make_node, caplog) -> None:
+    # No redelivery: the hub never asks again, so only the node's own re-send can bring the result.
+    caplog.set_level(logging.INFO, logger="octohub_sync")
+    with LocalHub(KEY, redeliver=False) as hub:
+        proxy = StallProxy(hub.ws_port)
+        try:
+            started, release = threading.Event(), threading.Event()
+            client = make_node(_hub=hub, _start=False, connect_mode="direct", ws_port=proxy.port,
+                               ping_interval=0.5, ping_timeout=0.3)
+            client.register_task_handler("slow", lambda task: (started.set(), release.wait(10), "done")[2])
+            client.start()
+            assert client.wait_connected(10)
+            tid = hub.send_task("slow")
+            assert started.wait(10)
+            proxy.stall()  # TCP stays up, nothing passes: the result is written, the hub never reads it
+            release.set()
+            assert wait_until(lambda: client.stats()["tasks_completed"] == 1, 10)
+            result = hub.wait_result(tid, 15)  # after the missing pong, the reconnect and node_ready
+            assert result["result"] == "done"
+            assert client.stats()["results_resent"] == 1
+            assert len(hub.results[tid]) == 1
+            assert any("not confirmed by the hub" in r.getMessage() for r in caplog.records)
+        finally:
+            proxy.close()
+
+
+def test_result_over_the_limit_is_answered_failed(make_node, caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="octohub_sync")
+    # A hub enforcing the real config's 1 MiB limit: without the node's own limit the result is lost.
+    with LocalHub(KEY, dialect="go", max_size=2**20) as hub:
+        client = make_node(_hub=hub, _start=False)
+        client.register_task_handler("big", lambda task: "x" * 1_500_000)
+        client.start()
+        assert client.wait_connected(10)
+        result = hub.wait_result(hub.send_task("big"))
+        assert result["status"] == "failed"
+        assert result["error"].startswith("ResultTooLarge: 1500") and "limit 1048576" in result["error"]
+        assert client.stats()["tasks_failed"] == 1
+        assert hub.wait_result(hub.send_task("echo"))["status"] == "completed"  # same session goes on
+        assert len(hub.connections) == 1
+    assert any("ResultTooLarge" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+
+
+def test_result_limit_zero_means_none(make_node, hub: LocalHub) -> None:
+    client = make_node(_start=False, max_result_bytes=0)
+    client.register_task_handler("big", lambda task: "x" * 1_500_000)
+    client.start()
+    assert client.wait_connected(10)
+    assert hub.wait_result(hub.send_task("big"))["result"] == "x" * 1_500_000
+
+
+@pytest.mark.parametrize("dialect", ["seed", "go"])
+def test_task_over_the_message_limit_is_answered_failed(make_node, dialect: str) -> None:
+    with LocalHub(KEY, dialect=dialect) as hub:
+        client = make_node(_hub=hub, max_message_bytes=1024)
+        assert client.wait_connected(10)
+        tid = hub.send_task("echo", {"pad": "x" * 5000})
+        result = hub.wait_result(tid)
+        assert result["status"] == "failed" and result["error"].startswith("TaskTooLarge: frame of ")
+        assert "OCTOHUB_MAX_MESSAGE_BYTES=1024" in result["error"]
+        assert client.stats()["tasks_rejected"] == 1 and client.stats()["bad_frames"] == 0
+        # An oversized frame whose task_id is ambiguous (another one inside data) stays unanswered.
+        hub.send_raw(json.dumps({"type": "task", "task_id": "a", "task_type": "echo",
+                                 "data": {"task_id": "b", "pad": "x" * 5000}}), pc_id=client.pc_id)
+        assert wait_until(lambda: client.stats()["bad_frames"] == 1, 5)
+        assert hub.wait_result(hub.send_task("echo"))["status"] == "completed"
+        assert "a" not in hub.results and "b" not in hub.results
+
+
+def test_wrong_key_is_a_warning_once_then_quiet(make_node, hub: LocalHub, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="octohub_sync")
+    hub.api_fault = "401"
+    client = make_node()
+    assert wait_until(lambda: client.stats()["connect_failures"] >= 4, 15)
+    failures = [r for r in caplog.records if "connection" in r.getMessage() and "failed (" in r.getMessage()]
+    warnings = [r for r in failures if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and len(failures) >= 4
+    assert "HTTP 401" in warnings[0].getMessage() and "OCTOHUB_SIGNATURE_KEY" in warnings[0].getMessage()
+
+
+def test_repeated_failures_warn_again_after_the_interval() -> None:
+    level = ConnectionLog(pc_id="node_x", stats=Stats(), log=logging.LoggerAdapter(logging.getLogger("t"), {})).failure_level
+    assert level("AuthError/401", now=0.0) == (logging.WARNING, 0)
+    assert level("AuthError/401", now=1.0) == (logging.INFO, 0)
+    assert level("ConnectionRefusedError", now=2.0) == (logging.WARNING, 0)  # another kind is news
+    assert level("AuthError/401", now=3.0) == (logging.INFO, 0)
+    # After the interval it warns again and says how many it kept quiet about.
+    assert level("AuthError/401", now=REPEAT_WARNING_INTERVAL) == (logging.WARNING, 2)
+
+
+def test_direct_mode_signs_with_the_websocket_servers_key(make_node) -> None:
+    # The hub's WebSocket server has its own key; the node's API key is another one.
+    with LocalHub("ws-server-key-123") as hub:
+        client = make_node(_hub=hub, connect_mode="direct", signature_key="api-server-key-456",
+                           ws_signature_key="ws-server-key-123")
+        assert client.wait_connected(10)
+        wrong = make_node(_hub=hub, connect_mode="direct", signature_key="api-server-key-456", pc_id="node_wrong")
+        assert wait_until(lambda: wrong.stats()["connect_failures"] >= 1, 10)
+        assert "OCTOHUB_WS_SIGNATURE_KEY" in (wrong.stats()["last_error"] or "")
+
+
+def test_direct_mode_without_any_key_names_the_websocket_key() -> None:
+    from octohub_sync import NodeWebSocketClient
+
+    settings = load_settings({"connect_mode": "direct"}, env_file=False, environ={})
+    with pytest.raises(ConfigError, match="OCTOHUB_WS_SIGNATURE_KEY"):
+        NodeWebSocketClient(settings=settings)
+
+
+# -- the outbox: results produced while disconnected wait in it and follow node_ready ----------
+
+
+def test_result_of_task_running_during_drop_arrives_after_reconnect(make_node, hub: LocalHub) -> None:
+    for redeliver in (True, False):
+        with LocalHub(KEY, redeliver=redeliver) as h:
+            gate = Gate()
+            client = connected_node(make_node, {"slow": gate.handler("done")}, _hub=h, pc_id=f"node_drop{int(redeliver)}")
+            tid = h.send_task("slow")
+            assert gate.started.wait(10)
+            h.drop(client.pc_id)
+            assert wait_until(lambda: not client.is_connected(), 10)
+            gate.release.set()  # finishes while disconnected: the result waits in the outbox
+            assert h.wait_for(lambda: tid in h.results, 10)
+            # With redelivery the hub may re-send the task after the outbox flush; the node then
+            # answers with the stored result, so duplicates are identical and the task ran once.
+            results = h.results[tid]
+            assert {r["result"] for r in results} == {"done"} and all(r == results[0] for r in results)
+            assert len(results) == 1 or redeliver
+            assert client.stats()["tasks_completed"] == 1
+            client.stop(5)
+
+
+def test_full_outbox_gives_up_oldest_and_counts(make_node, hub: LocalHub, caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="octohub_sync")
+    with LocalHub(KEY, redeliver=False) as h:
+        gate = Gate()
+        client = connected_node(make_node, {"slow": gate.handler(lambda task: task["task_id"])},
+                                _hub=h, outbox_size=2, pc_id="node_outbox")
+        ids = [h.send_task("slow") for _ in range(4)]
+        assert wait_until(lambda: client.stats()["tasks_running"] == 4, 10)
+        h.stop_ws()  # no way back while the results are produced
+        assert wait_until(lambda: not client.is_connected(), 10)
+        gate.release.set()
+        assert wait_until(lambda: client.stats()["tasks_completed"] == 4, 10)
+        assert client.stats()["results_dropped"] == 2 and client.stats()["outbox"] == 2
+        assert any("outbox full" in r.getMessage() for r in caplog.records)
+        h.start_ws()
+        assert h.wait_for(lambda: len(h.results) == 2, 10)
+        assert set(h.results) < set(ids)
+
+
+def test_stop_while_disconnected_reports_the_unsent_result(make_node, hub: LocalHub, caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="octohub_sync")
+    gate = Gate()
+    client = connected_node(make_node, {"slow": gate.handler("done")})
+    hub.send_task("slow")
+    assert gate.started.wait(10)
+    hub.stop_ws()
+    assert wait_until(lambda: not client.is_connected(), 10)
+    gate.release.set()
+    assert wait_until(lambda: client.stats()["outbox"] == 1, 10)
+    assert client.stop(timeout=5) is False  # one result could not be sent
+    assert any("stopped with 1 result(s) not sent" in r.getMessage() for r in caplog.records)
+
+
+# -- Outbox and ResultDelivery without a socket ------------------------------------------------
+
+
+def test_outbox_put_back_keeps_order_and_gives_up_the_oldest() -> None:
+    a, b, c, d = (Result(seq, name, name.upper()) for seq, name in enumerate("abcd", 1))
+    box = Outbox(3)
+    assert box.put(a) == [] and box.put(b) == []
+    taken = box.take_all()
+    assert taken == [a, b] and len(box) == 0
+    box.put(c)  # arrived while a and b were being sent
+    box.put(d)
+    assert box.put_back(taken) == [a]  # a, b, c, d do not fit in 3: the oldest goes
+    assert box.take_all() == [b, c, d]
+    assert box.put_back([]) == []
+
+
+def test_failed_result_send_keeps_the_result_and_aborts() -> None:
+    stats = Stats()
+    delivery = make_delivery(stats)
+    conn = RecordingConnection(fail=True)
+    delivery.attach(conn)  # type: ignore[arg-type]
+    delivery.mark_ready()  # node_ready went out
+    delivery.deliver("t1", result_frame("t1"))
+    assert conn.aborted >= 1 and len(delivery.outbox) == 1  # kept for the next node_ready
+    assert delivery.unconfirmed() == 0 and conn.pings == []  # never written: nothing to confirm
+    delivery.detach(RecordingConnection())  # type: ignore[arg-type]  # an older connection ending changes nothing
+    assert delivery.ready
+    delivery.detach(conn)  # type: ignore[arg-type]
+    assert not delivery.ready and not delivery.connected.is_set()
+    fresh = RecordingConnection()
+    delivery.attach(fresh)  # type: ignore[arg-type]
+    delivery.mark_ready()
+    assert [(m["type"], m.get("task_id")) for m in fresh.sent] == [("task_result", "t1")]
+    assert fresh.pings == [ACK_PREFIX + b"1"] and delivery.unconfirmed() == 1
+    delivery.pong(fresh, ACK_PREFIX + b"1")  # type: ignore[arg-type]
+    assert delivery.unconfirmed() == 0
+    assert len(delivery.outbox) == 0 and stats.snapshot()["results_dropped"] == 0
+
+
+def test_results_arriving_during_a_failed_flush_are_kept_within_the_outbox_size(caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="octohub_sync")
+    stats = Stats()
+    delivery = make_delivery(stats, outbox_size=2)
+    conn = RecordingConnection()
+    delivery.attach(conn)  # type: ignore[arg-type]
+    delivery.mark_ready()
+    delivery.ready = False  # as between a drop and the watchdog noticing it: results go to the outbox
+    delivery.deliver("a", result_frame("a"))
+    delivery.deliver("b", result_frame("b"))
+    delivery.ready = True
+
+    def two_more_results() -> None:  # worker threads delivering while the flush holds a and b
+        conn.on_send = None
+        delivery.outbox.put(Result(3, "c", result_frame("c")))
+        delivery.outbox.put(Result(4, "d", result_frame("d")))
+
+    conn.on_send, conn.fail = two_more_results, True
+    delivery.flush()
+    assert [result.task_id for result in delivery.outbox.take_all()] == ["c", "d"]  # the newest two
+    assert stats.snapshot()["results_dropped"] == 2
+    assert any("dropped the result of task(s) a, b" in r.getMessage() for r in caplog.records)
