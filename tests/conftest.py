@@ -108,6 +108,15 @@ def result_frame(task_id: str) -> str:
     return json.dumps({"type": "task_result", "task_id": task_id, "status": "completed", "result": task_id})
 
 
+@pytest.fixture(autouse=True)
+def private_state_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The program keeps a ledger by default ($STATE_DIRECTORY, else $XDG_STATE_HOME/octohub-node):
+    each test gives the programs it starts a fresh one, never ~/.local/state, where a ledger left by
+    an earlier run (or held by another run) would answer this run's tasks from its cache, or lock it out."""
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state-home")))
+
+
 @pytest.fixture
 def hub() -> Iterator[LocalHub]:
     with LocalHub(KEY) as h:
