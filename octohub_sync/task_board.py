@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import sys
 import threading
 import time
 from typing import Any, Callable, Mapping, Optional
@@ -89,6 +90,7 @@ class TaskBoard:
         self._grace = cancel_grace
         self._log = log
         self._lock = threading.Lock()  # guards _running and every slot's ``stopped``
+        self._tracer_warned = False  # the hard stop is off under a tracer: said once
         # Held while a progress frame is taken and sent: one task's frames never overtake each other.
         self._send_lock = threading.Lock()
         self._running: dict[str, _Slot] = {}
@@ -169,6 +171,14 @@ class TaskBoard:
 
     def _hard_stops(self, slots: list[_Slot], now: float) -> list[_Slot]:
         """Raise in every thread due for it (under the lock, so the slot is still that thread's task)."""
+        if sys.gettrace() is not None:
+            # Under a line tracer (coverage, a debugger) an exception raised into a spinning thread can
+            # leave it spinning for good, holding the GIL: cancellation stays cooperative there.
+            if not self._tracer_warned:
+                self._tracer_warned = True
+                self._log.warning("a tracer (coverage, a debugger) runs in this process: OCTOHUB_CANCEL_GRACE "
+                                  "hard stops are not raised; cancelled handlers stop when they check the flag")
+            return []
         stopped = []
         for slot in slots:
             since = slot.control.cancel_requested_at

@@ -1,14 +1,20 @@
 """Fixtures: a real local hub on 127.0.0.1 (port 0) and nodes wired to it."""
 from __future__ import annotations
 
+import json
+import logging
+import socket
 import threading
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 import pytest
 
 from octohub_sync import NodeWebSocketClient, load_settings
+from octohub_sync.delivery import ResultDelivery
 from octohub_sync.hub import LocalHub
+from octohub_sync.ledger import MemoryStore
+from octohub_sync.stats import Stats
 
 KEY = "test-key-0123456789abcdef"
 
@@ -34,10 +40,79 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
     return predicate()
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (right now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Gate:
+    """Handlers that say when they started and wait until the test releases them."""
+
+    def __init__(self) -> None:
+        self.started, self.release = threading.Event(), threading.Event()
+
+    def handler(self, result: Any) -> Callable[[dict], Any]:
+        def handle(task: dict) -> Any:
+            self.started.set()
+            self.release.wait(10)
+            return result(task) if callable(result) else result
+        return handle
+
+
+def connected_node(make_node, handlers: dict, **opts: Any) -> NodeWebSocketClient:
+    """A node with ``handlers`` registered, started and connected."""
+    client = make_node(_start=False, **opts)
+    for task_type, handler in handlers.items():
+        client.register_task_handler(task_type, handler)
+    client.start()
+    assert client.wait_connected(10)
+    return client
+
+
+class RecordingConnection:
+    """What ResultDelivery and FrameReceiver use of a Connection, without a socket: send(), ping(),
+    abort(). ``fail`` makes every send raise; ``on_send`` runs before each send."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.sent: list[dict] = []
+        self.pings: list[bytes] = []
+        self.fail = fail
+        self.aborted = 0
+        self.closed_cleanly = False
+        self.on_send: Optional[Callable[[], None]] = None
+
+    def send(self, frame: str) -> None:
+        if self.on_send is not None:
+            self.on_send()
+        if self.fail:
+            raise OSError("broken pipe")
+        self.sent.append(json.loads(frame))
+
+    def ping(self, payload: bytes) -> None:
+        self.pings.append(payload)
+
+    def abort(self) -> None:
+        self.aborted += 1
+
+
+def make_delivery(stats: Stats, outbox_size: int = 10) -> ResultDelivery:
+    """A ResultDelivery without a ledger, as a node with OCTOHUB_STATE_DIR=off has."""
+    return ResultDelivery(outbox_size=outbox_size, store=MemoryStore(), stats=stats,
+                          log=logging.LoggerAdapter(logging.getLogger("octohub_sync.test"), {}))
+
+
+def result_frame(task_id: str) -> str:
+    """A completed task_result frame whose result is its task_id."""
+    return json.dumps({"type": "task_result", "task_id": task_id, "status": "completed", "result": task_id})
+
+
 @pytest.fixture(autouse=True)
 def private_state_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The program keeps a ledger in $STATE_DIRECTORY or $XDG_STATE_HOME by default: in tests, a fresh
-    directory of each test's own, never the user's home (and no ledger seen by two tests)."""
+    """The program keeps a ledger by default ($STATE_DIRECTORY, else $XDG_STATE_HOME/octohub-node):
+    each test gives the programs it starts a fresh one, never ~/.local/state, where a ledger left by
+    an earlier run (or held by another run) would answer this run's tasks from its cache, or lock it out."""
     monkeypatch.delenv("STATE_DIRECTORY", raising=False)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state-home")))
 

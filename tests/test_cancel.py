@@ -2,14 +2,18 @@
 and the task board's guarded call without a socket."""
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import os
 import random
+import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from typing import Any, Iterator
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -24,6 +28,28 @@ from .conftest import KEY, wait_until
 pytestmark = pytest.mark.timeout(30)
 
 LOG = logging.LoggerAdapter(logging.getLogger("tests.cancel"), {})
+
+def untraced(test: Callable[..., None]) -> Callable[..., None]:
+    """Run ``test`` in a child pytest without coverage when this process runs under a line tracer.
+
+    Coverage's tracer and a hard stop (an exception raised into a spinning handler's thread) do not
+    mix: under the tracer the exception never lands and the thread spins, holding the GIL (the node
+    itself refuses hard stops while a tracer runs, see task_board.py). These tests are about the
+    hard stop itself, so they run where nothing traces.
+    """
+    @functools.wraps(test)
+    def run(*args: Any, **kwargs: Any) -> None:
+        if sys.gettrace() is None:
+            return test(*args, **kwargs)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}
+        child = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "--no-cov",
+             f"{Path(__file__).name}::{test.__name__}"],
+            cwd=Path(__file__).parent, env=env, capture_output=True, text=True, timeout=120)
+        assert child.returncode == 0, child.stdout[-3000:] + child.stderr[-2000:]
+        return None
+    return run
+
 
 
 @pytest.fixture(params=["seed", "go"])
@@ -161,6 +187,7 @@ def test_unknown_finished_and_repeated_cancels_are_ignored(make_node, hub: Local
     assert len(hub.results[done]) == 1 and client.stats()["tasks_cancelled"] == 1
 
 
+@untraced
 def test_hard_stop_after_the_grace_period_ends_a_pure_python_loop(make_node, any_hub: LocalHub) -> None:
     seen: list[str] = []
 
@@ -186,6 +213,7 @@ def test_hard_stop_after_the_grace_period_ends_a_pure_python_loop(make_node, any
     assert client.running_tasks() == []
 
 
+@untraced
 def test_hard_stop_cannot_interrupt_a_blocking_c_call(make_node, hub: LocalHub) -> None:
     """time.sleep() is one call into C: the exception comes when it returns (documented limit)."""
     started = threading.Event()
@@ -224,6 +252,7 @@ def test_time_limit_sets_the_cancel_flag(make_node, hub: LocalHub) -> None:
     assert len(hub.results[tid]) == 1  # the late TaskCancelled is discarded like any late result
 
 
+@untraced
 def test_time_limit_and_grace_free_the_worker_from_a_loop(make_node, hub: LocalHub) -> None:
     def spin(task: dict) -> None:
         while True:
@@ -262,6 +291,7 @@ def board(grace: float = 0.0, log: logging.LoggerAdapter = LOG) -> TaskBoard:
                      log=log)
 
 
+@untraced
 def test_a_hard_stop_landing_after_the_handler_returned_is_dropped() -> None:
     tasks = board(grace=1.0)
     control = TaskControl("t1", "x")
@@ -287,6 +317,7 @@ def test_a_task_cancelled_before_it_starts_never_runs() -> None:
         board().call(control, lambda message: pytest.fail("the handler ran"), {})
 
 
+@untraced
 def test_hard_stops_never_escape_the_guarded_call() -> None:
     """Handlers that end at random moments while hard stops are fired at them as fast as possible:
     every call returns or raises TaskCancelled, and no exception lands after it (the pool's side).

@@ -1,4 +1,5 @@
-"""Results reach the hub or are never silent: delivery confirmation, size limits, loud repeated failures."""
+"""Results reach the hub or are never silent: delivery confirmation, the outbox while disconnected,
+size limits, loud repeated failures; ResultDelivery and the outbox without a socket."""
 from __future__ import annotations
 
 import json
@@ -9,9 +10,12 @@ import pytest
 
 from octohub_sync import ConfigError, load_settings
 from octohub_sync.connection_log import REPEAT_WARNING_INTERVAL, ConnectionLog
+from octohub_sync.delivery import ACK_PREFIX
 from octohub_sync.hub import LocalHub
+from octohub_sync.outbox import Outbox, Result
+from octohub_sync.stats import Stats
 
-from .conftest import KEY, wait_until
+from .conftest import KEY, Gate, RecordingConnection, connected_node, make_delivery, result_frame, wait_until
 from .proxy import StallProxy
 
 
@@ -107,8 +111,6 @@ def test_wrong_key_is_a_warning_once_then_quiet(make_node, hub: LocalHub, caplog
 
 
 def test_repeated_failures_warn_again_after_the_interval() -> None:
-    from octohub_sync.stats import Stats
-
     level = ConnectionLog(pc_id="node_x", stats=Stats(), log=logging.LoggerAdapter(logging.getLogger("t"), {})).failure_level
     assert level("AuthError/401", now=0.0) == (logging.WARNING, 0)
     assert level("AuthError/401", now=1.0) == (logging.INFO, 0)
@@ -135,3 +137,122 @@ def test_direct_mode_without_any_key_names_the_websocket_key() -> None:
     settings = load_settings({"connect_mode": "direct"}, env_file=False, environ={})
     with pytest.raises(ConfigError, match="OCTOHUB_WS_SIGNATURE_KEY"):
         NodeWebSocketClient(settings=settings)
+
+
+# -- the outbox: results produced while disconnected wait in it and follow node_ready ----------
+
+
+def test_result_of_task_running_during_drop_arrives_after_reconnect(make_node, hub: LocalHub) -> None:
+    for redeliver in (True, False):
+        with LocalHub(KEY, redeliver=redeliver) as h:
+            gate = Gate()
+            client = connected_node(make_node, {"slow": gate.handler("done")}, _hub=h, pc_id=f"node_drop{int(redeliver)}")
+            tid = h.send_task("slow")
+            assert gate.started.wait(10)
+            h.drop(client.pc_id)
+            assert wait_until(lambda: not client.is_connected(), 10)
+            gate.release.set()  # finishes while disconnected: the result waits in the outbox
+            assert h.wait_for(lambda: tid in h.results, 10)
+            # With redelivery the hub may re-send the task after the outbox flush; the node then
+            # answers with the stored result, so duplicates are identical and the task ran once.
+            results = h.results[tid]
+            assert {r["result"] for r in results} == {"done"} and all(r == results[0] for r in results)
+            assert len(results) == 1 or redeliver
+            assert client.stats()["tasks_completed"] == 1
+            client.stop(5)
+
+
+def test_full_outbox_gives_up_oldest_and_counts(make_node, hub: LocalHub, caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="octohub_sync")
+    with LocalHub(KEY, redeliver=False) as h:
+        gate = Gate()
+        client = connected_node(make_node, {"slow": gate.handler(lambda task: task["task_id"])},
+                                _hub=h, outbox_size=2, pc_id="node_outbox")
+        ids = [h.send_task("slow") for _ in range(4)]
+        assert wait_until(lambda: client.stats()["tasks_running"] == 4, 10)
+        h.stop_ws()  # no way back while the results are produced
+        assert wait_until(lambda: not client.is_connected(), 10)
+        gate.release.set()
+        assert wait_until(lambda: client.stats()["tasks_completed"] == 4, 10)
+        assert client.stats()["results_dropped"] == 2 and client.stats()["outbox"] == 2
+        assert any("outbox full" in r.getMessage() for r in caplog.records)
+        h.start_ws()
+        assert h.wait_for(lambda: len(h.results) == 2, 10)
+        assert set(h.results) < set(ids)
+
+
+def test_stop_while_disconnected_reports_the_unsent_result(make_node, hub: LocalHub, caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="octohub_sync")
+    gate = Gate()
+    client = connected_node(make_node, {"slow": gate.handler("done")})
+    hub.send_task("slow")
+    assert gate.started.wait(10)
+    hub.stop_ws()
+    assert wait_until(lambda: not client.is_connected(), 10)
+    gate.release.set()
+    assert wait_until(lambda: client.stats()["outbox"] == 1, 10)
+    assert client.stop(timeout=5) is False  # one result could not be sent
+    assert any("stopped with 1 result(s) not sent" in r.getMessage() for r in caplog.records)
+
+
+# -- Outbox and ResultDelivery without a socket ------------------------------------------------
+
+
+def test_outbox_put_back_keeps_order_and_gives_up_the_oldest() -> None:
+    a, b, c, d = (Result(seq, name, name.upper()) for seq, name in enumerate("abcd", 1))
+    box = Outbox(3)
+    assert box.put(a) == [] and box.put(b) == []
+    taken = box.take_all()
+    assert taken == [a, b] and len(box) == 0
+    box.put(c)  # arrived while a and b were being sent
+    box.put(d)
+    assert box.put_back(taken) == [a]  # a, b, c, d do not fit in 3: the oldest goes
+    assert box.take_all() == [b, c, d]
+    assert box.put_back([]) == []
+
+
+def test_failed_result_send_keeps_the_result_and_aborts() -> None:
+    stats = Stats()
+    delivery = make_delivery(stats)
+    conn = RecordingConnection(fail=True)
+    delivery.attach(conn)  # type: ignore[arg-type]
+    delivery.mark_ready()  # node_ready went out
+    delivery.deliver("t1", result_frame("t1"))
+    assert conn.aborted >= 1 and len(delivery.outbox) == 1  # kept for the next node_ready
+    assert delivery.unconfirmed() == 0 and conn.pings == []  # never written: nothing to confirm
+    delivery.detach(RecordingConnection())  # type: ignore[arg-type]  # an older connection ending changes nothing
+    assert delivery.ready
+    delivery.detach(conn)  # type: ignore[arg-type]
+    assert not delivery.ready and not delivery.connected.is_set()
+    fresh = RecordingConnection()
+    delivery.attach(fresh)  # type: ignore[arg-type]
+    delivery.mark_ready()
+    assert [(m["type"], m.get("task_id")) for m in fresh.sent] == [("task_result", "t1")]
+    assert fresh.pings == [ACK_PREFIX + b"1"] and delivery.unconfirmed() == 1
+    delivery.pong(fresh, ACK_PREFIX + b"1")  # type: ignore[arg-type]
+    assert delivery.unconfirmed() == 0
+    assert len(delivery.outbox) == 0 and stats.snapshot()["results_dropped"] == 0
+
+
+def test_results_arriving_during_a_failed_flush_are_kept_within_the_outbox_size(caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="octohub_sync")
+    stats = Stats()
+    delivery = make_delivery(stats, outbox_size=2)
+    conn = RecordingConnection()
+    delivery.attach(conn)  # type: ignore[arg-type]
+    delivery.mark_ready()
+    delivery.ready = False  # as between a drop and the watchdog noticing it: results go to the outbox
+    delivery.deliver("a", result_frame("a"))
+    delivery.deliver("b", result_frame("b"))
+    delivery.ready = True
+
+    def two_more_results() -> None:  # worker threads delivering while the flush holds a and b
+        conn.on_send = None
+        delivery.outbox.put(Result(3, "c", result_frame("c")))
+        delivery.outbox.put(Result(4, "d", result_frame("d")))
+
+    conn.on_send, conn.fail = two_more_results, True
+    delivery.flush()
+    assert [result.task_id for result in delivery.outbox.take_all()] == ["c", "d"]  # the newest two
+    assert stats.snapshot()["results_dropped"] == 2
+    assert any("dropped the result of task(s) a, b" in r.getMessage() for r in caplog.records)

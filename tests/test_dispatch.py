@@ -442,3 +442,17 @@ def test_task_result_with_lone_surrogate_is_sendable() -> None:
     for frame in (protocol.task_completed(task.task_id, dict(task.data)), protocol.task_failed(task.task_id, "E: x")):
         frame.encode("utf-8")
         assert json.loads(frame)["task_id"] == "t\udc80"
+
+
+def test_recursion_while_routing_is_a_protocol_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    # json.loads can decode a value nested just below its limit, and str() or json.dumps() of it
+    # while routing can then hit the limit first. At which depth depends on the stack the frame
+    # arrives on (test_hostile_input scans the depths), so the error is forced here.
+    import octohub_sync.dispatch as routing
+
+    def too_deep(msg: Any, handlers: Any) -> Plan:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(routing, "_route", too_deep)
+    with pytest.raises(ProtocolError, match="nested too deeply"):
+        route(seed("ping", request_id=[[1]]))

@@ -1,7 +1,12 @@
-"""The node against the real local hub: every message of docs/protocol.md §3 and every built-in."""
+"""The node against the real local hub: every message of docs/protocol.md §3, every built-in, and
+the facade's lifecycle (registration, start, stop, run_forever)."""
 from __future__ import annotations
 
 import json
+import logging
+import threading
+
+import pytest
 
 from octohub_sync import NodeWebSocketClient
 from octohub_sync.hub import LocalHub
@@ -92,7 +97,8 @@ def test_json_ping_answered(node: NodeWebSocketClient, hub: LocalHub) -> None:
     assert isinstance(pong["timestamp"], int)
 
 
-def test_message_handler_and_unknown_kind(make_node, hub: LocalHub) -> None:
+def test_message_handler_and_unknown_kind(make_node, hub: LocalHub, caplog) -> None:
+    caplog.set_level(logging.DEBUG, logger="octohub_sync")
     client = make_node(_start=False)
     got = []
     client.register_message_handler("notification", got.append)
@@ -102,19 +108,14 @@ def test_message_handler_and_unknown_kind(make_node, hub: LocalHub) -> None:
     hub.send_message({"type": "notification", "notification": "hi"})
     assert wait_until(lambda: got, 5)
     assert got[0]["notification"] == "hi"
-
-
-def test_eight_tasks_run_at_once(make_node, hub: LocalHub) -> None:
-    import threading
-
-    client = make_node(_start=False, max_workers=8)
-    gate = threading.Barrier(8, timeout=10)
-    client.register_task_handler("meet", lambda task: gate.wait() >= 0)
-    client.start()
-    assert client.wait_connected(10)
-    ids = [hub.send_task("meet") for _ in range(8)]
-    # The barrier only opens when all 8 handlers are inside it at the same time.
-    assert all(hub.wait_result(t, 15)["status"] == "completed" for t in ids)
+    # Frames are handled in order: the unknown kind came first. It reached no handler, was not
+    # counted as a bad frame, got no answer, and was logged at DEBUG.
+    assert got == [{"type": "notification", "notification": "hi"}]
+    assert client.stats()["bad_frames"] == 0
+    ignored = [r for r in caplog.records if "ignored message of kind 'something_else'" in r.getMessage()]
+    assert [r.levelno for r in ignored] == [logging.DEBUG]
+    assert [m for m in hub.received if m.get("type") != "node_ready"] == []
+    assert client.is_connected()
 
 
 def test_stop_leaves_no_thread(make_node, hub: LocalHub) -> None:
@@ -145,3 +146,64 @@ def test_stop_of_an_idle_node_does_not_wait_for_the_ping_timeout(make_node, hub:
     # Once, a thread slept in select() until the ping timeout (20 s here) after a clean close.
     assert time.monotonic() - started < 5
     assert hub.wait_for(lambda: hub.connections[-1].get("close_code") == 1000, 5)
+
+
+def test_handler_registration_refuses_what_cannot_be_called(make_node) -> None:
+    client = make_node(_start=False)
+    with pytest.raises(TypeError, match="task handler for 'x' is not callable"):
+        client.register_task_handler("x", "not a function")
+    with pytest.raises(TypeError, match="message handler for 'note' is not callable"):
+        client.register_message_handler("note", 42)
+
+    @client.register_message_handler("note")
+    def note(message):
+        return message
+
+    assert note({"n": 1}) == {"n": 1}  # the decorator returned it unchanged
+    assert client.receiver.message_handlers["note"] is note
+
+
+def test_public_example_key_warns(caplog) -> None:
+    from octohub_sync import load_settings
+    from octohub_sync.config import PUBLIC_EXAMPLE_KEY
+
+    caplog.set_level(logging.WARNING, logger="octohub_sync")
+    NodeWebSocketClient(settings=load_settings({"signature_key": PUBLIC_EXAMPLE_KEY, "pc_id": "node_pub"},
+                                               env_file=False, environ={}))
+    assert any("public example key" in r.getMessage() for r in caplog.records)
+
+
+def test_run_forever_returns_when_another_thread_stops_the_node(make_node, hub: LocalHub) -> None:
+    client = make_node(_start=False)
+    connected = []
+
+    def stop_once_connected() -> None:
+        connected.append(client.wait_connected(10))
+        assert client.start() is client  # already started: nothing new
+        client.stop(5)
+
+    stopper = threading.Thread(target=stop_once_connected, name="test-stopper")
+    stopper.start()
+    client.run_forever()  # returns, raises nothing: the node did not give up
+    stopper.join(10)
+    assert connected == [True] and client.stats()["state"] == "stopped"
+
+
+def test_ctrl_c_in_run_forever_stops_the_node_and_propagates(make_node, hub: LocalHub) -> None:
+    import _thread
+
+    client = make_node(_start=False)
+
+    def interrupt_once_connected() -> None:
+        if client.wait_connected(10):
+            _thread.interrupt_main()  # what Ctrl-C does to a script blocked in run_forever()
+        else:
+            client.stop(5)
+
+    interrupter = threading.Thread(target=interrupt_once_connected, name="test-interrupter")
+    interrupter.start()
+    with pytest.raises(KeyboardInterrupt):
+        client.run_forever()
+    interrupter.join(10)
+    assert client.stats()["state"] == "stopped" and not client.is_connected()
+    assert not node_threads()

@@ -1,8 +1,9 @@
 """Hostile input: whatever a hub (or anything pretending to be one) sends, the node survives.
 
 Two halves: property-based tests of :func:`dispatch` (the only exception it may raise
-is ProtocolError, and what it accepts is usable), then bursts of bad frames through a
-real local hub in both dialects (counted, skipped, the same connection carries on).
+is ProtocolError, what it accepts is usable, and valid tasks and pings are accepted
+unchanged: a dispatch that refused everything fails them), then bursts of bad frames
+through a real local hub in both dialects (counted, skipped, the same connection carries on).
 """
 from __future__ import annotations
 
@@ -89,6 +90,16 @@ def frames_of(value: Any, ascii_only: bool) -> Iterator[str | bytes]:
     yield text.encode("utf-8", "surrogatepass")  # lone surrogates: invalid UTF-8, must be refused
 
 
+def utf8(frame: str | bytes) -> bool:
+    """True unless ``frame`` is bytes that are not valid UTF-8 (lone surrogates, for one)."""
+    try:
+        if isinstance(frame, bytes):
+            frame.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 # -- properties of dispatch() --------------------------------------------------------------
 
 
@@ -168,7 +179,11 @@ def test_task_shaped(fields: dict[str, Any], kind_key: str, ascii_only: bool) ->
 @given(json_values, st.sampled_from(["type", "action"]), st.booleans())
 def test_ping_shaped(request_id: Any, kind_key: str, ascii_only: bool) -> None:
     for frame in frames_of({kind_key: "ping", "request_id": request_id}, ascii_only):
-        check(frame)
+        # Any request_id is answered (without it, if it cannot be sent back); only a frame
+        # that is not UTF-8 is refused.
+        plan = check(frame)
+        assert (plan is not None) == utf8(frame), frame
+        assert plan is None or plan.reply is not None
 
 
 @PROPERTY
@@ -182,7 +197,70 @@ def test_frames_above_max_bytes_refused(kind: str, value: Any, max_bytes: int) -
         with pytest.raises(ProtocolError):
             dispatch(frame, max_bytes=max_bytes)
     else:
-        check(raw, max_bytes=max_bytes)
+        # Within the limit, every kind but "task" (which lacks its fields here) and "" is accepted.
+        plan = check(raw, max_bytes=max_bytes)
+        assert (plan is not None) == (kind not in ("task", "") and utf8(raw)), frame
+
+
+#: JSON values that come back from a round trip equal to themselves (no NaN) and that a pong
+#: can carry (no infinity).
+plain_values = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(10 ** 500), max_value=10 ** 500)
+    | st.floats(allow_nan=False, allow_infinity=False) | any_text,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(any_text, children, max_size=4),
+    max_leaves=20,
+)
+
+
+@st.composite
+def valid_tasks(draw: st.DrawFn) -> dict[str, Any]:
+    """The fields of a task the node must run: every optional field present or not."""
+    fields: dict[str, Any] = {
+        "task_id": draw(st.text(any_char, min_size=1, max_size=MAX_TASK_ID)),
+        "task_type": draw(st.text(any_char, min_size=1, max_size=30)),
+    }
+    if draw(st.booleans()):
+        fields["data"] = draw(st.none() | st.dictionaries(any_text, plain_values, max_size=4))
+    if draw(st.booleans()):
+        fields["timeout"] = draw(st.none() | st.integers(min_value=0, max_value=10 ** 6)
+                                 | st.floats(min_value=0, max_value=1e12))
+    return fields
+
+
+def valid_frames(message: dict[str, Any], ascii_only: bool) -> Iterator[str | bytes]:
+    """The JSON text of ``message`` as str, and as bytes when it has a UTF-8 form."""
+    text = json.dumps(message, ensure_ascii=ascii_only)
+    yield text
+    if utf8(text.encode("utf-8", "surrogatepass")):
+        yield text.encode("utf-8")
+
+
+@PROPERTY
+@given(valid_tasks(), st.booleans())
+def test_valid_tasks_accepted_unchanged(fields: dict[str, Any], ascii_only: bool) -> None:
+    # The seed form, the same named by "action", and the Go form with the task wrapped in "data".
+    for message, body in (({"type": "task", **fields}, None), ({"action": "task", **fields}, None),
+                          ({"action": "task", "data": fields}, fields)):
+        for frame in valid_frames(message, ascii_only):
+            plan = check(frame)
+            assert plan is not None and plan.task is not None, (message, frame)
+            task = plan.task
+            assert (task.task_id, task.task_type) == (fields["task_id"], fields["task_type"])
+            assert task.data == (fields.get("data") or {})
+            assert task.timeout == (float(fields["timeout"]) if fields.get("timeout") else None)
+            assert task.message == (message if body is None else body)  # what the handler gets
+            assert (plan.reply, plan.handshake, plan.closing, plan.handler) == (None, False, None, None)
+
+
+@PROPERTY
+@given(plain_values, st.sampled_from(["type", "action"]), st.booleans())
+def test_valid_pings_answered_with_their_request_id(request_id: Any, kind_key: str, ascii_only: bool) -> None:
+    for frame in valid_frames({kind_key: "ping", "request_id": request_id}, ascii_only):
+        plan = check(frame)
+        assert plan is not None and plan.reply is not None, frame
+        reply = json.loads(plan.reply)
+        assert reply[kind_key] == "pong" and reply.get("request_id") == request_id
+        assert plan.task is None
 
 
 # -- hand-picked monsters ----------------------------------------------------------------------

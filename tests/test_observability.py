@@ -1,40 +1,25 @@
-"""stats(), /healthz, /metrics and ``--check`` against the real local hub."""
+"""stats(), /healthz and /metrics against the real local hub."""
 from __future__ import annotations
 
-import io
-import os
+import logging
 import re
 import socket
-import ssl
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Iterator
 
 import pytest
 import requests
-import websocket
 
-from octohub_sync import NodeWebSocketClient, load_settings
-from octohub_sync.doctor import _ws_hint, run_check
+from octohub_sync import ConfigError, NodeWebSocketClient
 from octohub_sync.health import MetricsServer, health, render_metrics
 from octohub_sync.hub import LocalHub
 
-from .conftest import FAST, KEY, wait_until
-
-ROOT = Path(__file__).resolve().parent.parent
+from .conftest import free_port, wait_until
 
 #: ``name{labels} value`` of the text format 0.0.4 (timestamps are never written).
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)\{((?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*",?)*)\} (\S+)$')
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\.)*)"')
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -44,10 +29,10 @@ def http() -> Iterator[requests.Session]:
         yield session
 
 
-def metrics_for(client: NodeWebSocketClient) -> MetricsServer:
-    """A metrics server on any free port showing ``client``, as the client itself builds one."""
-    return MetricsServer(stats=client.stats, failed=lambda: client.failure is not None, host="127.0.0.1",
-                         port=0, log=client.log)
+def metrics_for(client: NodeWebSocketClient, host: str = "127.0.0.1", port: int = 0) -> MetricsServer:
+    """A metrics server showing ``client`` (on any free port by default), as the client itself builds one."""
+    return MetricsServer(stats=client.stats, failed=lambda: client.failure is not None, host=host,
+                         port=port, log=client.log)
 
 
 @pytest.fixture
@@ -232,116 +217,45 @@ def test_health_by_state(state: str, failed: bool, status: int) -> None:
     assert code == status and body["status"] == ("ok" if status == 200 else "unavailable")
 
 
-# -- --check -----------------------------------------------------------------------------------
-
-def run_cli_check(*flags: str, env_file: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OCTOHUB_") and "proxy" not in k.lower()}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "run_node.py"), "--check", "--env-file", str(env_file),
-         "--connect-timeout", "3", *flags],
-        cwd=str(env_file.parent), env=env, capture_output=True, text=True, timeout=9)
+def test_status_line_every_status_interval(make_node, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="octohub_sync")
+    client = make_node(status_interval=0.2)
+    assert client.wait_connected(5)
+    assert wait_until(lambda: sum("status: connected, tasks received 0" in r.getMessage()
+                                  for r in caplog.records) >= 2, 5)
 
 
-@pytest.fixture
-def empty_env(tmp_path: Path) -> Path:
-    path = tmp_path / "empty.env"
-    path.write_text("")
-    return path
+def test_metrics_without_clock_skew_and_odd_numbers() -> None:
+    text = render_metrics({"pc_id": "node_x", "state": "connected", "tasks_received": True,
+                           "connected_since": float("inf"), "clock_skew": None})
+    samples = parse_metrics(text)
+    assert "octohub_node_clock_skew_seconds" not in samples  # unknown: no series rather than a made-up 0
+    assert value(samples, "octohub_node_tasks_received_total") == 1
+    assert 'octohub_node_connected_since_seconds{pc_id="node_x"} +Inf' in text
 
 
-def test_check_passes_against_the_hub(hub: LocalHub, empty_env: Path) -> None:
-    done = run_cli_check("--server-host", "127.0.0.1", "--server-port", str(hub.api_port),
-                         "--signature-key", KEY, env_file=empty_env)
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, output
-    assert "all checks passed" in done.stdout
-    assert "OCTOHUB_SIGNATURE_KEY" in done.stdout and "[flag]" in done.stdout
-    assert KEY not in output
-    assert re.search(r"signature=(?!\*\*\*)", output) is None
-    # The check connected under its own id, so it cannot knock a running node off.
-    assert all(c["pc_id"].endswith("_check") for c in hub.connections)
+def test_metrics_port_in_use_is_a_config_error_and_stop_is_idempotent(node: NodeWebSocketClient) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(ConfigError, match="^OCTOHUB_METRICS_PORT=.*cannot listen on 127.0.0.1"):
+            metrics_for(node, port=taken.getsockname()[1]).start()
+    server = metrics_for(node)
+    server.start()
+    server.stop()
+    server.stop()
+    assert not any(t.name == "octohub-metrics" and t.is_alive() for t in threading.enumerate())
 
 
-def test_check_wrong_key_names_the_api_step(hub: LocalHub, empty_env: Path) -> None:
-    wrong = "wrong-key-zzzz-98765"
-    done = run_cli_check("--server-host", "127.0.0.1", "--server-port", str(hub.api_port),
-                         "--signature-key", wrong, env_file=empty_env)
-    output = done.stdout + done.stderr
-    assert done.returncode != 0
-    last = done.stdout.strip().splitlines()[-1]
-    assert last.startswith("FAILED at step 'API'") and "OCTOHUB_SIGNATURE_KEY" in last and "clock" in last
-    assert wrong not in output and KEY not in output
-
-
-def test_check_closed_port_names_the_api_step(empty_env: Path) -> None:
-    done = run_cli_check("--server-host", "127.0.0.1", "--server-port", str(free_port()),
-                         "--signature-key", KEY, env_file=empty_env)
-    assert done.returncode != 0
-    last = done.stdout.strip().splitlines()[-1]
-    assert last.startswith("FAILED at step 'API'") and "OCTOHUB_SERVER_PORT" in last
-    assert KEY not in done.stdout + done.stderr
-
-
-def check_settings(hub: LocalHub, **overrides: Any) -> Any:
-    values = {"server_host": "127.0.0.1", "server_port": hub.api_port, "ws_port": hub.ws_port,
-              "signature_key": KEY, "connect_timeout": FAST["connect_timeout"], "pc_id": "node_doctor"}
-    values.update(overrides)
-    return load_settings(values, env_file=False, environ={})
-
-
-def in_process_check(settings: Any) -> tuple[int, str]:
-    out = io.StringIO()
-    return run_check(settings, out=out), out.getvalue()
-
-
-def test_check_direct_mode(hub: LocalHub) -> None:
-    code, output = in_process_check(check_settings(hub, connect_mode="direct"))
-    assert code == 0, output
-    assert "API: skipped" in output and "server_time" in output and KEY not in output
-
-
-def test_check_websocket_refusing_the_signature(hub: LocalHub) -> None:
-    hub.ws_fault = "401"
-    code, output = in_process_check(check_settings(hub))
-    last = output.strip().splitlines()[-1]
-    assert code != 0 and last.startswith("FAILED at step 'WebSocket'") and "HTTP 401" in last
-    assert "OCTOHUB_SIGNATURE_KEY" in last and KEY not in output
-
-
-def test_check_nothing_on_the_ws_port(hub: LocalHub) -> None:
-    code, output = in_process_check(check_settings(hub, connect_mode="direct", ws_port=free_port()))
-    last = output.strip().splitlines()[-1]
-    assert code != 0 and last.startswith("FAILED at step 'WebSocket'") and "OCTOHUB_WS_PORT" in last
-
-
-def test_check_missing_key(hub: LocalHub) -> None:
-    code, output = in_process_check(check_settings(hub, signature_key=None))
-    assert code != 0 and output.strip().splitlines()[-1].startswith("FAILED at step 'key'")
-
-
-def test_check_tls_with_private_ca(tmp_path: Path) -> None:
-    trustme = pytest.importorskip("trustme")
-    ca = trustme.CA()
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(server)
-    ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    with LocalHub(KEY, ssl_context=server, ws_url_host="localhost") as tls_hub:
-        code, output = in_process_check(check_settings(tls_hub, server_host="localhost", tls=True, ca_file=str(ca_file)))
-        assert code == 0, output
-        assert "GET https://localhost:" in output and "wss://localhost:" in output
-        code, output = in_process_check(check_settings(tls_hub, server_host="localhost", tls=True, connect_mode="direct"))
-        last = output.strip().splitlines()[-1]
-        assert code != 0 and last.startswith("FAILED at step 'WebSocket'") and "OCTOHUB_CA_FILE" in last
-
-
-def hint(exc: BaseException, api_url: Optional[str] = None, ws_url: str = "ws://127.0.0.1:8000/ws/node") -> str:
-    settings = load_settings({"signature_key": KEY, "api_url": api_url}, env_file=False, environ={})
-    return _ws_hint(exc, settings, ws_url, "host:8000")
-
-
-def test_check_hints() -> None:
-    assert "OCTOHUB_WS_HOST" in hint(ConnectionRefusedError(), "http://10.1.2.3:8080", "ws://localhost:8000/ws/node")
-    assert "OCTOHUB_CA_FILE" in hint(ssl.SSLCertVerificationError("certificate verify failed"))
-    assert "firewall" in hint(websocket.WebSocketTimeoutException("timed out"))
-    assert "clock" in hint(websocket.WebSocketBadStatusException("Handshake status %d %s", 401, "Unauthorized"))
+def test_metrics_on_ipv6_loopback(node: NodeWebSocketClient, http: requests.Session) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    server = metrics_for(node, host="::1")
+    try:
+        server.start()
+    except ConfigError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    try:
+        assert http.get(f"http://[::1]:{server.port}/healthz", timeout=5).json()["state"] == "connected"
+    finally:
+        server.stop()

@@ -107,6 +107,15 @@ def test_bad_config_exits_2_naming_the_variable(tmp_path: Path) -> None:
     assert proc.stderr.strip() == "octohub-node: configuration error: OCTOHUB_MAX_WORKERS='lots': expected a number"
 
 
+def test_python_dash_m_runs_the_same_program(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OCTOHUB_")}
+    env["OCTOHUB_PING_INTERVAL"] = "soon"
+    proc = subprocess.run([sys.executable, "-m", "octohub_sync", "--env-file", os.devnull], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "octohub-node: configuration error: OCTOHUB_PING_INTERVAL='soon': expected a number"
+
+
 def test_soak_every_task_answered_once_across_random_drops(tmp_path: Path) -> None:
     total, in_flight, drops = 10_000, 200, 6
     with LocalHub(KEY) as hub:

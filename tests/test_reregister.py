@@ -18,9 +18,8 @@ from octohub_sync import NodeWebSocketClient
 from octohub_sync.hub import LocalHub
 from octohub_sync.reconnect import reregister_margin
 
-from .conftest import KEY, wait_until
+from .conftest import KEY, free_port, wait_until
 from .proxy import StallProxy
-from .test_observability import free_port
 
 #: The hub's read deadline in these tests (seconds); the node is told the same. Longer than the node
 #: takes to notice the dead path and reconnect (about 1.3 s with the pings below), as in production

@@ -14,7 +14,6 @@ from typing import Any, Iterator, Optional
 from urllib.parse import quote
 
 import pytest
-import websocket._logging as ws_logging
 
 from octohub_sync import ConfigError, NodeWebSocketClient, load_settings, signing
 from octohub_sync.config import require_key
@@ -100,7 +99,6 @@ class Capture(logging.Handler):
         assert self.texts, "nothing was captured: the capture is broken"
         bad = self.leaks()
         assert not bad, f"{len(bad)} log record(s) carry a secret, e.g.:\n" + "\n".join(t[:500] for t in bad[:5])
-        assert not ws_logging.isEnabledForTrace(), "websocket-client trace is on: it logs every frame and the URL"
 
 
 @pytest.fixture
@@ -302,11 +300,3 @@ def test_config_error_and_settings_hide_the_key(tmp_path: Any) -> None:
     client = NodeWebSocketClient(settings=settings)
     assert SECRET_KEY not in repr(client) and SECRET_KEY not in str(client.stats())
 
-
-def test_websocket_client_trace_stays_off(capture: Capture, secret_hub: LocalHub, make_node: Any) -> None:
-    assert not ws_logging.isEnabledForTrace()
-    node = start(make_node, secret_hub, capture, pc_id="node_trace")
-    assert node.wait_connected(5)
-    assert not ws_logging.isEnabledForTrace()
-    node.stop(timeout=5)
-    assert not ws_logging.isEnabledForTrace()

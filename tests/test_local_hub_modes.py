@@ -1,4 +1,5 @@
-"""Speaking to both hub implementations: Go dialect, ping frames, direct mode, TLS, address and clock pitfalls."""
+"""The local hub in the real servers' modes: the Go WebSocket server's dialect and read deadline,
+direct mode, TLS with a private CA, and the address and clock pitfalls of a real deployment."""
 from __future__ import annotations
 
 import logging
@@ -150,3 +151,11 @@ def test_skew_beyond_300s_gives_401_with_skew_in_hint(make_node) -> None:
         assert "401" in error and "OCTOHUB_SIGNATURE_KEY" in error
         measured = int(re.search(r"measured skew ([+-]\d+) s", error).group(1))
         assert -402 <= measured <= -398
+
+
+def test_tls_direct_mode_refuses_unknown_ca_at_the_websocket(make_node, ca: trustme.CA) -> None:
+    with tls_hub(ca) as hub:
+        client = make_node(_hub=hub, server_host="localhost", tls=True, connect_mode="direct")
+        assert wait_until(lambda: client.stats()["connect_failures"] >= 1, 10)
+        assert "CERTIFICATE_VERIFY_FAILED" in (client.stats()["last_error"] or "")
+        assert not client.is_connected() and hub.connections == []

@@ -1,0 +1,27 @@
+"""The built-in task types called directly (the end-to-end tests run them through a hub)."""
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from octohub_sync.handlers import BUILTIN_HANDLERS, default, echo, sleep
+
+
+def test_builtins_are_echo_sleep_and_default() -> None:
+    assert BUILTIN_HANDLERS == {"echo": echo, "sleep": sleep, "default": default}
+
+
+def test_echo_and_default() -> None:
+    before = int(time.time())
+    result = echo({"task_id": "t", "data": {"a": 1}})
+    assert result["echo"] == {"a": 1} and before <= result["processed_at"] <= time.time()
+    assert echo({"task_id": "t"})["echo"] == {}
+    assert default({"task_id": "t9"}) == "task t9 finished with the default handler"
+
+
+@pytest.mark.parametrize("raw", ["soon", None, [1], {"s": 1}])
+def test_sleep_time_that_is_not_a_number_fails_naming_it(raw: object) -> None:
+    with pytest.raises(ValueError, match="sleep_time must be a number, got " + re.escape(repr(raw))):
+        sleep({"task_id": "t", "data": {"sleep_time": raw}})
