@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 #: How long a clean close waits for the hub's close frame (seconds).
 CLOSE_TIMEOUT = 2.0
+#: The close code of a close frame that carries none (RFC 6455 §7.1.5).
+CLOSE_NO_STATUS = 1005
 
 
 class Connection:
@@ -221,6 +223,13 @@ class Connection:
         self._on_pong(self, data)
 
     def _error(self, app: websocket.WebSocketApp, exc: BaseException) -> None:
+        if isinstance(exc, websocket.ABNF) and exc.opcode == websocket.ABNF.OPCODE_CLOSE:
+            # websocket-client before 1.9.2 (the last for Python 3.9) hands the hub's close frame to
+            # on_error and gives on_close no code: read it here, or a clean close looks like a drop.
+            data = bytes(exc.data or b"")
+            self.close_code = int.from_bytes(data[:2], "big") if len(data) >= 2 else CLOSE_NO_STATUS
+            self.error = f"closed by the hub (code {self.close_code})"
+            return
         self.error = _describe(exc)
         self.error_kind = _kind(exc)
         if self.opened_at is None and getattr(exc, "status_code", None) == 401:
@@ -228,8 +237,9 @@ class Connection:
                            "(OCTOHUB_WS_SIGNATURE_KEY in direct mode) and this machine's clock")
 
     def _closed(self, app: websocket.WebSocketApp, code: Optional[int], reason: Optional[str]) -> None:
-        self.close_code = code
-        self._on_closed(self, code, self.error or (reason or ""))
+        if code is not None:
+            self.close_code = code
+        self._on_closed(self, self.close_code, self.error or (reason or ""))
 
 
 def _kind(exc: BaseException) -> str:
