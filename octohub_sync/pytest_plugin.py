@@ -17,7 +17,7 @@ imports nothing at import time beyond pytest: the hub (and ``websockets``) only 
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Union
 
 import pytest
 

@@ -117,6 +117,23 @@ def private_state_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: py
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state-home")))
 
 
+@pytest.fixture(params=["seed", "go"])
+def any_hub(request: pytest.FixtureRequest) -> Iterator[LocalHub]:
+    """A local hub in each dialect: messages go out as {"type": ..} or {"action": .., "data": {..}}."""
+    with LocalHub(KEY, dialect=request.param) as h:
+        yield h
+
+
+def connected(make_node, hub: LocalHub, handlers: dict, **opts: Any) -> NodeWebSocketClient:
+    """A node of ``hub`` with ``handlers`` registered, started, and ready at both ends."""
+    client = make_node(_hub=hub, _start=False, **opts)
+    for task_type, handler in handlers.items():
+        client.register_task_handler(task_type, handler)
+    client.start()
+    assert client.wait_connected(10) and hub.wait_connected(client.pc_id, 10)
+    return client
+
+
 @pytest.fixture
 def hub() -> Iterator[LocalHub]:
     with LocalHub(KEY) as h:

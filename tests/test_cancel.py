@@ -13,7 +13,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 
@@ -23,7 +23,7 @@ from octohub_sync.hub import LocalHub
 from octohub_sync.task_board import TaskBoard, _HardStop
 from octohub_sync.task_control import TaskControl
 
-from .conftest import KEY, wait_until
+from .conftest import connected, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -52,20 +52,8 @@ def untraced(test: Callable[..., None]) -> Callable[..., None]:
 
 
 
-@pytest.fixture(params=["seed", "go"])
-def any_hub(request: pytest.FixtureRequest) -> Iterator[LocalHub]:
-    """A local hub in each dialect: task_cancel goes out as {"type": ..} or {"action": .., "data": {..}}."""
-    with LocalHub(KEY, dialect=request.param) as h:
-        yield h
 
 
-def connected(make_node, hub: LocalHub, handlers: dict, **opts: Any) -> NodeWebSocketClient:
-    client = make_node(_hub=hub, _start=False, **opts)
-    for task_type, handler in handlers.items():
-        client.register_task_handler(task_type, handler)
-    client.start()
-    assert client.wait_connected(10) and hub.wait_connected(client.pc_id, 10)
-    return client
 
 
 def barrier(hub: LocalHub, client: NodeWebSocketClient) -> None:

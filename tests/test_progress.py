@@ -12,32 +12,20 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
 
 import pytest
 import requests
 
-from octohub_sync import NodeWebSocketClient, TaskControl, current_task
+from octohub_sync import TaskControl, current_task
 from octohub_sync.hub import LocalHub
 
-from .conftest import KEY, wait_until
+from .conftest import connected, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
 
-@pytest.fixture(params=["seed", "go"])
-def any_hub(request: pytest.FixtureRequest) -> Iterator[LocalHub]:
-    with LocalHub(KEY, dialect=request.param) as h:
-        yield h
 
 
-def connected(make_node, hub: LocalHub, handlers: dict, **opts: Any) -> NodeWebSocketClient:
-    client = make_node(_hub=hub, _start=False, **opts)
-    for task_type, handler in handlers.items():
-        client.register_task_handler(task_type, handler)
-    client.start()
-    assert client.wait_connected(10) and hub.wait_connected(client.pc_id, 10)
-    return client
 
 
 # -- a handler called directly, outside a node ---------------------------------------------------

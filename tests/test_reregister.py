@@ -18,7 +18,7 @@ from octohub_sync import NodeWebSocketClient
 from octohub_sync.hub import LocalHub
 from octohub_sync.reconnect import reregister_margin
 
-from .conftest import KEY, free_port, wait_until
+from .conftest import KEY, free_port
 from .proxy import StallProxy
 
 #: The hub's read deadline in these tests (seconds); the node is told the same. Longer than the node
