@@ -186,7 +186,8 @@ def _echo_rows(plan: Plan, figs: dict[str, Figures]) -> list[str]:
     p = harness.percentile
     return [
         _row(f"echo throughput, {plan.inflight} in flight (best)", *(f"{f.best.rate:,.0f} /s" for f in cols)),
-        _row(f"  each round of {plan.tasks} tasks, /s", *("/".join(f"{t.rate:.0f}" for t in f.rates) for f in cols)),
+        _row(f"  rounds of {plan.tasks} tasks, slowest-fastest /s",
+             *(f"{min(t.rate for t in f.rates):.0f}-{max(t.rate for t in f.rates):.0f}" for f in cols)),
         _row("  subject CPU per task (best round)", *(f"{f.best.cpu_us_per_task:.0f} us" for f in cols)),
         _row("  CPU % of a core: subject", *(f"{f.best.subject_cpu:.0f} %" for f in cols)),
         _row("  CPU % of a core: hub (bench process)", *(f"{f.best.hub_cpu:.0f} %" for f in cols)),

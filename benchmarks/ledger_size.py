@@ -32,7 +32,7 @@ def main() -> int:
         env_file = Path(workdir) / "empty.env"
         env_file.write_text("")
         state = Path(workdir) / "state"
-        node = harness.node_subject(hub, "node", str(env_file), workdir, state_dir=str(state)).start()
+        node = harness.node_subject(hub, "node", str(env_file), workdir, state_dir=str(state), log_level="INFO").start()
         try:
             node.wait_ready(hub)
             step = max(1, args.tasks // 10)
@@ -41,6 +41,9 @@ def main() -> int:
                 harness.echo_throughput(hub, node, step, args.inflight, f"s{done}")
                 print(f"{done + step:>8} tasks: ledger {harness.ledger_bytes(state) / 1024:8.0f} KiB, "
                       f"{(done + step) / (time.perf_counter() - started):,.0f} tasks/s so far", flush=True)
+        except Exception:
+            print(f"--- node log ---\n{node.log_tail(40)}", file=sys.stderr)
+            raise
         finally:
             node.stop()
     return 0

@@ -44,7 +44,7 @@ class Connection:
         route: says through which proxy, if any, a WebSocket address is reached.
         connect_timeout: bounds the TCP connect, the proxy's handshake, the TLS and WebSocket
             handshakes together, and afterwards any single blocked read of a frame or send.
-        ping_interval, ping_timeout: WebSocket ping frames; a missing pong ends the session.
+        ping_interval: seconds between keep-alive ping frames (the watchdog judges missing pongs).
     """
 
     def __init__(
@@ -60,7 +60,6 @@ class Connection:
         route: Callable[[str], Route],
         connect_timeout: float,
         ping_interval: float,
-        ping_timeout: float,
     ) -> None:
         self._address = address
         self.number = number
@@ -76,7 +75,7 @@ class Connection:
         #: How this connection reached the hub (set once the address is known).
         self.route: Optional[Route] = None
         self._connect_timeout = connect_timeout
-        self._ping = (ping_interval, ping_timeout)
+        self._ping_interval = ping_interval
         self._binary = False
         self._sock: Optional[socket.socket] = None
         self._app = websocket.WebSocketApp(
@@ -182,13 +181,16 @@ class Connection:
             self.error_kind = _kind(exc)
             self._on_closed(self, None, self.error)
             return
-        interval, timeout = self._ping
         self._app.prepared_socket = self._sock
         try:
             if self.closing_since is None:
                 self._app.run_forever(
-                    ping_interval=interval,
-                    ping_timeout=timeout,
+                    ping_interval=self._ping_interval,
+                    # No ping_timeout here: websocket-client takes any pong as the answer to its last
+                    # ping, and the node's delivery confirmations bring pongs all the time, so under
+                    # load it declares "pong timed out" ping_timeout seconds after every keep-alive
+                    # ping. The watchdog judges silence by the last pong of any kind instead.
+                    ping_timeout=None,
                     skip_utf8_validation=True,  # dispatch checks UTF-8 itself: a bad frame must not end the session
                 )
             else:

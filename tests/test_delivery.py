@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 
 import pytest
 
@@ -256,3 +257,15 @@ def test_results_arriving_during_a_failed_flush_are_kept_within_the_outbox_size(
     assert [result.task_id for result in delivery.outbox.take_all()] == ["c", "d"]  # the newest two
     assert stats.snapshot()["results_dropped"] == 2
     assert any("dropped the result of task(s) a, b" in r.getMessage() for r in caplog.records)
+
+
+def test_confirmation_pongs_do_not_fool_the_keep_alive(make_node, hub: LocalHub) -> None:
+    # Confirmation pongs arrive all the time under load. websocket-client's own ping timeout takes
+    # any pong for the answer to its last keep-alive ping, and would end a healthy connection
+    # ping_timeout seconds after each one; the node judges silence itself instead.
+    client = make_node(ping_interval=0.4, ping_timeout=0.2)
+    assert client.wait_connected(10)
+    deadline = time.monotonic() + 4 * (0.4 + 0.2)
+    while time.monotonic() < deadline:  # a steady stream of results, several keep-alive periods long
+        assert hub.wait_result(hub.send_task("echo"), 5)["status"] == "completed"
+    assert len(hub.connections) == 1 and client.stats()["reconnects"] == 0
