@@ -71,8 +71,6 @@ class Snapshot(NamedTuple):
 class MemoryStore:
     """Keeps nothing: every guarantee ends with the process (OCTOHUB_STATE_DIR unset or off)."""
 
-    path: Optional[Path] = None
-
     def __init__(self) -> None:
         self._seq = itertools.count(1)
 
