@@ -188,6 +188,7 @@ def test_standalone_local_hub_serves_a_node(tmp_path: Path) -> None:
         words = hub_out.read_text().split()
         port = words[words.index("--server-port") + 1]
         assert KEY not in hub_out.read_text()  # a key given on the command line is not echoed
+        assert "OCTOHUB_SIGNATURE_KEY=<your key> python run_node.py" in hub_out.read_text()
         node = subprocess.Popen([sys.executable, "run_node.py", "--env-file", os.devnull, "--server-host", "127.0.0.1",
                                  "--server-port", port, "--signature-key", KEY], cwd=ROOT, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -33,8 +33,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"local hub: API {hub.api_url}, WebSocket port {hub.ws_port}, {args.dialect} dialect. Point a node at it:")
     # A generated key is a throw-away of this run and must be shown to be usable; a given one is not echoed.
     shown = "<your key>" if args.key else key
-    print(f"  python run_node.py --server-host {args.host} --server-port {hub.api_port} "
-          f"--ws-port {hub.ws_port} --signature-key {shown}", flush=True)
+    # The key goes in the environment: on the command line every user of the machine could read it.
+    print(f"  OCTOHUB_SIGNATURE_KEY={shown} python run_node.py --server-host {args.host} "
+          f"--server-port {hub.api_port} --ws-port {hub.ws_port}", flush=True)
     stop = threading.Event()
     seen = 0
     try:
