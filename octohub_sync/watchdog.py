@@ -159,7 +159,7 @@ class Watchdog:
             return
         why, self._closing_for = self._closing_for, None
         ending = Ending(lived=None if conn.opened_at is None else now - conn.opened_at,
-                        close_code=conn.close_code, replaced=self._replaced or why == "replaced",
+                        close_code=conn.close_code, replaced=self._replaced,
                         planned=why == "re-register", error=conn.error or "")
         self.policy, decision = self.policy.after(ending, now)
         if decision.delay is None:
