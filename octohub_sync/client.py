@@ -219,6 +219,7 @@ class NodeWebSocketClient:
             if unfinished:
                 self.log.warning("stopping with %d task(s) still running: %s", len(unfinished), ", ".join(unfinished[:10]))
             self.runner.shutdown()
+            self.store.settle()  # results a ledger is still writing reach the delivery first
             self.delivery.flush()
             if self._timers is not None:
                 self._timers.stop()

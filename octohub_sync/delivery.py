@@ -148,10 +148,12 @@ class ResultDelivery:
         Args:
             finished: the result ends its task; the store keeps it to answer a redelivery.
         """
-        seq = self._store.add_result(task_id, frame, finished=finished)  # on disk before it is sent
-        result = Result(seq, task_id, frame)
+        self._store.add_result(task_id, frame, self._send, finished=finished)  # sent once it is on disk
+
+    def _send(self, result: Result) -> None:
+        """A result the store holds: send it now, or keep it in the outbox."""
         conn = self.conn
-        if self.ready and conn is not None and not len(self.outbox) and self.send_or_abort(conn, frame):
+        if self.ready and conn is not None and not len(self.outbox) and self.send_or_abort(conn, result.frame):
             self._track(conn, result)
             return
         self._dropped(self.outbox.put(result))

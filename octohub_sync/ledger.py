@@ -3,10 +3,13 @@
 :class:`MemoryStore` keeps nothing (an embedded node's default); :class:`Ledger` keeps it in
 an SQLite file, one per pc_id, in WAL mode with ``synchronous=NORMAL``: a commit survives
 the process being killed (it is in the operating system's hands), a power cut may lose the
-last commits before a checkpoint but never corrupts the file. Writes go through one
-thread that commits whatever has queued up as one transaction (group commit); only
-adding a result waits for its commit, because a result must be on disk before the node
-tries to send it.
+last commits before a checkpoint but never corrupts the file.
+
+Writes go through one thread that commits whatever has queued up as one transaction
+(group commit). A result must be on disk before the node tries to send it, so the writer
+thread, not the worker that produced it, hands each result on to be sent once its commit
+is done: no worker ever waits for the disk, and under load one commit carries the results
+of every worker that finished meanwhile.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, NamedTuple, Optional
 
 from .exceptions import ConfigError
+from .outbox import Result
 from .stats import Stats
 
 __all__ = ["Ledger", "MemoryStore", "Snapshot", "default_state_dir"]
@@ -43,14 +47,19 @@ _SCHEMA = (
 )
 
 # The writes, in the order a transaction applies them (a task's rows are added before they are removed).
+# Each is one statement for many rows (see _apply): every step of a statement releases the GIL, and
+# each release lets another thread in for as long as it likes, so the writer takes as few as it can.
 _STARTED, _FINISHED_START, _FINISHED, _RESULT, _CONFIRMED = range(5)
 _STATEMENTS = (
-    "INSERT INTO started (task_id) VALUES (?)",
-    "DELETE FROM started WHERE task_id = ?",
-    "INSERT INTO finished (task_id, frame) VALUES (?, ?)",
-    "INSERT INTO results (seq, task_id, frame) VALUES (?, ?, ?)",
-    "DELETE FROM results WHERE seq = ?",
+    ("INSERT INTO started (task_id) VALUES ", "(?)"),
+    ("DELETE FROM started WHERE task_id IN ", "?"),
+    ("INSERT INTO finished (task_id, frame) VALUES ", "(?,?)"),
+    ("INSERT INTO results (seq, task_id, frame) VALUES ", "(?,?,?)"),
+    ("DELETE FROM results WHERE seq IN ", "?"),
 )
+#: Rows per statement: a batch is cut into pieces of these sizes, so that few statement texts
+#: exist (the connection caches their compiled form) and no statement passes 999 parameters.
+_CHUNKS = (256, 32, 4, 1)
 #: The finished table is trimmed back to OCTOHUB_RESULT_CACHE_SIZE rows once this many were added.
 TRIM_EVERY = 64
 #: Longest a write nobody waits for (a task started, a result confirmed) waits for company (seconds).
@@ -80,9 +89,16 @@ class MemoryStore:
     def close(self) -> None:
         pass
 
-    def add_result(self, task_id: str, frame: str, *, finished: bool = False) -> int:
-        """Record a result before it is sent (``finished``: it ends the task); returns its number."""
-        return next(self._seq)
+    def add_result(self, task_id: str, frame: str, then: Callable[[Result], None], *, finished: bool = False) -> None:
+        """Record a result, then hand it to ``then`` to be sent (``finished``: it ends the task).
+
+        Here ``then`` is called at once; a :class:`Ledger` calls it on its writer thread once
+        the result is on disk.
+        """
+        then(Result(next(self._seq), task_id, frame))
+
+    def settle(self) -> None:
+        """Wait until every result added so far was handed to its ``then``."""
 
     def remove_results(self, seqs: Iterable[int]) -> None:
         """The hub confirmed these results (or they were dropped)."""
@@ -123,7 +139,7 @@ class Ledger(MemoryStore):
         self._batch = _Batch()     # the writes not yet taken by the writer thread
         self._added = 0            # finished rows added since the table was last trimmed
         self._error_logged: Optional[float] = None  # when a write failure was last logged (monotonic)
-        self._closing = False
+        self._closing = True       # not open: results are handed on at once, in memory only
         self._thread: Optional[threading.Thread] = None
 
     # -- open and close ------------------------------------------------------------------------
@@ -146,6 +162,7 @@ class Ledger(MemoryStore):
             self._unlock()
             raise
         self._seq = itertools.count(max((seq for seq, _, _ in snapshot.pending), default=0) + 1)
+        self._closing = False
         # Daemon: never holds the process open; close() drains the queue and joins it.
         self._thread = threading.Thread(target=self._write_loop, name="octohub-ledger", daemon=True)
         self._thread.start()
@@ -212,17 +229,33 @@ class Ledger(MemoryStore):
 
     # -- writes --------------------------------------------------------------------------------
 
-    def add_result(self, task_id: str, frame: str, *, finished: bool = False) -> int:
-        seq = next(self._seq)
+    def add_result(self, task_id: str, frame: str, then: Callable[[Result], None], *, finished: bool = False) -> None:
+        """Queue a result for the next commit; the writer thread hands it to ``then`` after it.
+
+        Never waits for the disk: the caller (a worker) goes back to the pool at once, and results
+        that finish while a commit runs share the next one.
+        """
+        with self._cond:
+            if self._closing:  # closed (a handler that outlived stop()): nothing will be written
+                result = Result(next(self._seq), task_id, frame)
+            else:
+                result = None
+                batch = self._batch
+                seq = next(self._seq)
+                if finished:
+                    batch.add(_FINISHED_START, (task_id,))
+                    batch.add(_FINISHED, (task_id, frame))
+                batch.add(_RESULT, (seq, task_id, frame))
+                batch.then.append((then, Result(seq, task_id, frame)))
+                self._urgent(batch)
+        if result is not None:
+            then(result)
+
+    def settle(self) -> None:
         with self._cond:
             batch = self._batch
-            if finished:
-                batch.add(_FINISHED_START, (task_id,))
-                batch.add(_FINISHED, (task_id, frame))
-            batch.add(_RESULT, (seq, task_id, frame))
             self._urgent(batch)
-        self._await(batch)  # on disk before it is sent: workers finishing together share one commit
-        return seq
+        self._await(batch)
 
     def remove_results(self, seqs: Iterable[int]) -> None:
         rows = [(seq,) for seq in seqs]
@@ -261,11 +294,18 @@ class Ledger(MemoryStore):
             with self._cond:
                 self._gather()
                 batch, self._batch = self._batch, _Batch()
+                closing = self._closing
             if not batch.empty:
                 self._write(batch)
-            batch.written.set()  # written, or failed and counted: nobody waits for it any longer
-            if batch.empty:
-                return  # closing, and nothing was left
+            # Written, or failed and counted (then the results live in memory only): send them.
+            for then, result in batch.then:
+                try:
+                    then(result)
+                except Exception:  # the writer must outlive any failure of what it calls
+                    self._log.exception("handing on the result of task %s failed", result.task_id)
+            batch.written.set()
+            if closing and batch.empty:
+                return
 
     def _gather(self) -> None:
         """Wait (lock held) until a batch should be written: someone waits for it, or ASYNC_DELAY passed.
@@ -292,7 +332,7 @@ class Ledger(MemoryStore):
             with db:  # one transaction: committed on success, rolled back on error
                 for kind, rows in enumerate(batch.rows):
                     if rows:
-                        db.executemany(_STATEMENTS[kind], rows)
+                        _apply(db, kind, rows)
                 self._added += len(batch.rows[_FINISHED])
                 if self._added >= TRIM_EVERY:
                     db.execute("DELETE FROM finished WHERE rowid <= (SELECT max(rowid) FROM finished) - ?",
@@ -310,13 +350,28 @@ class Ledger(MemoryStore):
                                  "works again (stats: ledger_errors); a restart now could lose them", self.path, exc)
 
 
-class _Batch:
-    """The writes of one transaction, by kind, and the event set once they are on disk."""
+def _apply(db: sqlite3.Connection, kind: int, rows: list[tuple]) -> None:
+    """Apply one kind of write to all ``rows``, in a few statements of many rows each."""
+    head, one = _STATEMENTS[kind]
+    insert = head.startswith("INSERT")
+    i = 0
+    for size in _CHUNKS:
+        if len(rows) - i < size:
+            continue
+        sql = head + (",".join([one] * size) if insert else "(" + ",".join([one] * size) + ")")
+        while len(rows) - i >= size:
+            db.execute(sql, [value for row in rows[i:i + size] for value in row])
+            i += size
 
-    __slots__ = ("rows", "empty", "urgent", "written")
+
+class _Batch:
+    """The writes of one transaction, by kind; the results to hand on after it; set once done."""
+
+    __slots__ = ("rows", "then", "empty", "urgent", "written")
 
     def __init__(self) -> None:
         self.rows: tuple[list[tuple], ...] = tuple([] for _ in _STATEMENTS)
+        self.then: list[tuple[Callable[[Result], None], Result]] = []
         self.empty = True
         self.urgent = False  # someone waits for it
         self.written = threading.Event()

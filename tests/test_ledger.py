@@ -107,6 +107,35 @@ def test_interrupted_task_runs_again_or_is_answered_interrupted(make_node, hub: 
     assert any("running it again (at-least-once)" in r.getMessage() for r in caplog.records)
 
 
+def test_results_are_handed_on_after_their_commit_and_no_worker_waits_for_the_disk(state: Path) -> None:
+    ledger = Ledger(str(state), "node_order", cache_size=10, stats=Stats(),
+                    log=logging.LoggerAdapter(logging.getLogger("t"), {}))
+    ledger.open()
+    db_file = state / "node_order.sqlite3"
+    handed: list[tuple[int, int]] = []
+    arrived = threading.Event()
+
+    def then(result) -> None:  # what delivery does next: send it; here, look at the disk first
+        handed.append((result.seq, rows(db_file, "results")))
+        if len(handed) == 3:
+            arrived.set()
+
+    try:
+        blocker = sqlite3.connect(str(db_file), timeout=5, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # another writer holds the file: no commit can happen now
+        for n in range(3):
+            ledger.add_result(f"t-{n}", f"frame {n}", then, finished=True)  # returns at once all the same
+        assert handed == []
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        assert arrived.wait(10)
+        # Oldest first, each on disk (with everything added before it) when it was handed on.
+        assert [seq for seq, _ in handed] == sorted(seq for seq, _ in handed)
+        assert all(on_disk > i for i, (_, on_disk) in enumerate(handed))
+    finally:
+        ledger.close()
+
+
 def test_files_are_private_and_bounded(make_node, hub: LocalHub, state: Path) -> None:
     client = make_node(pc_id="node_small", state_dir=str(state), result_cache_size=20)
     assert client.wait_connected(10)
