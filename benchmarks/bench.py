@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Measure the node against the wire limit and print one table. Asserts nothing.
 
-    python benchmarks/bench.py                 # full run, about 30 s
-    python benchmarks/bench.py --quick         # about 10 s, for a smoke check
+    python benchmarks/bench.py                 # full run, about 3 minutes
+    python benchmarks/bench.py --quick         # about a minute, for a smoke check
+    python benchmarks/bench.py --echo-only     # only the side-by-side echo table, about 35 s
     python benchmarks/bench.py --echo-only --node-repo /tmp/scratch --set MAX_WORKERS=2
                                                # a modified copy of the node, other settings
 
@@ -32,6 +33,7 @@ from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import growth  # noqa: E402
 import harness  # noqa: E402
 from harness import Subject, Usage  # noqa: E402
 
@@ -58,6 +60,10 @@ class Plan:
     sleep_s: float = 0.5
     drops: int = 5
     idle_s: float = 5.0
+    #: Scale of the payload measurements (1.0: growth.PAYLOADS as they are).
+    payload_scale: float = 1.0
+    long_tasks: int = 100_000
+    long_chunk: int = 10_000
     echo_only: bool = False
     raw_send: bool = True
     node_repo: Path = harness.REPO
@@ -65,7 +71,8 @@ class Plan:
 
     @classmethod
     def quick(cls) -> "Plan":
-        return cls(tasks=2000, rounds=2, latency_n=200, drops=3, idle_s=2.0)
+        return cls(tasks=2000, rounds=2, latency_n=200, drops=3, idle_s=2.0, payload_scale=0.25,
+                   long_tasks=20_000, long_chunk=4000)
 
 
 @dataclass
@@ -79,6 +86,7 @@ class Figures:
     sleep_wall: Optional[float] = None
     reconnects: list[float] = field(default_factory=list)
     ledger_bytes: Optional[int] = None
+    growth: Optional[growth.Growth] = None
 
     @property
     def best(self) -> harness.Throughput:
@@ -140,6 +148,18 @@ def measure(plan: Plan, hub: Any, workdir: str, env_file: str, started: list[Sub
     started.append(wide.start())
     wide.wait_ready(hub)
     figs["node"].sleep_wall = harness.sleep_wall(hub, wide, plan.sleeps, plan.sleep_s)
+    wide.stop()
+    figs["node"].growth = grown = growth.Growth()
+    grown.payloads = growth.payloads(hub, [echo[1], echo[2], echo[3]], plan.payload_scale)
+    deep = harness.node_subject(hub, "queue", env_file, workdir, repo=plan.node_repo,
+                                **{**plan.node_settings, "state_dir": "off", "max_pending": growth.QUEUED,
+                                   "app": "bench_app"})
+    started.append(deep.start())
+    deep.wait_ready(hub)
+    grown.queue_rss, grown.queue_seconds = growth.deep_queue(hub, deep)
+    deep.stop()
+    grown.long_run = growth.long_run(hub, node, plan.long_tasks, plan.long_chunk)
+    figs["node"].ledger_bytes = harness.ledger_bytes(Path(workdir) / "state")
     return figs
 
 
@@ -193,9 +213,16 @@ def _echo_rows(plan: Plan, figs: dict[str, Figures]) -> list[str]:
         _row("  CPU % of a core: hub (bench process)", *(f"{f.best.hub_cpu:.0f} %" for f in cols)),
         _row("  CPU % of a core: other processes", *(f"{f.best.other_cpu:.0f} %" for f in cols)),
         _row("  results 'failed' (all rounds)", *(str(sum(t.failed for t in f.rates)) for f in cols)),
+        _row(f"  latency p50 / p99, {plan.inflight} in flight",
+             *(f"{p(_loaded(f), 50) * 1e3:.1f}/{p(_loaded(f), 99) * 1e3:.1f} ms" for f in cols)),
         _row(f"latency p50, 1 in flight (n={len(cols[0].latency)})", *(_ms(p(f.latency, 50)) for f in cols)),
         _row("latency p99, 1 in flight", *(_ms(p(f.latency, 99)) for f in cols)),
     ]
+
+
+def _loaded(f: Figures) -> list[float]:
+    """Send-to-result seconds of every task of every throughput round."""
+    return [t for r in f.rates for t in r.latencies]
 
 
 def _usage_rows(plan: Plan, figs: dict[str, Figures]) -> list[str]:
@@ -233,7 +260,7 @@ def _targets(plan: Plan, figs: dict[str, Figures]) -> list[str]:
             f"<= 1.2 s      {'met' if n.sleep_wall <= 1.2 else 'NOT MET'}",
             f"{'reconnect after drop, median / max':<52} {med:.3f} / {worst:.3f} s   < 1 s max  "
             f"{'met' if worst < 1.0 else 'NOT MET'}  (each: {' '.join(f'{t:.2f}' for t in n.reconnects)})",
-            f"{'ledger files after the run':<52} {(n.ledger_bytes or 0) / 1024:.0f} KiB",
+            f"{'ledger files after the run (all of it)':<52} {(n.ledger_bytes or 0) / 1024:.0f} KiB",
         ]
     return lines
 
@@ -243,6 +270,9 @@ def table(plan: Plan, figs: dict[str, Figures]) -> str:
     lines += _echo_rows(plan, figs)
     lines += _usage_rows(plan, figs)
     lines += ["", "targets (figures, not tests):"] + _targets(plan, figs)
+    grown = figs["node"].growth
+    if grown is not None:
+        lines += [""] + growth.rows(grown, TITLES, ["node_mem", "pool", "minimal"])
     bare = figs["minimal"]
     if bare.best.hub_cpu >= HUB_SATURATED:
         lines.append(f"\nnote: the hub (bench process) used {bare.best.hub_cpu:.0f} % of a core in the bare loop's best "

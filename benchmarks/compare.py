@@ -4,8 +4,8 @@
     python benchmarks/compare.py /tmp/scratch/base /tmp/scratch/inline ...
 
 Each path is a directory holding ``run_node.py`` and ``octohub_sync/`` (a scratch copy
-with a proposed change). All variants and the minimal loop run at once, each in its own
-process on its own pc_id, and are measured in interleaved rounds, so that load from other
+with a proposed change). All variants, the pool baseline and the bare loop run at once, each
+in its own process on its own pc_id (``--ledger``: each variant with a ledger of its own), and are measured in interleaved rounds, so that load from other
 processes hits them alike. CPU per task (the subject's own CPU time / tasks) is the
 figure least disturbed by a shared machine.
 """
@@ -30,6 +30,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--tasks", type=int, default=5000, help="echo tasks per round (default 5000)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds per variant (default 5)")
     parser.add_argument("--latency", type=int, default=500, help="sequential tasks for latency (default 500)")
+    parser.add_argument("--ledger", action="store_true", help="run each variant with a ledger (OCTOHUB_STATE_DIR)")
     args = parser.parse_args(argv)
     from octohub_sync.hub import LocalHub
 
@@ -41,7 +42,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             Path(env_file).write_text("")
             for i, repo in enumerate(args.repos):
                 name = f"v{i}-{repo.resolve().name}"
-                subjects.append(harness.node_subject(hub, name, env_file, workdir, repo=repo.resolve(), **NODE_SETTINGS))
+                settings = dict(NODE_SETTINGS, state_dir=str(Path(workdir) / f"state-{i}")) if args.ledger else NODE_SETTINGS
+                subjects.append(harness.node_subject(hub, name, env_file, workdir, repo=repo.resolve(), **settings))
+            subjects.append(harness.pool_subject(hub, workdir, 8))
             subjects.append(harness.minimal_subject(hub, workdir))
             try:
                 for s in subjects:

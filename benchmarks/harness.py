@@ -105,9 +105,14 @@ def _clean_env(repo: Path = REPO) -> dict[str, str]:
 
 def node_subject(hub: LocalHub, name: str, env_file: str, workdir: str, *, repo: Path = REPO,
                  **settings: Any) -> Subject:
-    """The real node, ``python run_node.py`` of ``repo``, configured only by OCTOHUB_* variables."""
+    """The real node, ``python run_node.py`` of ``repo``, configured only by OCTOHUB_* variables.
+
+    ``app="bench_app"`` (OCTOHUB_APP) loads benchmarks/bench_app.py.
+    """
     pc_id = f"bench_{name}_{os.getpid()}"
     env = _clean_env(repo)
+    if settings.get("app"):
+        env["PYTHONPATH"] += os.pathsep + str(Path(__file__).resolve().parent)
     # No ledger unless asked for (state_dir=...): never the program's default in the user's home.
     base = {"server_host": "127.0.0.1", "server_port": hub.api_port, "signature_key": hub.key,
             "pc_id": pc_id, "log_level": "WARNING", "status_interval": 0, "state_dir": "off"}
@@ -151,6 +156,8 @@ class Throughput:
     hub_cpu: float      # % of one core used by the bench (hub) process during the run
     subject_cpu: float  # % of one core used by the subject process
     other_cpu: float    # % of one core used by everything else on the machine (noise)
+    #: Seconds from each task's send to the bench seeing its result, under this load.
+    latencies: list[float] = field(default_factory=list, repr=False)
 
     @property
     def rate(self) -> float:
@@ -165,36 +172,52 @@ class Throughput:
 #: A pre-serialised echo task: the bench sends it with ``hub.send_raw``, skipping the hub's
 #: per-task ``json.dumps`` and pending-task bookkeeping (results are recorded all the same).
 #: Without it the hub, not the minimal loop, sets the "wire limit" (see --hub-send-task).
-ECHO_FRAME = '{"type":"task","task_id":"%s","task_type":"echo","data":{"seq":%d,"run":"%s"}}'
+ECHO_FRAME = '{"type":"task","task_id":"%s","task_type":"echo","data":{"seq":%d,"run":"%s"%s}}'
 
 
-def send_echo(hub: LocalHub, pc_id: str, tag: str, seq: int, raw: bool = True) -> str:
-    """Send one echo task to ``pc_id``; return its task_id."""
+def send_echo(hub: LocalHub, pc_id: str, tag: str, seq: int, raw: bool = True, pad: str = "") -> str:
+    """Send one echo task to ``pc_id`` (``pad``: a string added to its data); return its task_id."""
     if not raw:
-        return hub.send_task("echo", {"seq": seq, "run": tag}, pc_id=pc_id)
+        return hub.send_task("echo", {"seq": seq, "run": tag, **({"pad": pad} if pad else {})}, pc_id=pc_id)
     task_id = f"{tag}_{seq}"
-    hub.send_raw(ECHO_FRAME % (task_id, seq, tag), pc_id)
+    hub.send_raw(ECHO_FRAME % (task_id, seq, tag, f',"pad":"{pad}"' if pad else ""), pc_id)
     return task_id
 
 
-def _drive(hub: LocalHub, pc_id: str, total: int, inflight: int, tag: str, raw: bool) -> list[str]:
-    """Keep ``inflight`` echo tasks outstanding until ``total`` have a result; return their ids."""
-    results = hub.results
-    base = len(results)
+def _drive(hub: LocalHub, pc_id: str, total: int, inflight: int, tag: str, raw: bool,
+           pad: str = "") -> tuple[list[str], list[float]]:
+    """Keep ``inflight`` echo tasks outstanding until ``total`` have a result.
+
+    Returns:
+        Their ids, and each one's seconds from its send to the bench seeing its result.
+    """
+    results, received = hub.results, hub.received
+    base, seen_at = len(results), len(received)
     ids: list[str] = []
+    sent: dict[str, float] = {}
+    latencies: list[float] = []
     done = 0
     while done < total:
         for _ in range(min(total, done + inflight) - len(ids)):
-            ids.append(send_echo(hub, pc_id, tag, len(ids), raw))
+            now = time.perf_counter()
+            ids.append(send_echo(hub, pc_id, tag, len(ids), raw, pad))
+            sent[ids[-1]] = now
         seen = done
         if not hub.wait_for(lambda: len(results) - base > seen, STALL_TIMEOUT):
             raise RuntimeError(f"echo load stalled at {done}/{total} results")
+        now = time.perf_counter()
+        end = len(received)
+        for message in received[seen_at:end]:
+            start = sent.pop(message.get("task_id"), None)  # type: ignore[arg-type]
+            if start is not None:
+                latencies.append(now - start)
+        seen_at = end
         done = len(results) - base
-    return ids
+    return ids, latencies
 
 
 def echo_throughput(hub: LocalHub, subject: Subject, total: int, inflight: int, tag: str, *,
-                    raw: bool = True) -> Throughput:
+                    raw: bool = True, pad: str = "") -> Throughput:
     """Echo tasks/s with ``inflight`` outstanding; CPU of both processes over the same window.
 
     ``tag`` must be new for each call and subject: it makes the task ids unique.
@@ -202,13 +225,14 @@ def echo_throughput(hub: LocalHub, subject: Subject, total: int, inflight: int, 
     me, them = psutil.Process(), subject.ps
     cpu0 = (sum(me.cpu_times()[:2]), sum(them.cpu_times()[:2]), machine_busy())
     t0 = time.perf_counter()
-    ids = _drive(hub, subject.pc_id, total, inflight, f"{subject.name}-{tag}", raw)
+    ids, latencies = _drive(hub, subject.pc_id, total, inflight, f"{subject.name}-{tag}", raw, pad)
     seconds = time.perf_counter() - t0
     cpu1 = (sum(me.cpu_times()[:2]), sum(them.cpu_times()[:2]), machine_busy())
     hub_s, subject_s, all_s = (b - a for a, b in zip(cpu0, cpu1))
     failed = sum(1 for tid in ids if hub.results[tid][0].get("status") != "completed")
     pct = 100 / seconds
-    return Throughput(total, seconds, failed, hub_s * pct, subject_s * pct, max(0.0, all_s - hub_s - subject_s) * pct)
+    return Throughput(total, seconds, failed, hub_s * pct, subject_s * pct, max(0.0, all_s - hub_s - subject_s) * pct,
+                      latencies)
 
 
 def machine_busy() -> float:
@@ -217,13 +241,14 @@ def machine_busy() -> float:
     return sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
 
 
-def echo_latency(hub: LocalHub, subject: Subject, n: int, tag: str, *, raw: bool = True) -> list[float]:
+def echo_latency(hub: LocalHub, subject: Subject, n: int, tag: str, *, raw: bool = True,
+                 pad: str = "") -> list[float]:
     """Round-trip seconds of ``n`` sequential echo tasks (one in flight)."""
     results = hub.results
     times = []
     for i in range(n):
         t0 = time.perf_counter()
-        tid = send_echo(hub, subject.pc_id, f"{subject.name}-{tag}", i, raw)
+        tid = send_echo(hub, subject.pc_id, f"{subject.name}-{tag}", i, raw, pad)
         if not hub.wait_for(lambda: tid in results, STALL_TIMEOUT):
             raise RuntimeError(f"no result for {tid} within {STALL_TIMEOUT} s")
         times.append(time.perf_counter() - t0)

@@ -4,7 +4,7 @@
     /tmp/dev/bin/pip install py-spy            # once
     python benchmarks/profile_node.py          # ~20 s; prints the summary
     python benchmarks/profile_node.py --gil    # only samples of the thread holding the GIL
-    python benchmarks/profile_node.py --syscalls   # strace -c: system calls per task, node vs minimal
+    python benchmarks/profile_node.py --counts     # locks, wake-ups, system calls per task: node vs pool
 
 Starts a LocalHub and the real node (``run_node.py``, same settings as bench.py),
 keeps 200 echo tasks in flight, and records the node with ``py-spy record --format raw``
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import re
 import secrets
 import shutil
@@ -138,8 +139,12 @@ def record(seconds: float, gil: bool, out: Path, spy: str, repo: Path) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def syscalls(tasks: int, repo: Path) -> None:
-    """Count the node's and the minimal loop's system calls per echo task (``strace -c -f``)."""
+def counts(tasks: int, repo: Path) -> None:
+    """Per echo task: lock acquisitions, thread wake-ups and system calls, of the node and the pool baseline.
+
+    Each runs under lock_counter.py (a profiling build that counts lock acquisitions) and
+    ``strace -f`` (every system call; a wake-up is a thread woken by ``FUTEX_WAKE``).
+    """
     from octohub_sync.hub import LocalHub
 
     hub = LocalHub(secrets.token_hex(16)).start()
@@ -147,31 +152,72 @@ def syscalls(tasks: int, repo: Path) -> None:
     env_file = str(Path(workdir) / "empty.env")
     Path(env_file).write_text("")
     subjects = [harness.node_subject(hub, "node", env_file, workdir, repo=repo, **NODE_SETTINGS),
-                harness.minimal_subject(hub, workdir)]
+                harness.pool_subject(hub, workdir, 8)]
+    table: dict[str, dict[str, float]] = {}
     try:
         for s in subjects:
+            count_file = str(Path(workdir) / f"locks-{s.name}.json")
+            s.argv[1:1] = [str(Path(__file__).resolve().parent / "lock_counter.py"), count_file]
             s.start()
-        for s in subjects:
             s.wait_ready(hub)
             harness.echo_throughput(hub, s, 1000, 200, "warm")
-            out = Path(workdir) / f"strace-{s.name}.txt"
-            tracer = subprocess.Popen(["strace", "-c", "-f", "-p", str(s.ps.pid), "-o", str(out)],
+            trace = Path(workdir) / f"strace-{s.name}.txt"
+            tracer = subprocess.Popen(["strace", "-f", "-qq", "-p", str(s.ps.pid), "-o", str(trace)],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.0)  # attaching to every thread takes a moment
-            harness.echo_throughput(hub, s, tasks, 200, "strace")
-            time.sleep(0.2)
+            before = _locks(count_file)
+            harness.echo_throughput(hub, s, tasks, 200, "counted")
+            after = _locks(count_file)
             tracer.terminate()
             tracer.wait(10)
-            print(f"{s.name}: system calls per echo task (strace -c -f, {tasks} tasks, 200 in flight)")
-            for line in out.read_text().splitlines():
-                parts = line.split()
-                if len(parts) >= 5 and parts[3].isdigit() and parts[-1] != "total":
-                    print(f"  {int(parts[3]) / tasks:6.2f}  {parts[-1]}")
+            table[s.name] = {"lock acquisitions": (after["acquired"] - before["acquired"]) / tasks,
+                             "locks created": (after["created"] - before["created"]) / tasks,
+                             **{k: v / tasks for k, v in _syscalls(trace.read_text()).items()}}
+            s.stop()
     finally:
         for s in subjects:
             s.stop()
         hub.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+    names = [s.name for s in subjects]
+    print(f"per echo task ({tasks} tasks, 200 in flight; lock_counter.py + strace -f, so slowed down)")
+    print(f"{'':<28}" + "".join(f"{n:>10}" for n in names))
+    keys = ["lock acquisitions", "locks created", "thread wake-ups", "system calls"]
+    keys += sorted({k for row in table.values() for k in row} - set(keys),
+                   key=lambda k: -max(row.get(k, 0.0) for row in table.values()))
+    for key in keys:
+        if max(row.get(key, 0.0) for row in table.values()) >= 0.05:
+            print(f"{key:<28}" + "".join(f"{table[n].get(key, 0.0):10.2f}" for n in names))
+
+
+def _locks(count_file: str) -> dict[str, int]:
+    """Ask lock_counter.py for its counts (it answers within 0.1 s)."""
+    Path(count_file).unlink(missing_ok=True)
+    Path(count_file + ".want").touch()
+    deadline = time.monotonic() + 10
+    while not Path(count_file).exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError("lock_counter.py did not answer")
+        time.sleep(0.02)
+    return json.loads(Path(count_file).read_text())
+
+
+_CALL = re.compile(r"^\d+\s+(?:<\.\.\. )?(\w+)(\(| resumed>)")
+
+
+def _syscalls(trace: str) -> dict[str, int]:
+    """``strace -f`` output -> calls by name, their total, and threads woken by FUTEX_WAKE."""
+    found: collections.Counter[str] = collections.Counter()
+    for line in trace.splitlines():
+        m = _CALL.match(line)
+        if m is None or m.group(2) != "(":  # a "resumed" line ends a call already counted
+            continue
+        found[m.group(1)] += 1
+        found["system calls"] += 1
+        if "FUTEX_WAKE" in line and "<unfinished" not in line:
+            woken = line.rsplit("= ", 1)[-1].split()[0]
+            found["thread wake-ups"] += int(woken) if woken.isdigit() else 0
+    return dict(found)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -181,11 +227,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "octohub-node-profile.raw",
                         help="where the raw stacks go")
     parser.add_argument("--node-repo", type=Path, default=harness.REPO, help="profile the node of this copy of the repo")
-    parser.add_argument("--syscalls", action="store_true", help="count system calls per task with strace instead")
+    parser.add_argument("--counts", action="store_true",
+                        help="count lock acquisitions, wake-ups and system calls per task, node vs pool baseline")
     parser.add_argument("--summarise", type=Path, metavar="RAW", help="only summarise an existing raw file")
     args = parser.parse_args(argv)
-    if args.syscalls:
-        syscalls(5000, args.node_repo.resolve())
+    if args.counts:
+        counts(5000, args.node_repo.resolve())
         return 0
     if args.summarise is None:
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")

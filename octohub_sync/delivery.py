@@ -61,6 +61,10 @@ class ResultDelivery:
         self._ack_pending: Optional[int] = None  # number covered by the confirmation ping in flight
         self._pinged_at = 0.0                    # when the last confirmation ping went out (monotonic)
         self._ack_lock = threading.Lock()        # guards the four above and ``ready``
+        # Results waiting for the thread that sends now (see _send); _sending: one is sending.
+        self._queue: deque[Result] = deque()
+        self._sending = False
+        self._queue_lock = threading.Lock()
 
     # -- the connection's life ------------------------------------------------------------------
 
@@ -151,7 +155,39 @@ class ResultDelivery:
         self._store.add_result(task_id, frame, self._send, finished=finished)  # sent once it is on disk
 
     def _send(self, result: Result) -> None:
-        """A result the store holds: send it now, or keep it in the outbox."""
+        """A result the store holds: send it, or leave it to the thread sending now.
+
+        One thread sends at a time and takes every result that queued up meanwhile, oldest
+        first (flat combining): under load the other workers go back to their tasks instead of
+        queueing up on the socket's lock, and with one task at a time a result is still sent
+        by the thread that produced it, without a hand-off.
+        """
+        queue = self._queue
+        with self._queue_lock:
+            queue.append(result)
+            if self._sending:
+                return
+            self._sending = True
+        while True:
+            with self._queue_lock:
+                if not queue:
+                    self._sending = False
+                    return
+                batch = list(queue)
+                queue.clear()
+            done = 0
+            try:
+                for item in batch:
+                    self._send_one(item)
+                    done += 1
+            finally:
+                if done < len(batch):  # something raised: the next result's thread sends the rest
+                    with self._queue_lock:
+                        queue.extendleft(reversed(batch[done:]))
+                        self._sending = False
+
+    def _send_one(self, result: Result) -> None:
+        """Send one result now, or keep it in the outbox."""
         conn = self.conn
         if self.ready and conn is not None and not len(self.outbox) and self.send_or_abort(conn, result.frame):
             self._track(conn, result)

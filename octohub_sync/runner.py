@@ -83,6 +83,7 @@ class TaskRunner:
         self._jobs: dict[str, _Job] = {}
         self._done: OrderedDict[str, str] = OrderedDict()
         self._running = 0
+        self._draining = 0  # drain() calls waiting on _idle: a job's end notifies only when someone waits
         self._accepting = True
         self._pool: Optional[ThreadPoolExecutor] = None
         self._call_handler: CallHandler = call or (lambda control, handler, message: handler(message))
@@ -171,7 +172,7 @@ class TaskRunner:
     # -- called on a pool thread ---------------------------------------------------------
 
     def _run(self, tid: str) -> None:
-        with self._lock:
+        with self._lock:  # one lock round-trip starts the job, one ends it
             job = self._jobs.get(tid)
             if job is None:  # answered by shutdown() or cancel() while this work item was being picked up
                 return
@@ -181,15 +182,16 @@ class TaskRunner:
         # Only a handler that must not run twice waits for the disk before it starts.
         self._store.started(tid, wait=task_type in self.no_retry)
         try:
-            frame, ok = self._call(job.task)
+            frame, ok = self._call(job)
         finally:
-            with self._lock:  # one lock round-trip ends the job
+            with self._lock:
                 self._running -= 1
                 del self._jobs[tid]
                 late = job.timed_out
                 if not late:
                     self._remember(tid, frame)
-                self._idle.notify_all()
+                if self._draining:
+                    self._idle.notify_all()
         if late:
             self._log.warning("task %s finished after its time limit; its late result is discarded", tid)
             return
@@ -197,12 +199,11 @@ class TaskRunner:
         # The result may still be on its way after drain() saw the job end: shutdown() waits for it.
         self._deliver(tid, frame, finished=True)
 
-    def _call(self, task: Task) -> tuple[str, bool]:
+    def _call(self, job: _Job) -> tuple[str, bool]:
+        task = job.task
         handler = self.handlers.get(task.task_type)
-        with self._lock:  # a started job stays in _jobs until _run() is done with it
-            control = self._jobs[task.task_id].control
         try:
-            result = self._call_handler(control, handler, task.message)  # type: ignore[arg-type]
+            result = self._call_handler(job.control, handler, task.message)  # type: ignore[arg-type]
         except BaseException as exc:  # anything, SystemExit from a sys.exit() included: the hub gets "failed"
             self._log.info("task %s (%s) failed: %s: %s", task.task_id, task.task_type, type(exc).__name__, exc)
             return protocol.task_failed(task.task_id, f"{type(exc).__name__}: {exc}"), False
@@ -218,7 +219,6 @@ class TaskRunner:
             error = f"ResultTooLarge: {len(frame)} bytes (limit {self._max_result_bytes}, OCTOHUB_MAX_RESULT_BYTES)"
             self._log.warning("task %s (%s): %s", task.task_id, task.task_type, error)
             return protocol.task_failed(task.task_id, error), False
-        self._log.debug("task %s (%s) completed", task.task_id, task.task_type)
         return frame, True
 
     def _remember(self, tid: str, frame: str) -> None:
@@ -257,11 +257,15 @@ class TaskRunner:
         """Wait up to ``timeout`` for running and queued tasks; return the ids still running."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            while any(not j.timed_out for j in self._jobs.values()):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._idle.wait(left)
+            self._draining += 1
+            try:
+                while any(not j.timed_out for j in self._jobs.values()):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._idle.wait(left)
+            finally:
+                self._draining -= 1
             return [tid for tid, j in self._jobs.items() if not j.timed_out]
 
     def shutdown(self) -> None:
@@ -306,7 +310,8 @@ class TaskRunner:
                 del self._jobs[task_id]
                 answer = protocol.task_failed(task_id, f"TaskCancelled: {why} (before it started)")
                 self._remember(task_id, answer)
-                self._idle.notify_all()
+                if self._draining:
+                    self._idle.notify_all()
             elif not job.control.request_cancel(why):
                 job = None  # asked before, or its handler has just returned: its result is on its way
         if job is None:

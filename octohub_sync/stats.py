@@ -1,7 +1,7 @@
 """What a node knows about itself: its state and counters, readable at any time from any thread."""
 from __future__ import annotations
 
-import threading
+import itertools
 from enum import Enum
 from typing import Any, Optional
 
@@ -33,11 +33,14 @@ class NodeState(str, Enum):
 
 
 class Stats:
-    """Thread-safe counters plus the few facts that are not counts."""
+    """Thread-safe counters plus the few facts that are not counts.
+
+    Each counter is an ``itertools.count``: ``next()`` on it is one call into C, which the GIL
+    makes atomic, so counting takes no lock (two per task otherwise, on the busiest path).
+    """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts = dict.fromkeys(COUNTERS, 0)
+        self._counts = {name: itertools.count() for name in COUNTERS}
         self.state = NodeState.STOPPED
         self.connected_since: Optional[float] = None
         self.last_error: Optional[str] = None
@@ -45,15 +48,20 @@ class Stats:
 
     def incr(self, name: str, n: int = 1) -> None:
         """Add ``n`` to counter ``name``."""
-        with self._lock:
-            self._counts[name] += n
+        counter = self._counts[name]
+        for _ in range(n):
+            next(counter)
 
     def snapshot(self) -> dict[str, Any]:
         """A copy of every counter and fact; ``state`` as its plain string."""
-        with self._lock:
-            snap: dict[str, Any] = dict(self._counts)
+        snap: dict[str, Any] = {name: _value(counter) for name, counter in self._counts.items()}
         snap.update(
             state=self.state.value, connected_since=self.connected_since,
             last_error=self.last_error, clock_skew=self.clock_skew,
         )
         return snap
+
+
+def _value(counter: "itertools.count[int]") -> int:
+    """How far ``counter`` has counted, without advancing it (its repr is ``count(N)``)."""
+    return int(repr(counter)[6:-1])

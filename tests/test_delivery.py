@@ -269,3 +269,52 @@ def test_confirmation_pongs_do_not_fool_the_keep_alive(make_node, hub: LocalHub)
     while time.monotonic() < deadline:  # a steady stream of results, several keep-alive periods long
         assert hub.wait_result(hub.send_task("echo"), 5)["status"] == "completed"
     assert len(hub.connections) == 1 and client.stats()["reconnects"] == 0
+
+
+def test_while_one_worker_sends_the_others_do_not_wait_and_their_results_follow_in_order() -> None:
+    delivery = make_delivery(Stats())
+    conn = RecordingConnection()
+    delivery.attach(conn)  # type: ignore[arg-type]
+    delivery.mark_ready()
+    in_send, release = threading.Event(), threading.Event()
+
+    def slow_socket() -> None:  # the first send stalls until released
+        conn.on_send = None
+        in_send.set()
+        release.wait(10)
+
+    conn.on_send = slow_socket
+    first = threading.Thread(target=delivery.deliver, args=("a", result_frame("a")))
+    first.start()
+    assert in_send.wait(10)
+    others = [threading.Thread(target=delivery.deliver, args=(t, result_frame(t))) for t in "bcd"]
+    for t in others:
+        t.start()
+        t.join(10)
+        assert not t.is_alive()  # handed its result over and went back to work: no wait on the socket
+    assert conn.sent == []
+    release.set()
+    first.join(10)
+    assert [m["task_id"] for m in conn.sent] == ["a", "b", "c", "d"]  # all sent by the first, in order
+    assert delivery.unconfirmed() == 4
+
+
+def test_a_failure_inside_the_sending_thread_leaves_the_rest_to_the_next_result() -> None:
+    delivery = make_delivery(Stats())
+    conn = RecordingConnection()
+    delivery.attach(conn)  # type: ignore[arg-type]
+    delivery.mark_ready()
+    original = delivery._send_one
+    calls = []
+
+    def breaks_once(result: Result) -> None:
+        calls.append(result.task_id)
+        if len(calls) == 1:
+            raise RuntimeError("bug in the send path")
+        original(result)
+
+    delivery._send_one = breaks_once  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        delivery.deliver("a", result_frame("a"))
+    delivery.deliver("b", result_frame("b"))  # not stuck behind a "sending" flag nobody clears
+    assert [m["task_id"] for m in conn.sent] == ["a", "b"]

@@ -14,6 +14,7 @@ import requests
 from octohub_sync import ConfigError, NodeWebSocketClient
 from octohub_sync.health import MetricsServer, health, render_metrics
 from octohub_sync.hub import LocalHub
+from octohub_sync.stats import Stats
 
 from .conftest import free_port, wait_until
 
@@ -98,6 +99,26 @@ def test_stats_count_tasks_and_show_queues(make_node, hub: LocalHub) -> None:
     for tid in blocked:
         assert hub.wait_result(tid)["status"] == "completed"
     assert wait_until(lambda: client.stats()["tasks_completed"] == 4, 5)
+
+
+def test_counters_lose_no_count_when_many_threads_count_at_once() -> None:
+    stats = Stats()
+    go = threading.Barrier(8)
+
+    def count() -> None:
+        go.wait(10)
+        for _ in range(20000):
+            stats.incr("tasks_received")
+        stats.incr("results_dropped", 3)
+
+    threads = [threading.Thread(target=count) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    snap = stats.snapshot()
+    assert snap["tasks_received"] == 8 * 20000 and snap["results_dropped"] == 8 * 3
+    assert snap["tasks_completed"] == 0
 
 
 def test_stats_outbox_holds_results_while_disconnected(make_node, hub: LocalHub) -> None:
