@@ -31,6 +31,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="rounds per variant (default 5)")
     parser.add_argument("--latency", type=int, default=500, help="sequential tasks for latency (default 500)")
     parser.add_argument("--ledger", action="store_true", help="run each variant with a ledger (OCTOHUB_STATE_DIR)")
+    parser.add_argument("--inflight", type=int, default=200, help="echo tasks outstanding (default 200)")
     args = parser.parse_args(argv)
     from octohub_sync.hub import LocalHub
 
@@ -51,7 +52,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                     s.start()
                 for s in subjects:
                     s.wait_ready(hub)
-                print(report(hub, subjects, args.tasks, args.rounds, args.latency))
+                print(report(hub, subjects, args.tasks, args.rounds, args.latency, args.inflight))
             finally:
                 for s in subjects:
                     s.stop()
@@ -60,15 +61,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     return 0
 
 
-def report(hub: object, subjects: list[harness.Subject], tasks: int, rounds: int, latency_n: int) -> str:
+def report(hub: object, subjects: list[harness.Subject], tasks: int, rounds: int, latency_n: int,
+           inflight: int = 200) -> str:
     rates: dict[str, list[harness.Throughput]] = {s.name: [] for s in subjects}
     lat: dict[str, list[float]] = {s.name: [] for s in subjects}
     for s in subjects:
-        harness.echo_throughput(hub, s, 1000, 200, "warm")  # type: ignore[arg-type]
+        harness.echo_throughput(hub, s, 1000, inflight, "warm")  # type: ignore[arg-type]
     for r in range(rounds):
         order = subjects if r % 2 == 0 else subjects[::-1]
         for s in order:
-            rates[s.name].append(harness.echo_throughput(hub, s, tasks, 200, f"r{r}"))  # type: ignore[arg-type]
+            rates[s.name].append(harness.echo_throughput(hub, s, tasks, inflight, f"r{r}"))  # type: ignore[arg-type]
         for s in order:
             lat[s.name] += harness.echo_latency(hub, s, latency_n // rounds, f"l{r}")  # type: ignore[arg-type]
     ref_cpu = harness.median([t.cpu_us_per_task for t in rates[subjects[0].name]])
