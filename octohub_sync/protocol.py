@@ -100,6 +100,8 @@ def decode(frame: str | bytes, *, max_bytes: int) -> Message:
     if not isinstance(body, dict):
         raise ProtocolError(f"JSON {type(body).__name__} instead of an object")
     kind = body.get("type")
+    if isinstance(kind, str) and kind:  # the seed dialect: the common case, decided at once
+        return Message(kind, Dialect.SEED, body, body)
     dialect = Dialect.SEED
     if not isinstance(kind, str):
         kind, dialect = body.get("action"), Dialect.GO

@@ -6,7 +6,6 @@ import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
 from . import protocol
@@ -28,17 +27,18 @@ Deliver = Callable[..., None]
 CallHandler = Callable[[TaskControl, TaskHandler, Mapping[str, Any]], Any]
 
 
-@dataclass
 class _Job:
-    task: Task
-    deadline: Optional[float]
-    started: bool = False
-    timed_out: bool = False
-    #: The task as its handler sees it (current_task()); how a cancel or the time limit reaches it.
-    control: TaskControl = field(init=False)
+    """A task accepted by the runner, from submit() until its handler is done."""
 
-    def __post_init__(self) -> None:
-        self.control = TaskControl(self.task.task_id, self.task.task_type)
+    __slots__ = ("task", "deadline", "started", "timed_out", "control")
+
+    def __init__(self, task: Task, deadline: Optional[float]) -> None:
+        self.task = task
+        self.deadline = deadline
+        self.started = False
+        self.timed_out = False
+        #: The task as its handler sees it (current_task()); how a cancel or the time limit reaches it.
+        self.control = TaskControl(task.task_id, task.task_type)
 
 
 class TaskRunner:
