@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Measure the node against the wire limit and print one table. Asserts nothing.
 
-    python benchmarks/bench.py                 # full run, about 3 minutes
-    python benchmarks/bench.py --quick         # about a minute, for a smoke check
+    python benchmarks/bench.py                 # full run, about 90 s
+    python benchmarks/bench.py --quick         # about 30 s, for a smoke check
     python benchmarks/bench.py --echo-only     # only the side-by-side echo table, about 35 s
     python benchmarks/bench.py --echo-only --node-repo /tmp/scratch --set MAX_WORKERS=2
                                                # a modified copy of the node, other settings
