@@ -107,6 +107,19 @@ class Connection:
         """
         self._app.send(frame)
 
+    def send_many(self, frames: list[str]) -> None:
+        """Send text frames, in order, with one write (under websocket-client's lock, as send() is).
+
+        Raises:
+            websocket.WebSocketException, OSError: the connection is gone or stalled.
+        """
+        ws = self._app.sock
+        if ws is None or ws.sock is None:
+            raise websocket.WebSocketConnectionClosedException("socket is already closed.")
+        data = b"".join([websocket.ABNF.create_frame(frame, websocket.ABNF.OPCODE_TEXT).format() for frame in frames])
+        with ws.lock:
+            ws.sock.sendall(data)  # the socket's timeout bounds the whole write, as it bounds send()
+
     @property
     def closed_cleanly(self) -> bool:
         """We sent a close frame and the hub answered with its own: it read everything sent before."""

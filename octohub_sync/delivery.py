@@ -27,6 +27,10 @@ __all__ = ["ACK_PREFIX", "ResultDelivery"]
 #: Payload prefix of the ping frames that confirm delivery; the number is the last result they cover.
 ACK_PREFIX = b"octohub-ack:"
 
+#: Results that queued up while another thread sent go out together, in writes of at most this many
+#: bytes (a larger result is a write of its own): one system call and one lock for several frames.
+WRITE_BYTES = 64 * 1024
+
 #: At most one confirmation ping per this many seconds from the send path: under load one ping covers
 #: many results. What is sent in between is confirmed by the next ping, or by :meth:`confirm_due`
 #: (the timers thread), so a result waits at most about a quarter of a second for its confirmation.
@@ -124,8 +128,15 @@ class ResultDelivery:
 
     def send_or_abort(self, conn: Connection, frame: str) -> bool:
         """Send one frame; any failure ends the session (the connection is aborted)."""
+        return self._write(conn, [frame])
+
+    def _write(self, conn: Connection, frames: list[str]) -> bool:
+        """Send frames, in order, in one write if several; any failure ends the session."""
         try:
-            conn.send(frame)
+            if len(frames) == 1:
+                conn.send(frames[0])
+            else:
+                conn.send_many(frames)
             return True
         except Exception as exc:  # any send failure means the session is over
             self._log.info("send failed (%s: %s); dropping the connection", type(exc).__name__, exc)
@@ -154,17 +165,17 @@ class ResultDelivery:
         """
         self._store.add_result(task_id, frame, self._send, finished=finished)  # sent once it is on disk
 
-    def _send(self, result: Result) -> None:
-        """A result the store holds: send it, or leave it to the thread sending now.
+    def _send(self, results: list[Result]) -> None:
+        """Results the store holds: send them, or leave them to the thread sending now.
 
         One thread sends at a time and takes every result that queued up meanwhile, oldest
-        first (flat combining): under load the other workers go back to their tasks instead of
-        queueing up on the socket's lock, and with one task at a time a result is still sent
-        by the thread that produced it, without a hand-off.
+        first, in writes of several frames (flat combining): under load the other workers go
+        back to their tasks instead of queueing up on the socket's lock, and with one task at a
+        time a result is still sent by the thread that produced it, without a hand-off.
         """
         queue = self._queue
         with self._queue_lock:
-            queue.append(result)
+            queue.extend(results)
             if self._sending:
                 return
             self._sending = True
@@ -177,22 +188,24 @@ class ResultDelivery:
                 queue.clear()
             done = 0
             try:
-                for item in batch:
-                    self._send_one(item)
-                    done += 1
+                for chunk in _writes(batch):
+                    self._send_now(chunk)
+                    done += len(chunk)
             finally:
                 if done < len(batch):  # something raised: the next result's thread sends the rest
                     with self._queue_lock:
                         queue.extendleft(reversed(batch[done:]))
                         self._sending = False
 
-    def _send_one(self, result: Result) -> None:
-        """Send one result now, or keep it in the outbox."""
+    def _send_now(self, results: list[Result]) -> None:
+        """Send results now, in one write, or keep them in the outbox."""
         conn = self.conn
-        if self.ready and conn is not None and not len(self.outbox) and self.send_or_abort(conn, result.frame):
-            self._track(conn, result)
+        if self.ready and conn is not None and not len(self.outbox) and \
+                self._write(conn, [result.frame for result in results]):
+            self._track(conn, results)
             return
-        self._dropped(self.outbox.put(result))
+        for result in results:
+            self._dropped(self.outbox.put(result))
         if self.ready:
             self.flush()
 
@@ -205,22 +218,23 @@ class ResultDelivery:
                 if not self.ready or conn is None or not self.send_or_abort(conn, result.frame):
                     self._dropped(self.outbox.put_back(items[i:]))
                     return
-                self._track(conn, result)
+                self._track(conn, [result])
             if items:
                 self._log.info("sent %d result(s) kept while disconnected", len(items))
 
-    def _track(self, conn: Connection, result: Result) -> None:
-        """Remember a result written to ``conn`` until the hub confirms it; ask for confirmation."""
+    def _track(self, conn: Connection, results: list[Result]) -> None:
+        """Remember results written to ``conn`` until the hub confirms them; ask for confirmation."""
         ping = None
         with self._ack_lock:
             current = self.ready and conn is self.conn
             if current:
-                self._sent += 1
-                number = self._sent
-                self._unconfirmed.append((number, result))
+                for result in results:
+                    self._sent += 1
+                    self._unconfirmed.append((self._sent, result))
                 ping = self._claim_ping(time.monotonic())
-        if not current:  # the connection ended while we sent: detach() could not see this result
-            self._dropped(self.outbox.put(result))
+        if not current:  # the connection ended while we sent: detach() could not see these results
+            for result in results:
+                self._dropped(self.outbox.put(result))
         elif ping is not None:
             self._ask_confirmation(conn, ping)
 
@@ -275,3 +289,16 @@ class ResultDelivery:
         self._stats.incr("results_dropped", len(results))
         self._log.warning("outbox full (OCTOHUB_OUTBOX_SIZE=%d): dropped the result of task(s) %s",
                           self.outbox.capacity, ", ".join(result.task_id for result in results[:10]))
+
+
+def _writes(results: list[Result]) -> list[list[Result]]:
+    """Consecutive results grouped into writes of at most WRITE_BYTES (a larger one alone)."""
+    writes: list[list[Result]] = []
+    size = WRITE_BYTES
+    for result in results:
+        if size + len(result.frame) > WRITE_BYTES:
+            writes.append([])
+            size = 0
+        writes[-1].append(result)
+        size += len(result.frame)
+    return writes

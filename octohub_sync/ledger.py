@@ -31,6 +31,9 @@ __all__ = ["Ledger", "MemoryStore", "Snapshot", "default_state_dir"]
 
 #: Marks the file as ours (PRAGMA application_id): "OCHB".
 APPLICATION_ID = 0x4F434842
+#: Receives results once they are stored, oldest first (ResultDelivery sends them).
+Then = Callable[[list[Result]], None]
+
 #: Bumped when the tables change; a file of another version is moved aside.
 SCHEMA_VERSION = 1
 #: The WAL file is truncated back to this after each checkpoint (bytes).
@@ -89,13 +92,13 @@ class MemoryStore:
     def close(self) -> None:
         pass
 
-    def add_result(self, task_id: str, frame: str, then: Callable[[Result], None], *, finished: bool = False) -> None:
+    def add_result(self, task_id: str, frame: str, then: Then, *, finished: bool = False) -> None:
         """Record a result, then hand it to ``then`` to be sent (``finished``: it ends the task).
 
-        Here ``then`` is called at once; a :class:`Ledger` calls it on its writer thread once
-        the result is on disk.
+        Here ``then([result])`` is called at once; a :class:`Ledger` calls it on its writer
+        thread once the result is on disk, with every result of that commit.
         """
-        then(Result(next(self._seq), task_id, frame))
+        then([Result(next(self._seq), task_id, frame)])
 
     def settle(self) -> None:
         """Wait until every result added so far was handed to its ``then``."""
@@ -229,7 +232,7 @@ class Ledger(MemoryStore):
 
     # -- writes --------------------------------------------------------------------------------
 
-    def add_result(self, task_id: str, frame: str, then: Callable[[Result], None], *, finished: bool = False) -> None:
+    def add_result(self, task_id: str, frame: str, then: Then, *, finished: bool = False) -> None:
         """Queue a result for the next commit; the writer thread hands it to ``then`` after it.
 
         Never waits for the disk: the caller (a worker) goes back to the pool at once, and results
@@ -249,7 +252,7 @@ class Ledger(MemoryStore):
                 batch.then.append((then, Result(seq, task_id, frame)))
                 self._urgent(batch)
         if result is not None:
-            then(result)
+            then([result])
 
     def settle(self) -> None:
         with self._cond:
@@ -297,12 +300,19 @@ class Ledger(MemoryStore):
                 closing = self._closing
             if not batch.empty:
                 self._write(batch)
-            # Written, or failed and counted (then the results live in memory only): send them.
+            # Written, or failed and counted (then the results live in memory only): send them,
+            # all those of one receiver in one call.
+            handed: list[tuple[Then, list[Result]]] = []
             for then, result in batch.then:
+                if handed and handed[-1][0] == then:
+                    handed[-1][1].append(result)
+                else:
+                    handed.append((then, [result]))
+            for then, results in handed:
                 try:
-                    then(result)
+                    then(results)
                 except Exception:  # the writer must outlive any failure of what it calls
-                    self._log.exception("handing on the result of task %s failed", result.task_id)
+                    self._log.exception("handing on %d result(s) failed", len(results))
             batch.written.set()
             if closing and batch.empty:
                 return
@@ -371,7 +381,7 @@ class _Batch:
 
     def __init__(self) -> None:
         self.rows: tuple[list[tuple], ...] = tuple([] for _ in _STATEMENTS)
-        self.then: list[tuple[Callable[[Result], None], Result]] = []
+        self.then: list[tuple[Then, Result]] = []
         self.empty = True
         self.urgent = False  # someone waits for it
         self.written = threading.Event()

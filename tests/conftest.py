@@ -90,6 +90,10 @@ class RecordingConnection:
             raise OSError("broken pipe")
         self.sent.append(json.loads(frame))
 
+    def send_many(self, frames: list[str]) -> None:
+        for frame in frames:
+            self.send(frame)
+
     def ping(self, payload: bytes) -> None:
         self.pings.append(payload)
 

@@ -11,7 +11,7 @@ import pytest
 
 from octohub_sync import ConfigError, load_settings
 from octohub_sync.connection_log import REPEAT_WARNING_INTERVAL, ConnectionLog
-from octohub_sync.delivery import ACK_PREFIX
+from octohub_sync.delivery import ACK_PREFIX, WRITE_BYTES, _writes
 from octohub_sync.hub import LocalHub
 from octohub_sync.outbox import Outbox, Result
 from octohub_sync.stats import Stats
@@ -304,17 +304,37 @@ def test_a_failure_inside_the_sending_thread_leaves_the_rest_to_the_next_result(
     conn = RecordingConnection()
     delivery.attach(conn)  # type: ignore[arg-type]
     delivery.mark_ready()
-    original = delivery._send_one
+    original = delivery._send_now
     calls = []
 
-    def breaks_once(result: Result) -> None:
-        calls.append(result.task_id)
+    def breaks_once(results: list[Result]) -> None:
+        calls.append([result.task_id for result in results])
         if len(calls) == 1:
             raise RuntimeError("bug in the send path")
-        original(result)
+        original(results)
 
-    delivery._send_one = breaks_once  # type: ignore[method-assign]
+    delivery._send_now = breaks_once  # type: ignore[method-assign]
     with pytest.raises(RuntimeError):
         delivery.deliver("a", result_frame("a"))
     delivery.deliver("b", result_frame("b"))  # not stuck behind a "sending" flag nobody clears
     assert [m["task_id"] for m in conn.sent] == ["a", "b"]
+
+
+def test_several_results_in_one_write_reach_a_real_hub_whole_and_in_order(node, hub: LocalHub) -> None:
+    conn = node.delivery.conn
+    big = "x" * 70_000  # larger than the other frames together: a frame of its own, unmangled
+    frames = [result_frame(f"w-{n}") for n in range(3)] + [result_frame(big)] + [result_frame("w-4")]
+    conn.send_many(frames)
+    assert hub.wait_for(lambda: "w-4" in hub.results, 10)
+    got = [m["task_id"] for m in hub.received if m.get("type") == "task_result"]
+    assert got == ["w-0", "w-1", "w-2", big, "w-4"]
+
+
+def test_results_queued_behind_a_send_are_cut_into_writes_of_bounded_size() -> None:
+    small = [Result(n, f"s{n}", "a" * 1000) for n in range(100)]
+    huge = Result(100, "h", "b" * (WRITE_BYTES + 1))
+    writes = _writes(small[:70] + [huge] + small[70:])
+    assert [r for w in writes for r in w] == small[:70] + [huge] + small[70:]  # nothing lost or reordered
+    assert [huge] in writes
+    assert all(sum(len(r.frame) for r in w) <= WRITE_BYTES for w in writes if w != [huge])
+    assert [len(w) for w in writes] == [65, 5, 1, 30]  # 65 of 1000 bytes fit in 64 KiB

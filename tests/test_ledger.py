@@ -115,8 +115,9 @@ def test_results_are_handed_on_after_their_commit_and_no_worker_waits_for_the_di
     handed: list[tuple[int, int]] = []
     arrived = threading.Event()
 
-    def then(result) -> None:  # what delivery does next: send it; here, look at the disk first
-        handed.append((result.seq, rows(db_file, "results")))
+    def then(results) -> None:  # what delivery does next: send them; here, look at the disk first
+        on_disk = rows(db_file, "results")
+        handed.extend((result.seq, on_disk) for result in results)
         if len(handed) == 3:
             arrived.set()
 
