@@ -29,11 +29,11 @@ from .stats import Stats
 
 __all__ = ["Ledger", "MemoryStore", "Snapshot", "default_state_dir"]
 
-#: Marks the file as ours (PRAGMA application_id): "OCHB".
-APPLICATION_ID = 0x4F434842
 #: Receives results once they are stored, oldest first (ResultDelivery sends them).
 Then = Callable[[list[Result]], None]
 
+#: Marks the file as ours (PRAGMA application_id): "OCHB".
+APPLICATION_ID = 0x4F434842
 #: Bumped when the tables change; a file of another version is moved aside.
 SCHEMA_VERSION = 1
 #: The WAL file is truncated back to this after each checkpoint (bytes).
