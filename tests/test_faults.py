@@ -3,6 +3,7 @@ failures, a duplicate pc_id. The node must recover by itself."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import pytest
@@ -143,3 +144,30 @@ def test_stop_on_a_stalled_path_aborts_after_the_close_timeout(make_node, hub: L
         assert not node_threads()
     finally:
         proxy.close()
+
+
+def test_a_send_into_a_stalled_path_gives_up_after_the_connect_timeout(make_node, caplog) -> None:
+    """A result whose send makes no progress ends the connection after OCTOHUB_CONNECT_TIMEOUT,
+    long before the keep-alive would notice; the result is sent again on the next connection."""
+    caplog.set_level(logging.INFO, logger="octohub_sync")
+    with LocalHub(KEY, max_size=64 * 2**20) as hub:
+        proxy = StallProxy(hub.ws_port)
+        try:
+            gate = threading.Event()
+            client = make_node(_hub=hub, _start=False, connect_mode="direct", ws_port=proxy.port,
+                               ping_interval=30, ping_timeout=20, connect_timeout=1.0, max_result_bytes=0)
+            # More than the socket buffers on both sides of a stalled path can take.
+            client.register_task_handler("big", lambda task: (gate.wait(10), "x" * (24 * 2**20))[1])
+            client.start()
+            assert client.wait_connected(10) and hub.wait_connected(client.pc_id, 10)
+            task_id = hub.send_task("big")
+            assert wait_until(lambda: client.stats()["tasks_running"] == 1, 10)
+            proxy.stall()
+            released = time.monotonic()
+            gate.set()
+            assert wait_until(lambda: client.stats()["reconnects"] >= 1, 20), client.stats()
+            assert time.monotonic() - released < 10  # the keep-alive alone: ping_interval + ping_timeout = 50 s
+            assert any("send failed" in r.getMessage() for r in caplog.records)
+            assert hub.wait_result(task_id, 20)["status"] == "completed"
+        finally:
+            proxy.close()
