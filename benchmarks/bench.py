@@ -142,7 +142,6 @@ def measure(plan: Plan, hub: Any, workdir: str, env_file: str, started: list[Sub
         return figs
     node = echo[0]
     figs["node"].reconnects = harness.reconnect_times(hub, node, plan.drops, settle=1.3)
-    figs["node"].ledger_bytes = harness.ledger_bytes(Path(workdir) / "state")
     wide = harness.node_subject(hub, "node16", env_file, workdir, repo=plan.node_repo,
                                 **{**plan.node_settings, "state_dir": "off", "max_workers": plan.sleeps})
     started.append(wide.start())

@@ -99,20 +99,16 @@ class Connection:
         """Open the connection on its own thread; returns at once."""
         self.thread.start()
 
-    def send(self, frame: str) -> None:
-        """Send a text frame (thread-safe: websocket-client locks each frame).
-
-        Raises:
-            websocket.WebSocketException, OSError: the connection is gone or stalled.
-        """
-        self._app.send(frame)
-
     def send_many(self, frames: list[str]) -> None:
-        """Send text frames, in order, with one write (under websocket-client's lock, as send() is).
+        """Send text frames, in order (thread-safe): one frame as websocket-client sends it, several
+        with one write under websocket-client's own lock.
 
         Raises:
             websocket.WebSocketException, OSError: the connection is gone or stalled.
         """
+        if len(frames) == 1:
+            self._app.send(frames[0])
+            return
         ws = self._app.sock
         if ws is None or ws.sock is None:
             raise websocket.WebSocketConnectionClosedException("socket is already closed.")

@@ -133,10 +133,7 @@ class ResultDelivery:
     def _write(self, conn: Connection, frames: list[str]) -> bool:
         """Send frames, in order, in one write if several; any failure ends the session."""
         try:
-            if len(frames) == 1:
-                conn.send(frames[0])
-            else:
-                conn.send_many(frames)
+            conn.send_many(frames)
             return True
         except Exception as exc:  # any send failure means the session is over
             self._log.info("send failed (%s: %s); dropping the connection", type(exc).__name__, exc)
@@ -213,12 +210,14 @@ class ResultDelivery:
         """Send what the outbox holds, oldest first, while the connection takes it."""
         with self._flush_lock:
             items = self.outbox.take_all()
-            for i, result in enumerate(items):
+            done = 0
+            for chunk in _writes(items):
                 conn = self.conn
-                if not self.ready or conn is None or not self.send_or_abort(conn, result.frame):
-                    self._dropped(self.outbox.put_back(items[i:]))
+                if not self.ready or conn is None or not self._write(conn, [result.frame for result in chunk]):
+                    self._dropped(self.outbox.put_back(items[done:]))
                     return
-                self._track(conn, [result])
+                self._track(conn, chunk)
+                done += len(chunk)
             if items:
                 self._log.info("sent %d result(s) kept while disconnected", len(items))
 

@@ -239,19 +239,17 @@ class Ledger(MemoryStore):
         that finish while a commit runs share the next one.
         """
         with self._cond:
-            if self._closing:  # closed (a handler that outlived stop()): nothing will be written
-                result = Result(next(self._seq), task_id, frame)
-            else:
-                result = None
+            result = Result(next(self._seq), task_id, frame)
+            closed = self._closing  # closed (a handler that outlived stop()): nothing will be written
+            if not closed:
                 batch = self._batch
-                seq = next(self._seq)
                 if finished:
                     batch.add(_FINISHED_START, (task_id,))
                     batch.add(_FINISHED, (task_id, frame))
-                batch.add(_RESULT, (seq, task_id, frame))
-                batch.then.append((then, Result(seq, task_id, frame)))
+                batch.add(_RESULT, result)
+                batch.then.append((then, result))
                 self._urgent(batch)
-        if result is not None:
+        if closed:
             then([result])
 
     def settle(self) -> None:

@@ -72,8 +72,8 @@ def connected_node(make_node, handlers: dict, **opts: Any) -> NodeWebSocketClien
 
 
 class RecordingConnection:
-    """What ResultDelivery and FrameReceiver use of a Connection, without a socket: send(), ping(),
-    abort(). ``fail`` makes every send raise; ``on_send`` runs before each send."""
+    """What ResultDelivery and FrameReceiver use of a Connection, without a socket: send_many(),
+    ping(), abort(). ``fail`` makes every frame's send raise; ``on_send`` runs before each frame."""
 
     def __init__(self, fail: bool = False) -> None:
         self.sent: list[dict] = []
