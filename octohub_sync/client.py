@@ -10,6 +10,7 @@ from typing import Any, Optional
 import requests
 
 from .api import resolve_address, ssl_context
+from .clock import pause_threshold
 from .config import Settings, load_settings, require_key
 from .connection import Connection
 from .connection_log import ConnectionLog
@@ -193,7 +194,8 @@ class NodeWebSocketClient:
                 connect=self._new_connection, policy=ReconnectPolicy.from_settings(s),
                 dead_after=s.ping_interval + s.ping_timeout + 1.0, on_ended=self._connection_ended,
                 on_reregister=lambda: self._stats.incr("reregistrations"), log=self.log,
-                on_tick=self._watchdog_tick)
+                on_tick=self._watchdog_tick, pause_after=pause_threshold(s.ping_interval),
+                on_pause=lambda pause: self._stats.incr("pauses"))
             self._watchdog.start()
         return self
 
