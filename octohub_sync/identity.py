@@ -84,7 +84,7 @@ class PcIdSource(str, Enum):
 _PHRASES = {
     PcIdSource.SETTING: "set by OCTOHUB_PC_ID",
     PcIdSource.KEPT: "kept from the first start in {path}",
-    PcIdSource.FIRST: "derived from host name and MAC at the first start, kept in {path} from then on",
+    PcIdSource.FIRST: "derived from host name and MAC; kept in {path} from the first start on",
     PcIdSource.NO_STATE: "derived from host name and MAC because there is no state directory",
     PcIdSource.MACHINE_CHANGED: "re-derived from host name and MAC because the machine changed ({detail})",
     PcIdSource.UNREADABLE: "derived from host name and MAC because {path} cannot be read ({detail})",

@@ -191,8 +191,8 @@ def test_check_says_which_pc_id_and_why(hub: LocalHub, tmp_path: Path) -> None:
     assert pc_id_line(check_output(hub, pc_id=None, state_dir="off")) == (
         f"pc_id in use: {derived} (derived from host name and MAC because there is no state directory)")
     first = pc_id_line(check_output(hub, pc_id=None, state_dir=str(state)))
-    assert first == (f"pc_id in use: {derived} (derived from host name and MAC at the first start, "
-                     f"kept in {identity_file(state)} from then on)")
+    assert first == (f"pc_id in use: {derived} (derived from host name and MAC; "
+                     f"kept in {identity_file(state)} from the first start on)")
     assert not state.exists()  # the check only looks
     kept = resolve_pc_id(pc_id=None, instance=None, state_dir=str(state), hostname="before-the-rename").value
     assert pc_id_line(check_output(hub, pc_id=None, state_dir=str(state))) == (
@@ -208,7 +208,7 @@ def test_the_program_checks_with_its_default_state_directory(tmp_path: Path) -> 
     env_file.write_text("")
     done = run_cli_check(env_file=env_file)
     expected = identity_file(Path(os.environ["XDG_STATE_HOME"]) / "octohub-node")
-    assert f"at the first start, kept in {expected} from then on" in done.stdout, done.stdout + done.stderr
+    assert f"MAC; kept in {expected} from the first start on" in done.stdout, done.stdout + done.stderr
 
 
 # -- real processes: a renamed host, a cloned machine ----------------------------------------------------
