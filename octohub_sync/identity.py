@@ -154,8 +154,8 @@ def resolve_pc_id(*, pc_id: Optional[str], instance: Optional[str], state_dir: O
             result = PcId(derived, PcIdSource.FIRST, path)
         elif kept["machine"] == machine:
             if kept.get("hostname") != host:
-                log.info("the host name changed from %r to %r since the first start; keeping pc_id %s (%s)",
-                         kept.get("hostname"), host, kept["pc_id"], path)
+                log.info("the host name is %r, not %r as at the first start; keeping pc_id %s (%s)",
+                         host, kept.get("hostname"), kept["pc_id"], path)
             return PcId(kept["pc_id"], PcIdSource.KEPT, path)
         else:
             result = PcId(derived, PcIdSource.MACHINE_CHANGED, path,
