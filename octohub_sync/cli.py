@@ -90,14 +90,14 @@ def main(argv: Optional[Sequence[str]] = None, *, setup: Optional[Setup] = None)
         settings = load_settings(_overrides(args), env_file=args.env_file, override_source="flag")
         setup_logging(settings.log_level)
         _warn_about_keys_on_the_command_line(args)
-        if args.check:
+        if settings.state_dir is None:  # a service keeps its results across restarts unless told not to
+            settings = replace(settings, state_dir=str(default_state_dir()),
+                               sources={**settings.sources, "state_dir": "program default"})
+        if args.check:  # with the node's state directory: it says where the node's pc_id is kept
             from .doctor import run_check
             if settings.app:
                 load_app(settings.app)  # a module that does not load fails --check too (exit 2)
             return run_check(settings)
-        if settings.state_dir is None:  # a service keeps its results across restarts unless told not to
-            settings = replace(settings, state_dir=str(default_state_dir()),
-                               sources={**settings.sources, "state_dir": "program default"})
         return run_node(settings, setup=setup)
     except ConfigError as exc:
         print(f"octohub-node: configuration error: {exc}", file=sys.stderr)

@@ -10,13 +10,14 @@ from typing import Any, Optional
 import requests
 
 from .api import resolve_address, ssl_context
+from .clock import pause_threshold
 from .config import Settings, load_settings, require_key
 from .connection import Connection
 from .connection_log import ConnectionLog
 from .delivery import ResultDelivery
 from .exceptions import GaveUpError
 from .handlers import TaskHandler
-from .identity import machine_pc_id
+from .identity import resolve_pc_id
 from .ledger import Ledger, MemoryStore
 from .liveness import Heartbeats, Verdict, liveness, readiness
 from .receiver import FrameReceiver, MessageHandler
@@ -73,7 +74,10 @@ class NodeWebSocketClient:
             settings = load_settings(overrides, env_file=env_file)
         require_key(settings)
         self.settings = settings
-        self.pc_id = settings.pc_id or machine_pc_id(settings.instance)
+        #: Where the pc_id came from (identity.py): set, kept in the state directory, or derived.
+        self.identity = resolve_pc_id(pc_id=settings.pc_id, instance=settings.instance,
+                                      state_dir=settings.state_dir, log=logger)
+        self.pc_id = self.identity.value
         self.log = _NodeLog(logger, {"pc_id": self.pc_id})
         self._stats = Stats()
         # Built in the order they depend on each other: results flow runner -> delivery -> store,
@@ -111,7 +115,7 @@ class NodeWebSocketClient:
         self._notifier = None if systemd_notify is None else SystemdNotifier(
             send=systemd_notify.send, alive=self.liveness, stats=self.stats,
             watchdog_interval=systemd_notify.watchdog_interval, log=self.log)
-        self.log.info("initialised NodeWebSocketClient, PC ID: %s", self.pc_id)
+        self.log.info("initialised NodeWebSocketClient, PC ID: %s (%s)", self.pc_id, self.identity.describe())
         if settings.uses_public_key:
             self.log.warning("OCTOHUB_SIGNATURE_KEY is the public example key from env.example: "
                              "anyone can impersonate this hub; set a secret key in production")
@@ -193,7 +197,8 @@ class NodeWebSocketClient:
                 connect=self._new_connection, policy=ReconnectPolicy.from_settings(s),
                 dead_after=s.ping_interval + s.ping_timeout + 1.0, on_ended=self._connection_ended,
                 on_reregister=lambda: self._stats.incr("reregistrations"), log=self.log,
-                on_tick=self._watchdog_tick)
+                on_tick=self._watchdog_tick, pause_after=pause_threshold(s.ping_interval),
+                on_pause=lambda pause: self._stats.incr("pauses"))
             self._watchdog.start()
         return self
 

@@ -59,7 +59,7 @@ class Settings:
     ca_file: Optional[str] = _opt(None, "CA bundle to verify the hub's certificate (private CA)", kind="file")
     tls_insecure: bool = _opt(False, "do not verify certificates (logs a warning on every connect)", kind="bool")
     proxy: Optional[str] = _opt(None, "proxy for the API and the WebSocket: http://[user:password@]host:port, socks5://..., socks5h://... or none (unset: HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY)", kind="proxy", repr=False)
-    pc_id: Optional[str] = _opt(None, "node id; default node_<hash of host name and MAC>", kind="name")
+    pc_id: Optional[str] = _opt(None, "node id; default node_<hash of host name and MAC>, kept in the state directory from the first start", kind="name")
     instance: Optional[str] = _opt(None, "instance name mixed into the default pc_id (several nodes on one host)", kind="name")
     reconnect_interval: float = _opt(5.0, "base delay of reconnect backoff (s)", kind="positive")
     reconnect_max_interval: float = _opt(60.0, "longest delay between reconnect attempts (s)", kind="positive")

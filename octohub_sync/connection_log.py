@@ -48,8 +48,9 @@ class ConnectionLog:
                 "the hub dropped this node %d time(s) in a row, soon after connecting: another node with "
                 "pc_id %s is probably connected (the hub keeps one connection per pc_id); give each node its "
                 "own OCTOHUB_PC_ID or OCTOHUB_INSTANCE", decision.duplicate_drops, self._pc_id)
-        if decision.planned:
-            self._log.info("connection %d closed to re-register; connecting again", conn.number)
+        if decision.planned or decision.resumed:
+            self._log.info("connection %d %s; connecting again", conn.number,
+                           "closed to re-register" if decision.planned else "dropped after the pause")
             return
         self._stats.last_error = conn.error
         opened = conn.opened_at is not None

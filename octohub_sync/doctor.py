@@ -18,10 +18,10 @@ import websocket
 
 from . import protocol
 from .api import SKEW_WARNING, Address, loopback_pitfall, resolve_address, ssl_context
-from .config import Settings, env_name
+from .config import Settings
 from .exceptions import ApiError, AuthError, ProtocolError, ProxyError
 from .exitcodes import ExitCode
-from .identity import machine_pc_id
+from .identity import PcId, resolve_pc_id
 from .proxies import mask
 from .signing import MAX_SKEW, redact
 from .tunnel import open_socket
@@ -93,8 +93,11 @@ def run_check(settings: Settings, *, out: Optional[TextIO] = None) -> int:
         0 when every step passed, else 1; the last line then names the failed step and the likely fix.
     """
     p = _Printer(out or sys.stdout)
-    pc_id = settings.pc_id or machine_pc_id(settings.instance)
-    _print_settings(settings, pc_id, p)
+    # Only looks: the node's first start writes the identity file, not a check.
+    identity = resolve_pc_id(pc_id=settings.pc_id, instance=settings.instance, state_dir=settings.state_dir,
+                             save=False, log=logger)
+    pc_id = identity.value
+    _print_settings(settings, identity, p)
     check_id = pc_id + CHECK_SUFFIX
     try:
         _check_key(settings, p)
@@ -110,7 +113,7 @@ def run_check(settings: Settings, *, out: Optional[TextIO] = None) -> int:
     return ExitCode.OK
 
 
-def _print_settings(settings: Settings, pc_id: str, p: _Printer) -> None:
+def _print_settings(settings: Settings, identity: PcId, p: _Printer) -> None:
     p.line("Configuration (value [source]):")
     shown = settings.masked()
     width = max(len(name) for name in shown)
@@ -120,9 +123,8 @@ def _print_settings(settings: Settings, pc_id: str, p: _Printer) -> None:
     shown_env = [(env.names[key], mask(env.urls[key])) for key in ("https", "http", "all") if key in env.urls]
     for name, value in shown_env + ([(env.names["no"], env.no_proxy)] if env.no_proxy else []):
         p.line(f"  {name:<{width}} = {value} [environment]")
-    origin = env_name("pc_id") if settings.pc_id else (
-        "host name + MAC" + (f" + instance {settings.instance!r}" if settings.instance else ""))
-    p.line(f"  pc_id in use: {pc_id} (from {origin})")
+    instance = f", instance {settings.instance!r}" if settings.instance and not settings.pc_id else ""
+    p.line(f"  pc_id in use: {identity.value} ({identity.describe()}{instance})")
     p.line()
 
 

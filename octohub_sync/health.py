@@ -56,6 +56,7 @@ _COUNTER_HELP = {
     "connect_failures": "Connection attempts that never opened.",
     "ledger_errors": "Writes to the on-disk ledger that failed (disk full, I/O error); results stayed in memory.",
     "reregistrations": "Connections closed and opened again so that the hub cannot forget this node (OCTOHUB_HUB_READ_TIMEOUT).",
+    "pauses": "Pauses of the process or suspends of the machine longer than the keep-alive interval, each ending the connection.",
 }
 
 _GAUGES = (

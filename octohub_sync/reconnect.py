@@ -34,6 +34,7 @@ class Ending:
         close_code: the hub's close code; None when no close handshake happened.
         replaced: the hub said another connection with this pc_id replaced it.
         planned: the node closed it to register again (see :attr:`ReconnectPolicy.reregister_at`).
+        resumed: the node dropped it after a pause of the process or machine (clock.py).
         error: what went wrong, for the give-up message.
     """
 
@@ -41,6 +42,7 @@ class Ending:
     close_code: Optional[int]
     replaced: bool = False
     planned: bool = False
+    resumed: bool = False
     error: str = ""
 
 
@@ -54,12 +56,14 @@ class Decision:
         duplicate_drops: non-zero: warn that another node probably uses this pc_id; the number
             of short-lived connections in a row.
         planned: the node closed the connection itself to register again; nothing went wrong.
+        resumed: the node dropped the connection after a pause; not the hub's fault.
     """
 
     delay: Optional[float]
     give_up: str = ""
     duplicate_drops: int = 0
     planned: bool = False
+    resumed: bool = False
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,8 @@ class ReconnectPolicy:
             policy = replace(policy, reregister_at=max(self.reregister_at or due, due))
         if ending.planned:
             return policy, Decision(delay=0.0, planned=True)  # the old session is over: connect again at once
+        if ending.resumed:  # neither a failure nor the hub's doing: no backoff, nothing counted
+            return policy, Decision(delay=0.0, resumed=True)
         duplicate = 0
         if ending.lived is not None and ending.lived >= self.stable_after:
             policy = replace(policy, retries=0, failures=0, short_drops=0)

@@ -11,7 +11,7 @@ __all__ = ["COUNTERS", "NodeState", "Stats"]
 COUNTERS = (
     "tasks_received", "tasks_completed", "tasks_failed", "tasks_rejected", "tasks_timed_out", "tasks_cancelled",
     "tasks_duplicate", "bad_frames", "results_dropped", "results_resent", "reconnects", "connect_failures",
-    "reregistrations", "ledger_errors",
+    "reregistrations", "ledger_errors", "pauses",
 )
 
 

@@ -1,7 +1,8 @@
 """The watchdog thread: it alone (re)connects, as :class:`ReconnectPolicy` decides.
 
 It notices a connection that ended, a path that stopped answering pings, a hub that
-announced it is dropping us, and a registration the hub may have lost; it waits as
+announced it is dropping us, a registration the hub may have lost, and a pause of the
+process or a suspend of the machine (clock.py) after which the path is probably dead; it waits as
 the policy says and starts a new connection, only once the old one is over
 (break-before-make).
 """
@@ -12,6 +13,7 @@ import threading
 import time
 from typing import Callable, Optional
 
+from .clock import Pause, Tick, detect_pause
 from .connection import CLOSE_TIMEOUT, Connection
 from .reconnect import Decision, Ending, ReconnectPolicy
 
@@ -33,6 +35,10 @@ class Watchdog:
         on_reregister: told that the watchdog closes a connection to register again.
         on_tick: told the time of every turn of the loop, on this thread (the node's liveness, and
             the systemd watchdog pings that depend on it: a wedged loop stops them).
+        pause_after: seconds of absence (a stopped process, a suspended machine) after which the
+            connection counts as dead and a new one starts at once (``clock.pause_threshold``);
+            0 never.
+        on_pause: told of each such pause, on this thread (the node counts them).
     """
 
     def __init__(
@@ -45,6 +51,8 @@ class Watchdog:
         on_reregister: Callable[[], None],
         log: logging.LoggerAdapter,
         on_tick: Callable[[float], None] = lambda now: None,
+        pause_after: float = 0.0,
+        on_pause: Callable[[Pause], None] = lambda pause: None,
     ) -> None:
         self._connect_to = connect
         self._on_tick = on_tick
@@ -61,6 +69,10 @@ class Watchdog:
         self._replaced = False
         self._closing_for: Optional[str] = None  # why we close the current connection ourselves
         self._next_attempt = 0.0
+        self._pause_after, self._on_pause = pause_after, on_pause
+        self._last_look: Optional[Tick] = None  # the clocks at the previous step
+        self._slept = TICK  # how long the loop last asked to sleep
+        self._resumed = False  # the current connection is dropped because of a pause
         # Daemon: if the program exits without stop(), this thread must not hold it open.
         self.thread = threading.Thread(target=self._run, name="octohub-watchdog", daemon=True)
 
@@ -92,14 +104,15 @@ class Watchdog:
         while not self._stopping.is_set():
             now = time.monotonic()
             try:
-                self.step(now)
+                self.step(now, wall=time.time())
             except Exception:  # the watchdog must outlive any bug of ours
                 self._log.exception("watchdog step failed; carrying on")
             try:
                 self._on_tick(now)
             except Exception:
                 self._log.exception("watchdog tick failed; carrying on")
-            self._wake.wait(self._sleep_time())
+            self._slept = self._sleep_time()
+            self._wake.wait(self._slept)
             self._wake.clear()
 
     def _sleep_time(self) -> float:
@@ -107,8 +120,14 @@ class Watchdog:
             return min(TICK, max(0.0, self._next_attempt - time.monotonic()))
         return TICK
 
-    def step(self, now: float) -> None:
-        """One look at the connection at time ``now`` (the loop calls it; tests drive it directly)."""
+    def step(self, now: float, *, wall: Optional[float] = None) -> None:
+        """One look at the connection at time ``now`` (the loop calls it; tests drive it directly).
+
+        ``wall`` is ``time.time()`` at the same moment: with it, a pause since the previous
+        step is noticed too.
+        """
+        if wall is not None:
+            self._notice_pause(Tick(now, wall))
         conn = self.conn
         if conn is not None and not conn.thread.is_alive():
             self._ended(conn, now)
@@ -121,6 +140,24 @@ class Watchdog:
                 self.conn.start()
         else:
             self._check_alive(conn, now)
+
+    def _notice_pause(self, tick: Tick) -> None:
+        previous, self._last_look = self._last_look, tick
+        if previous is None or not self._pause_after:
+            return
+        pause = detect_pause(previous, tick, expected=self._slept, threshold=self._pause_after)
+        if pause is None:
+            return
+        self._on_pause(pause)
+        # The hub is not at fault, so no backoff: the next attempt starts now, with a new signed address.
+        self._log.info("%s for %.1f s, longer than the keep-alive allows: the connection is probably dead; "
+                       "connecting again now", pause.kind.value, pause.seconds)
+        conn = self.conn
+        if conn is None:
+            self._next_attempt = tick.monotonic
+        else:
+            self._resumed = True
+            conn.abort()
 
     def _check_alive(self, conn: Connection, now: float) -> None:
         if conn.opened_at is None:
@@ -158,9 +195,10 @@ class Watchdog:
         if self._stopping.is_set():
             return
         why, self._closing_for = self._closing_for, None
+        resumed, self._resumed = self._resumed, False
         ending = Ending(lived=None if conn.opened_at is None else now - conn.opened_at,
                         close_code=conn.close_code, replaced=self._replaced,
-                        planned=why == "re-register", error=conn.error or "")
+                        planned=why == "re-register", resumed=resumed, error=conn.error or "")
         self.policy, decision = self.policy.after(ending, now)
         if decision.delay is None:
             self.gave_up = True

@@ -7,13 +7,19 @@ and sleeps ``data.seconds``; ``journal`` and ``journal_once`` (registered with
 ``retry_interrupted=False``), which append ``<pid> start|end <task_id>`` lines to the
 file named by $OCTOHUB_TEST_JOURNAL around a sleep of ``data.seconds``, so that a test
 sees which process ran which task, across a kill -9.
+
+$OCTOHUB_TEST_HOSTNAME and $OCTOHUB_TEST_MAC (12 hex digits), read only here, make this
+process see another host name or MAC (``socket.gethostname``, ``uuid.getnode``): a renamed
+or cloned machine, for the pc_id tests. The node has no such setting.
 """
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -49,6 +55,15 @@ def journal(task: dict) -> dict:
     return {"pid": os.getpid()}
 
 
+def pretend_machine() -> None:
+    """Another host name and MAC for this process, if the test asks for them."""
+    hostname, mac = os.environ.get("OCTOHUB_TEST_HOSTNAME"), os.environ.get("OCTOHUB_TEST_MAC")
+    if hostname:
+        socket.gethostname = lambda: hostname
+    if mac:
+        uuid.getnode = lambda: int(mac, 16)
+
+
 def setup(client: Any) -> None:
     client.register_task_handler("count", count)
     client.register_task_handler("block", block)
@@ -57,4 +72,5 @@ def setup(client: Any) -> None:
 
 
 if __name__ == "__main__":
+    pretend_machine()
     sys.exit(main(setup=setup))

@@ -8,11 +8,14 @@ from typing import Optional
 import pytest
 
 from octohub_sync.backoff import Backoff
+from octohub_sync.clock import Pause, PauseKind
 from octohub_sync.connection import CLOSE_TIMEOUT
 from octohub_sync.reconnect import Decision, ReconnectPolicy
-from octohub_sync.watchdog import Watchdog
+from octohub_sync.watchdog import TICK, Watchdog
 
 DEAD_AFTER = 5.0
+#: Wall-clock time at monotonic 0 in the pause tests.
+EPOCH = 1_700_000_000.0
 
 
 class FakeConnection:
@@ -48,13 +51,15 @@ class FakeConnection:
 
 
 class Harness:
-    def __init__(self, policy: ReconnectPolicy) -> None:
+    def __init__(self, policy: ReconnectPolicy, *, dead_after: float = DEAD_AFTER, pause_after: float = 0.0) -> None:
         self.made: list[FakeConnection] = []
         self.ended: list[tuple[FakeConnection, Decision]] = []
+        self.pauses: list[Pause] = []
         self.reregistered = 0
-        self.watchdog = Watchdog(connect=self.connect, policy=policy, dead_after=DEAD_AFTER,
+        self.watchdog = Watchdog(connect=self.connect, policy=policy, dead_after=dead_after,
                                  on_ended=lambda c, d: self.ended.append((c, d)),
-                                 on_reregister=self.reregister, log=logging.LoggerAdapter(logging.getLogger("t"), {}))
+                                 on_reregister=self.reregister, log=logging.LoggerAdapter(logging.getLogger("t"), {}),
+                                 pause_after=pause_after, on_pause=self.pauses.append)
 
     def connect(self, number: int) -> FakeConnection:
         conn = FakeConnection(number)
@@ -64,10 +69,17 @@ class Harness:
     def reregister(self) -> None:
         self.reregistered += 1
 
-    def step(self, now: float) -> None:
+    def step(self, now: float, wall: Optional[float] = None) -> None:
         for conn in self.made:
             conn.now = now  # type: ignore[attr-defined]
-        self.watchdog.step(now)
+        self.watchdog.step(now, wall=wall)
+
+    def steps(self, start: float, end: float, *, skew: float = 0.0) -> None:
+        """Steps every TICK from ``start`` to ``end`` (monotonic), the wall clock ``EPOCH + skew`` ahead."""
+        now = start
+        while now <= end:
+            self.step(now, wall=EPOCH + skew + now)
+            now += TICK
 
     @property
     def conn(self) -> FakeConnection:
@@ -189,3 +201,69 @@ def test_a_connection_that_stays_up_resets_the_policy(h: Harness) -> None:
     assert h.watchdog.policy.retries == 4
     h.step(31.0)
     assert (h.watchdog.policy.retries, h.watchdog.policy.failures, h.watchdog.policy.short_drops) == (0, 0, 0)
+
+
+# -- pauses of the process, suspends of the machine (clock.py) -------------------------------------
+
+#: A keep-alive of 10 s; the no-pong rule alone would wait a minute, so only the pause check acts.
+PAUSE_AFTER, SLOW_DEATH = 10.0, 60.0
+
+
+@pytest.fixture
+def paused() -> Harness:
+    # retries=3: the backoff would wait at least 2 s before another attempt.
+    h = Harness(replace(POLICY, retries=3), dead_after=SLOW_DEATH, pause_after=PAUSE_AFTER)
+    h.steps(0.0, 1.0)
+    h.conn.open(at=0.5)
+    h.steps(1.0, 3.0)
+    return h
+
+
+def test_a_late_tick_drops_the_connection_and_connects_again_at_once(paused: Harness) -> None:
+    h = paused
+    h.step(3.0 + 15.0, wall=EPOCH + 3.0 + 15.0)  # the process was stopped for 15 s
+    assert h.conn.aborted and len(h.made) == 1
+    assert [p.kind for p in h.pauses] == [PauseKind.PROCESS] and h.pauses[0].seconds == pytest.approx(15.0 - TICK)
+    h.conn.end()
+    h.step(18.1, wall=EPOCH + 18.1)
+    [(_, decision)] = h.ended
+    assert decision.resumed and decision.delay == 0.0
+    assert len(h.made) == 2 and h.conn.started  # in the same step: no backoff for a pause
+    assert h.watchdog.policy.failures == 0 and h.watchdog.policy.retries == 3
+
+
+def test_a_wall_clock_jump_drops_the_connection_too(paused: Harness) -> None:
+    h = paused
+    h.step(3.3, wall=EPOCH + 3.3 + 600.0)  # suspended for 10 minutes: the monotonic clock stood still
+    assert h.conn.aborted
+    assert [p.kind for p in h.pauses] == [PauseKind.SUSPEND] and h.pauses[0].seconds == pytest.approx(600.05)
+    h.conn.end()
+    h.step(3.4, wall=EPOCH + 603.4)
+    assert len(h.made) == 2 and h.ended[0][1].delay == 0.0
+    h.steps(3.5, 6.0, skew=600.0)  # the clocks agree again: no second pause
+    assert len(h.pauses) == 1 and not h.conn.aborted
+
+
+def test_a_suspend_while_waiting_for_the_next_attempt_ends_the_wait(paused: Harness) -> None:
+    h = paused
+    h.conn.end()  # lost: the backoff (retries=3) waits at least 2 s
+    h.step(3.25, wall=EPOCH + 3.25)
+    delay = h.ended[0][1].delay
+    assert delay is not None and delay >= 2.0 and len(h.made) == 1
+    h.step(3.5, wall=EPOCH + 3.5 + 3600.0)
+    assert len(h.made) == 2  # the network of an hour ago says nothing about now
+
+
+def test_scheduling_jitter_drops_nothing(paused: Harness) -> None:
+    h = paused
+    h.step(3.0 + 2.0, wall=EPOCH + 3.0 + 2.0)  # 2 s late: a loaded machine, not a pause
+    h.step(5.0 + 0.25, wall=EPOCH + 5.0 + 0.25 + 1.5)  # an NTP step
+    assert not h.conn.aborted and h.pauses == [] and len(h.made) == 1
+
+
+def test_without_the_wall_clock_or_a_threshold_nothing_is_judged() -> None:
+    h = Harness(POLICY, dead_after=SLOW_DEATH)  # pause_after=0: off
+    h.steps(0.0, 1.0)
+    h.conn.open(at=0.5)
+    h.step(30.0, wall=EPOCH + 3600.0)
+    assert not h.conn.aborted and h.pauses == []

@@ -1,0 +1,69 @@
+"""A node process stopped (SIGSTOP) while its path to the hub died: after SIGCONT it reconnects at once.
+
+Without the pause check it would wait for the keep-alive to time out (OCTOHUB_PING_INTERVAL +
+OCTOHUB_PING_TIMEOUT without a pong) before it even began to reconnect.
+"""
+from __future__ import annotations
+
+import signal
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from octohub_sync.clock import MIN_PAUSE
+from octohub_sync.hub import LocalHub
+
+from .conftest import KEY, free_port
+from .proxy import StallProxy
+from .test_faults import ready_count
+from .test_process import finish, log_text, spawn
+
+pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs SIGSTOP/SIGCONT (POSIX)")
+
+PING_INTERVAL, PING_TIMEOUT = MIN_PAUSE, MIN_PAUSE - 0.5
+#: Longer than the keep-alive interval, shorter than the no-pong rule (interval + timeout + 1 s).
+PAUSE = PING_INTERVAL + 1.5
+#: Resume to node_ready on the new connection; the no-pong rule alone takes PING_TIMEOUT + 1 - 1.5 s more.
+BOUND = 2.5
+
+
+def keep_stopped(proc: psutil.Process, seconds: float) -> None:
+    """The fault itself: the process stays stopped for ``seconds`` (nothing to wait for meanwhile)."""
+    time.sleep(seconds)
+    assert proc.status() == psutil.STATUS_STOPPED
+
+
+def test_sigstop_while_the_path_dies_reconnects_at_once_after_sigcont(tmp_path: Path) -> None:
+    with LocalHub(KEY) as hub:
+        proxy = StallProxy(hub.ws_port)
+        hub.ws_port = proxy.port  # the API hands out the proxy's address: the path we can kill
+        metrics = free_port()
+        node = spawn(hub, tmp_path, "node_sleepy", "--ping-interval", str(PING_INTERVAL),
+                     "--ping-timeout", str(PING_TIMEOUT), "--metrics-port", str(metrics))
+        try:
+            assert hub.wait_for(lambda: ready_count(hub, "node_sleepy") == 1, 20), log_text(node)
+            process = psutil.Process(node.pid)
+            node.send_signal(signal.SIGSTOP)
+            proxy.stall()  # the path dies while the node cannot notice
+            keep_stopped(process, PAUSE)
+            node.send_signal(signal.SIGCONT)
+            resumed = time.monotonic()
+            assert hub.wait_for(lambda: ready_count(hub, "node_sleepy") == 2, 20), log_text(node)
+            took = time.monotonic() - resumed
+            print(f"resume to node_ready on a new connection: {took:.3f} s")
+            assert took < BOUND, log_text(node)
+            # The new connection has a freshly signed address: asked of the API after the resume.
+            assert any(r["time"] > resumed and r["status"] == 200 for r in hub.api_requests)
+            assert "process paused for" in log_text(node)
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5) as response:
+                assert 'octohub_node_pauses_total{pc_id="node_sleepy"} 1' in response.read().decode()
+            assert hub.wait_result(hub.send_task("echo", {"n": 1}, pc_id="node_sleepy"))["status"] == "completed"
+            node.send_signal(signal.SIGTERM)
+            code, err = finish(node)
+        finally:
+            node.kill()
+            proxy.close()
+    assert code == 0, err[-3000:]
