@@ -145,3 +145,18 @@ def test_the_posix_rule_finds_what_runs_at_import() -> None:
                         "if sys.platform != 'win32':\n    import termios\n"
                         "try:\n    import grp\nexcept ImportError:\n    grp = None\n")
     assert posix_only_uses(guarded) == []
+
+
+#: The programs (they may handle signals); everything else is library code, which never does.
+PROGRAMS = {"octohub_sync.cli", "octohub_sync.stop_signals", "octohub_sync.__main__", "octohub_sync.hub.__main__"}
+
+
+def test_only_the_programs_handle_signals() -> None:
+    known = module_names()
+    for name, path in known.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        uses_signal = any(isinstance(node, ast.Import) and any(a.name == "signal" for a in node.names)
+                          or isinstance(node, ast.ImportFrom) and node.module == "signal" for node in ast.walk(tree))
+        if name not in PROGRAMS:
+            assert not uses_signal, f"{name} imports signal: only {sorted(PROGRAMS)} may"
+            assert "octohub_sync.stop_signals" not in imports(name, path, known), name
