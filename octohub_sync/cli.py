@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import signal
 import sys
-import threading
 from dataclasses import replace
 from typing import Any, Optional, Sequence
 
@@ -23,6 +20,7 @@ from .exitcodes import ExitCode
 from .ledger import default_state_dir
 from .sdnotify import NotifySocket
 from .signing import RedactingFilter
+from .stop_signals import StopRequests
 
 __all__ = ["main"]
 
@@ -115,7 +113,10 @@ def _warn_about_keys_on_the_command_line(args: argparse.Namespace) -> None:
 
 
 def run_node(settings: Settings, *, setup: Optional[Setup] = None) -> int:
-    """Run until SIGTERM/SIGINT (warm stop; a second signal exits at once) or until giving up.
+    """Run until asked to stop (warm stop; a second request exits at once) or until giving up.
+
+    SIGTERM, SIGINT (Ctrl+C), SIGBREAK (Ctrl+Break, Windows) and Windows' console close, logoff
+    and shutdown events ask for the stop (see :mod:`octohub_sync.stop_signals`).
 
     Raises:
         ConfigError: the app (``OCTOHUB_APP``) does not load or registers nothing.
@@ -128,22 +129,14 @@ def run_node(settings: Settings, *, setup: Optional[Setup] = None) -> int:
     if app is not None and settings.app:
         served = install_app(client, app, settings.app)
         client.log.info("serving %s: %s", settings.app, ", ".join(served))
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: Any) -> None:
-        if stop.is_set():
-            # Cold stop: the operator asked twice; running handlers are abandoned.
-            os.write(2, b"octohub-node: second signal, exiting now\n")
-            os._exit(ExitCode.FAILED)
-        logging.getLogger(__name__).info("received %s: stopping (send it again to exit at once)",
-                                         signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stops = StopRequests()
+    client.log.debug("stopping on %s", ", ".join(stops.install()))
     client.start()
-    client.wait_stopped(until=stop)
-    clean = client.stop()
+    try:
+        client.wait_stopped(until=stops.requested)
+        clean = client.stop(timeout=stops.budget(settings.shutdown_timeout))
+    finally:
+        stops.stopped.set()  # a Windows console event's handler holds the process until now
     if client.failure is not None:
         print(f"octohub-node: {client.failure}", file=sys.stderr)
         return ExitCode.FAILED

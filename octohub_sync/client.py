@@ -18,13 +18,14 @@ from .delivery import ResultDelivery
 from .exceptions import GaveUpError
 from .handlers import TaskHandler
 from .identity import resolve_pc_id
-from .ledger import Ledger, MemoryStore
+from .ledger import Ledger
 from .liveness import Heartbeats, Verdict, liveness, readiness
 from .receiver import FrameReceiver, MessageHandler
 from .reconnect import Decision, ReconnectPolicy
 from .runner import TaskRunner
 from .sdnotify import NotifySocket, SystemdNotifier
 from .stats import NodeState, Stats
+from .store import MemoryStore
 from .task_board import TaskBoard
 from .timers import Timers
 from .watchdog import Watchdog

@@ -77,7 +77,7 @@ class Settings:
     shutdown_timeout: float = _opt(30.0, "how long stop waits for running tasks (s)", kind="seconds")
     outbox_size: int = _opt(1000, "results kept while disconnected", kind="size")
     result_cache_size: int = _opt(1000, "finished results kept to answer redelivered task ids", kind="size")
-    state_dir: Optional[str] = _opt(None, "keep unsent results and finished tasks here across restarts (off = in memory; the program's default: $STATE_DIRECTORY or ~/.local/state/octohub-node)", kind="statedir")
+    state_dir: Optional[str] = _opt(None, "keep unsent results and finished tasks here across restarts (off = in memory; the program's default: the platform's state directory, see the README)", kind="statedir")
     max_message_bytes: int = _opt(4 * 2**20, "larger frames are refused (bytes)", kind="size")
     max_result_bytes: int = _opt(2**20, "larger results are answered failed ResultTooLarge (bytes, 0 = no limit)", kind="count")
     status_interval: float = _opt(300.0, "log a status line every N s (0 = off)", kind="seconds")

@@ -18,7 +18,7 @@ from collections import deque
 from typing import Optional
 
 from .connection import Connection
-from .ledger import MemoryStore
+from .store import MemoryStore
 from .outbox import Outbox, Result
 from .stats import Stats
 

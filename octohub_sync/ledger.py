@@ -1,37 +1,55 @@
 """What must outlive the process: results the hub has not confirmed, finished tasks, started tasks.
 
-:class:`MemoryStore` keeps nothing (an embedded node's default); :class:`Ledger` keeps it in
-an SQLite file, one per pc_id, in WAL mode with ``synchronous=NORMAL``: a commit survives
-the process being killed (it is in the operating system's hands), a power cut may lose the
-last commits before a checkpoint but never corrupts the file.
+:class:`Ledger` keeps them in an SQLite file, one per pc_id, in WAL mode with ``synchronous=NORMAL``:
+a commit survives the process being killed (it is in the operating system's hands), a power cut may
+lose the last commits before a checkpoint but never corrupts the file. (A node without a state
+directory uses :class:`~octohub_sync.store.MemoryStore`, which keeps nothing.)
 
 Writes go through one thread that commits whatever has queued up as one transaction
 (group commit). A result must be on disk before the node tries to send it, so the writer
 thread, not the worker that produced it, hands each result on to be sent once its commit
 is done: no worker ever waits for the disk, and under load one commit carries the results
 of every worker that finished meanwhile.
+
+One process at a time uses a ledger: :meth:`Ledger.open` takes an operating-system lock on
+``<pc_id>.lock`` beside it with :mod:`filelock` (``flock`` on POSIX, ``LockFileEx`` or
+``msvcrt.locking`` on Windows, by its version), which the system releases when the process ends,
+however it ends.
 """
 from __future__ import annotations
 
-import fcntl
 import itertools
 import logging
 import os
 import sqlite3
+import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
+
+import platformdirs.macos
+import platformdirs.unix
+import platformdirs.windows
+from platformdirs.api import PlatformDirsABC
 
 from .exceptions import ConfigError
 from .outbox import Result
 from .stats import Stats
+from .store import MemoryStore, Snapshot, Then
+
+if TYPE_CHECKING:
+    from filelock import BaseFileLock
 
 __all__ = ["Ledger", "MemoryStore", "Snapshot", "default_state_dir"]
 
-#: Receives results once they are stored, oldest first (ResultDelivery sends them).
-Then = Callable[[list[Result]], None]
-
+#: The folder of the program's state under each platform's own place for it.
+APP_NAME = "octohub-node"
+# sys.platform -> how platformdirs answers there; any other platform is answered as Unix (XDG).
+_PLATFORM_DIRS: dict[str, type[PlatformDirsABC]] = {
+    "win32": platformdirs.windows.Windows,
+    "darwin": platformdirs.macos.MacOS,
+}
 #: Marks the file as ours (PRAGMA application_id): "OCHB".
 APPLICATION_ID = 0x4F434842
 #: Bumped when the tables change; a file of another version is moved aside.
@@ -69,55 +87,24 @@ TRIM_EVERY = 64
 ASYNC_DELAY = 0.2
 
 
-class Snapshot(NamedTuple):
-    """What a store held when it was opened."""
+def default_state_dir(*, platform: Optional[str] = None) -> Path:
+    """Where the program keeps its ledger unless told otherwise (``OCTOHUB_STATE_DIR``).
 
-    #: Results not confirmed by the hub, oldest first: (seq, task_id, frame).
-    pending: list[tuple[int, str, str]]
-    #: Finished tasks, oldest first: (task_id, result frame).
-    finished: list[tuple[str, str]]
-    #: Tasks that started and never finished: the process ended while they ran.
-    started: list[str]
+    ``$STATE_DIRECTORY`` (systemd's ``StateDirectory=``, its first entry) where systemd runs, else
+    each platform's own place for an application's state, as :mod:`platformdirs` knows it:
+    ``%LOCALAPPDATA%\\octohub-node`` on Windows, ``~/Library/Application Support/octohub-node``
+    on macOS, ``$XDG_STATE_HOME/octohub-node`` (``~/.local/state/octohub-node``) elsewhere.
 
-
-class MemoryStore:
-    """Keeps nothing: every guarantee ends with the process (OCTOHUB_STATE_DIR unset or off)."""
-
-    def __init__(self) -> None:
-        self._seq = itertools.count(1)
-
-    def open(self) -> Snapshot:
-        return Snapshot([], [], [])
-
-    def close(self) -> None:
-        pass
-
-    def add_result(self, task_id: str, frame: str, then: Then, *, finished: bool = False) -> None:
-        """Record a result, then hand it to ``then`` to be sent (``finished``: it ends the task).
-
-        Here ``then([result])`` is called at once; a :class:`Ledger` calls it on its writer
-        thread once the result is on disk, with every result of that commit.
-        """
-        then([Result(next(self._seq), task_id, frame)])
-
-    def settle(self) -> None:
-        """Wait until every result added so far was handed to its ``then``."""
-
-    def remove_results(self, seqs: Iterable[int]) -> None:
-        """The hub confirmed these results (or they were dropped)."""
-
-    def started(self, task_id: str, *, wait: bool = False) -> None:
-        """A task's handler is about to run; ``wait`` until that is on disk."""
-
-
-
-def default_state_dir(environ: Optional[dict] = None) -> Path:
-    """``$STATE_DIRECTORY`` (systemd's StateDirectory=), else ``$XDG_STATE_HOME/octohub-node``."""
-    env = os.environ if environ is None else environ
-    if env.get("STATE_DIRECTORY"):
-        return Path(env["STATE_DIRECTORY"].split(":")[0])
-    base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "octohub-node"
+    Args:
+        platform: the ``sys.platform`` to answer for (by default the one this process runs on).
+    """
+    platform = sys.platform if platform is None else platform
+    if platform.startswith("linux") and os.environ.get("STATE_DIRECTORY"):
+        return Path(os.environ["STATE_DIRECTORY"].split(os.pathsep)[0])
+    dirs = _PLATFORM_DIRS.get(platform, platformdirs.unix.Unix)
+    # appauthor=False: no vendor folder above ours on Windows; roaming=False: the ledger belongs to
+    # this PC (%LOCALAPPDATA%), never to a profile that roams to other machines (%APPDATA%).
+    return Path(dirs(APP_NAME, appauthor=False, roaming=False).user_state_dir)
 
 
 class Ledger(MemoryStore):
@@ -136,7 +123,7 @@ class Ledger(MemoryStore):
         self._cache_size = cache_size
         self._stats = stats
         self._log = log
-        self._lock_fd: Optional[int] = None
+        self._file_lock: Optional[BaseFileLock] = None
         self._db: Optional[sqlite3.Connection] = None
         self._cond = threading.Condition()
         self._batch = _Batch()     # the writes not yet taken by the writer thread
@@ -158,7 +145,7 @@ class Ledger(MemoryStore):
         except OSError as exc:
             raise ConfigError("OCTOHUB_STATE_DIR", str(self.directory),
                               f"cannot create the state directory: {exc.strerror or exc}") from None
-        self._lock_fd = self._lock()
+        self._file_lock = self._lock()
         try:
             self._db, snapshot = self._load()
         except BaseException:
@@ -183,30 +170,36 @@ class Ledger(MemoryStore):
             self._db = None
         self._unlock()
 
-    def _lock(self) -> int:
-        lock_path = self.path.with_suffix(".lock")
+    def _lock(self) -> BaseFileLock:
+        # filelock, not fcntl: the same OS lock on Windows (LockFileEx / msvcrt.locking) as on POSIX
+        # (flock), released by the system when the process dies, and its Windows half is tested on
+        # Windows by its maintainers, which this project cannot do. Imported here: only a ledger needs it.
+        from filelock import FileLock, Timeout
+
+        # timeout=0: refuse at once; thread_local=False: stop() may run on another thread than start().
+        lock = FileLock(str(self.path.with_suffix(".lock")), timeout=0, mode=0o600, thread_local=False)
         try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise ConfigError("OCTOHUB_STATE_DIR", str(self.directory),
-                              f"cannot write there: {exc.strerror or exc}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
+            lock.acquire()
+        except Timeout:
             raise ConfigError("OCTOHUB_STATE_DIR", str(self.directory),
                               f"another node process with pc_id {self._pc_id} is using {self.path}; "
                               "give each node on this host its own OCTOHUB_INSTANCE (or OCTOHUB_PC_ID)") from None
-        return fd
+        except OSError as exc:
+            raise ConfigError("OCTOHUB_STATE_DIR", str(self.directory),
+                              f"cannot write there: {exc.strerror or exc}") from None
+        return lock
 
     def _unlock(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # closing the descriptor releases the flock
-            self._lock_fd = None
+        if self._file_lock is not None:
+            self._file_lock.release()
+            self._file_lock = None
 
     def _load(self) -> tuple[sqlite3.Connection, Snapshot]:
         try:
+            new = not self.path.exists()
             db = _connect(self.path)
+            if new:  # said once: where results will wait (a plain run picks the place itself)
+                self._log.info("created the ledger %s (OCTOHUB_STATE_DIR: where; off: keep nothing)", self.path)
             return db, self._read(db)
         except (sqlite3.DatabaseError, _Foreign) as exc:
             aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")

@@ -10,7 +10,7 @@ from typing import Any, Callable, Mapping, Optional
 
 from . import protocol
 from .handlers import BUILTIN_HANDLERS, TaskHandler
-from .ledger import MemoryStore
+from .store import MemoryStore
 from .protocol import Task
 from .stats import Stats
 from .task_control import TaskControl

@@ -68,6 +68,9 @@ class NotifySocket:
             if address:
                 logger.debug("NOTIFY_SOCKET=%r is not an AF_UNIX address; not notifying systemd", address)
             return None
+        if not hasattr(socket, "AF_UNIX"):  # Windows: a NOTIFY_SOCKET there is not systemd's
+            logger.debug("NOTIFY_SOCKET=%r set, but this platform has no AF_UNIX sockets; not notifying", address)
+            return None
         return cls(address, watchdog_interval=_watchdog_interval(environ, os.getpid() if pid is None else pid))
 
     def send(self, message: str) -> bool:

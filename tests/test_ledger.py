@@ -8,6 +8,7 @@ import sqlite3
 import stat
 import threading
 from collections import defaultdict
+from contextlib import closing
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -24,7 +25,8 @@ from .test_process import finish, log_text, spawn
 
 def rows(db_file: Path, table: str) -> int:
     """Rows of a ledger table, read the way any other process would read it."""
-    with sqlite3.connect(f"file:{db_file}?mode=ro", uri=True, timeout=5) as db:
+    # closing(): "with connection" only ends a transaction; the connection stays open (ResourceWarning).
+    with closing(sqlite3.connect(f"file:{db_file}?mode=ro", uri=True, timeout=5)) as db:
         return int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 
 
@@ -122,13 +124,12 @@ def test_results_are_handed_on_after_their_commit_and_no_worker_waits_for_the_di
             arrived.set()
 
     try:
-        blocker = sqlite3.connect(str(db_file), timeout=5, isolation_level=None)
-        blocker.execute("BEGIN IMMEDIATE")  # another writer holds the file: no commit can happen now
-        for n in range(3):
-            ledger.add_result(f"t-{n}", f"frame {n}", then, finished=True)  # returns at once all the same
-        assert handed == []
-        blocker.execute("ROLLBACK")
-        blocker.close()
+        with closing(sqlite3.connect(str(db_file), timeout=5, isolation_level=None)) as blocker:
+            blocker.execute("BEGIN IMMEDIATE")  # another writer holds the file: no commit can happen now
+            for n in range(3):
+                ledger.add_result(f"t-{n}", f"frame {n}", then, finished=True)  # returns at once all the same
+            assert handed == []
+            blocker.execute("ROLLBACK")
         assert arrived.wait(10)
         # Oldest first, each on disk (with everything added before it) when it was handed on.
         assert [seq for seq, _ in handed] == sorted(seq for seq, _ in handed)
@@ -155,7 +156,7 @@ def test_corrupt_or_foreign_file_is_moved_aside(make_node, hub: LocalHub, state:
     caplog.set_level(logging.ERROR, logger="octohub_sync")
     state.mkdir()
     (state / "node_bad.sqlite3").write_bytes(b"this is not a database" * 100)
-    with sqlite3.connect(state / "node_other.sqlite3") as other:
+    with closing(sqlite3.connect(state / "node_other.sqlite3", isolation_level=None)) as other:
         other.execute("CREATE TABLE accounts (id INTEGER)")
     for pc_id in ("node_bad", "node_other"):
         client = make_node(pc_id=pc_id, state_dir=str(state))
@@ -215,10 +216,14 @@ def test_disk_full_at_run_time_keeps_results_in_memory(make_node, hub: LocalHub,
     assert len(errors) == 1 and "full" in errors[0]
 
 
-def test_state_dir_default_follows_systemd_then_xdg(tmp_path: Path) -> None:
-    assert default_state_dir({"STATE_DIRECTORY": "/var/lib/octohub:/other"}) == Path("/var/lib/octohub")
-    assert default_state_dir({"XDG_STATE_HOME": str(tmp_path)}) == tmp_path / "octohub-node"
-    assert default_state_dir({}) == Path.home() / ".local" / "state" / "octohub-node"
+def test_state_dir_default_follows_systemd_then_xdg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STATE_DIRECTORY", os.pathsep.join(["/var/lib/octohub", "/other"]))
+    assert default_state_dir(platform="linux") == Path("/var/lib/octohub")
+    monkeypatch.delenv("STATE_DIRECTORY")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    assert default_state_dir() == tmp_path / "octohub-node"
+    monkeypatch.delenv("XDG_STATE_HOME")
+    assert default_state_dir() == Path.home() / ".local" / "state" / "octohub-node"
 
 
 # -- real crashes ------------------------------------------------------------------------------

@@ -135,3 +135,54 @@ def test_the_plugin_imports_nothing_optional(tmp_path: Path) -> None:
     proc = run_pytest(tmp_path, "test_other.py", PYTHONPATH=str(blocked))
     assert "1 passed, 1 error" in proc.stdout and "During handling" not in proc.stdout, proc.stdout + proc.stderr
     assert "the octohub fixtures need the local hub: pip install 'octohub_sync[testing]'" in proc.stdout
+
+
+# -- what loading the plugin costs --------------------------------------------------------------------
+
+#: What pytest must not import for the plugin: the node's transports, SQLite, the optional extras.
+HEAVY = ("websocket", "requests", "urllib3", "sqlite3", "websockets", "dotenv", "filelock", "platformdirs",
+         "python_socks", "socks", "prometheus_client", "octohub_sync.client", "octohub_sync.ledger")
+
+
+def fresh_python(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """``python *args`` in a fresh interpreter, not measured by coverage (which imports sqlite3 itself)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("OCTOHUB_", "PYTEST_", "COVERAGE_"))}
+    environ.update(env)
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=environ, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_loading_the_plugin_imports_nothing_heavy(tmp_path: Path) -> None:
+    proc = fresh_python(tmp_path, "-c", "import sys, octohub_sync.pytest_plugin\n"
+                        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+    # The public names still work, loaded on first use.
+    proc = fresh_python(tmp_path, "-c", "import octohub_sync\n"
+                        "assert all(getattr(octohub_sync, name) is not None for name in octohub_sync.__all__)\n"
+                        "assert set(octohub_sync.__all__) <= set(dir(octohub_sync))\n"
+                        "assert not hasattr(octohub_sync, 'no_such_name')\n"
+                        "from octohub_sync import ConfigError, NodeWebSocketClient, hub\n"
+                        "print(NodeWebSocketClient.__module__, ConfigError.__module__, hub.__name__)")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["octohub_sync.client", "octohub_sync.exceptions", "octohub_sync.hub"]
+
+
+def test_a_pytest_run_with_the_dependencies_broken_passes(tmp_path: Path) -> None:
+    # The package installed, its dependencies unusable (imports of them fail), the plugin loaded by pytest:
+    # a project whose tests use no octohub fixture runs as before.
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "sitecustomize.py").write_text(
+        "import sys\nfor name in ('websocket', 'requests', 'urllib3', 'dotenv'):\n    sys.modules[name] = None\n")
+    (tmp_path / "test_theirs.py").write_text(textwrap.dedent('''
+        import sys
+
+        def test_theirs():
+            assert "octohub_sync.pytest_plugin" in sys.modules  # pytest loaded the plugin
+            assert sys.modules["websocket"] is None  # and the dependency is broken
+    '''))
+    proc = fresh_python(tmp_path, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_theirs.py",
+                        PYTHONPATH=str(broken))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "1 passed" in proc.stdout
