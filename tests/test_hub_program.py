@@ -2,6 +2,7 @@
 no ``hub`` extra installed."""
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ from typing import Callable
 
 from octohub_sync.client import NodeWebSocketClient
 from octohub_sync.config import load_settings
+from octohub_sync.doctor import run_check
 from octohub_sync.hub import LocalHub
 
 from .conftest import FAST, KEY, wait_until
@@ -107,3 +109,17 @@ def test_401_names_the_env_file_that_beats_the_environment(
     error = client.stats()["last_error"]
     assert "OCTOHUB_SIGNATURE_KEY (read from the .env file (./.env or --env-file), which beats the environment)" in error
     assert "yesterdays-key" not in error and KEY not in error
+
+
+def test_check_direct_mode_401_names_where_the_ws_key_came_from(hub: LocalHub, tmp_path: Path) -> None:
+    dotenv = tmp_path / "node.env"
+    dotenv.write_text("OCTOHUB_WS_SIGNATURE_KEY=yesterdays-ws-key-012345\n")
+    settings = load_settings({"server_host": "127.0.0.1", "server_port": hub.api_port, "ws_port": hub.ws_port,
+                              "connect_mode": "direct", "connect_timeout": FAST["connect_timeout"]},
+                             env_file=dotenv, environ={"OCTOHUB_SIGNATURE_KEY": KEY})
+    out = io.StringIO()
+    assert run_check(settings, out=out) != 0
+    last = out.getvalue().strip().splitlines()[-1]
+    assert last.startswith("FAILED at step 'WebSocket'") and "HTTP 401" in last
+    assert "this node signed with OCTOHUB_WS_SIGNATURE_KEY, read from the .env file" in last
+    assert "yesterdays-ws-key" not in out.getvalue() and KEY not in out.getvalue()
