@@ -16,13 +16,13 @@ import requests
 import urllib3
 
 from . import signing
-from .config import Settings
+from .config import Settings, env_name
 from .exceptions import ApiError, AuthError, ProxyError
 from .proxies import Proxy, refusal_hint
 from .tunnel import tunnel_hint
 from .urls import host_for_url
 
-__all__ = ["Address", "is_loopback", "key_origin", "loopback_pitfall", "resolve_address", "ssl_context", "tls_verify"]
+__all__ = ["Address", "direct_key_origin", "is_loopback", "key_origin", "loopback_pitfall", "resolve_address", "ssl_context", "tls_verify"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,12 @@ def key_origin(settings: Settings, name: str) -> str:
     if source is None:
         return "not set"
     return _ORIGINS.get(source, source).format(flag=name.replace("_", "-"), upper=name.upper(), name=name)
+
+
+def direct_key_origin(settings: Settings) -> str:
+    """The key that signs a WebSocket URL in direct mode and where it came from."""
+    name = "ws_signature_key" if settings.ws_signature_key else "signature_key"
+    return f"{env_name(name)}, {key_origin(settings, name)}"
 
 
 def tls_verify(settings: Settings) -> Union[bool, str]:

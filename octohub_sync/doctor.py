@@ -17,7 +17,7 @@ import requests
 import websocket
 
 from . import protocol
-from .api import SKEW_WARNING, Address, key_origin, loopback_pitfall, resolve_address, ssl_context
+from .api import SKEW_WARNING, Address, direct_key_origin, loopback_pitfall, resolve_address, ssl_context
 from .config import Settings, env_name
 from .exceptions import ApiError, AuthError, ProtocolError, ProxyError
 from .exitcodes import ExitCode
@@ -253,8 +253,7 @@ def _ws_hint(exc: BaseException, settings: Settings, url: str, where: str) -> st
         if exc.status_code == 401:
             fix = _WS_KEY_FIX[settings.connect_mode]
             if settings.connect_mode == "direct":  # the key this node signed with, and where it came from
-                name = "ws_signature_key" if settings.ws_signature_key else "signature_key"
-                fix += f" (this node signed with {env_name(name)}, {key_origin(settings, name)})"
+                fix += f" (this node signed with {direct_key_origin(settings)})"
             return "the WebSocket server refused the signature: " + fix
         return f"check that {where} is the OctoHub WebSocket server (path /ws/node)"
     if isinstance(exc, ssl.SSLError):
