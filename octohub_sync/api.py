@@ -16,13 +16,13 @@ import requests
 import urllib3
 
 from . import signing
-from .config import Settings
+from .config import Settings, env_name
 from .exceptions import ApiError, AuthError, ProxyError
 from .proxies import Proxy, refusal_hint
 from .tunnel import tunnel_hint
 from .urls import host_for_url
 
-__all__ = ["Address", "is_loopback", "loopback_pitfall", "resolve_address", "ssl_context", "tls_verify"]
+__all__ = ["Address", "direct_key_origin", "is_loopback", "key_origin", "loopback_pitfall", "resolve_address", "ssl_context", "tls_verify"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,32 @@ def ssl_context(settings: Settings) -> ssl.SSLContext:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
+
+
+#: ``Settings.sources`` value -> where the operator finds the key, for a 401's hint.
+_ORIGINS = {
+    "flag": "given by --{flag}",
+    "override": "given to the client",
+    # A stale .env is the usual trap: `OCTOHUB_SIGNATURE_KEY=... python run_node.py` does not beat it.
+    ".env": "read from the .env file (./.env or --env-file), which beats the environment",
+    "environment": "read from the environment",
+    "key file": "read from OCTOHUB_{upper}_FILE",
+    "credential": "read from the systemd credential octohub_{name}",
+}
+
+
+def key_origin(settings: Settings, name: str) -> str:
+    """Where the key ``name`` (``signature_key``, ``ws_signature_key``) came from, e.g. "read from the environment"."""
+    source = settings.sources.get(name)
+    if source is None:
+        return "not set"
+    return _ORIGINS.get(source, source).format(flag=name.replace("_", "-"), upper=name.upper(), name=name)
+
+
+def direct_key_origin(settings: Settings) -> str:
+    """The key that signs a WebSocket URL in direct mode and where it came from."""
+    name = "ws_signature_key" if settings.ws_signature_key else "signature_key"
+    return f"{env_name(name)}, {key_origin(settings, name)}"
 
 
 def tls_verify(settings: Settings) -> Union[bool, str]:
@@ -101,7 +127,8 @@ def _ask_api(settings: Settings, pc_id: str, session: requests.Session, log: log
     if response.status_code == 401:
         raise AuthError(
             f"API refused the signature (HTTP 401{_errmsg(body)})", status=401,
-            hint="check that OCTOHUB_SIGNATURE_KEY is the hub's key and that this machine's clock is right"
+            hint=f"check that OCTOHUB_SIGNATURE_KEY ({key_origin(settings, 'signature_key')}) is the hub's key "
+                 "and that this machine's clock is right"
                  + (f" (measured skew {skew:+.0f} s)" if skew is not None and abs(skew) >= 2 else ""),
         )
     if response.status_code != 200 or body is None:

@@ -15,6 +15,7 @@ from ._version import __version__
 from .app import Setup, install_app, load_app
 from .client import NodeWebSocketClient
 from .config import Settings, credential_name, env_name, load_settings, setting_help, setting_names
+from .console import tolerant_console
 from .exceptions import ConfigError
 from .exitcodes import ExitCode
 from .ledger import default_state_dir
@@ -29,8 +30,11 @@ LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
 
 
 def setup_logging(level: str) -> None:
-    """``time - logger - LEVEL - message`` lines on stderr, with signatures masked."""
-    handler = logging.StreamHandler()
+    """``time - logger - LEVEL - message`` lines on stderr, with signatures masked.
+
+    The stream escapes what its encoding cannot show (``tolerant_console``, called by ``main``).
+    """
+    handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     handler.addFilter(RedactingFilter())
     root = logging.getLogger()
@@ -79,6 +83,8 @@ def main(argv: Optional[Sequence[str]] = None, *, setup: Optional[Setup] = None)
             ``--app`` (``OCTOHUB_APP``) does the same without a script of your own; given
             both, ``setup`` runs first.
     """
+    # Before anything writes: a handler's Chinese log line or print() must not raise on a cp1252 pipe.
+    tolerant_console()
     args = build_parser().parse_args(argv)
     try:
         if args.demo:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import sys
 from typing import Any, Mapping
 
 from .client import NodeWebSocketClient
@@ -31,8 +32,12 @@ def run_demo(overrides: Mapping[str, Any]) -> int:
     """Run the demo; returns the exit code (0 when every sample gave the expected status)."""
     try:
         from .hub import LocalHub
-    except ImportError:
-        print("the demo needs the local hub's WebSocket server: pip install -e '.[hub]'")
+    except ImportError as exc:
+        from .hub import install_hint, lacks_websockets
+        if not lacks_websockets(exc):
+            raise
+        print(f"octohub-node: the demo needs the local hub's WebSocket server, the websockets package: "
+              f"{install_hint()}", file=sys.stderr)
         return ExitCode.FAILED
     key = secrets.token_urlsafe(24)  # a throw-away key: the hub and the node are both ours
     with LocalHub(key) as hub:

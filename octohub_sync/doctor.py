@@ -17,8 +17,8 @@ import requests
 import websocket
 
 from . import protocol
-from .api import SKEW_WARNING, Address, loopback_pitfall, resolve_address, ssl_context
-from .config import Settings
+from .api import SKEW_WARNING, Address, direct_key_origin, loopback_pitfall, resolve_address, ssl_context
+from .config import Settings, env_name
 from .exceptions import ApiError, AuthError, ProtocolError, ProxyError
 from .exitcodes import ExitCode
 from .identity import PcId, resolve_pc_id
@@ -253,7 +253,10 @@ def _ws_hint(exc: BaseException, settings: Settings, url: str, where: str) -> st
         return exc.hint
     if isinstance(exc, websocket.WebSocketBadStatusException):
         if exc.status_code == 401:
-            return "the WebSocket server refused the signature: " + _WS_KEY_FIX[settings.connect_mode]
+            fix = _WS_KEY_FIX[settings.connect_mode]
+            if settings.connect_mode == "direct":  # the key this node signed with, and where it came from
+                fix += f" (this node signed with {direct_key_origin(settings)})"
+            return "the WebSocket server refused the signature: " + fix
         return f"check that {where} is the OctoHub WebSocket server (path /ws/node)"
     if isinstance(exc, ssl.SSLError):
         return "TLS failed: set OCTOHUB_CA_FILE to the CA bundle that signed the hub's certificate (or check OCTOHUB_TLS)"

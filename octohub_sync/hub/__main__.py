@@ -1,57 +1,148 @@
 """``python -m octohub_sync.hub``: run the local hub on its own, to try a node against it.
 
 It prints the settings a node needs, optionally sends an ``echo`` task to every
-connected node every few seconds, prints each result, and runs until Ctrl-C.
+connected node every few seconds, prints each result, and runs until Ctrl-C or SIGTERM.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import secrets
+import signal
 import sys
 import threading
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
-from octohub_sync.hub import LocalHub
+from octohub_sync.console import tolerant_console
+from octohub_sync.hub import install_hint, lacks_websockets
+
+PROG = "python -m octohub_sync.hub"
+
+#: The signals that stop the hub. SIGBREAK (Ctrl+Break) exists on Windows only.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGBREAK") if hasattr(signal, name))
+
+#: How the hint names where a node reads the key (``Settings.sources``).
+KEY_SOURCES = {".env": "./.env", "environment": "the environment", "key file": "OCTOHUB_SIGNATURE_KEY_FILE",
+               "credential": "the systemd credential octohub_signature_key"}
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m octohub_sync.hub", description=__doc__.splitlines()[0])
-    parser.add_argument("--key", help="signature key (default: a new random one, printed)")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser.add_argument("--key", help="signature key (default: OCTOHUB_SIGNATURE_KEY as a node started in this "
+                                      "directory reads it, from ./.env or the environment; else a new random "
+                                      "one on every start, printed)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--api-port", type=int, default=8080)
     parser.add_argument("--ws-port", type=int, default=8000)
     parser.add_argument("--dialect", choices=("seed", "go"), default="seed")
     parser.add_argument("--echo-every", type=float, default=0, metavar="SECONDS",
                         help="send an echo task to each connected node this often (0: never)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
-    key = args.key or secrets.token_urlsafe(24)
-    hub = LocalHub(key, host=args.host, api_port=args.api_port, ws_port=args.ws_port, dialect=args.dialect)
-    hub.start()
-    print(f"local hub: API {hub.api_url}, WebSocket port {hub.ws_port}, {args.dialect} dialect. Point a node at it:")
-    # A generated key is a throw-away of this run and must be shown to be usable; a given one is not echoed.
-    shown = "<your key>" if args.key else key
-    # The key goes in the environment: on the command line every user of the machine could read it.
-    print(f"  OCTOHUB_SIGNATURE_KEY={shown} python run_node.py --server-host {args.host} "
-          f"--server-port {hub.api_port} --ws-port {hub.ws_port}", flush=True)
-    stop = threading.Event()
-    seen = 0
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    tolerant_console()  # a result in Chinese must not kill the hub on a cp1252 or ascii console
     try:
-        while not stop.wait(args.echo_every or 1.0):
-            if args.echo_every:
-                for pc_id in {c["pc_id"] for c in hub.connections if c["closed"] is None}:
-                    hub.send_task("echo", {"from": "local hub"}, pc_id=pc_id)
-            results = [r for rs in list(hub.results.values()) for r in rs]
-            for result in results[seen:]:
-                print("result:", json.dumps(result, ensure_ascii=False), flush=True)
-            seen = len(results)
-    except KeyboardInterrupt:
-        pass
+        from octohub_sync.hub.core import LocalHub
+    except ImportError as exc:
+        if not lacks_websockets(exc):
+            raise
+        print(f"{PROG}: the local hub needs the websockets package: {install_hint()}", file=sys.stderr)
+        return 2
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
+    key, source = _choose_key(args.key)
+    if key is None:
+        return 2
+    stop = threading.Event()
+    received = _stop_on_signals(stop)
+    hub = LocalHub(key, host=args.host, api_port=args.api_port, ws_port=args.ws_port, dialect=args.dialect)
+    try:
+        hub.start()
+    except OSError as exc:  # the port is taken, most likely
+        print(f"{PROG}: cannot listen on {args.host} (API port {args.api_port}, WebSocket port {args.ws_port}): "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return 1
+    try:
+        _print_hint(hub, args, key, source)
+        _serve(hub, stop, args.echo_every)
     finally:
         hub.stop()
+    why = f" on {signal.Signals(received[0]).name}" if received else ""
+    print(f"local hub stopped{why}", flush=True)
     return 0
+
+
+def _choose_key(given: Optional[str]) -> tuple[Optional[str], str]:
+    """The key and where it came from: ``--key``, else what a node here would read, else a new one."""
+    if given:
+        return given, "--key"
+    from octohub_sync.config import load_settings
+    from octohub_sync.exceptions import ConfigError
+    try:
+        settings = load_settings({})  # ./.env beats the environment, exactly as for the node
+    except ConfigError as exc:
+        print(f"{PROG}: configuration error: {exc} (a node started here would refuse it too; "
+              "or pass --key)", file=sys.stderr)
+        return None, ""
+    if settings.signature_key:
+        return settings.signature_key, KEY_SOURCES.get(settings.sources["signature_key"], "the settings")
+    return secrets.token_urlsafe(24), ""
+
+
+def _print_hint(hub: Any, args: argparse.Namespace, key: str, source: str) -> None:
+    print(f"local hub: API {hub.api_url}, WebSocket port {hub.ws_port}, {args.dialect} dialect. Point a node at it:")
+    flags = f"python run_node.py --server-host {args.host} --server-port {hub.api_port} --ws-port {hub.ws_port}"
+    if source == "--key":  # a given key is not echoed
+        print(f"  OCTOHUB_SIGNATURE_KEY=<your key> {flags}")
+        print("  (a .env where the node runs beats the environment: if it has an OCTOHUB_SIGNATURE_KEY line, "
+              "put the key there)")
+    elif source:  # the key is not printed: it may be a real one
+        print(f"  {flags}")
+        print(f"  (the key: OCTOHUB_SIGNATURE_KEY from {source}, which a node started here reads too)")
+    else:
+        # A generated key is a throw-away of this run and must be shown to be usable. It goes in the
+        # environment: on the command line every user of the machine could read it.
+        print(f"  OCTOHUB_SIGNATURE_KEY={key} {flags}")
+        print("  (a new key on every start: pass --key, or set OCTOHUB_SIGNATURE_KEY, to keep one; a .env where "
+              "the node runs beats the environment, so put the key there if it has an OCTOHUB_SIGNATURE_KEY line)")
+    sys.stdout.flush()
+
+
+def _serve(hub: Any, stop: threading.Event, echo_every: float) -> None:
+    """Send the echo tasks and print every result until ``stop`` is set."""
+    seen = 0
+    while not stop.wait(echo_every or 1.0):
+        if echo_every:
+            for pc_id in {c["pc_id"] for c in hub.connections if c["closed"] is None}:
+                hub.send_task("echo", {"from": "local hub"}, pc_id=pc_id)
+        results = [r for rs in list(hub.results.values()) for r in rs]
+        for result in results[seen:]:
+            # Verbatim where the console can show it; escaped (\u4efb) where not: never an error.
+            print("result:", json.dumps(result, ensure_ascii=False), flush=True)
+        seen = len(results)
+
+
+def _stop_on_signals(stop: threading.Event) -> list[int]:
+    """Stop on SIGTERM, SIGINT (Ctrl+C) and SIGBREAK (Ctrl+Break); a second one exits at once.
+
+    Returns the list that receives the first signal's number.
+    """
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            os.write(2, b"local hub: second signal, exiting now\n")
+            os._exit(1)
+        received.append(signum)
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():  # signal.signal works only there
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, on_signal)
+    return received
 
 
 if __name__ == "__main__":
