@@ -18,7 +18,7 @@ import websocket
 
 from . import protocol
 from .api import SKEW_WARNING, Address, direct_key_origin, loopback_pitfall, resolve_address, ssl_context
-from .config import Settings, env_name
+from .config import Settings
 from .exceptions import ApiError, AuthError, ProtocolError, ProxyError
 from .exitcodes import ExitCode
 from .identity import PcId, resolve_pc_id

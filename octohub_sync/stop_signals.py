@@ -50,14 +50,18 @@ class StopRequests:
     then sets :attr:`stopped` (which releases a console event's handler).
 
     Args:
+        program: the name the cold stop's line starts with.
         exit_now: ends the process at once (a cold stop): ``os._exit``.
         clock: monotonic seconds (injected by tests).
     """
 
-    def __init__(self, *, exit_now: Callable[[int], Any] = os._exit,
+    def __init__(self, *, program: str = "octohub-node", exit_now: Callable[[int], Any] = os._exit,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.requested = threading.Event()
         self.stopped = threading.Event()
+        #: What asked first (``SIGTERM``, ``console event 2``), once :attr:`requested` is set.
+        self.reason = ""
+        self._program = program
         self._exit_now = exit_now
         self._clock = clock
         self._deadline: Optional[float] = None  # when Windows ends the process (a console event came)
@@ -88,7 +92,8 @@ class StopRequests:
         if self.requested.is_set():
             self._cold_stop("second signal")
             return
-        logger.info("received %s: stopping (send it again to exit at once)", _signal_name(signum))
+        self.reason = _signal_name(signum)
+        logger.info("received %s: stopping (send it again to exit at once)", self.reason)
         self.requested.set()
 
     def on_console_event(self, ctrl_type: int) -> bool:
@@ -103,6 +108,7 @@ class StopRequests:
             self._deadline = self._clock() + held
         logger.info("console event %d (window closed, logoff or shutdown): stopping within %.0f s, what "
                     "Windows grants", ctrl_type, held)
+        self.reason = self.reason or f"console event {ctrl_type}"
         self.requested.set()
         # Returning lets Windows end the process: hold it until the node has stopped, or the grant is spent.
         self.stopped.wait(max(0.0, self._deadline - self._clock()))
@@ -116,7 +122,7 @@ class StopRequests:
 
     def _cold_stop(self, why: str) -> None:
         # Running handlers are abandoned: the operator asked twice. No logging here (a lock may be held).
-        os.write(2, f"octohub-node: {why}, exiting now\n".encode())
+        os.write(2, f"{self._program}: {why}, exiting now\n".encode())
         self._exit_now(ExitCode.FAILED)
 
     def _install_console_handler(self, kernel32: Any, functype: Any) -> bool:

@@ -5,7 +5,6 @@ have: the modules fcntl, termios, pwd and grp (importing one raises ImportError,
 socket.AF_UNIX and signal.SIGHUP. sys.platform stays what it is: the simulation finds a POSIX-only
 name used without a guard; what only Windows has (msvcrt, SetConsoleCtrlHandler) is not here.
 """
-import os
 import signal
 import socket
 import sys

@@ -8,20 +8,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import secrets
-import signal
 import sys
 import threading
 from typing import Any, Optional, Sequence
 
 from octohub_sync.console import tolerant_console
 from octohub_sync.hub import install_hint, lacks_websockets
+from octohub_sync.stop_signals import StopRequests
 
 PROG = "python -m octohub_sync.hub"
 
-#: The signals that stop the hub. SIGBREAK (Ctrl+Break) exists on Windows only.
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGBREAK") if hasattr(signal, name))
 
 #: How the hint names where a node reads the key (``Settings.sources``).
 KEY_SOURCES = {".env": "./.env", "environment": "the environment", "key file": "OCTOHUB_SIGNATURE_KEY_FILE",
@@ -56,8 +53,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     key, source = _choose_key(args.key)
     if key is None:
         return 2
-    stop = threading.Event()
-    received = _stop_on_signals(stop)
+    stops = StopRequests(program=PROG)
+    if threading.current_thread() is threading.main_thread():  # signal.signal works only there
+        stops.install()
     hub = LocalHub(key, host=args.host, api_port=args.api_port, ws_port=args.ws_port, dialect=args.dialect)
     try:
         hub.start()
@@ -67,11 +65,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     try:
         _print_hint(hub, args, key, source)
-        _serve(hub, stop, args.echo_every)
+        _serve(hub, stops.requested, args.echo_every)
     finally:
         hub.stop()
-    why = f" on {signal.Signals(received[0]).name}" if received else ""
-    print(f"local hub stopped{why}", flush=True)
+        stops.stopped.set()
+    print(f"local hub stopped{' on ' + stops.reason if stops.reason else ''}", flush=True)
     return 0
 
 
@@ -123,26 +121,6 @@ def _serve(hub: Any, stop: threading.Event, echo_every: float) -> None:
             # Verbatim where the console can show it; escaped (\u4efb) where not: never an error.
             print("result:", json.dumps(result, ensure_ascii=False), flush=True)
         seen = len(results)
-
-
-def _stop_on_signals(stop: threading.Event) -> list[int]:
-    """Stop on SIGTERM, SIGINT (Ctrl+C) and SIGBREAK (Ctrl+Break); a second one exits at once.
-
-    Returns the list that receives the first signal's number.
-    """
-    received: list[int] = []
-
-    def on_signal(signum: int, frame: Any) -> None:
-        if stop.is_set():
-            os.write(2, b"local hub: second signal, exiting now\n")
-            os._exit(1)
-        received.append(signum)
-        stop.set()
-
-    if threading.current_thread() is threading.main_thread():  # signal.signal works only there
-        for signum in STOP_SIGNALS:
-            signal.signal(signum, on_signal)
-    return received
 
 
 if __name__ == "__main__":
