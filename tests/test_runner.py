@@ -127,7 +127,7 @@ class Delivered:
         self.finished: list[str] = []
         self.cond = threading.Condition()
 
-    def __call__(self, task_id: str, frame: str, *, finished: bool = False) -> None:
+    def __call__(self, task_id: str, frame: str, *, finished: bool = False, hand_off: bool = False) -> None:
         with self.cond:
             self.items.append((task_id, json.loads(frame)))
             if finished:
