@@ -281,11 +281,15 @@ class LocalHub:
         return task_id
 
     def send_task_at_close(self, task_type: str, data: Any = None, *, task_id: Optional[str] = None,
-                           pc_id: Optional[str] = None) -> str:
+                           pc_id: Optional[str] = None, answer_after: float = 0.0) -> str:
         """Send a task the moment the node's close frame arrives, just before the hub answers it.
 
         The hub then believes the task delivered on a connection the node is closing: the node
         must run it and answer on its next connection (docs/protocol.md §8).
+
+        Args:
+            answer_after: seconds the hub's close frame then takes to leave (a slow link); the hub
+                reads nothing from that node meanwhile.
 
         Returns:
             The task id.
@@ -296,7 +300,7 @@ class LocalHub:
         if task_id is None:
             task_id = f"task_{next(self._task_ids)}"
         message = messages.task(task_id, task_type, data)
-        self._state.add_task(task_id, pc_id, json.dumps(message, ensure_ascii=False), at_close=True)
+        self._state.add_task(task_id, pc_id, json.dumps(message, ensure_ascii=False), at_close=answer_after)
         return task_id
 
     def skip_pongs(self, count: int, *, prefix: bytes = b"octohub-ack:", pc_id: Optional[str] = None) -> None:

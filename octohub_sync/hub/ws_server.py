@@ -51,15 +51,18 @@ class HubConnection(ServerConnection):
 
     Two test hooks act on the node's frames as the reader thread parses them, before websockets
     answers them: ``at_close`` holds text frames sent the moment the node's close frame arrives,
-    ahead of the hub's own close frame (tasks the hub believes delivered while the node closes);
-    ``pongs_to_skip`` ping frames whose payload starts with ``skip_prefix`` get no pong (a peer
-    may answer only the latest of several pings, RFC 6455 §5.5.3; or a pong lost on the way).
+    ahead of the hub's own close frame (tasks the hub believes delivered while the node closes),
+    which follows ``close_delay`` seconds later (the reader waits meanwhile, as behind a slow
+    link); the next ``pongs_to_skip`` ping frames whose payload starts with ``skip_prefix`` get
+    no pong (a peer may answer only the latest of several pings, RFC 6455 §5.5.3; or a pong lost
+    on the way).
     """
 
     def __init__(self, server_side: WsServer, *args: Any, **kwargs: Any) -> None:
         self.last_ping = time.monotonic()
         self.pc_id = ""
         self.at_close: list[str] = []
+        self.close_delay = 0.0
         self.pongs_to_skip = 0
         self.skip_prefix = b""
         self._server_side = server_side
@@ -84,6 +87,9 @@ class HubConnection(ServerConnection):
             frames, self.at_close = self.at_close, []
             for text in frames:
                 self.protocol.send_text(text.encode())
+            self.send_data()  # the tasks leave now; the close frame after the delay
+            if self.close_delay:
+                time.sleep(self.close_delay)  # the fault itself: a hub slow to answer, not a test's wait
         self._recv_frame(frame)
 
     def process_event(self, event: Any) -> None:
