@@ -11,7 +11,7 @@ import pytest
 
 from octohub_sync import ConfigError, load_settings
 from octohub_sync.connection_log import REPEAT_WARNING_INTERVAL, ConnectionLog
-from octohub_sync.delivery import ACK_PREFIX, CONFIRM_TIMEOUT, WRITE_BYTES, _writes
+from octohub_sync.delivery import ACK_PREFIX, CONFIRM_TIMEOUT, WRITE_BYTES, ResultDelivery, _writes
 from octohub_sync.hub import LocalHub
 from octohub_sync.outbox import Outbox, Result
 from octohub_sync.stats import Stats
@@ -342,12 +342,18 @@ def test_a_result_that_lands_in_the_outbox_of_a_ready_connection_does_not_wait_f
 # -- the node's own close: nothing written after its close frame counts as delivered -------------
 
 
-def test_a_result_after_begin_close_stays_in_the_store_and_goes_out_on_the_next_connection() -> None:
+def ready_delivery() -> tuple[ResultDelivery, RecordingConnection, RecordingStore]:
+    """A delivery whose connection is ready (node_ready sent), with a store that records removals."""
     store = RecordingStore()
     delivery = make_delivery(Stats(), store=store)
     conn = RecordingConnection()
     delivery.attach(conn)  # type: ignore[arg-type]
     delivery.mark_ready()
+    return delivery, conn, store
+
+
+def test_a_result_after_begin_close_stays_in_the_store_and_goes_out_on_the_next_connection() -> None:
+    delivery, conn, store = ready_delivery()
     delivery.deliver("before", result_frame("before"))
     conn.begin_close()  # our close frame is on its way
     delivery.deliver("after", result_frame("after"))
@@ -363,11 +369,7 @@ def test_a_result_after_begin_close_stays_in_the_store_and_goes_out_on_the_next_
 
 
 def test_a_close_the_hub_never_answered_sends_everything_again() -> None:
-    store = RecordingStore()
-    delivery = make_delivery(Stats(), store=store)
-    conn = RecordingConnection()
-    delivery.attach(conn)  # type: ignore[arg-type]
-    delivery.mark_ready()
+    delivery, conn, store = ready_delivery()
     delivery.deliver("a", result_frame("a"))
     conn.begin_close()
     delivery.detach(conn)  # type: ignore[arg-type]  # aborted after CLOSE_TIMEOUT: no close frame came back
@@ -375,11 +377,7 @@ def test_a_close_the_hub_never_answered_sends_everything_again() -> None:
 
 
 def test_a_pong_confirms_every_result_up_to_its_number_and_an_unanswered_ping_is_sent_again(monkeypatch) -> None:
-    store = RecordingStore()
-    delivery = make_delivery(Stats(), store=store)
-    conn = RecordingConnection()
-    delivery.attach(conn)  # type: ignore[arg-type]
-    delivery.mark_ready()
+    delivery, conn, store = ready_delivery()
     clock = [1000.0]
     monkeypatch.setattr("octohub_sync.delivery.time.monotonic", lambda: clock[0])
     delivery.deliver("a", result_frame("a"))
