@@ -82,10 +82,13 @@ class NodeWebSocketClient:
         self.store = (MemoryStore() if settings.state_dir in (None, "off") else
                       Ledger(settings.state_dir, self.pc_id, cache_size=settings.result_cache_size,
                              stats=self._stats, log=self.log))
+        #: A path silent this long (no pong of any kind, or no confirmation while they are due) is dead.
+        self._dead_after = settings.ping_interval + settings.ping_timeout + 1.0
         # Writes the liveness loops must not wait for (sender.py): started and stopped with the node.
         self._sender = Sender(log=self.log)
         self.delivery = ResultDelivery(outbox_size=settings.outbox_size, store=self.store, stats=self._stats,
-                                       log=self.log, post=self._sender.post)
+                                       log=self.log, post=self._sender.post,
+                                       confirm_deadline=self._dead_after)
         self.task_board = TaskBoard(
             send=self.delivery.send_progress, connected=self.delivery.connected.is_set,
             progress_interval=settings.progress_interval, cancel_grace=settings.cancel_grace, log=self.log)
@@ -196,7 +199,7 @@ class NodeWebSocketClient:
             self._timers.start()
             self._watchdog = Watchdog(
                 connect=self._new_connection, policy=ReconnectPolicy.from_settings(s),
-                dead_after=s.ping_interval + s.ping_timeout + 1.0, on_ended=self._connection_ended,
+                dead_after=self._dead_after, on_ended=self._connection_ended,
                 on_reregister=lambda: self._stats.incr("reregistrations"), log=self.log,
                 on_tick=self._watchdog_tick)
             self._watchdog.start()

@@ -52,23 +52,26 @@ class ResultDelivery:
     Every result is recorded in ``store`` before it is first sent and removed from it once the
     hub confirmed it (or it was dropped), so that with a ledger nothing produced is lost across
     a restart. At most ``outbox_size`` results wait for the hub's confirmation on a connection,
-    so that all of them fit back into the outbox if it drops; beyond that, new results wait in
-    the outbox until a pong makes room (a confirmation ping unanswered for
-    :data:`CONFIRM_TIMEOUT` is sent again; a path that answers none is dead, and the watchdog
-    ends it).
+    so that all of them fit back into the outbox if it drops. Beyond that the thread sending
+    results waits for a pong to make room (as it would wait for a full socket buffer; the other
+    results queue up behind it, none is dropped), asking again every :data:`CONFIRM_TIMEOUT`; a
+    path that confirms nothing for ``confirm_deadline`` seconds is dead, and is ended.
 
     Args:
         outbox_size: results kept while they cannot be sent (OCTOHUB_OUTBOX_SIZE).
         store: where results wait until the hub confirms them (see ledger.py).
         post: runs a job on the send thread (``Sender.post``): how a liveness loop's result is sent.
+        confirm_deadline: seconds without room for more results after which the path counts as dead.
     """
 
     def __init__(self, *, outbox_size: int, store: MemoryStore, stats: Stats, log: logging.LoggerAdapter,
-                 post: Callable[[Callable[[], None]], None] = lambda job: job()) -> None:
+                 post: Callable[[Callable[[], None]], None] = lambda job: job(),
+                 confirm_deadline: float = 30.0) -> None:
         self._store = store
         self._stats = stats
         self._log = log
         self._post = post
+        self._confirm_deadline = confirm_deadline
         self.outbox = Outbox(outbox_size)
         self.conn: Optional[Connection] = None
         self.ready = False
@@ -85,9 +88,12 @@ class ResultDelivery:
         self._pinged = 0                         # highest number a confirmation ping covered on this connection
         self._pinged_at = 0.0                    # when the last confirmation ping went out (monotonic)
         self._ack_lock = threading.Lock()        # guards the five above and ``ready``
-        # Results waiting for the thread that sends now (see _send); _sending: one is sending.
+        self._room = threading.Condition(self._ack_lock)  # notified when confirmations make room, or it ends
+        # Results waiting for the thread that sends now (see _send); _sending: one is sending;
+        # _holding: results that thread has taken from the queue and not handed on yet.
         self._queue: deque[Result] = deque()
         self._sending = False
+        self._holding = 0
         self._queue_lock = threading.Lock()
 
     # -- the connection's life ------------------------------------------------------------------
@@ -131,6 +137,7 @@ class ResultDelivery:
             unconfirmed = [result for _, result in self._unconfirmed]
             self._unconfirmed.clear()
             self._ack_pending = None
+            self._room.notify_all()
         if not unconfirmed:
             return
         if conn.closed_cleanly:
@@ -151,8 +158,8 @@ class ResultDelivery:
         return len(self._unconfirmed)
 
     def waiting(self) -> int:
-        """Results not sent yet: in the outbox, or queued for the thread that sends now."""
-        return len(self.outbox) + len(self._queue)
+        """Results not sent yet: in the outbox, queued for the thread that sends now, or in its hands."""
+        return len(self.outbox) + len(self._queue) + self._holding
 
     def send_or_abort(self, conn: Connection, frame: str) -> bool:
         """Send one frame; any failure ends the session (the connection is aborted).
@@ -231,23 +238,63 @@ class ResultDelivery:
                     return
                 batch = list(queue)
                 queue.clear()
+                self._holding = len(batch)
             done = 0
             try:
                 for chunk in _writes(batch):
                     self._send_now(chunk)
                     done += len(chunk)
+                    self._holding -= len(chunk)
             finally:
                 if done < len(batch):  # something raised: the rest waits in the outbox, where tick() sees it
                     for result in batch[done:]:
                         self._dropped(self.outbox.put(result))
                     with self._queue_lock:
+                        self._holding = 0
                         self._sending = False
 
     def _send_now(self, results: list[Result]) -> None:
-        """Send results now, in one write, or keep them in the outbox."""
-        written = 0 if len(self.outbox) else self._write_results(self.conn, results)
-        if written < len(results):
-            self._keep(results[written:])
+        """Send results now (waiting for room to wait for confirmation), or keep them in the outbox."""
+        conn = self.conn
+        while results and self._await_room(conn):
+            if len(self.outbox):  # older results first
+                if not self.flush():
+                    break
+                continue
+            written = self._write_results(conn, results)
+            if not written:
+                break
+            results = results[written:]
+        if results:
+            self._keep(results)
+
+    def _await_room(self, conn: Optional[Connection]) -> bool:
+        """(The thread sending results.) Wait while ``outbox_size`` results wait for confirmation on
+        ``conn``; True once there is room, False if it is no longer ready (or is dead: then ended)."""
+        capacity = self.outbox.capacity
+        if len(self._unconfirmed) < capacity:
+            return True  # the common case, without a lock
+        deadline = time.monotonic() + self._confirm_deadline
+        while True:
+            with self._room:
+                ping = None
+                while ping is None:
+                    if not self.ready or conn is not self.conn:
+                        return False
+                    if len(self._unconfirmed) < capacity:
+                        return True
+                    now = time.monotonic()
+                    if now >= deadline:
+                        break
+                    ping = self._claim_ping(now, 0.0)  # asked again every CONFIRM_TIMEOUT
+                    if ping is None:
+                        self._room.wait(min(CONFIRM_TIMEOUT, deadline - now))
+            if ping is None:
+                self._log.warning("the hub confirmed none of the last %d results for %.0f s: the path is dead; "
+                                  "reconnecting", capacity, self._confirm_deadline)
+                conn.abort()  # type: ignore[union-attr]
+                return False
+            self._ask_confirmation(conn, ping)  # type: ignore[arg-type]
 
     def _keep(self, results: list[Result]) -> None:
         """Put results in the outbox; if the connection is ready, the outbox is sent now (no result
@@ -293,8 +340,9 @@ class ResultDelivery:
                 batch = results[:room]
                 written = len(batch) if self._write(conn, [result.frame for result in batch]) else 0
                 if not written and conn.closing_since is not None:
-                    with self._ack_lock:
+                    with self._room:
                         self.ready = False  # our close has begun: nothing more goes out on this connection
+                        self._room.notify_all()
             if written:
                 with self._ack_lock:
                     for result in results[:written]:
@@ -343,6 +391,8 @@ class ResultDelivery:
                 confirmed.append(unconfirmed.popleft()[1].seq)
             if self._ack_pending is not None and number >= self._ack_pending:
                 self._ack_pending = None
+            if confirmed:
+                self._room.notify_all()
             again = self._claim_ping(time.monotonic(), CONFIRM_INTERVAL)
         self._store.remove_results(confirmed)
         if again is not None:
