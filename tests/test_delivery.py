@@ -414,3 +414,23 @@ def test_results_queued_behind_a_send_are_cut_into_writes_of_bounded_size() -> N
     assert [huge] in writes
     assert all(sum(len(r.frame) for r in w) <= WRITE_BYTES for w in writes if w != [huge])
     assert [len(w) for w in writes] == [65, 5, 1, 30]  # 65 of 1000 bytes fit in 64 KiB
+
+
+def test_at_the_bound_the_sender_waits_for_a_pong_and_a_path_that_confirms_nothing_is_ended() -> None:
+    delivery = ResultDelivery(outbox_size=1, store=RecordingStore(), stats=Stats(), confirm_deadline=0.5,
+                              log=logging.LoggerAdapter(logging.getLogger("octohub_sync.test"), {}))
+    conn = RecordingConnection()
+    delivery.attach(conn)  # type: ignore[arg-type]
+    delivery.mark_ready()
+    delivery.deliver("a", result_frame("a"))  # the one result that may wait for confirmation
+    second = threading.Thread(target=delivery.deliver, args=("b", result_frame("b")), name="test-worker")
+    second.start()
+    assert wait_until(lambda: delivery.waiting() == 1, 5)  # in the sending thread's hands, not dropped
+    assert [m["task_id"] for m in conn.sent] == ["a"]
+    delivery.pong(conn, ACK_PREFIX + b"1")  # type: ignore[arg-type]  # room for one more
+    second.join(5)
+    assert not second.is_alive() and [m["task_id"] for m in conn.sent] == ["a", "b"] and conn.aborted == 0
+    third = threading.Thread(target=delivery.deliver, args=("c", result_frame("c")), name="test-worker")
+    third.start()
+    third.join(5)  # no pong for b: after confirm_deadline the path counts as dead
+    assert not third.is_alive() and conn.aborted == 1 and delivery.waiting() == 1
