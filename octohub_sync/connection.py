@@ -105,8 +105,7 @@ class Connection:
         self.thread.start()
 
     def send_many(self, frames: list[str]) -> bool:
-        """Send text frames, in order (thread-safe): one frame as websocket-client sends it, several
-        with one write under websocket-client's own lock.
+        """Send text frames, in order, in one write (thread-safe).
 
         Returns:
             True if they were written; False, writing nothing, once :meth:`begin_close` was called.
@@ -114,18 +113,18 @@ class Connection:
         Raises:
             websocket.WebSocketException, OSError: the connection is gone or stalled.
         """
+        text = websocket.ABNF.OPCODE_TEXT
+        return self._write_frames(b"".join([websocket.ABNF.create_frame(frame, text).format() for frame in frames]))
+
+    def _write_frames(self, data: bytes) -> bool:
+        """Write whole frames, unless our close has begun; the locks are held for the system call only."""
         with self._write_lock:
             if self.closing_since is not None:
                 return False
-            if len(frames) == 1:
-                self._app.send(frames[0])
-                return True
             ws = self._app.sock
             if ws is None or ws.sock is None:
                 raise websocket.WebSocketConnectionClosedException("socket is already closed.")
-            data = b"".join([websocket.ABNF.create_frame(frame, websocket.ABNF.OPCODE_TEXT).format()
-                             for frame in frames])
-            with ws.lock:
+            with ws.lock:  # websocket-client's own: its pongs and its keep-alive pings are frames too
                 ws.sock.sendall(data)  # the socket's timeout bounds the whole write, as it bounds send()
             return True
 
@@ -187,14 +186,7 @@ class Connection:
         Raises:
             websocket.WebSocketException, OSError: the connection is gone or stalled.
         """
-        with self._write_lock:
-            if self.closing_since is not None:
-                return False
-            ws = self._app.sock
-            if ws is None:
-                raise websocket.WebSocketConnectionClosedException("connection is closed")
-            ws.ping(payload)
-            return True
+        return self._write_frames(websocket.ABNF.create_frame(payload, websocket.ABNF.OPCODE_PING).format())
 
     def abort(self) -> None:
         """Tear the TCP connection down without a close frame (dead or stalled path)."""
