@@ -18,9 +18,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from typing import Callable, Optional
 
+from .combining import SendQueue
+from .confirmations import CONFIRM_TIMEOUT, DEAD, GONE, ROOM, Confirmations
 from .connection import Connection
 from .ledger import MemoryStore
 from .outbox import Outbox, Result
@@ -34,17 +35,6 @@ ACK_PREFIX = b"octohub-ack:"
 #: Results that queued up while another thread sent go out together, in writes of at most this many
 #: bytes (a larger result is a write of its own): one system call and one lock for several frames.
 WRITE_BYTES = 64 * 1024
-
-#: At most one confirmation ping per this many seconds from the send path: under load one ping covers
-#: many results. What is sent in between is confirmed by the next ping, or by :meth:`tick`
-#: (the send thread, every quarter of a second).
-CONFIRM_INTERVAL = 0.05
-
-#: A confirmation ping unanswered this long is sent again, covering everything sent since: RFC 6455
-#: §5.5.3 lets a peer answer only the latest of several pings, and a pong for ping n confirms every
-#: result up to n (seconds).
-CONFIRM_TIMEOUT = 1.0
-
 
 class ResultDelivery:
     """The current connection as seen by whoever sends on it: results, replies, ``node_ready``.
@@ -70,7 +60,6 @@ class ResultDelivery:
         self._store = store
         self._stats = stats
         self._log = log
-        self._post = post
         self._confirm_deadline = confirm_deadline
         self.outbox = Outbox(outbox_size)
         self.conn: Optional[Connection] = None
@@ -78,23 +67,12 @@ class ResultDelivery:
         #: Set while the hub has confirmed the connection and ``node_ready`` went out.
         self.connected = threading.Event()
         self._flush_lock = threading.Lock()
-        # Held around writing results and recording them as unconfirmed, and by detach(): a result
-        # written on a connection is in _unconfirmed before that connection's end is handled.
+        # Held around writing results and recording them as unconfirmed, and by whatever changes
+        # ``ready``: a result written on a connection is recorded before that connection's end is handled.
         self._results_lock = threading.Lock()
-        # Results sent on the current connection that the hub has not confirmed, with their sending order.
-        self._unconfirmed: deque[tuple[int, Result]] = deque()
-        self._sent = 0                           # results sent on the current connection, numbering them
-        self._ack_pending: Optional[int] = None  # number covered by the last confirmation ping unanswered
-        self._pinged = 0                         # highest number a confirmation ping covered on this connection
-        self._pinged_at = 0.0                    # when the last confirmation ping went out (monotonic)
-        self._ack_lock = threading.Lock()        # guards the five above and ``ready``
-        self._room = threading.Condition(self._ack_lock)  # notified when confirmations make room, or it ends
-        # Results waiting for the thread that sends now (see _send); _sending: one is sending;
-        # _holding: results that thread has taken from the queue and not handed on yet.
-        self._queue: deque[Result] = deque()
-        self._sending = False
-        self._holding = 0
-        self._queue_lock = threading.Lock()
+        #: Results sent on the current connection that the hub has not confirmed (confirmations.py).
+        self.confirmations = Confirmations(capacity=outbox_size)
+        self._queue = SendQueue(send=self._send_now, chunks=_writes, keep=self._put_aside, post=post)
 
     # -- the connection's life ------------------------------------------------------------------
 
@@ -113,10 +91,9 @@ class ResultDelivery:
 
     def mark_ready(self) -> None:
         """``node_ready`` went out on the current connection: send what the outbox holds."""
-        with self._ack_lock:
+        with self._results_lock:
+            self.confirmations.reset()
             self.ready = True
-            self._sent = self._pinged = 0
-            self._ack_pending = None
         self.connected.set()
         sent = self.flush()
         if sent:
@@ -131,13 +108,10 @@ class ResultDelivery:
         """
         if conn is not self.conn:
             return
-        with self._results_lock, self._ack_lock:
+        with self._results_lock:
             self.ready = False
             self.connected.clear()
-            unconfirmed = [result for _, result in self._unconfirmed]
-            self._unconfirmed.clear()
-            self._ack_pending = None
-            self._room.notify_all()
+            unconfirmed = self.confirmations.reset()
         if not unconfirmed:
             return
         if conn.closed_cleanly:
@@ -155,11 +129,11 @@ class ResultDelivery:
 
     def unconfirmed(self) -> int:
         """How many results were sent on the current connection without the hub's confirmation yet."""
-        return len(self._unconfirmed)
+        return len(self.confirmations)
 
     def waiting(self) -> int:
         """Results not sent yet: in the outbox, queued for the thread that sends now, or in its hands."""
-        return len(self.outbox) + len(self._queue) + self._holding
+        return len(self.outbox) + len(self._queue)
 
     def send_or_abort(self, conn: Connection, frame: str) -> bool:
         """Send one frame; any failure ends the session (the connection is aborted).
@@ -200,58 +174,8 @@ class ResultDelivery:
             finished: the result ends its task; the store keeps it to answer a redelivery.
             hand_off: never write on the calling thread (a liveness loop's): the send thread does.
         """
-        then = self._send_later if hand_off else self._send
+        then = self._queue.put_later if hand_off else self._queue.put
         self._store.add_result(task_id, frame, then, finished=finished)  # sent once it is on disk
-
-    def _send(self, results: list[Result]) -> None:
-        """Results the store holds: send them, or leave them to the thread sending now.
-
-        One thread sends at a time and takes every result that queued up meanwhile, oldest
-        first, in writes of several frames (flat combining): under load the other workers go
-        back to their tasks instead of queueing up on the socket's lock, and with one task at a
-        time a result is still sent by the thread that produced it, without a hand-off.
-        """
-        if self._enqueue(results):
-            self._drain()
-
-    def _send_later(self, results: list[Result]) -> None:
-        """As :meth:`_send`, but the send thread sends them if nobody is sending now."""
-        if self._enqueue(results):
-            self._post(self._drain)
-
-    def _enqueue(self, results: list[Result]) -> bool:
-        """Queue results; True if the caller must now see to sending them (nobody else sends)."""
-        with self._queue_lock:
-            self._queue.extend(results)
-            if self._sending:
-                return False
-            self._sending = True
-            return True
-
-    def _drain(self) -> None:
-        """Send what the queue holds until it is empty (only the thread that set ``_sending``)."""
-        queue = self._queue
-        while True:
-            with self._queue_lock:
-                if not queue:
-                    self._sending = False
-                    return
-                batch = list(queue)
-                queue.clear()
-                self._holding = len(batch)
-            done = 0
-            try:
-                for chunk in _writes(batch):
-                    self._send_now(chunk)
-                    done += len(chunk)
-                    self._holding -= len(chunk)
-            finally:
-                if done < len(batch):  # something raised: the rest waits in the outbox, where tick() sees it
-                    for result in batch[done:]:
-                        self._dropped(self.outbox.put(result))
-                    with self._queue_lock:
-                        self._holding = 0
-                        self._sending = False
 
     def _send_now(self, results: list[Result]) -> None:
         """Send results now (waiting for room to wait for confirmation), or keep them in the outbox."""
@@ -271,36 +195,31 @@ class ResultDelivery:
     def _await_room(self, conn: Optional[Connection]) -> bool:
         """(The thread sending results.) Wait while ``outbox_size`` results wait for confirmation on
         ``conn``; True once there is room, False if it is no longer ready (or is dead: then ended)."""
-        capacity = self.outbox.capacity
-        if len(self._unconfirmed) < capacity:
+        if self.confirmations.room() > 0:
             return True  # the common case, without a lock
-        deadline = time.monotonic() + self._confirm_deadline
+        until = time.monotonic() + self._confirm_deadline
         while True:
-            with self._room:
-                ping = None
-                while ping is None:
-                    if not self.ready or conn is not self.conn:
-                        return False
-                    if len(self._unconfirmed) < capacity:
-                        return True
-                    now = time.monotonic()
-                    if now >= deadline:
-                        break
-                    ping = self._claim_ping(now, 0.0)  # asked again every CONFIRM_TIMEOUT
-                    if ping is None:
-                        self._room.wait(min(CONFIRM_TIMEOUT, deadline - now))
-            if ping is None:
+            found = self.confirmations.wait_for_room(lambda: self.ready and conn is self.conn, until, time.monotonic)
+            if found == ROOM:
+                return True
+            if found == GONE:
+                return False
+            if found == DEAD:
                 self._log.warning("the hub confirmed none of the last %d results for %.0f s: the path is dead; "
-                                  "reconnecting", capacity, self._confirm_deadline)
+                                  "reconnecting", self.confirmations.capacity, self._confirm_deadline)
                 conn.abort()  # type: ignore[union-attr]
                 return False
-            self._ask_confirmation(conn, ping)  # type: ignore[arg-type]
+            self._ask_confirmation(conn, found)  # type: ignore[arg-type]
+
+    def _put_aside(self, results: list[Result]) -> None:
+        """Results that cannot go out now: into the outbox (its oldest dropped when full), seen by :meth:`tick`."""
+        for result in results:
+            self._dropped(self.outbox.put(result))
 
     def _keep(self, results: list[Result]) -> None:
         """Put results in the outbox; if the connection is ready, the outbox is sent now (no result
         waits there for the next one to come along)."""
-        for result in results:
-            self._dropped(self.outbox.put(result))
+        self._put_aside(results)
         if self.ready:
             self.flush()
 
@@ -323,8 +242,7 @@ class ResultDelivery:
         if self.ready and len(self.outbox) and not self._flush_lock.locked():
             self.flush()
         conn = self.conn
-        with self._ack_lock:
-            ping = self._claim_ping(time.monotonic(), 0.0) if self.ready and conn is self.conn else None
+        ping = self.confirmations.claim(time.monotonic()) if self.ready and conn is self.conn else None
         if ping is not None and conn is not None:
             self._ask_confirmation(conn, ping)
 
@@ -333,39 +251,20 @@ class ResultDelivery:
         and ask for confirmation; return how many were written (the rest is the caller's)."""
         ping = None
         with self._results_lock:
-            room = self.outbox.capacity - len(self._unconfirmed)
+            room = self.confirmations.room()
             if not self.ready or conn is None or conn is not self.conn or room <= 0:
                 written = 0
             else:
                 batch = results[:room]
                 written = len(batch) if self._write(conn, [result.frame for result in batch]) else 0
                 if not written and conn.closing_since is not None:
-                    with self._room:
-                        self.ready = False  # our close has begun: nothing more goes out on this connection
-                        self._room.notify_all()
+                    self.ready = False  # our close has begun: nothing more goes out on this connection
+                    self.confirmations.wake()
             if written:
-                with self._ack_lock:
-                    for result in results[:written]:
-                        self._sent += 1
-                        self._unconfirmed.append((self._sent, result))
-                    full = len(self._unconfirmed) >= self.outbox.capacity
-                    ping = self._claim_ping(time.monotonic(), 0.0 if full else CONFIRM_INTERVAL)
+                ping = self.confirmations.add(results[:written], time.monotonic())
         if ping is not None:
             self._ask_confirmation(conn, ping)  # type: ignore[arg-type]
         return written
-
-    def _claim_ping(self, now: float, interval: float) -> Optional[int]:
-        """(Lock held.) The number a confirmation ping should cover now, if one should go out."""
-        if not self._unconfirmed:
-            return None
-        if self._ack_pending is not None:
-            if now - self._pinged_at < CONFIRM_TIMEOUT:
-                return None  # its pong is on its way; if it never comes, the next ping covers it
-        elif now - self._pinged_at < interval:
-            return None
-        self._ack_pending = self._pinged = self._unconfirmed[-1][0]
-        self._pinged_at = now
-        return self._ack_pending
 
     def _ask_confirmation(self, conn: Connection, number: int) -> None:
         try:
@@ -382,18 +281,9 @@ class ResultDelivery:
             number = int(payload[len(ACK_PREFIX):])
         except ValueError:
             return
-        with self._ack_lock:
-            if conn is not self.conn or not 0 < number <= self._pinged:
-                return  # another connection's, or no ping of ours on this one said that
-            unconfirmed = self._unconfirmed
-            confirmed = []
-            while unconfirmed and unconfirmed[0][0] <= number:
-                confirmed.append(unconfirmed.popleft()[1].seq)
-            if self._ack_pending is not None and number >= self._ack_pending:
-                self._ack_pending = None
-            if confirmed:
-                self._room.notify_all()
-            again = self._claim_ping(time.monotonic(), CONFIRM_INTERVAL)
+        if conn is not self.conn:
+            return  # an older connection's (its end reset the confirmations)
+        confirmed, again = self.confirmations.confirm(number, time.monotonic())
         self._store.remove_results(confirmed)
         if again is not None:
             self._ask_confirmation(conn, again)

@@ -304,12 +304,12 @@ def test_while_one_worker_sends_the_others_do_not_wait_and_their_results_follow_
     assert delivery.unconfirmed() == 4
 
 
-def test_a_failure_inside_the_sending_thread_leaves_the_rest_to_the_next_result() -> None:
+def test_a_failure_inside_the_sending_thread_leaves_nothing_waiting_for_the_next_result() -> None:
     delivery = make_delivery(Stats())
     conn = RecordingConnection()
     delivery.attach(conn)  # type: ignore[arg-type]
     delivery.mark_ready()
-    original = delivery._send_now
+    original = delivery._queue._send
     calls = []
 
     def breaks_once(results: list[Result]) -> None:
@@ -318,7 +318,7 @@ def test_a_failure_inside_the_sending_thread_leaves_the_rest_to_the_next_result(
             raise RuntimeError("bug in the send path")
         original(results)
 
-    delivery._send_now = breaks_once  # type: ignore[method-assign]
+    delivery._queue._send = breaks_once  # type: ignore[method-assign]
     with pytest.raises(RuntimeError):
         delivery.deliver("a", result_frame("a"))
     assert delivery.waiting() == 1 and len(delivery.outbox) == 1  # not in a queue that nobody looks at
