@@ -32,12 +32,11 @@ class SendQueue:
         self._send, self._chunks, self._keep, self._post = send, chunks, keep, post
         self._queue: deque[Result] = deque()
         self._sending = False  # a thread is sending
-        self._holding = 0      # results that thread took from the queue and has not handed on yet
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
-        """Results queued or in the sending thread's hands."""
-        return len(self._queue) + self._holding
+        """Results queued behind the thread sending now."""
+        return len(self._queue)
 
     def put(self, results: list[Result]) -> None:
         """Send ``results`` on this thread, or leave them to the thread sending now."""
@@ -68,16 +67,13 @@ class SendQueue:
                     return
                 batch = list(queue)
                 queue.clear()
-                self._holding = len(batch)
             done = 0
             try:
                 for chunk in self._chunks(batch):
                     self._send(chunk)
                     done += len(chunk)
-                    self._holding -= len(chunk)
             finally:
                 if done < len(batch):  # something raised: the rest goes where the periodic look sees it
                     self._keep(batch[done:])
                     with self._lock:
-                        self._holding = 0
                         self._sending = False

@@ -72,6 +72,7 @@ class ResultDelivery:
         self._results_lock = threading.Lock()
         #: Results sent on the current connection that the hub has not confirmed (confirmations.py).
         self.confirmations = Confirmations(capacity=outbox_size)
+        self._awaiting = 0  # results in the hands of a sending thread that waits for room (_await_room)
         self._queue = SendQueue(send=self._send_now, chunks=_writes, keep=self._put_aside, post=post)
 
     # -- the connection's life ------------------------------------------------------------------
@@ -132,8 +133,8 @@ class ResultDelivery:
         return len(self.confirmations)
 
     def waiting(self) -> int:
-        """Results not sent yet: in the outbox, queued for the thread that sends now, or in its hands."""
-        return len(self.outbox) + len(self._queue)
+        """Results not sent yet: in the outbox, queued for the thread that sends now, or waiting with it for room."""
+        return len(self.outbox) + len(self._queue) + self._awaiting
 
     def send_or_abort(self, conn: Connection, frame: str) -> bool:
         """Send one frame; any failure ends the session (the connection is aborted).
@@ -180,7 +181,7 @@ class ResultDelivery:
     def _send_now(self, results: list[Result]) -> None:
         """Send results now (waiting for room to wait for confirmation), or keep them in the outbox."""
         conn = self.conn
-        while results and self._await_room(conn):
+        while results and self._await_room(conn, len(results)):
             if len(self.outbox):  # older results first
                 if not self.flush():
                     break
@@ -192,24 +193,29 @@ class ResultDelivery:
         if results:
             self._keep(results)
 
-    def _await_room(self, conn: Optional[Connection]) -> bool:
+    def _await_room(self, conn: Optional[Connection], holding: int) -> bool:
         """(The thread sending results.) Wait while ``outbox_size`` results wait for confirmation on
         ``conn``; True once there is room, False if it is no longer ready (or is dead: then ended)."""
         if self.confirmations.room() > 0:
             return True  # the common case, without a lock
         until = time.monotonic() + self._confirm_deadline
-        while True:
-            found = self.confirmations.wait_for_room(lambda: self.ready and conn is self.conn, until, time.monotonic)
-            if found == ROOM:
-                return True
-            if found == GONE:
-                return False
-            if found == DEAD:
-                self._log.warning("the hub confirmed none of the last %d results for %.0f s: the path is dead; "
-                                  "reconnecting", self.confirmations.capacity, self._confirm_deadline)
-                conn.abort()  # type: ignore[union-attr]
-                return False
-            self._ask_confirmation(conn, found)  # type: ignore[arg-type]
+        self._awaiting = holding
+        try:
+            while True:
+                found = self.confirmations.wait_for_room(lambda: self.ready and conn is self.conn, until,
+                                                         time.monotonic)
+                if found == ROOM:
+                    return True
+                if found == GONE:
+                    return False
+                if found == DEAD:
+                    self._log.warning("the hub confirmed none of the last %d results for %.0f s: the path is dead; "
+                                      "reconnecting", self.confirmations.capacity, self._confirm_deadline)
+                    conn.abort()  # type: ignore[union-attr]
+                    return False
+                self._ask_confirmation(conn, found)  # type: ignore[arg-type]
+        finally:
+            self._awaiting = 0
 
     def _put_aside(self, results: list[Result]) -> None:
         """Results that cannot go out now: into the outbox (its oldest dropped when full), seen by :meth:`tick`."""
