@@ -24,6 +24,7 @@ from .receiver import FrameReceiver, MessageHandler
 from .reconnect import Decision, ReconnectPolicy
 from .runner import TaskRunner
 from .sdnotify import NotifySocket, SystemdNotifier
+from .sender import Sender
 from .stats import NodeState, Stats
 from .store import MemoryStore
 from .task_board import TaskBoard
@@ -86,8 +87,13 @@ class NodeWebSocketClient:
         self.store = (MemoryStore() if settings.state_dir in (None, "off") else
                       Ledger(settings.state_dir, self.pc_id, cache_size=settings.result_cache_size,
                              stats=self._stats, log=self.log))
+        #: A path silent this long (no pong of any kind, or no confirmation while they are due) is dead.
+        self._dead_after = settings.ping_interval + settings.ping_timeout + 1.0
+        # Writes the liveness loops must not wait for (sender.py): started and stopped with the node.
+        self._sender = Sender(log=self.log)
         self.delivery = ResultDelivery(outbox_size=settings.outbox_size, store=self.store, stats=self._stats,
-                                       log=self.log)
+                                       log=self.log, post=self._sender.post,
+                                       confirm_deadline=self._dead_after)
         self.task_board = TaskBoard(
             send=self.delivery.send_progress, connected=self.delivery.connected.is_set,
             progress_interval=settings.progress_interval, cancel_grace=settings.cancel_grace, log=self.log)
@@ -190,13 +196,15 @@ class NodeWebSocketClient:
             self._beats.reset(time.monotonic())
             self.runner.start()
             s = self.settings
-            self._timers = Timers(expire=self.runner.expire, confirm=self.delivery.confirm_due, status=self.log_status,
-                                  status_interval=s.status_interval, log=self.log, tasks=self.task_board.tick,
+            self._sender.start()
+            self._timers = Timers(expire=self.runner.expire, status=self.log_status, status_interval=s.status_interval,
+                                  log=self.log, tasks=self.task_board.tick, post=self._sender.post,
+                                  writes=(self.delivery.tick, self.task_board.send_progress),
                                   on_tick=functools.partial(self._beats.beat, "octohub-timers"))
             self._timers.start()
             self._watchdog = Watchdog(
                 connect=self._new_connection, policy=ReconnectPolicy.from_settings(s),
-                dead_after=s.ping_interval + s.ping_timeout + 1.0, on_ended=self._connection_ended,
+                dead_after=self._dead_after, on_ended=self._connection_ended,
                 on_reregister=lambda: self._stats.incr("reregistrations"), log=self.log,
                 on_tick=self._watchdog_tick, pause_after=pause_threshold(s.ping_interval),
                 on_pause=lambda pause: self._stats.incr("pauses"))
@@ -206,11 +214,21 @@ class NodeWebSocketClient:
     def stop(self, timeout: Optional[float] = None) -> bool:
         """Stop gracefully: refuse new tasks, let running ones finish, send results, close.
 
+        In this order, each step for the next: new tasks are answered ``NodeShuttingDown``;
+        running and queued tasks get up to ``timeout`` (a task already answered ``TaskTimeout``
+        is not waited for); tasks that never started are answered; results on their way (the
+        ledger's writes) are sent; the timers and the send thread stop; the connection closes
+        with a close handshake. A task or an answer that comes during that handshake is never
+        written after the node's close frame: with a ledger it is kept there and sent after the
+        next start's ``node_ready``; without one it is lost with the process (counted as not
+        sent). Message handlers, the store and the metrics endpoint close last.
+
         Args:
             timeout: how long running tasks may take (default OCTOHUB_SHUTDOWN_TIMEOUT).
 
         Returns:
-            True if every task finished and every result was sent.
+            True if every task finished and every result reached the hub; False if a handler
+            still runs (past ``timeout``, or past its time limit) or a result was not sent.
         """
         with self._lifecycle:
             watchdog, self._watchdog = self._watchdog, None
@@ -230,6 +248,7 @@ class NodeWebSocketClient:
             if self._timers is not None:
                 self._timers.stop()
                 self._timers = None
+            self._sender.stop(timeout=max(1.0, self.settings.connect_timeout))
             watchdog.stop(timeout=max(1.0, self.settings.connect_timeout))
             self.receiver.close()
             self.delivery.close()
@@ -237,15 +256,25 @@ class NodeWebSocketClient:
             if self._metrics is not None:
                 self._metrics.stop()
                 self._metrics = None
-            unsent = len(self.delivery.outbox)
-            if unsent:
-                self.log.warning("stopped with %d result(s) not sent (hub unreachable)", unsent)
-            if self.failure is None:
-                self._stats.state = NodeState.STOPPED
-            self._finished.set()
-            self._http.close()  # pooled API connections (to the hub, or to a proxy); a restart opens new ones
-            self.log.info("node stopped")
-            return not unfinished and not unsent
+            return self._stopped(unfinished)
+
+    def _stopped(self, unfinished: list[str]) -> bool:
+        """Say how the stop ended (the last step of :meth:`stop`); True if nothing was left undone."""
+        overdue = [tid for tid in self.runner.overdue() if tid not in unfinished]
+        if overdue:
+            self.log.warning("stopped with %d handler(s) still running past their time limit (answered TaskTimeout; "
+                             "their results are discarded): %s", len(overdue), ", ".join(overdue[:10]))
+        unsent = self.delivery.waiting()
+        if unsent:
+            kept = ("the ledger keeps them for the next start" if self.settings.state_dir not in (None, "off")
+                    else "without a ledger (OCTOHUB_STATE_DIR) they are lost")
+            self.log.warning("stopped with %d result(s) not sent: %s", unsent, kept)
+        if self.failure is None:
+            self._stats.state = NodeState.STOPPED
+        self._finished.set()
+        self._http.close()  # pooled API connections (to the hub, or to a proxy); a restart opens new ones
+        self.log.info("node stopped")
+        return not unfinished and not overdue and not unsent
 
     def run_forever(self) -> None:
         """Start (if needed) and block until the node is stopped.
@@ -315,7 +344,7 @@ class NodeWebSocketClient:
         """Connection state, counters and queue sizes right now."""
         snap = self._stats.snapshot()
         running, queued = self.runner.counts()
-        snap.update(pc_id=self.pc_id, tasks_running=running, tasks_queued=queued, outbox=len(self.delivery.outbox),
+        snap.update(pc_id=self.pc_id, tasks_running=running, tasks_queued=queued, outbox=self.delivery.waiting(),
                     results_unconfirmed=self.delivery.unconfirmed(),
                     oldest_task_age=round(self.task_board.oldest_age(), 3))
         return snap

@@ -362,8 +362,15 @@ def read_key_file(path: str, variable: str, shown: str) -> str:
 
 
 def _check_together(s: Settings) -> None:
+    """Refuse settings that contradict each other (each error names both variables)."""
     if s.ping_timeout >= s.ping_interval:
         raise ConfigError("OCTOHUB_PING_TIMEOUT", f"{s.ping_timeout:g}", f"must be below OCTOHUB_PING_INTERVAL ({s.ping_interval:g})")
+    if s.hub_read_timeout and s.ping_interval >= s.hub_read_timeout:
+        # Only ping frames extend the hub's read deadline (docs/protocol.md §4): an idle node would be
+        # dropped before every keep-alive ping.
+        raise ConfigError("OCTOHUB_PING_INTERVAL", f"{s.ping_interval:g}",
+                          f"must be below OCTOHUB_HUB_READ_TIMEOUT ({s.hub_read_timeout:g}), the hub's read deadline "
+                          "that only ping frames extend")
     if s.reconnect_max_interval < s.reconnect_interval:
         raise ConfigError(
             "OCTOHUB_RECONNECT_MAX_INTERVAL", f"{s.reconnect_max_interval:g}",

@@ -78,6 +78,11 @@ class Connection:
         self._ping_interval = ping_interval
         self._binary = False
         self._sock: Optional[socket.socket] = None
+        # Held around every frame we write, and the check before it: once closing_since is set,
+        # nothing is written after the close frame (the hub reads nothing after it, RFC 6455 §5.5.1).
+        self._write_lock = threading.Lock()
+        self._close_lock = threading.Lock()
+        self._close_thread: Optional[threading.Thread] = None
         self._app = websocket.WebSocketApp(
             "",
             on_open=self._opened,
@@ -99,22 +104,29 @@ class Connection:
         """Open the connection on its own thread; returns at once."""
         self.thread.start()
 
-    def send_many(self, frames: list[str]) -> None:
-        """Send text frames, in order (thread-safe): one frame as websocket-client sends it, several
-        with one write under websocket-client's own lock.
+    def send_many(self, frames: list[str]) -> bool:
+        """Send text frames, in order, in one write (thread-safe).
+
+        Returns:
+            True if they were written; False, writing nothing, once :meth:`begin_close` was called.
 
         Raises:
             websocket.WebSocketException, OSError: the connection is gone or stalled.
         """
-        if len(frames) == 1:
-            self._app.send(frames[0])
-            return
-        ws = self._app.sock
-        if ws is None or ws.sock is None:
-            raise websocket.WebSocketConnectionClosedException("socket is already closed.")
-        data = b"".join([websocket.ABNF.create_frame(frame, websocket.ABNF.OPCODE_TEXT).format() for frame in frames])
-        with ws.lock:
-            ws.sock.sendall(data)  # the socket's timeout bounds the whole write, as it bounds send()
+        text = websocket.ABNF.OPCODE_TEXT
+        return self._write_frames(b"".join([websocket.ABNF.create_frame(frame, text).format() for frame in frames]))
+
+    def _write_frames(self, data: bytes) -> bool:
+        """Write whole frames, unless our close has begun; the locks are held for the system call only."""
+        with self._write_lock:
+            if self.closing_since is not None:
+                return False
+            ws = self._app.sock
+            if ws is None or ws.sock is None:
+                raise websocket.WebSocketConnectionClosedException("socket is already closed.")
+            with ws.lock:  # websocket-client's own: its pongs and its keep-alive pings are frames too
+                ws.sock.sendall(data)  # the socket's timeout bounds the whole write, as it bounds send()
+            return True
 
     @property
     def closed_cleanly(self) -> bool:
@@ -122,24 +134,37 @@ class Connection:
         return self.closing_since is not None and self.close_code is not None
 
     def begin_close(self) -> None:
-        """Send a close frame (code 1000) and return at once; the connection thread reads the answer.
+        """Stop writing, send a close frame (code 1000) and return at once, whatever the socket does.
 
-        The session ends when the hub's close frame arrives; whoever waits for that bounds the wait
-        (:meth:`close`, or the watchdog, which aborts after ``CLOSE_TIMEOUT``).
+        From now on :meth:`send_many` and :meth:`ping` write nothing. The close frame goes out on a
+        short-lived thread of its own, after any write in progress: the watchdog that calls this
+        must never wait for a stalled socket (liveness.py). The session ends when the hub's close
+        frame arrives; whoever waits for that bounds the wait (:meth:`close`, or the watchdog,
+        which aborts after ``CLOSE_TIMEOUT``).
         """
-        if self.closing_since is not None:
-            return
-        self.closing_since = time.monotonic()
-        ws = self._app.sock
-        if ws is None or self.opened_at is None:
+        with self._close_lock:  # never held while writing: the watchdog and stop() may both call this
+            if self.closing_since is not None:
+                return
+            self.closing_since = time.monotonic()
+        if self._app.sock is None or self.opened_at is None:
             self._app.keep_running = False  # not open yet: nothing to say goodbye to
             self.abort()
             return
+        # Daemon: a close frame stuck in a stalled socket must not hold the process; abort() ends it.
+        thread = threading.Thread(target=self._send_close, name=f"octohub-close-{self.number}", daemon=True)
+        self._close_thread = thread
+        thread.start()
+
+    def _send_close(self) -> None:
         # Only send the close frame: the connection thread reads the hub's answer (keep_running stays
         # True so that it does). Two threads reading one socket, as WebSocketApp.close() would, can
         # leave the reader asleep in select() on a closed descriptor until the next ping timeout.
         try:
-            ws.send_close(websocket.STATUS_NORMAL)
+            with self._write_lock:
+                ws = self._app.sock
+                if ws is None:
+                    return
+                ws.send_close(websocket.STATUS_NORMAL)
         except Exception as exc:  # a dead socket cannot be closed politely
             logger.debug("close frame on connection %s: %s", self.number, exc)
             self.abort()
@@ -152,16 +177,16 @@ class Connection:
             self.abort()
             self.thread.join(timeout)
 
-    def ping(self, payload: bytes) -> None:
+    def ping(self, payload: bytes) -> bool:
         """Send a ping frame (thread-safe); the hub's pong reaches ``on_pong``.
+
+        Returns:
+            True if it was written; False once :meth:`begin_close` was called.
 
         Raises:
             websocket.WebSocketException, OSError: the connection is gone or stalled.
         """
-        ws = self._app.sock
-        if ws is None:
-            raise websocket.WebSocketConnectionClosedException("connection is closed")
-        ws.ping(payload)
+        return self._write_frames(websocket.ABNF.create_frame(payload, websocket.ABNF.OPCODE_PING).format())
 
     def abort(self) -> None:
         """Tear the TCP connection down without a close frame (dead or stalled path)."""
@@ -205,6 +230,10 @@ class Connection:
             else:
                 self._on_closed(self, None, "closed before it opened")
         finally:
+            closer = self._close_thread
+            if closer is not None and closer.is_alive():
+                self.abort()  # wakes a close frame stuck in a stalled socket, so that its thread ends too
+                closer.join(CLOSE_TIMEOUT)
             # websocket-client's teardown does not always close the descriptor (after our close frame).
             self._sock.close()
 

@@ -4,25 +4,30 @@ A result written to the socket is not yet delivered: a dead path swallows it
 without an error. After sending, the node sends a ping frame; the hub's pong
 proves its reader got past every frame sent before that ping (docs/protocol.md §8).
 Results still unconfirmed when the connection ends go back to the outbox and are
-sent again after the next ``node_ready``.
+sent again after the next ``node_ready``. Once the node has begun its own close
+(:meth:`Connection.begin_close`), nothing more is written on that connection: what
+comes after waits in the outbox for the next one.
 
 Runs on worker threads (results), the connection thread (pongs, the handshake's
-flush) and the watchdog thread (nothing but :meth:`attach`).
+flush), the ledger's writer thread (results once on disk), the send thread
+(sender.py: confirmations, the outbox's periodic look, results of time limits)
+and the watchdog thread (nothing but :meth:`attach`).
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections import deque
-from typing import Optional
+from typing import Callable, Optional
 
+from .combining import SendQueue
+from .confirmations import CONFIRM_TIMEOUT, DEAD, GONE, ROOM, Confirmations
 from .connection import Connection
 from .store import MemoryStore
 from .outbox import Outbox, Result
 from .stats import Stats
 
-__all__ = ["ACK_PREFIX", "ResultDelivery"]
+__all__ = ["ACK_PREFIX", "CONFIRM_TIMEOUT", "ResultDelivery"]
 
 #: Payload prefix of the ping frames that confirm delivery; the number is the last result they cover.
 ACK_PREFIX = b"octohub-ack:"
@@ -31,44 +36,44 @@ ACK_PREFIX = b"octohub-ack:"
 #: bytes (a larger result is a write of its own): one system call and one lock for several frames.
 WRITE_BYTES = 64 * 1024
 
-#: At most one confirmation ping per this many seconds from the send path: under load one ping covers
-#: many results. What is sent in between is confirmed by the next ping, or by :meth:`confirm_due`
-#: (the timers thread), so a result waits at most about a quarter of a second for its confirmation.
-CONFIRM_INTERVAL = 0.05
-
-
 class ResultDelivery:
     """The current connection as seen by whoever sends on it: results, replies, ``node_ready``.
 
     Every result is recorded in ``store`` before it is first sent and removed from it once the
     hub confirmed it (or it was dropped), so that with a ledger nothing produced is lost across
-    a restart.
+    a restart. At most ``outbox_size`` results wait for the hub's confirmation on a connection,
+    so that all of them fit back into the outbox if it drops. Beyond that the thread sending
+    results waits for a pong to make room (as it would wait for a full socket buffer; the other
+    results queue up behind it, none is dropped), asking again every :data:`CONFIRM_TIMEOUT`; a
+    path that confirms nothing for ``confirm_deadline`` seconds is dead, and is ended.
 
     Args:
         outbox_size: results kept while they cannot be sent (OCTOHUB_OUTBOX_SIZE).
         store: where results wait until the hub confirms them (see ledger.py).
+        post: runs a job on the send thread (``Sender.post``): how a liveness loop's result is sent.
+        confirm_deadline: seconds without room for more results after which the path counts as dead.
     """
 
-    def __init__(self, *, outbox_size: int, store: MemoryStore, stats: Stats, log: logging.LoggerAdapter) -> None:
+    def __init__(self, *, outbox_size: int, store: MemoryStore, stats: Stats, log: logging.LoggerAdapter,
+                 post: Callable[[Callable[[], None]], None] = lambda job: job(),
+                 confirm_deadline: float = 30.0) -> None:
         self._store = store
         self._stats = stats
         self._log = log
+        self._confirm_deadline = confirm_deadline
         self.outbox = Outbox(outbox_size)
         self.conn: Optional[Connection] = None
         self.ready = False
         #: Set while the hub has confirmed the connection and ``node_ready`` went out.
         self.connected = threading.Event()
         self._flush_lock = threading.Lock()
-        # Results sent on the current connection that the hub has not confirmed, with their sending order.
-        self._unconfirmed: deque[tuple[int, Result]] = deque()
-        self._sent = 0                           # results sent on the current connection, numbering them
-        self._ack_pending: Optional[int] = None  # number covered by the confirmation ping in flight
-        self._pinged_at = 0.0                    # when the last confirmation ping went out (monotonic)
-        self._ack_lock = threading.Lock()        # guards the four above and ``ready``
-        # Results waiting for the thread that sends now (see _send); _sending: one is sending.
-        self._queue: deque[Result] = deque()
-        self._sending = False
-        self._queue_lock = threading.Lock()
+        # Held around writing results and recording them as unconfirmed, and by whatever changes
+        # ``ready``: a result written on a connection is recorded before that connection's end is handled.
+        self._results_lock = threading.Lock()
+        #: Results sent on the current connection that the hub has not confirmed (confirmations.py).
+        self.confirmations = Confirmations(capacity=outbox_size)
+        self._awaiting = 0  # results in the hands of a sending thread that waits for room (_await_room)
+        self._queue = SendQueue(send=self._send_now, chunks=_writes, keep=self._put_aside, post=post)
 
     # -- the connection's life ------------------------------------------------------------------
 
@@ -87,26 +92,27 @@ class ResultDelivery:
 
     def mark_ready(self) -> None:
         """``node_ready`` went out on the current connection: send what the outbox holds."""
-        with self._ack_lock:
+        with self._results_lock:
+            self.confirmations.reset()
             self.ready = True
-            self._sent = 0
         self.connected.set()
-        self.flush()
+        sent = self.flush()
+        if sent:
+            self._log.info("sent %d result(s) kept while disconnected", sent)
 
     def detach(self, conn: Connection) -> None:
         """``conn`` ended; results go to the outbox until the next ``node_ready``.
 
         Results sent on it that the hub never confirmed go back to the outbox, unless our close
-        handshake completed: the hub answered our close frame, so it read everything before it.
+        handshake completed: the hub answered our close frame, so it read everything before it
+        (and nothing was written after it, see :meth:`Connection.begin_close`).
         """
         if conn is not self.conn:
             return
-        with self._ack_lock:
+        with self._results_lock:
             self.ready = False
             self.connected.clear()
-            unconfirmed = [result for _, result in self._unconfirmed]
-            self._unconfirmed.clear()
-            self._ack_pending = None
+            unconfirmed = self.confirmations.reset()
         if not unconfirmed:
             return
         if conn.closed_cleanly:
@@ -124,17 +130,25 @@ class ResultDelivery:
 
     def unconfirmed(self) -> int:
         """How many results were sent on the current connection without the hub's confirmation yet."""
-        return len(self._unconfirmed)
+        return len(self.confirmations)
+
+    def waiting(self) -> int:
+        """Results not sent yet: in the outbox, queued for the thread that sends now, or waiting with it for room."""
+        return len(self.outbox) + len(self._queue) + self._awaiting
 
     def send_or_abort(self, conn: Connection, frame: str) -> bool:
-        """Send one frame; any failure ends the session (the connection is aborted)."""
+        """Send one frame; any failure ends the session (the connection is aborted).
+
+        Returns:
+            True if it was written; False if it failed, or if our close has begun (nothing is
+            written after our close frame; the session goes on until the hub answers it).
+        """
         return self._write(conn, [frame])
 
     def _write(self, conn: Connection, frames: list[str]) -> bool:
         """Send frames, in order, in one write if several; any failure ends the session."""
         try:
-            conn.send_many(frames)
-            return True
+            return conn.send_many(frames)
         except Exception as exc:  # any send failure means the session is over
             self._log.info("send failed (%s: %s); dropping the connection", type(exc).__name__, exc)
             conn.abort()
@@ -154,104 +168,109 @@ class ResultDelivery:
 
     # -- results ----------------------------------------------------------------------------------
 
-    def deliver(self, task_id: str, frame: str, *, finished: bool = False) -> None:
+    def deliver(self, task_id: str, frame: str, *, finished: bool = False, hand_off: bool = False) -> None:
         """Send a result now, or keep it in the outbox until the next node_ready.
 
         Args:
             finished: the result ends its task; the store keeps it to answer a redelivery.
+            hand_off: never write on the calling thread (a liveness loop's): the send thread does.
         """
-        self._store.add_result(task_id, frame, self._send, finished=finished)  # sent once it is on disk
-
-    def _send(self, results: list[Result]) -> None:
-        """Results the store holds: send them, or leave them to the thread sending now.
-
-        One thread sends at a time and takes every result that queued up meanwhile, oldest
-        first, in writes of several frames (flat combining): under load the other workers go
-        back to their tasks instead of queueing up on the socket's lock, and with one task at a
-        time a result is still sent by the thread that produced it, without a hand-off.
-        """
-        queue = self._queue
-        with self._queue_lock:
-            queue.extend(results)
-            if self._sending:
-                return
-            self._sending = True
-        while True:
-            with self._queue_lock:
-                if not queue:
-                    self._sending = False
-                    return
-                batch = list(queue)
-                queue.clear()
-            done = 0
-            try:
-                for chunk in _writes(batch):
-                    self._send_now(chunk)
-                    done += len(chunk)
-            finally:
-                if done < len(batch):  # something raised: the next result's thread sends the rest
-                    with self._queue_lock:
-                        queue.extendleft(reversed(batch[done:]))
-                        self._sending = False
+        then = self._queue.put_later if hand_off else self._queue.put
+        self._store.add_result(task_id, frame, then, finished=finished)  # sent once it is on disk
 
     def _send_now(self, results: list[Result]) -> None:
-        """Send results now, in one write, or keep them in the outbox."""
+        """Send results now (waiting for room to wait for confirmation), or keep them in the outbox."""
         conn = self.conn
-        if self.ready and conn is not None and not len(self.outbox) and \
-                self._write(conn, [result.frame for result in results]):
-            self._track(conn, results)
-            return
+        while results and self._await_room(conn, len(results)):
+            if len(self.outbox):  # older results first
+                if not self.flush():
+                    break
+                continue
+            written = self._write_results(conn, results)
+            if not written:
+                break
+            results = results[written:]
+        if results:
+            self._keep(results)
+
+    def _await_room(self, conn: Optional[Connection], holding: int) -> bool:
+        """(The thread sending results.) Wait while ``outbox_size`` results wait for confirmation on
+        ``conn``; True once there is room, False if it is no longer ready (or is dead: then ended)."""
+        if self.confirmations.room() > 0:
+            return True  # the common case, without a lock
+        until = time.monotonic() + self._confirm_deadline
+        self._awaiting = holding
+        try:
+            while True:
+                found = self.confirmations.wait_for_room(lambda: self.ready and conn is self.conn, until,
+                                                         time.monotonic)
+                if found == ROOM:
+                    return True
+                if found == GONE:
+                    return False
+                if found == DEAD:
+                    self._log.warning("the hub confirmed none of the last %d results for %.0f s: the path is dead; "
+                                      "reconnecting", self.confirmations.capacity, self._confirm_deadline)
+                    conn.abort()  # type: ignore[union-attr]
+                    return False
+                self._ask_confirmation(conn, found)  # type: ignore[arg-type]
+        finally:
+            self._awaiting = 0
+
+    def _put_aside(self, results: list[Result]) -> None:
+        """Results that cannot go out now: into the outbox (its oldest dropped when full), seen by :meth:`tick`."""
         for result in results:
             self._dropped(self.outbox.put(result))
+
+    def _keep(self, results: list[Result]) -> None:
+        """Put results in the outbox; if the connection is ready, the outbox is sent now (no result
+        waits there for the next one to come along)."""
+        self._put_aside(results)
         if self.ready:
             self.flush()
 
-    def flush(self) -> None:
-        """Send what the outbox holds, oldest first, while the connection takes it."""
+    def flush(self) -> int:
+        """Send what the outbox holds, oldest first, while the connection takes it; return how many went."""
         with self._flush_lock:
             items = self.outbox.take_all()
             done = 0
             for chunk in _writes(items):
-                conn = self.conn
-                if not self.ready or conn is None or not self._write(conn, [result.frame for result in chunk]):
+                written = self._write_results(self.conn, chunk)
+                done += written
+                if written < len(chunk):
                     self._dropped(self.outbox.put_back(items[done:]))
-                    return
-                self._track(conn, chunk)
-                done += len(chunk)
-            if items:
-                self._log.info("sent %d result(s) kept while disconnected", len(items))
+                    break
+            return done
 
-    def _track(self, conn: Connection, results: list[Result]) -> None:
-        """Remember results written to ``conn`` until the hub confirms them; ask for confirmation."""
-        ping = None
-        with self._ack_lock:
-            current = self.ready and conn is self.conn
-            if current:
-                for result in results:
-                    self._sent += 1
-                    self._unconfirmed.append((self._sent, result))
-                ping = self._claim_ping(time.monotonic())
-        if not current:  # the connection ended while we sent: detach() could not see these results
-            for result in results:
-                self._dropped(self.outbox.put(result))
-        elif ping is not None:
-            self._ask_confirmation(conn, ping)
-
-    def _claim_ping(self, now: float, interval: float = CONFIRM_INTERVAL) -> Optional[int]:
-        """(Lock held.) The number a confirmation ping should cover now, if one should go out."""
-        if self._ack_pending is not None or not self._unconfirmed or now - self._pinged_at < interval:
-            return None
-        self._ack_pending = self._unconfirmed[-1][0]
-        self._pinged_at = now
-        return self._ack_pending
-
-    def confirm_due(self, now: float) -> None:
-        """Ask the hub to confirm what was sent since the last ping (called by the timers thread)."""
+    def tick(self) -> None:
+        """The send thread's periodic look: send what waits in the outbox while the connection is
+        ready, and ask the hub to confirm what was sent since the last ping."""
+        if self.ready and len(self.outbox) and not self._flush_lock.locked():
+            self.flush()
         conn = self.conn
-        with self._ack_lock:
-            ping = self._claim_ping(now, 0.0) if self.ready and conn is self.conn else None
+        ping = self.confirmations.claim(time.monotonic()) if self.ready and conn is self.conn else None
         if ping is not None and conn is not None:
             self._ask_confirmation(conn, ping)
+
+    def _write_results(self, conn: Optional[Connection], results: list[Result]) -> int:
+        """Write as many of ``results`` as the connection takes now, record them as unconfirmed,
+        and ask for confirmation; return how many were written (the rest is the caller's)."""
+        ping = None
+        with self._results_lock:
+            room = self.confirmations.room()
+            if not self.ready or conn is None or conn is not self.conn or room <= 0:
+                written = 0
+            else:
+                batch = results[:room]
+                written = len(batch) if self._write(conn, [result.frame for result in batch]) else 0
+                if not written and conn.closing_since is not None:
+                    self.ready = False  # our close has begun: nothing more goes out on this connection
+                    self.confirmations.wake()
+            if written:
+                ping = self.confirmations.add(results[:written], time.monotonic())
+        if ping is not None:
+            self._ask_confirmation(conn, ping)  # type: ignore[arg-type]
+        return written
 
     def _ask_confirmation(self, conn: Connection, number: int) -> None:
         try:
@@ -261,25 +280,21 @@ class ResultDelivery:
             conn.abort()
 
     def pong(self, conn: Connection, payload: bytes) -> None:
-        """A pong arrived (connection thread): confirm the results its ping covered."""
+        """A pong arrived (connection thread): confirm every result up to the number it carries."""
         if not payload.startswith(ACK_PREFIX):
             return  # a keep-alive pong
         try:
             number = int(payload[len(ACK_PREFIX):])
         except ValueError:
             return
-        with self._ack_lock:
-            if conn is not self.conn or number != self._ack_pending:
-                return
-            unconfirmed = self._unconfirmed
-            confirmed = []
-            while unconfirmed and unconfirmed[0][0] <= number:
-                confirmed.append(unconfirmed.popleft()[1].seq)
-            self._ack_pending = None
-            again = self._claim_ping(time.monotonic())
+        if conn is not self.conn:
+            return  # an older connection's (its end reset the confirmations)
+        confirmed, again = self.confirmations.confirm(number, time.monotonic())
         self._store.remove_results(confirmed)
         if again is not None:
             self._ask_confirmation(conn, again)
+        if confirmed and self.ready and len(self.outbox):
+            self.flush()  # results that waited for room
 
     def _dropped(self, results: list[Result]) -> None:
         if not results:

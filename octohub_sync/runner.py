@@ -19,8 +19,9 @@ __all__ = ["TaskRunner"]
 
 logger = logging.getLogger(__name__)
 
-#: Called with (task_id, frame, finished=...) for every result; must never block for long.
-#: ``finished``: the result ends its task (a refusal or a repeat does not).
+#: Called with (task_id, frame, finished=..., hand_off=...) for every result; must never block for long.
+#: ``finished``: the result ends its task (a refusal or a repeat does not); ``hand_off``: the caller
+#: is a liveness loop, another thread must write it (ResultDelivery.deliver).
 Deliver = Callable[..., None]
 
 #: Runs one handler as a task: (control, handler, task message) -> result (``TaskBoard.call``).
@@ -241,10 +242,13 @@ class TaskRunner:
                     # The hub has its answer; a cooperative handler now stops instead of running on.
                     job.control.request_cancel(f"timed out after {limit:g} s", answered=True)
                     expired.append((tid, frame))
+            if expired and self._draining:
+                self._idle.notify_all()  # an answered task is one drain() no longer waits for
         for tid, frame in expired:
             self._stats.incr("tasks_timed_out")
             self._log.warning("task %s timed out", tid)
-            self._deliver(tid, frame, finished=True)
+            # This runs on the timers thread, which proves the node alive: it must not write to a socket.
+            self._deliver(tid, frame, finished=True, hand_off=True)
 
     # -- stop ----------------------------------------------------------------------------
 
@@ -254,7 +258,11 @@ class TaskRunner:
             self._accepting = False
 
     def drain(self, timeout: float) -> list[str]:
-        """Wait up to ``timeout`` for running and queued tasks; return the ids still running."""
+        """Wait up to ``timeout`` for running and queued tasks; return the ids still running.
+
+        A task answered ``TaskTimeout`` is not waited for (the hub has its answer; its handler
+        may run on): see :meth:`overdue` for those.
+        """
         deadline = time.monotonic() + timeout
         with self._lock:
             self._draining += 1
@@ -267,6 +275,11 @@ class TaskRunner:
             finally:
                 self._draining -= 1
             return [tid for tid, j in self._jobs.items() if not j.timed_out]
+
+    def overdue(self) -> list[str]:
+        """Ids of the tasks answered ``TaskTimeout`` whose handlers still run (their results will be discarded)."""
+        with self._lock:
+            return [tid for tid, job in self._jobs.items() if job.timed_out]
 
     def shutdown(self) -> None:
         """Release the pool; queued tasks that never started are answered ``failed``.

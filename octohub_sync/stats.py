@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 from enum import Enum
 from typing import Any, Optional
 
@@ -41,10 +42,24 @@ class Stats:
 
     def __init__(self) -> None:
         self._counts = {name: itertools.count() for name in COUNTERS}
-        self.state = NodeState.STOPPED
+        self._state = NodeState.STOPPED
+        self._state_lock = threading.Lock()
         self.connected_since: Optional[float] = None
         self.last_error: Optional[str] = None
         self.clock_skew: Optional[float] = None
+
+    @property
+    def state(self) -> NodeState:
+        """The node's state. Once STOPPING, only STOPPED follows: a connection that opens or ends
+        during the drain (on the connection or watchdog thread) does not make a stopping node
+        look connected or reconnecting."""
+        return self._state
+
+    @state.setter
+    def state(self, state: NodeState) -> None:
+        with self._state_lock:
+            if self._state is not NodeState.STOPPING or state is NodeState.STOPPED:
+                self._state = state
 
     def incr(self, name: str, n: int = 1) -> None:
         """Add ``n`` to counter ``name``."""

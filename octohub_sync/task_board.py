@@ -153,15 +153,24 @@ class TaskBoard:
     # -- on the timers thread --------------------------------------------------------------------
 
     def tick(self, now: float) -> None:
-        """Send the progress that is due, and hard-stop handlers past their grace period."""
+        """Hard-stop handlers past their grace period (the timers thread: no network here)."""
+        if not self._grace:
+            return
+        with self._lock:
+            if not self._running:
+                return
+            stopped = self._hard_stops(list(self._running.values()), now)
+        for slot in stopped:
+            self._log.warning("task %s still ran %g s after it was cancelled (%s): raised TaskCancelled in its thread",
+                              slot.control.task_id, self._grace, slot.control.cancel_reason)
+
+    def send_progress(self) -> None:
+        """Send the progress that is due (the send thread: the write may wait for the socket)."""
         with self._lock:
             if not self._running:
                 return
             slots = list(self._running.values())
-            stopped = self._hard_stops(slots, now) if self._grace else []
-        for slot in stopped:
-            self._log.warning("task %s still ran %g s after it was cancelled (%s): raised TaskCancelled in its thread",
-                              slot.control.task_id, self._grace, slot.control.cancel_reason)
+        now = time.monotonic()
         for slot in slots:
             if slot.control.has_unsent_progress:
                 with self._send_lock:

@@ -1,16 +1,18 @@
-"""Task time limits, delivery confirmations, progress, hard stops and the status line: the clock-driven work.
+"""Task time limits, hard stops and the status line: the clock-driven work; and the ticks of the writes.
 
 This is where a task times out: every :data:`TICK` the thread asks the runner to answer
 ``failed`` ``TaskTimeout`` for every task past its limit (the limits themselves are kept
-by :class:`~octohub_sync.runner.TaskRunner`), then lets the task board send the progress
-that is due and stop handlers past their cancel grace period.
+by :class:`~octohub_sync.runner.TaskRunner`), then lets the task board stop handlers past
+their cancel grace period. This thread is one of the two whose ticks prove the node alive
+(liveness.py), so it never writes to the socket: the writes that are due on a clock
+(delivery confirmations, progress) are posted to the send thread (sender.py) each tick.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 __all__ = ["Timers"]
 
@@ -19,25 +21,28 @@ TICK = 0.25
 
 
 class Timers:
-    """Calls ``expire``, ``confirm`` and ``tasks`` every :data:`TICK`, ``status()`` every ``status_interval`` s.
+    """Calls ``expire`` and ``tasks`` every :data:`TICK`, ``status()`` every ``status_interval`` s,
+    and posts each of ``writes`` every :data:`TICK`.
 
     Args:
         expire: answers the tasks past their time limit (``TaskRunner.expire``).
-        confirm: asks the hub to confirm results sent since its last confirmation
-            (``ResultDelivery.confirm_due``).
         status: logs the status line.
         status_interval: seconds between status lines; 0 for none.
-        tasks: sends due progress and hard-stops handlers past their grace (``TaskBoard.tick``).
+        tasks: hard-stops handlers past their grace (``TaskBoard.tick``).
+        writes: jobs that write to the hub when due (``ResultDelivery.tick``, ``TaskBoard.send_progress``),
+            handed to ``post`` (``Sender.post``), never run here.
         on_tick: told the time of every turn of the loop (the node's liveness, see liveness.py).
     """
 
-    def __init__(self, *, expire: Callable[[float], None], confirm: Callable[[float], None],
-                 status: Callable[[], None], status_interval: float,
+    def __init__(self, *, expire: Callable[[float], None], status: Callable[[], None], status_interval: float,
                  log: logging.LoggerAdapter, tasks: Optional[Callable[[float], None]] = None,
+                 writes: Sequence[Callable[[], None]] = (),
+                 post: Callable[[Callable[[], None]], None] = lambda job: job(),
                  on_tick: Callable[[float], None] = lambda now: None) -> None:
         self._expire = expire
-        self._confirm = confirm
         self._tasks = tasks
+        self._writes = tuple(writes)
+        self._post = post
         self._on_tick = on_tick
         self._status = status
         self._status_interval = status_interval
@@ -61,9 +66,10 @@ class Timers:
             try:
                 self._on_tick(now)
                 self._expire(now)
-                self._confirm(now)
                 if self._tasks is not None:
                     self._tasks(now)
+                for job in self._writes:
+                    self._post(job)
                 if next_status is not None and now >= next_status:
                     next_status = now + self._status_interval
                     self._status()

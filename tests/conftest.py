@@ -73,15 +73,29 @@ def connected_node(make_node, handlers: dict, **opts: Any) -> NodeWebSocketClien
 
 class RecordingConnection:
     """What ResultDelivery and FrameReceiver use of a Connection, without a socket: send_many(),
-    ping(), abort(). ``fail`` makes every frame's send raise; ``on_send`` runs before each frame."""
+    ping(), abort(), begin_close(). ``fail`` makes every frame's send raise; ``on_send`` runs before
+    each frame. As a real Connection, it writes nothing once begin_close() was called, and it closed
+    cleanly when the hub then answered with a close frame (:meth:`hub_answered_close`)."""
 
     def __init__(self, fail: bool = False) -> None:
         self.sent: list[dict] = []
         self.pings: list[bytes] = []
         self.fail = fail
         self.aborted = 0
-        self.closed_cleanly = False
+        self.closing_since: Optional[float] = None
+        self.close_code: Optional[int] = None
         self.on_send: Optional[Callable[[], None]] = None
+
+    @property
+    def closed_cleanly(self) -> bool:
+        return self.closing_since is not None and self.close_code is not None
+
+    def begin_close(self) -> None:
+        if self.closing_since is None:
+            self.closing_since = time.monotonic()
+
+    def hub_answered_close(self, code: int = 1000) -> None:
+        self.close_code = code
 
     def send(self, frame: str) -> None:
         if self.on_send is not None:
@@ -90,20 +104,42 @@ class RecordingConnection:
             raise OSError("broken pipe")
         self.sent.append(json.loads(frame))
 
-    def send_many(self, frames: list[str]) -> None:
+    def send_many(self, frames: list[str]) -> bool:
+        if self.closing_since is not None:
+            return False
         for frame in frames:
             self.send(frame)
+        return True
 
-    def ping(self, payload: bytes) -> None:
+    def ping(self, payload: bytes) -> bool:
+        if self.closing_since is not None:
+            return False
         self.pings.append(payload)
+        return True
 
     def abort(self) -> None:
         self.aborted += 1
 
 
-def make_delivery(stats: Stats, outbox_size: int = 10) -> ResultDelivery:
+class RecordingStore(MemoryStore):
+    """A MemoryStore that remembers which results were added and which removed (confirmed or dropped)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.added: list[str] = []
+        self.removed: list[int] = []
+
+    def add_result(self, task_id: str, frame: str, then: Any, *, finished: bool = False) -> None:
+        self.added.append(task_id)
+        super().add_result(task_id, frame, then, finished=finished)
+
+    def remove_results(self, seqs: Any) -> None:
+        self.removed.extend(seqs)
+
+
+def make_delivery(stats: Stats, outbox_size: int = 10, store: Optional[MemoryStore] = None) -> ResultDelivery:
     """A ResultDelivery without a ledger, as a node with OCTOHUB_STATE_DIR=off has."""
-    return ResultDelivery(outbox_size=outbox_size, store=MemoryStore(), stats=stats,
+    return ResultDelivery(outbox_size=outbox_size, store=MemoryStore() if store is None else store, stats=stats,
                           log=logging.LoggerAdapter(logging.getLogger("octohub_sync.test"), {}))
 
 

@@ -90,3 +90,10 @@ def test_override_of_the_wrong_type_names_the_variable() -> None:
 def test_reconnect_ceiling_below_the_base_interval_is_refused() -> None:
     with pytest.raises(ConfigError, match="^OCTOHUB_RECONNECT_MAX_INTERVAL='2'"):
         load_settings(environ={"OCTOHUB_RECONNECT_INTERVAL": "5", "OCTOHUB_RECONNECT_MAX_INTERVAL": "2"})
+
+
+def test_a_ping_interval_past_the_hubs_read_deadline_is_refused() -> None:
+    with pytest.raises(ConfigError, match="^OCTOHUB_PING_INTERVAL='60'.*OCTOHUB_HUB_READ_TIMEOUT \\(60\\)"):
+        load_settings(environ={"OCTOHUB_PING_INTERVAL": "60", "OCTOHUB_PING_TIMEOUT": "10"})
+    # 0 means the node is told of no read deadline: nothing to contradict.
+    assert load_settings(environ={"OCTOHUB_PING_INTERVAL": "90", "OCTOHUB_HUB_READ_TIMEOUT": "0"}).ping_interval == 90

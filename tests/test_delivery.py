@@ -11,12 +11,13 @@ import pytest
 
 from octohub_sync import ConfigError, load_settings
 from octohub_sync.connection_log import REPEAT_WARNING_INTERVAL, ConnectionLog
-from octohub_sync.delivery import ACK_PREFIX, WRITE_BYTES, _writes
+from octohub_sync.delivery import ACK_PREFIX, CONFIRM_TIMEOUT, WRITE_BYTES, ResultDelivery, _writes
 from octohub_sync.hub import LocalHub
 from octohub_sync.outbox import Outbox, Result
 from octohub_sync.stats import Stats
 
-from .conftest import KEY, Gate, RecordingConnection, connected_node, make_delivery, result_frame, wait_until
+from .conftest import (KEY, Gate, RecordingConnection, RecordingStore, connected_node, make_delivery, result_frame,
+                       wait_until)
 from .proxy import StallProxy
 
 
@@ -143,24 +144,28 @@ def test_direct_mode_without_any_key_names_the_websocket_key() -> None:
 # -- the outbox: results produced while disconnected wait in it and follow node_ready ----------
 
 
-def test_result_of_task_running_during_drop_arrives_after_reconnect(make_node, hub: LocalHub) -> None:
-    for redeliver in (True, False):
-        with LocalHub(KEY, redeliver=redeliver) as h:
-            gate = Gate()
-            client = connected_node(make_node, {"slow": gate.handler("done")}, _hub=h, pc_id=f"node_drop{int(redeliver)}")
-            tid = h.send_task("slow")
-            assert gate.started.wait(10)
-            h.drop(client.pc_id)
-            assert wait_until(lambda: not client.is_connected(), 10)
-            gate.release.set()  # finishes while disconnected: the result waits in the outbox
-            assert h.wait_for(lambda: tid in h.results, 10)
-            # With redelivery the hub may re-send the task after the outbox flush; the node then
-            # answers with the stored result, so duplicates are identical and the task ran once.
-            results = h.results[tid]
-            assert {r["result"] for r in results} == {"done"} and all(r == results[0] for r in results)
-            assert len(results) == 1 or redeliver
-            assert client.stats()["tasks_completed"] == 1
-            client.stop(5)
+@pytest.mark.parametrize("redeliver", [True, False])
+def test_result_of_task_running_during_drop_arrives_after_reconnect(make_node, redeliver: bool) -> None:
+    with LocalHub(KEY, redeliver=redeliver) as h:
+        gate = Gate()
+        client = connected_node(make_node, {"slow": gate.handler("done")}, _hub=h)
+        tid = h.send_task("slow")
+        assert gate.started.wait(10)
+        h.stop_ws()  # dropped, and no way back until the result waits in the outbox
+        assert wait_until(lambda: not client.is_connected(), 10)
+        gate.release.set()
+        assert wait_until(lambda: client.stats()["outbox"] == 1, 10)
+        h.start_ws()
+        assert h.wait_for(lambda: tid in h.results, 10)
+        # The outbox's copy follows node_ready. A hub that redelivers sends the task again when it reads
+        # node_ready, before that copy: the node answers it with the stored result, byte for byte, and
+        # does not run it again.
+        assert h.wait_for(lambda: len(h.results[tid]) == (2 if redeliver else 1), 5)
+        assert not h.wait_for(lambda: len(h.results[tid]) > (2 if redeliver else 1), 0.5)
+        results = h.results[tid]
+        assert results[0]["result"] == "done" and all(r == results[0] for r in results)
+        assert client.stats()["tasks_completed"] == 1
+        assert client.stats()["tasks_duplicate"] == (1 if redeliver else 0)
 
 
 def test_full_outbox_gives_up_oldest_and_counts(make_node, hub: LocalHub, caplog) -> None:
@@ -299,12 +304,12 @@ def test_while_one_worker_sends_the_others_do_not_wait_and_their_results_follow_
     assert delivery.unconfirmed() == 4
 
 
-def test_a_failure_inside_the_sending_thread_leaves_the_rest_to_the_next_result() -> None:
+def test_a_failure_inside_the_sending_thread_leaves_nothing_waiting_for_the_next_result() -> None:
     delivery = make_delivery(Stats())
     conn = RecordingConnection()
     delivery.attach(conn)  # type: ignore[arg-type]
     delivery.mark_ready()
-    original = delivery._send_now
+    original = delivery._queue._send
     calls = []
 
     def breaks_once(results: list[Result]) -> None:
@@ -313,11 +318,82 @@ def test_a_failure_inside_the_sending_thread_leaves_the_rest_to_the_next_result(
             raise RuntimeError("bug in the send path")
         original(results)
 
-    delivery._send_now = breaks_once  # type: ignore[method-assign]
+    delivery._queue._send = breaks_once  # type: ignore[method-assign]
     with pytest.raises(RuntimeError):
         delivery.deliver("a", result_frame("a"))
+    assert delivery.waiting() == 1 and len(delivery.outbox) == 1  # not in a queue that nobody looks at
+    delivery.tick()  # the send thread's periodic look: no need for another result to come along
+    assert [m["task_id"] for m in conn.sent] == ["a"]
     delivery.deliver("b", result_frame("b"))  # not stuck behind a "sending" flag nobody clears
     assert [m["task_id"] for m in conn.sent] == ["a", "b"]
+
+
+def test_a_result_that_lands_in_the_outbox_of_a_ready_connection_does_not_wait_for_the_next_one() -> None:
+    delivery = make_delivery(Stats())
+    conn = RecordingConnection()
+    delivery.attach(conn)  # type: ignore[arg-type]
+    delivery.mark_ready()
+    # As when a worker found the connection not ready and kept its result just after node_ready's flush.
+    delivery.outbox.put(Result(7, "late", result_frame("late")))
+    delivery.tick()
+    assert [m["task_id"] for m in conn.sent] == ["late"] and delivery.waiting() == 0
+
+
+# -- the node's own close: nothing written after its close frame counts as delivered -------------
+
+
+def ready_delivery() -> tuple[ResultDelivery, RecordingConnection, RecordingStore]:
+    """A delivery whose connection is ready (node_ready sent), with a store that records removals."""
+    store = RecordingStore()
+    delivery = make_delivery(Stats(), store=store)
+    conn = RecordingConnection()
+    delivery.attach(conn)  # type: ignore[arg-type]
+    delivery.mark_ready()
+    return delivery, conn, store
+
+
+def test_a_result_after_begin_close_stays_in_the_store_and_goes_out_on_the_next_connection() -> None:
+    delivery, conn, store = ready_delivery()
+    delivery.deliver("before", result_frame("before"))
+    conn.begin_close()  # our close frame is on its way
+    delivery.deliver("after", result_frame("after"))
+    assert [m["task_id"] for m in conn.sent] == ["before"]  # nothing written after the close frame
+    conn.hub_answered_close()
+    delivery.detach(conn)  # type: ignore[arg-type]
+    # The clean close confirms what was written before it, and only that.
+    assert store.removed == [1] and delivery.waiting() == 1
+    fresh = RecordingConnection()
+    delivery.attach(fresh)  # type: ignore[arg-type]
+    delivery.mark_ready()
+    assert [m["task_id"] for m in fresh.sent] == ["after"] and store.removed == [1]
+
+
+def test_a_close_the_hub_never_answered_sends_everything_again() -> None:
+    delivery, conn, store = ready_delivery()
+    delivery.deliver("a", result_frame("a"))
+    conn.begin_close()
+    delivery.detach(conn)  # type: ignore[arg-type]  # aborted after CLOSE_TIMEOUT: no close frame came back
+    assert store.removed == [] and [r.task_id for r in delivery.outbox.take_all()] == ["a"]
+
+
+def test_a_pong_confirms_every_result_up_to_its_number_and_an_unanswered_ping_is_sent_again(monkeypatch) -> None:
+    delivery, conn, store = ready_delivery()
+    clock = [1000.0]
+    monkeypatch.setattr("octohub_sync.delivery.time.monotonic", lambda: clock[0])
+    delivery.deliver("a", result_frame("a"))
+    assert conn.pings == [ACK_PREFIX + b"1"]
+    delivery.deliver("b", result_frame("b"))  # covered by the next ping
+    clock[0] += CONFIRM_TIMEOUT - 0.01
+    delivery.tick()
+    assert len(conn.pings) == 1  # the first one's pong may still come
+    clock[0] += 0.02
+    delivery.tick()  # it did not: ask again, for everything sent since
+    assert conn.pings == [ACK_PREFIX + b"1", ACK_PREFIX + b"2"]
+    delivery.pong(conn, ACK_PREFIX + b"2")  # type: ignore[arg-type]  # the hub answered only the latest ping
+    assert delivery.unconfirmed() == 0 and store.removed == [1, 2]
+    delivery.pong(conn, ACK_PREFIX + b"1")  # type: ignore[arg-type]  # a late pong changes nothing
+    delivery.pong(conn, ACK_PREFIX + b"9")  # type: ignore[arg-type]  # nor one for a ping never sent
+    assert store.removed == [1, 2]
 
 
 def test_several_results_in_one_write_reach_a_real_hub_whole_and_in_order(node, hub: LocalHub) -> None:
@@ -338,3 +414,23 @@ def test_results_queued_behind_a_send_are_cut_into_writes_of_bounded_size() -> N
     assert [huge] in writes
     assert all(sum(len(r.frame) for r in w) <= WRITE_BYTES for w in writes if w != [huge])
     assert [len(w) for w in writes] == [65, 5, 1, 30]  # 65 of 1000 bytes fit in 64 KiB
+
+
+def test_at_the_bound_the_sender_waits_for_a_pong_and_a_path_that_confirms_nothing_is_ended() -> None:
+    delivery = ResultDelivery(outbox_size=1, store=RecordingStore(), stats=Stats(), confirm_deadline=0.5,
+                              log=logging.LoggerAdapter(logging.getLogger("octohub_sync.test"), {}))
+    conn = RecordingConnection()
+    delivery.attach(conn)  # type: ignore[arg-type]
+    delivery.mark_ready()
+    delivery.deliver("a", result_frame("a"))  # the one result that may wait for confirmation
+    second = threading.Thread(target=delivery.deliver, args=("b", result_frame("b")), name="test-worker")
+    second.start()
+    assert wait_until(lambda: delivery.waiting() == 1, 5)  # in the sending thread's hands, not dropped
+    assert [m["task_id"] for m in conn.sent] == ["a"]
+    delivery.pong(conn, ACK_PREFIX + b"1")  # type: ignore[arg-type]  # room for one more
+    second.join(5)
+    assert not second.is_alive() and [m["task_id"] for m in conn.sent] == ["a", "b"] and conn.aborted == 0
+    third = threading.Thread(target=delivery.deliver, args=("c", result_frame("c")), name="test-worker")
+    third.start()
+    third.join(5)  # no pong for b: after confirm_deadline the path counts as dead
+    assert not third.is_alive() and conn.aborted == 1 and delivery.waiting() == 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from typing import Iterator
 
 import pytest
@@ -127,7 +128,7 @@ class Delivered:
         self.finished: list[str] = []
         self.cond = threading.Condition()
 
-    def __call__(self, task_id: str, frame: str, *, finished: bool = False) -> None:
+    def __call__(self, task_id: str, frame: str, *, finished: bool = False, hand_off: bool = False) -> None:
         with self.cond:
             self.items.append((task_id, json.loads(frame)))
             if finished:
@@ -200,4 +201,27 @@ def test_result_cache_keeps_the_newest_results(gate: Gate) -> None:
     runner.submit(task("a"))  # evicted (cache of 2): runs again
     delivered.wait(5)
     assert (stats.snapshot()["tasks_duplicate"], stats.snapshot()["tasks_completed"]) == (1, 4)
+    runner.shutdown()
+
+
+def test_a_time_limit_ends_the_drain_that_waits_for_it(gate: Gate) -> None:
+    delivered, stats = Delivered(), Stats()
+    runner = make_runner(delivered, gate, stats)
+    runner.submit(task("a", timeout=0.2))
+    assert gate.started.wait(5)
+    runner.stop_accepting()
+    left: list[list[str]] = []
+    drainer = threading.Thread(target=lambda: left.append(runner.drain(10)), name="test-drain")
+    drainer.start()
+    try:
+        assert wait_until(lambda: runner._draining == 1, 5)  # it waits
+        runner.expire(time.monotonic() + 1)  # what the timers thread does at the limit
+        drainer.join(2)  # woken by the answer, not by its own 10 s
+        assert not drainer.is_alive() and left == [[]]
+        assert runner.overdue() == ["a"]  # answered TaskTimeout, its handler runs on
+        assert delivered.wait(1)[0][1]["error"] == "TaskTimeout: timed out after 0.2 s"
+    finally:
+        gate.release.set()
+        drainer.join(10)
+    assert wait_until(lambda: runner.overdue() == [], 5)
     runner.shutdown()

@@ -280,6 +280,42 @@ class LocalHub:
         self._state.add_task(task_id, pc_id, json.dumps(message, ensure_ascii=False))
         return task_id
 
+    def send_task_at_close(self, task_type: str, data: Any = None, *, task_id: Optional[str] = None,
+                           pc_id: Optional[str] = None, answer_after: float = 0.0) -> str:
+        """Send a task the moment the node's close frame arrives, just before the hub answers it.
+
+        The hub then believes the task delivered on a connection the node is closing: the node
+        must run it and answer on its next connection (docs/protocol.md §8).
+
+        Args:
+            answer_after: seconds the hub's close frame then takes to leave (a slow link); the hub
+                reads nothing from that node meanwhile.
+
+        Returns:
+            The task id.
+
+        Raises:
+            ConnectionError: that node is not connected.
+        """
+        if task_id is None:
+            task_id = f"task_{next(self._task_ids)}"
+        message = messages.task(task_id, task_type, data)
+        self._state.add_task(task_id, pc_id, json.dumps(message, ensure_ascii=False), at_close=answer_after)
+        return task_id
+
+    def skip_pongs(self, count: int, *, prefix: bytes = b"octohub-ack:", pc_id: Optional[str] = None) -> None:
+        """Answer none of the next ``count`` ping frames whose payload starts with ``prefix``
+        (by default the node's delivery confirmations, docs/protocol.md §8); 0 answers all again.
+
+        Raises:
+            ConnectionError: that node is not connected.
+        """
+        sessions = self._state.sessions(pc_id)
+        if not sessions:
+            raise ConnectionError(f"no node connected with pc_id {pc_id!r}" if pc_id else "no node connected")
+        for session in sessions:
+            session.ws.skip_prefix, session.ws.pongs_to_skip = prefix, count
+
     def cancel(self, task_id: str, reason: Optional[str] = None, *, pc_id: Optional[str] = None) -> None:
         """Send ``task_cancel`` for a task, in the hub's dialect (docs/protocol.md §3.2).
 

@@ -238,16 +238,28 @@ class HubState:
 
     # -- hub -> node -------------------------------------------------------
 
-    def add_task(self, task_id: str, pc_id: Optional[str], frame: str) -> None:
-        """Record a task as pending and send it now if its node is connected."""
+    def add_task(self, task_id: str, pc_id: Optional[str], frame: str, *, at_close: Optional[float] = None) -> None:
+        """Record a task as pending and send it now if its node is connected.
+
+        ``at_close``: send it when the node's close frame arrives, just before the hub answers it,
+        which it does that many seconds later.
+
+        Raises:
+            ConnectionError: ``at_close`` and that node is not connected.
+        """
         with self._cond:
             session = self._table.target(pc_id)
             owner = pc_id if pc_id is not None else (session.pc_id if session else self._table.last_pc_id)
             if session is not None and not session.greeted:
                 session = None  # a task must not overtake "connected": node_ready will claim it
+            if at_close is not None and session is None:
+                raise ConnectionError(f"no node connected with pc_id {pc_id!r}" if pc_id else "no node connected")
             self._pending[task_id] = _Task(owner, frame, session)
+            if at_close is not None:
+                session.ws.at_close.append(frame)  # type: ignore[union-attr]
+                session.ws.close_delay = at_close  # type: ignore[union-attr]
             self._cond.notify_all()
-        if session is not None:
+        if session is not None and at_close is None:
             self._send_quietly(session, frame)
 
     def owner(self, task_id: str) -> Optional[str]:

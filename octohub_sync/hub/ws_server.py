@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl, urlsplit
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 from websockets.sync.server import Server, ServerConnection, serve
 
 from octohub_sync import signing
@@ -46,11 +47,24 @@ _wire_logger.addFilter(signing.RedactingFilter())
 
 
 class HubConnection(ServerConnection):
-    """A server connection that remembers its last ping frame, for the Go read deadline."""
+    """A server connection that remembers its last ping frame, for the Go read deadline.
+
+    Two test hooks act on the node's frames as the reader thread parses them, before websockets
+    answers them: ``at_close`` holds text frames sent the moment the node's close frame arrives,
+    ahead of the hub's own close frame (tasks the hub believes delivered while the node closes),
+    which follows ``close_delay`` seconds later (the reader waits meanwhile, as behind a slow
+    link); the next ``pongs_to_skip`` ping frames whose payload starts with ``skip_prefix`` get
+    no pong (a peer may answer only the latest of several pings, RFC 6455 §5.5.3; or a pong lost
+    on the way).
+    """
 
     def __init__(self, server_side: WsServer, *args: Any, **kwargs: Any) -> None:
         self.last_ping = time.monotonic()
         self.pc_id = ""
+        self.at_close: list[str] = []
+        self.close_delay = 0.0
+        self.pongs_to_skip = 0
+        self.skip_prefix = b""
         self._server_side = server_side
         # Registered before the reader thread starts, so close_socket() always finds it.
         server_side.track(self)
@@ -60,6 +74,23 @@ class HubConnection(ServerConnection):
             server_side.untrack(self)
             raise
         self.recv_events_thread.name = f"hub-ws-recv-{server_side.next_id()}"
+        self._recv_frame = self.protocol.recv_frame
+        self.protocol.recv_frame = self._hooked_recv_frame  # type: ignore[method-assign]
+
+    def _hooked_recv_frame(self, frame: Frame) -> None:
+        # On the reader thread, with the protocol's lock held: what is sent here goes out first.
+        if frame.opcode is Opcode.PING and self.pongs_to_skip and frame.data.startswith(self.skip_prefix):
+            self.pongs_to_skip -= 1
+            self.protocol.events.append(frame)  # still seen by process_event (the read deadline)
+            return
+        if frame.opcode is Opcode.CLOSE and self.at_close and self.protocol.state is State.OPEN:
+            frames, self.at_close = self.at_close, []
+            for text in frames:
+                self.protocol.send_text(text.encode())
+            self.send_data()  # the tasks leave now; the close frame after the delay
+            if self.close_delay:
+                time.sleep(self.close_delay)  # the fault itself: a hub slow to answer, not a test's wait
+        self._recv_frame(frame)
 
     def process_event(self, event: Any) -> None:
         super().process_event(event)

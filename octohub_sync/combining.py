@@ -1,0 +1,79 @@
+"""One thread sends results at a time and takes every result that queued up meanwhile (flat combining).
+
+Under load the other workers go back to their tasks instead of queueing up on the socket's
+lock, and with one task at a time a result is still sent by the thread that produced it,
+without a hand-off. A result never waits here for another result to come along: whoever
+queues results while nobody sends becomes the sender (or hands the sending to the send
+thread, for a liveness loop), and the sender leaves only once the queue is empty.
+"""
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import Callable
+
+from .outbox import Result
+
+__all__ = ["SendQueue"]
+
+
+class SendQueue:
+    """Results waiting for the thread that sends now.
+
+    Args:
+        send: sends (or keeps) one write's worth of results; may raise (a bug of ours).
+        chunks: cuts the results taken at once into writes.
+        keep: takes the results a raising ``send`` left, so that nothing stays here unseen.
+        post: runs a job on the send thread (``Sender.post``).
+    """
+
+    def __init__(self, *, send: Callable[[list[Result]], None], chunks: Callable[[list[Result]], list[list[Result]]],
+                 keep: Callable[[list[Result]], None], post: Callable[[Callable[[], None]], None]) -> None:
+        self._send, self._chunks, self._keep, self._post = send, chunks, keep, post
+        self._queue: deque[Result] = deque()
+        self._sending = False  # a thread is sending
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        """Results queued behind the thread sending now."""
+        return len(self._queue)
+
+    def put(self, results: list[Result]) -> None:
+        """Send ``results`` on this thread, or leave them to the thread sending now."""
+        if self._enqueue(results):
+            self._drain()
+
+    def put_later(self, results: list[Result]) -> None:
+        """As :meth:`put`, but the send thread sends them if nobody is sending now."""
+        if self._enqueue(results):
+            self._post(self._drain)
+
+    def _enqueue(self, results: list[Result]) -> bool:
+        """Queue results; True if the caller must now see to sending them (nobody else sends)."""
+        with self._lock:
+            self._queue.extend(results)
+            if self._sending:
+                return False
+            self._sending = True
+            return True
+
+    def _drain(self) -> None:
+        """Send what the queue holds until it is empty (only the thread that set ``_sending``)."""
+        queue = self._queue
+        while True:
+            with self._lock:
+                if not queue:
+                    self._sending = False
+                    return
+                batch = list(queue)
+                queue.clear()
+            done = 0
+            try:
+                for chunk in self._chunks(batch):
+                    self._send(chunk)
+                    done += len(chunk)
+            finally:
+                if done < len(batch):  # something raised: the rest goes where the periodic look sees it
+                    self._keep(batch[done:])
+                    with self._lock:
+                        self._sending = False
