@@ -173,10 +173,10 @@ class IsolatedHandler:
             child.commands.send(("run", task_id, self.task_type, dict(task)))
             outcome = self._wait(child, control)
         except (EOFError, OSError):
+            how = describe_exit(child.exitcode())  # joined: the dead child is reaped, never a zombie
             self._release(child, crashed=True)
             if child.killed == task_id:
                 raise HardStop() from None  # the board's hard stop killed it: answered as TaskCancelled
-            how = describe_exit(child.exitcode())
             logger.warning("task %s (%s): child %s %s", task_id, self.task_type, child.pid, how)
             raise WorkerCrashed(f"child process {child.pid} {how}") from None
         kind, *rest = outcome
@@ -259,6 +259,9 @@ class IsolatedHandler:
                 self._counts["recycled"] += 1
                 _tell_stop(child)
                 self._retired.append(child)
+                # Daemon: it only waits for a child told to stop (and kills it after STOP_TIMEOUT), so that
+                # the exited child is reaped at once without making this task's result wait for it.
+                threading.Thread(target=_reap_one, args=(child,), name="octohub-child-reaper", daemon=True).start()
             else:
                 self._idle.append(child)
 
@@ -315,6 +318,12 @@ def _tell_stop(child: _Child) -> None:
     except OSError:
         pass  # it is gone already
     child.close()
+
+
+def _reap_one(child: _Child) -> None:
+    child.process.join(STOP_TIMEOUT)
+    if child.process.is_alive():
+        _kill(child)
 
 
 def _kill(child: _Child) -> None:
