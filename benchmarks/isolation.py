@@ -35,7 +35,7 @@ def p(values: list[float], q: float) -> float:
 def child_starts(n: int) -> list[float]:
     """Seconds from starting an IsolatedHandler's child to its first answer, minus a warm answer."""
     from octohub_sync.handlers import echo
-    from octohub_sync.isolation import IsolatedHandler
+    from octohub_sync.process_pool import IsolatedHandler
 
     starts = []
     for _ in range(n):

@@ -18,7 +18,7 @@ from .delivery import ResultDelivery
 from .exceptions import GaveUpError
 from .handlers import TaskHandler
 from .identity import resolve_pc_id
-from .isolation import isolate, isolation_view, stop_children
+from .process_pool import isolate, isolation_view, stop_children
 from .ledger import Ledger
 from .liveness import Heartbeats, Verdict, liveness, readiness
 from .receiver import FrameReceiver, MessageHandler
