@@ -8,7 +8,8 @@ works as it does on a node: the flag, ``cancelled.wait()``, ``check_cancelled()`
 ``progress()``, which is forwarded to the parent (at most every :data:`PROGRESS_EVERY`
 seconds, the last value always before the result).
 
-Messages are tuples on two one-way pipes (parent -> child: ``commands``; child ->
+A child ignores Ctrl+C, Ctrl+Break and SIGTERM (sent to the whole console or service
+with the node): the node drains, then stops its children. Messages are tuples on two one-way pipes (parent -> child: ``commands``; child ->
 parent: ``events``); see isolation.py for the parent's half. Reaching the end of the
 commands pipe means the parent is gone: the child exits, so it is never an orphan.
 This module is imported in every child: it imports little.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
 import threading
 import time
@@ -167,8 +169,19 @@ class _Serving:
                                                          f"which cannot cross to the node ({exc})", rss, peak))
 
 
+def _leave_stopping_to_the_node() -> None:
+    """Ignore the signals that ask the node to drain: Ctrl+C (and Ctrl+Break) reach every process of a
+    console, systemd's SIGTERM every process of the unit; the node's stop then ends its children itself,
+    after their tasks finished. The hard stop and a kill still end a child at once (SIGKILL, TerminateProcess)."""
+    for name in ("SIGINT", "SIGTERM", "SIGBREAK"):  # SIGBREAK: Windows only
+        number = getattr(signal, name, None)
+        if number is not None:
+            signal.signal(number, signal.SIG_IGN)
+
+
 def serve(commands: Any, events: Any, module: str, qualname: str) -> None:
     """The child process: import the handler, say ready, run tasks until told to stop or the parent goes."""
+    _leave_stopping_to_the_node()  # this is the child process's program: the one place it decides signals
     try:
         handler = resolve(module, qualname)
     except BaseException as exc:

@@ -190,7 +190,7 @@ class IsolatedHandler:
         with self._lock:
             self._busy.pop(child.task_id or "", None)
             child.task_id = None
-            if crashed:
+            if crashed or child.killed:  # killed: by a hard stop that came as the result did
                 self._counts["killed" if child.killed else "crashes"] += 1
                 child.close()
             elif retire:

@@ -73,3 +73,12 @@ def allocate(task: dict) -> dict:
 
 def unpicklable(task: dict) -> Any:
     return lambda: None
+
+
+def pid_then_nap(task: dict) -> dict:
+    """Say its pid as progress, then work for a moment and answer."""
+    current_task().progress(0.5, f"pid {os.getpid()}")
+    deadline = time.monotonic() + float(task["data"]["seconds"])
+    while time.monotonic() < deadline:
+        time.sleep(0.01)  # short sleeps: a signal that was not ignored would end the process here
+    return {"pid": os.getpid()}

@@ -148,7 +148,8 @@ def test_the_posix_rule_finds_what_runs_at_import() -> None:
 
 
 #: The programs (they may handle signals); everything else is library code, which never does.
-PROGRAMS = {"octohub_sync.cli", "octohub_sync.stop_signals", "octohub_sync.__main__", "octohub_sync.hub.__main__"}
+PROGRAMS = {"octohub_sync.cli", "octohub_sync.stop_signals", "octohub_sync.__main__", "octohub_sync.hub.__main__",
+            "octohub_sync.child"}  # child: the program of an isolated handler's child process
 
 #: Library modules that import signal only to name one (how a child process died): they use signal.Signals only.
 NAMES_SIGNALS = {"octohub_sync.isolation"}

@@ -105,6 +105,54 @@ def test_a_child_killed_from_outside_is_a_crash_and_is_replaced(make_node, hub: 
     client.stop(timeout=0.1)  # the new child blocks for an hour: the stop kills it
 
 
+@posix_only
+def test_the_signals_that_drain_the_node_do_not_end_a_childs_task(make_node, hub: LocalHub) -> None:
+    """Ctrl+C reaches every process of the console, systemd's SIGTERM every process of the unit."""
+    isolated_node(make_node, hub, {"nap": handlers.pid_then_nap})
+    tid = hub.send_task("nap", {"seconds": 0.5})
+    frame = hub.wait_progress(tid, lambda f: str(f.get("message", "")).startswith("pid "), timeout=30)
+    pid = int(frame["message"].split()[1])
+    os.kill(pid, signal.SIGTERM)
+    os.kill(pid, signal.SIGINT)
+    result = hub.wait_result(tid, timeout=10)
+    assert result["status"] == "completed" and result["result"] == {"pid": pid}, result
+
+
+ORPHAN_SCRIPT = """
+import sys, threading, time
+sys.path.insert(0, sys.argv[1])
+from octohub_sync.process_pool import IsolatedHandler
+from tests.isolated_handlers import sleep_forever
+
+if __name__ == "__main__":
+    handler = IsolatedHandler("nap", sleep_forever)
+    threading.Thread(target=handler, args=({"data": {}},), daemon=True).start()
+    while handler.pid_of("") is None:
+        time.sleep(0.01)
+    print(handler.pid_of(""), flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_child_whose_node_dies_exits(tmp_path: Path) -> None:
+    """The node killed outright (no stop()): its child reads the end of its pipe and exits, never an orphan."""
+    script = tmp_path / "dying_node.py"
+    script.write_text(ORPHAN_SCRIPT)
+    node = subprocess.Popen([sys.executable, str(script), str(Path(__file__).resolve().parent.parent)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        line = node.stdout.readline()  # type: ignore[union-attr]
+        assert line.strip().isdigit(), line
+        child = psutil.Process(int(line))
+        node.kill()
+        node.wait(10)
+        assert wait_until(lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, 10)
+    finally:
+        node.kill()
+        node.wait(10)
+        node.stdout.close()  # type: ignore[union-attr]
+
+
 def test_exit_descriptions_name_signals_and_windows_status_codes() -> None:
     assert describe_exit(-11) == "killed by signal SIGSEGV (11)"
     assert describe_exit(3) == "exited with code 3"
