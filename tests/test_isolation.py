@@ -261,6 +261,22 @@ def test_handlers_a_child_cannot_import_are_refused_at_registration(make_node) -
     assert "browse" not in client.runner.handlers
 
 
+def test_a_handler_of_an_interactive_main_is_refused(make_node, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``python -c`` or a REPL: a child cannot import that __main__ again."""
+    import types
+
+    main = types.ModuleType("__main__")  # no __file__, as in a REPL
+
+    def typed_in(task: dict) -> None:
+        return None
+
+    typed_in.__module__, typed_in.__qualname__ = "__main__", "typed_in"
+    main.typed_in = typed_in  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    with pytest.raises(ValueError, match="task type 'repl'.*interactive __main__"):
+        make_node(_start=False).register_task_handler("repl", typed_in, isolation="process")
+
+
 def test_a_handlers_registry_declares_isolation(make_node, hub: LocalHub) -> None:
     registry = Handlers()
     registry.task("whoami", isolation="process", max_tasks_per_child=1)(handlers.whoami)
