@@ -186,8 +186,12 @@ class TaskBoard:
 
     def _hard_stops(self, slots: list[_Slot], now: float) -> list[_Slot]:
         """Raise in every thread due for it (under the lock, so the slot is still that thread's task)."""
-        stopped = [slot for slot in slots if slot.kill is not None and self._due(slot, now)
-                   and slot.kill(slot.control.task_id)]  # type: ignore[arg-type]
+        stopped = []
+        for slot in slots:
+            # An isolated task's child may still be starting: then it is killed at a later tick.
+            if slot.kill is not None and self._due(slot, now) and slot.kill(slot.control.task_id):  # type: ignore[arg-type]
+                slot.stopped = True
+                stopped.append(slot)
         slots = [slot for slot in slots if slot.kill is None]
         if slots and sys.gettrace() is not None:
             # Under a line tracer (coverage, a debugger) an exception raised into a spinning thread can
@@ -198,17 +202,16 @@ class TaskBoard:
                                   "hard stops are not raised; cancelled handlers stop when they check the flag")
             return stopped
         for slot in slots:
-            if self._due(slot, now) and _raise_in(slot.ident, _HardStop):
-                stopped.append(slot)
+            if self._due(slot, now):
+                slot.stopped = True  # raised once at most, whether or not it could be
+                if _raise_in(slot.ident, _HardStop):
+                    stopped.append(slot)
         return stopped
 
     def _due(self, slot: _Slot, now: float) -> bool:
-        """Is the slot's hard stop due now? If so it is marked stopped: the node stops a task once."""
+        """Is the slot's hard stop due now (cancelled a grace ago, not stopped yet)?"""
         since = slot.control.cancel_requested_at
-        if since is None or slot.stopped or now - since < self._grace:
-            return False
-        slot.stopped = True
-        return True
+        return since is not None and not slot.stopped and now - since >= self._grace
 
     def _send_quietly(self, frame: str) -> None:
         try:
