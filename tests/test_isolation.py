@@ -12,14 +12,14 @@ from typing import Any, Callable
 
 import psutil
 import pytest
+import requests
 
 from octohub_sync import Handlers, NodeWebSocketClient
-from octohub_sync.health import render_metrics
 from octohub_sync.hub import LocalHub
 from octohub_sync.isolation import describe_exit
 
 from . import isolated_handlers as handlers
-from .conftest import wait_until
+from .conftest import free_port, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -290,7 +290,10 @@ def test_a_handlers_registry_declares_isolation(make_node, hub: LocalHub) -> Non
 # -- observability and stop -------------------------------------------------------------------------
 
 def test_children_show_in_stats_tasks_and_metrics_and_none_outlives_stop(make_node, hub: LocalHub) -> None:
-    client = isolated_node(make_node, hub, {"block": handlers.pid_then_block, "whoami": handlers.whoami})
+    before = {p.pid for p in children_left()}  # another test's process on this worker is not ours
+    port = free_port()
+    client = isolated_node(make_node, hub, {"block": handlers.pid_then_block, "whoami": handlers.whoami},
+                           metrics_port=port)
     child = pid_of(hub)
     tid = hub.send_task("block")
     hub.wait_progress(tid, lambda f: str(f.get("message", "")).startswith("pid "), timeout=30)
@@ -299,12 +302,16 @@ def test_children_show_in_stats_tasks_and_metrics_and_none_outlives_stop(make_no
     stats = client.stats()["isolation"]
     assert stats["block"] == {"alive": 1, "busy": 1, "started": 1, "crashes": 0, "recycled": 0, "killed": 0}
     assert stats["whoami"]["alive"] == 1 and stats["whoami"]["busy"] == 0
-    text = render_metrics(client.stats())
+    with requests.Session() as http:
+        http.trust_env = False
+        text = http.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        tasks = http.get(f"http://127.0.0.1:{port}/tasks", timeout=5).json()["tasks"]
     assert f'octohub_node_children_busy{{pc_id="{client.pc_id}",task_type="block"}} 1' in text
     assert f'octohub_node_child_crashes_total{{pc_id="{client.pc_id}",task_type="whoami"}} 0' in text
-    assert len(children_left()) == 2
+    assert [(t["task_id"], t["child_pid"]) for t in tasks] == [(tid, running["child_pid"])]
+    assert {p.pid for p in children_left()} - before == {child, running["child_pid"]}
     client.stop(timeout=0.5)  # the blocked one is still running: its child is killed too
-    assert children_left() == [] and gone(child) and gone(running["child_pid"])
+    assert {p.pid for p in children_left()} - before == set() and gone(child) and gone(running["child_pid"])
 
 
 MAIN_SCRIPT = '''
