@@ -42,7 +42,7 @@ STOP_TIMEOUT = 2.0
 class _Child:
     """One child process and the parent's ends of its pipes."""
 
-    __slots__ = ("process", "commands", "events", "pid", "tasks", "task_id", "killed")
+    __slots__ = ("process", "commands", "events", "pid", "tasks", "task_id", "killed", "stopping")
 
     def __init__(self, module: str, qualname: str, task_type: str) -> None:
         child_commands, self.commands = _SPAWN.Pipe(duplex=False)
@@ -58,6 +58,7 @@ class _Child:
         self.tasks = 0
         self.task_id: Optional[str] = None  # the task it runs now
         self.killed: Optional[str] = None  # the task a hard stop killed it for
+        self.stopping = False  # killed by the node's stop while it ran a task
 
     def close(self) -> None:
         for conn in (self.commands, self.events):
@@ -104,6 +105,13 @@ class IsolatedHandler:
     # -- on a worker thread ----------------------------------------------------------------------
 
     def __call__(self, task: Mapping[str, Any]) -> Any:
+        """Run ``task`` in an idle child (a new one if none is idle) and return its handler's result.
+
+        Raises:
+            WorkerCrashed: the child died while it ran the task (or could not start).
+            HardStop: the board's hard stop killed the child (answered as TaskCancelled).
+            Exception: the handler's own exception, as type name and text.
+        """
         control = current_task()
         task_id = control.task_id or ""
         child = self._acquire(task_id)
@@ -115,6 +123,8 @@ class IsolatedHandler:
             self._release(child, crashed=True)
             if child.killed == task_id:
                 raise HardStop() from None  # the board's hard stop killed it: answered as TaskCancelled
+            if child.stopping:
+                how = f"was stopped with the node ({how})"
             logger.warning("task %s (%s): child %s %s", task_id, self.task_type, child.pid, how)
             raise WorkerCrashed(f"child process {child.pid} {how}") from None
         kind, *rest = outcome
@@ -242,6 +252,7 @@ class IsolatedHandler:
         for child in idle:
             _tell_stop(child)
         for child in busy:
+            child.stopping = True
             child.process.kill()
         deadline = time.monotonic() + timeout
         for child in idle + busy + retired:
