@@ -160,6 +160,15 @@ def test_exit_descriptions_name_signals_and_windows_status_codes() -> None:
     assert describe_exit(0xC00000FD) == "exited with code 0xC00000FD (stack overflow)"
 
 
+def test_children_start_lazily_at_most_one_per_worker_and_are_reused(make_node, hub: LocalHub) -> None:
+    client = isolated_node(make_node, hub, {"nap": handlers.pid_then_nap}, max_workers=2)
+    assert client.stats()["isolation"]["nap"]["alive"] == 0  # none before the first task
+    ids = [hub.send_task("nap", {"seconds": 0.3}) for _ in range(6)]
+    pids = {hub.wait_result(tid, timeout=30)["result"]["pid"] for tid in ids}
+    view = client.stats()["isolation"]["nap"]
+    assert len(pids) == 2 and view["started"] == 2 and view["alive"] == 2 and view["busy"] == 0
+
+
 # -- recycling ------------------------------------------------------------------------------------
 
 def test_max_tasks_per_child_replaces_the_child_every_n_tasks(make_node, hub: LocalHub) -> None:
