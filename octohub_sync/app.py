@@ -49,16 +49,28 @@ class Handlers:
         self.tasks: dict[str, Callable[..., Any]] = {}
         #: message kind -> handler.
         self.messages: dict[str, Callable[..., Any]] = {}
+        #: task type -> the isolation keywords it was declared with (passed to register_task_handler).
+        self.isolation: dict[str, dict[str, Any]] = {}
 
-    def task(self, task_type: Union[str, Callable[..., Any], None] = None) -> Any:
+    def task(self, task_type: Union[str, Callable[..., Any], None] = None, *, isolation: Optional[str] = None,
+             max_tasks_per_child: Optional[int] = None, max_memory_per_child: Optional[float] = None) -> Any:
         """Decorator: ``@handlers.task("resize")``, ``@handlers.task()`` or ``@handlers.task``.
+
+        ``isolation``, ``max_tasks_per_child`` and ``max_memory_per_child`` are passed on to
+        :meth:`NodeWebSocketClient.register_task_handler` (README "Process isolation").
 
         Raises:
             ValueError: the task type is declared twice in this registry.
         """
         if callable(task_type):
             return self._add(self.tasks, "task type", task_type.__name__, task_type)
-        return lambda fn: self._add(self.tasks, "task type", task_type or fn.__name__, fn)
+        isolated = dict(isolation=isolation, max_tasks_per_child=max_tasks_per_child,
+                        max_memory_per_child=max_memory_per_child)
+
+        def declare(fn: F) -> F:
+            self.isolation[task_type or fn.__name__] = isolated
+            return self._add(self.tasks, "task type", task_type or fn.__name__, fn)
+        return declare
 
     def message(self, kind: str) -> Callable[[F], F]:
         """Decorator: ``@handlers.message("notification")`` handles hub messages of that kind."""
@@ -66,7 +78,7 @@ class Handlers:
 
     def __call__(self, client: "NodeWebSocketClient") -> None:
         for task_type, handler in self.tasks.items():
-            client.register_task_handler(task_type, handler)
+            client.register_task_handler(task_type, handler, **self.isolation.get(task_type, {}))
         for kind, handler in self.messages.items():
             client.register_message_handler(kind, handler)
 

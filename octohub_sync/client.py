@@ -18,6 +18,7 @@ from .delivery import ResultDelivery
 from .exceptions import GaveUpError
 from .handlers import TaskHandler
 from .identity import resolve_pc_id
+from .process_pool import isolate, isolation_view, stop_children
 from .ledger import Ledger
 from .liveness import Heartbeats, Verdict, liveness, readiness
 from .receiver import FrameReceiver, MessageHandler
@@ -130,7 +131,9 @@ class NodeWebSocketClient:
     # -- handlers ------------------------------------------------------------------------------
 
     def register_task_handler(self, task_type: str, handler: Optional[TaskHandler] = None, *,
-                              retry_interrupted: bool = True) -> Any:
+                              retry_interrupted: bool = True, isolation: Optional[str] = None,
+                              max_tasks_per_child: Optional[int] = None,
+                              max_memory_per_child: Optional[float] = None) -> Any:
         """Run ``handler(task)`` for tasks of ``task_type``; without ``handler``, a decorator.
 
         The handler receives the whole task message (``task["data"]`` holds the
@@ -142,15 +145,26 @@ class NodeWebSocketClient:
                 running when the process died and arrives again runs again (True, at-least-once),
                 or is answered ``failed`` ``TaskInterrupted`` (False: work that must never be
                 repeated silently).
+            isolation: ``"process"`` runs the handler in a child process (isolation.py; README
+                "Process isolation"); None runs it on the worker thread.
+            max_tasks_per_child: with isolation, replace a child after this many tasks.
+            max_memory_per_child: with isolation, replace a child whose memory after a task is above this (MB).
 
         Returns:
             The handler, unchanged (so the decorator form leaves it callable and testable).
+
+        Raises:
+            ValueError: a bad isolation value, or a handler a child process cannot import (a lambda, a closure).
         """
+        isolated = dict(isolation=isolation, max_tasks_per_child=max_tasks_per_child,
+                        max_memory_per_child=max_memory_per_child)
         if handler is None:
-            return lambda fn: self.register_task_handler(task_type, fn, retry_interrupted=retry_interrupted)
+            return lambda fn: self.register_task_handler(task_type, fn, retry_interrupted=retry_interrupted, **isolated)
         if not callable(handler):
             raise TypeError(f"task handler for {task_type!r} is not callable")
-        self.runner.handlers[task_type] = handler
+        wrapped = isolate(task_type, handler, **isolated)
+        stop_children([self.runner.handlers.get(task_type)])  # a replaced isolated handler's children
+        self.runner.handlers[task_type] = wrapped
         if retry_interrupted:
             self.runner.no_retry.discard(task_type)
         else:
@@ -243,6 +257,7 @@ class NodeWebSocketClient:
             if unfinished:
                 self.log.warning("stopping with %d task(s) still running: %s", len(unfinished), ", ".join(unfinished[:10]))
             self.runner.shutdown()
+            stop_children(self.runner.handlers.values())  # no child outlives the node
             self.store.settle()  # results a ledger is still writing reach the delivery first
             self.delivery.flush()
             if self._timers is not None:
@@ -347,6 +362,7 @@ class NodeWebSocketClient:
         snap.update(pc_id=self.pc_id, tasks_running=running, tasks_queued=queued, outbox=self.delivery.waiting(),
                     results_unconfirmed=self.delivery.unconfirmed(),
                     oldest_task_age=round(self.task_board.oldest_age(), 3))
+        snap["isolation"] = isolation_view(self.runner.handlers)  # children per isolated type
         return snap
 
     def running_tasks(self) -> list[dict[str, Any]]:

@@ -96,3 +96,11 @@ class TaskCancelled(BaseException):
     def __init__(self, reason: str = "task cancelled") -> None:
         # The default is what a hard stop carries: CPython raises it by calling the class with no argument.
         super().__init__(reason)
+
+
+class WorkerCrashed(OctoHubError):
+    """The child process running an ``isolation="process"`` task died (a segfault, ``os._exit``, a kill).
+
+    The hub is answered ``failed`` ``WorkerCrashed: child process <pid> killed by signal SIGSEGV (11)``
+    (or ``exited with code N``); the node replaces the child and serves on.
+    """

@@ -135,9 +135,35 @@ def render_metrics(stats: Mapping[str, Any]) -> str:
         family("octohub_node_clock_skew_seconds", "gauge",
                "Hub clock minus this machine's clock, from the API's Date header.")
         lines.append(f"octohub_node_clock_skew_seconds{{{label}}} {_number(stats['clock_skew'])}")
+    _child_metrics(stats.get("isolation") or {}, label, family, lines)
     family("octohub_node_info", "gauge", "Always 1; the labels describe the node.")
     lines.append(f'octohub_node_info{{{label},version="{escape_label(__version__)}"}} 1')
     return "\n".join(lines) + "\n"
+
+
+#: The children of ``isolation="process"`` task types: (metric, kind, key of the type's view, help).
+_CHILD_SERIES = (
+    ("octohub_node_children_alive", "gauge", "alive", "Child processes of the task type alive now (idle or busy)."),
+    ("octohub_node_children_busy", "gauge", "busy", "Child processes of the task type running a task now."),
+    ("octohub_node_children_started_total", "counter", "started", "Child processes started for the task type."),
+    ("octohub_node_child_crashes_total", "counter", "crashes",
+     "Child processes of the task type that died (segfault, exit, killed from outside): WorkerCrashed."),
+    ("octohub_node_child_recycles_total", "counter", "recycled",
+     "Child processes replaced after max_tasks_per_child tasks or above max_memory_per_child."),
+    ("octohub_node_child_kills_total", "counter", "killed",
+     "Child processes the node killed to stop a cancelled or timed-out task (OCTOHUB_CANCEL_GRACE)."),
+)
+
+
+def _child_metrics(isolation: Mapping[str, Mapping[str, int]], label: str, family: Callable[[str, str, str], None],
+                   lines: list[str]) -> None:
+    """One series per isolated task type for each of :data:`_CHILD_SERIES` (none without isolated types)."""
+    if not isolation:
+        return
+    for metric, kind, key, help_text in _CHILD_SERIES:
+        family(metric, kind, help_text)
+        for task_type, view in sorted(isolation.items()):
+            lines.append(f'{metric}{{{label},task_type="{escape_label(task_type)}"}} {_number(view.get(key, 0))}')
 
 
 def escape_label(value: str) -> str:

@@ -13,6 +13,10 @@ handler that catches it (``except BaseException:``, a bare ``except:``) runs on;
 node raises it only once. It is raised only into a thread still running that very
 task, decided under this board's lock, and one that lands after the handler returned
 is dropped, so it never reaches the worker pool.
+
+A handler with ``isolation="process"`` (isolation.py) runs in a child process: its hard
+stop kills that child instead (the handler object's ``kill(task_id)``), a real stop even
+inside a C call, and its thread then raises :class:`HardStop` itself.
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ from .exceptions import TaskCancelled
 from .handlers import TaskHandler
 from .task_control import TaskControl, activate, deactivate
 
-__all__ = ["TaskBoard"]
+__all__ = ["HardStop", "TaskBoard"]
 
 # ctypes.pythonapi exists only in CPython; elsewhere the hard stop is off (and says so).
 _SET_ASYNC_EXC = getattr(getattr(ctypes, "pythonapi", None), "PyThreadState_SetAsyncExc", None)
@@ -37,14 +41,21 @@ class _HardStop(TaskCancelled):
     """What the node raises inside a handler's thread; the hub is told ``TaskCancelled`` with the reason."""
 
 
+#: Raised by an isolated handler whose child the hard stop killed (answered as the thread-level stop).
+HardStop = _HardStop
+
+
 class _Slot:
     """A task whose handler runs now, on thread ``ident``."""
 
-    __slots__ = ("control", "ident", "started", "started_mono", "stopped")
+    __slots__ = ("control", "ident", "started", "started_mono", "stopped", "kill", "pid_of")
 
-    def __init__(self, control: TaskControl, ident: int) -> None:
+    def __init__(self, control: TaskControl, ident: int, handler: Any = None) -> None:
         self.control = control
         self.ident = ident
+        # An isolated handler's hard stop kills its child (see the module docstring).
+        self.kill: Optional[Callable[[str], bool]] = getattr(handler, "kill", None)
+        self.pid_of: Optional[Callable[[str], Optional[int]]] = getattr(handler, "pid_of", None)
         self.started = time.time()
         self.started_mono = time.monotonic()
         self.stopped = False  # the hard stop was raised in its thread
@@ -52,7 +63,7 @@ class _Slot:
     def view(self, now: float) -> dict[str, Any]:
         control = self.control
         last = control.last_progress
-        return {
+        view = {
             "task_id": control.task_id,
             "task_type": control.task_type,
             "started": round(self.started, 3),
@@ -61,6 +72,9 @@ class _Slot:
             "cancel_requested": control.cancel_reason is not None,
             "cancel_reason": control.cancel_reason,
         }
+        if self.pid_of is not None:
+            view["child_pid"] = self.pid_of(control.task_id)  # type: ignore[arg-type]
+        return view
 
 
 def _raise_in(ident: int, exc: Optional[type]) -> bool:
@@ -111,7 +125,7 @@ class TaskBoard:
         """
         token = activate(control)
         try:
-            self._arm(control)
+            self._arm(control, handler)
             control.check_cancelled()  # cancelled, or past its time limit, while it waited for a worker
             return handler(message)
         except _HardStop:
@@ -129,16 +143,16 @@ class TaskBoard:
             deactivate(token)
             self._last_progress(control)
 
-    def _arm(self, control: TaskControl) -> None:
+    def _arm(self, control: TaskControl, handler: TaskHandler) -> None:
         control.attach(self._connected)
-        slot = _Slot(control, threading.get_ident())
+        slot = _Slot(control, threading.get_ident(), handler)
         with self._lock:
             self._running[control.task_id] = slot  # type: ignore[index]
 
     def _disarm(self, task_id: str) -> None:
         with self._lock:
             slot = self._running.pop(task_id, None)
-            if slot is not None and slot.stopped:
+            if slot is not None and slot.stopped and slot.kill is None:
                 _raise_in(slot.ident, None)  # raised but not yet delivered: take it back
 
     def _last_progress(self, control: TaskControl) -> None:
@@ -161,8 +175,9 @@ class TaskBoard:
                 return
             stopped = self._hard_stops(list(self._running.values()), now)
         for slot in stopped:
-            self._log.warning("task %s still ran %g s after it was cancelled (%s): raised TaskCancelled in its thread",
-                              slot.control.task_id, self._grace, slot.control.cancel_reason)
+            self._log.warning("task %s still ran %g s after it was cancelled (%s): %s", slot.control.task_id,
+                              self._grace, slot.control.cancel_reason,
+                              "killed its child process" if slot.kill else "raised TaskCancelled in its thread")
 
     def send_progress(self) -> None:
         """Send the progress that is due (the send thread: the write may wait for the socket)."""
@@ -180,22 +195,32 @@ class TaskBoard:
 
     def _hard_stops(self, slots: list[_Slot], now: float) -> list[_Slot]:
         """Raise in every thread due for it (under the lock, so the slot is still that thread's task)."""
-        if sys.gettrace() is not None:
+        stopped = []
+        for slot in slots:
+            # An isolated task's child may still be starting: then it is killed at a later tick.
+            if slot.kill is not None and self._due(slot, now) and slot.kill(slot.control.task_id):  # type: ignore[arg-type]
+                slot.stopped = True
+                stopped.append(slot)
+        slots = [slot for slot in slots if slot.kill is None]
+        if slots and sys.gettrace() is not None:
             # Under a line tracer (coverage, a debugger) an exception raised into a spinning thread can
             # leave it spinning for good, holding the GIL: cancellation stays cooperative there.
             if not self._tracer_warned:
                 self._tracer_warned = True
                 self._log.warning("a tracer (coverage, a debugger) runs in this process: OCTOHUB_CANCEL_GRACE "
                                   "hard stops are not raised; cancelled handlers stop when they check the flag")
-            return []
-        stopped = []
+            return stopped
         for slot in slots:
-            since = slot.control.cancel_requested_at
-            if since is not None and not slot.stopped and now - since >= self._grace:
-                slot.stopped = True
+            if self._due(slot, now):
+                slot.stopped = True  # raised once at most, whether or not it could be
                 if _raise_in(slot.ident, _HardStop):
                     stopped.append(slot)
         return stopped
+
+    def _due(self, slot: _Slot, now: float) -> bool:
+        """Is the slot's hard stop due now (cancelled a grace ago, not stopped yet)?"""
+        since = slot.control.cancel_requested_at
+        return since is not None and not slot.stopped and now - since >= self._grace
 
     def _send_quietly(self, frame: str) -> None:
         try:
