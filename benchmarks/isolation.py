@@ -64,8 +64,6 @@ def cancels(hub, pc_id: str, n: int) -> list[float]:
 
 
 def child_rss(subject) -> list[int]:
-    import psutil
-
     return [c.memory_info().rss for c in subject.ps.children()
             if not any("resource_tracker" in part for part in c.cmdline())]
 

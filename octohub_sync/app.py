@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 
 from .config import APP_SPEC
 from .exceptions import ConfigError
+from .options import TaskOptions
 
 if TYPE_CHECKING:
     from .client import NodeWebSocketClient
@@ -41,35 +42,41 @@ class Handlers:
         def resize(task):
             return {"path": task["data"]["path"]}
 
+    ``@handlers.task("post", key="account", concurrency=1, rate="1/s")`` takes the keywords of
+    ``register_task_handler`` (checked here, at import) and passes them on.
+
     A ``Handlers`` is itself a setup function: ``handlers(client)`` registers them all.
     """
 
     def __init__(self) -> None:
         #: task type -> handler, in the order they were declared.
         self.tasks: dict[str, Callable[..., Any]] = {}
+        #: task type -> the keywords of register_task_handler it was declared with.
+        self.options: dict[str, dict[str, Any]] = {}
         #: message kind -> handler.
         self.messages: dict[str, Callable[..., Any]] = {}
-        #: task type -> the isolation keywords it was declared with (passed to register_task_handler).
-        self.isolation: dict[str, dict[str, Any]] = {}
 
-    def task(self, task_type: Union[str, Callable[..., Any], None] = None, *, isolation: Optional[str] = None,
-             max_tasks_per_child: Optional[int] = None, max_memory_per_child: Optional[float] = None) -> Any:
+    def task(self, task_type: Union[str, Callable[..., Any], None] = None, **options: Any) -> Any:
         """Decorator: ``@handlers.task("resize")``, ``@handlers.task()`` or ``@handlers.task``.
 
-        ``isolation``, ``max_tasks_per_child`` and ``max_memory_per_child`` are passed on to
-        :meth:`NodeWebSocketClient.register_task_handler` (README "Process isolation").
+        Args:
+            **options: keywords of ``register_task_handler`` (``concurrency=``, ``key=``, ``rate=``,
+                ``retry_interrupted=``, ``isolation=``, ``max_tasks_per_child=``,
+                ``max_memory_per_child=``), kept per type and passed on by ``handlers(client)``.
 
         Raises:
-            ValueError: the task type is declared twice in this registry.
+            ValueError: the task type is declared twice in this registry, or an option's value is bad.
+            TypeError: an option's value is of the wrong kind, or no such option.
         """
         if callable(task_type):
             return self._add(self.tasks, "task type", task_type.__name__, task_type)
-        isolated = dict(isolation=isolation, max_tasks_per_child=max_tasks_per_child,
-                        max_memory_per_child=max_memory_per_child)
 
         def declare(fn: F) -> F:
-            self.isolation[task_type or fn.__name__] = isolated
-            return self._add(self.tasks, "task type", task_type or fn.__name__, fn)
+            name = task_type or fn.__name__
+            TaskOptions.build(name, **options)  # a bad rate fails at import, naming the type
+            self._add(self.tasks, "task type", name, fn)
+            self.options[name] = dict(options)
+            return fn
         return declare
 
     def message(self, kind: str) -> Callable[[F], F]:
@@ -78,7 +85,7 @@ class Handlers:
 
     def __call__(self, client: "NodeWebSocketClient") -> None:
         for task_type, handler in self.tasks.items():
-            client.register_task_handler(task_type, handler, **self.isolation.get(task_type, {}))
+            client.register_task_handler(task_type, handler, **self.options.get(task_type, {}))
         for kind, handler in self.messages.items():
             client.register_message_handler(kind, handler)
 

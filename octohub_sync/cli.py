@@ -146,4 +146,9 @@ def run_node(settings: Settings, *, setup: Optional[Setup] = None) -> int:
     if client.failure is not None:
         print(f"octohub-node: {client.failure}", file=sys.stderr)
         return ExitCode.FAILED
+    if client.recycle is not None and clean:
+        # Not 0: a service manager restarts only a process that "failed" (systemd's Restart=on-failure).
+        client.log.info("exiting with code %d (recycle) for the service manager to start the node again",
+                        ExitCode.RECYCLE)
+        return ExitCode.RECYCLE
     return ExitCode.OK if clean else ExitCode.FAILED

@@ -21,7 +21,9 @@ from .identity import resolve_pc_id
 from .process_pool import isolate, isolation_view, stop_children
 from .ledger import Ledger
 from .liveness import Heartbeats, Verdict, liveness, readiness
+from .options import Key, TaskOptions
 from .receiver import FrameReceiver, MessageHandler
+from .recycle import Recycler
 from .reconnect import Decision, ReconnectPolicy
 from .runner import TaskRunner
 from .sdnotify import NotifySocket, SystemdNotifier
@@ -98,11 +100,15 @@ class NodeWebSocketClient:
         self.task_board = TaskBoard(
             send=self.delivery.send_progress, connected=self.delivery.connected.is_set,
             progress_interval=settings.progress_interval, cancel_grace=settings.cancel_grace, log=self.log)
+        self._recycler = Recycler(max_tasks=settings.max_tasks, max_memory=settings.max_memory,
+                                  max_uptime=settings.max_uptime, close=lambda: self.runner.stop_accepting(),
+                                  on_recycle=self._recycle, log=self.log)
         self.runner = TaskRunner(
             deliver=self.delivery.deliver, stats=self._stats, max_workers=settings.max_workers,
             max_pending=settings.max_pending, task_timeout=settings.task_timeout,
             cache_size=settings.result_cache_size, max_result_bytes=settings.max_result_bytes,
-            store=self.store, log=self.log, call=self.task_board.call)
+            store=self.store, log=self.log, call=self.task_board.call, max_tasks=settings.max_tasks,
+            on_max_tasks=self._recycler.tasks_reached)
         self.receiver = FrameReceiver(
             pc_id=self.pc_id, max_message_bytes=settings.max_message_bytes, capacity=settings.max_workers,
             delivery=self.delivery, submit=self.runner.submit, refuse=self.runner.refuse, cancel=self.runner.cancel,
@@ -111,6 +117,7 @@ class NodeWebSocketClient:
         self._ssl = ssl_context(settings) if settings.ws_scheme == "wss" else None
         self._http = requests.Session()
         self._finished = threading.Event()
+        self._stopped_clean = True  # what the last stop() returned, for a second call
         #: Set when the node gave up reconnecting (see OCTOHUB_MAX_RECONNECT_ATTEMPTS).
         self.failure: Optional[GaveUpError] = None
         self._lifecycle = threading.Lock()
@@ -131,8 +138,9 @@ class NodeWebSocketClient:
     # -- handlers ------------------------------------------------------------------------------
 
     def register_task_handler(self, task_type: str, handler: Optional[TaskHandler] = None, *,
-                              retry_interrupted: bool = True, isolation: Optional[str] = None,
-                              max_tasks_per_child: Optional[int] = None,
+                              retry_interrupted: bool = True, concurrency: Optional[int] = None,
+                              key: Optional[Key] = None, rate: Optional[str] = None,
+                              isolation: Optional[str] = None, max_tasks_per_child: Optional[int] = None,
                               max_memory_per_child: Optional[float] = None) -> Any:
         """Run ``handler(task)`` for tasks of ``task_type``; without ``handler``, a decorator.
 
@@ -145,6 +153,14 @@ class NodeWebSocketClient:
                 running when the process died and arrives again runs again (True, at-least-once),
                 or is answered ``failed`` ``TaskInterrupted`` (False: work that must never be
                 repeated silently).
+            concurrency: at most this many tasks of this type run at once (per key value with
+                ``key``); the others wait in arrival order, without holding a worker that other
+                types could use, and count against OCTOHUB_MAX_PENDING.
+            key: a field name of ``task["data"]`` (``"account"``) or a function ``task -> hashable``:
+                ``concurrency`` and ``rate`` then hold per key value. A task whose key cannot be
+                read is answered ``failed`` ``TaskKeyError`` without running.
+            rate: ``"N/s"``, ``"N/m"`` or ``"N/h"``: at most N tasks begin within any such period
+                (per key value with ``key``); the others wait and begin as soon as allowed, in order.
             isolation: ``"process"`` runs the handler in a child process (isolation.py; README
                 "Process isolation"); None runs it on the worker thread.
             max_tasks_per_child: with isolation, replace a child after this many tasks.
@@ -154,21 +170,24 @@ class NodeWebSocketClient:
             The handler, unchanged (so the decorator form leaves it callable and testable).
 
         Raises:
-            ValueError: a bad isolation value, or a handler a child process cannot import (a lambda, a closure).
+            ValueError, TypeError: a keyword's value is invalid (the message names the task type
+                and the value), or ``isolation="process"`` with a handler a child process cannot
+                import (a lambda, a closure).
         """
-        isolated = dict(isolation=isolation, max_tasks_per_child=max_tasks_per_child,
-                        max_memory_per_child=max_memory_per_child)
+        options = TaskOptions.build(task_type, retry_interrupted=retry_interrupted, concurrency=concurrency,
+                                    key=key, rate=rate, isolation=isolation, max_tasks_per_child=max_tasks_per_child,
+                                    max_memory_per_child=max_memory_per_child)
         if handler is None:
-            return lambda fn: self.register_task_handler(task_type, fn, retry_interrupted=retry_interrupted, **isolated)
+            return lambda fn: self._register(task_type, fn, options)
+        return self._register(task_type, handler, options)
+
+    def _register(self, task_type: str, handler: TaskHandler, options: TaskOptions) -> TaskHandler:
         if not callable(handler):
             raise TypeError(f"task handler for {task_type!r} is not callable")
-        wrapped = isolate(task_type, handler, **isolated)
+        wrapped = isolate(task_type, handler, options)
         stop_children([self.runner.handlers.get(task_type)])  # a replaced isolated handler's children
         self.runner.handlers[task_type] = wrapped
-        if retry_interrupted:
-            self.runner.no_retry.discard(task_type)
-        else:
-            self.runner.no_retry.add(task_type)
+        self.runner.configure(task_type, options)
         return handler
 
     def register_message_handler(self, kind: str, handler: Optional[MessageHandler] = None) -> Any:
@@ -198,7 +217,8 @@ class NodeWebSocketClient:
                 from .health import MetricsServer  # only nodes that serve metrics pay for it
                 metrics = MetricsServer(stats=self.stats, failed=lambda: self.failure is not None,
                                         host=self.settings.metrics_host, port=self.settings.metrics_port, log=self.log,
-                                        alive=self.liveness, ready=self.readiness, tasks=self.running_tasks)
+                                        alive=self.liveness, ready=self.readiness, tasks=self.running_tasks,
+                                        waiting=self.waiting_tasks)
                 try:
                     metrics.start()  # a port in use fails here, before anything else has started
                 except BaseException:
@@ -208,6 +228,7 @@ class NodeWebSocketClient:
             self._finished.clear()
             self._stats.state = NodeState.CONNECTING
             self._beats.reset(time.monotonic())
+            self._recycler.started(time.monotonic())
             self.runner.start()
             s = self.settings
             self._sender.start()
@@ -247,7 +268,7 @@ class NodeWebSocketClient:
         with self._lifecycle:
             watchdog, self._watchdog = self._watchdog, None
             if watchdog is None:
-                return True
+                return self._stopped_clean
             if self._notifier is not None:
                 self._notifier.stopping()
             self._stats.state = NodeState.STOPPING
@@ -286,10 +307,11 @@ class NodeWebSocketClient:
             self.log.warning("stopped with %d result(s) not sent: %s", unsent, kept)
         if self.failure is None:
             self._stats.state = NodeState.STOPPED
+        self._stopped_clean = not unfinished and not overdue and not unsent
         self._finished.set()
         self._http.close()  # pooled API connections (to the hub, or to a proxy); a restart opens new ones
-        self.log.info("node stopped")
-        return not unfinished and not overdue and not unsent
+        self.log.info("node stopped%s", f" (recycled: {self.recycle})" if self.recycle else "")
+        return self._stopped_clean
 
     def run_forever(self) -> None:
         """Start (if needed) and block until the node is stopped.
@@ -306,6 +328,15 @@ class NodeWebSocketClient:
         self.stop()
         if self.failure is not None:
             raise self.failure
+
+    @property
+    def recycle(self) -> Optional[str]:
+        """Why the node recycled itself (OCTOHUB_MAX_TASKS, _MAX_MEMORY, _MAX_UPTIME), else None.
+
+        Once set, the node refuses new tasks, drains and stops by itself: ``wait_stopped()``
+        returns, and ``octohub-node`` exits with ``ExitCode.RECYCLE``.
+        """
+        return self._recycler.reason
 
     def wait_stopped(self, until: Optional[threading.Event] = None) -> None:
         """Block until the node was stopped, gave up reconnecting, or ``until`` is set.
@@ -359,11 +390,29 @@ class NodeWebSocketClient:
         """Connection state, counters and queue sizes right now."""
         snap = self._stats.snapshot()
         running, queued = self.runner.counts()
+        waiting = self.waiting_tasks()
+        by_type: dict[str, int] = {}
+        for lane in waiting:
+            by_type[lane["task_type"]] = by_type.get(lane["task_type"], 0) + len(lane["tasks"])
         snap.update(pc_id=self.pc_id, tasks_running=running, tasks_queued=queued, outbox=self.delivery.waiting(),
                     results_unconfirmed=self.delivery.unconfirmed(),
-                    oldest_task_age=round(self.task_board.oldest_age(), 3))
+                    oldest_task_age=round(self.task_board.oldest_age(), 3),
+                    tasks_waiting=sum(by_type.values()), waiting_by_type=by_type, recycle=self.recycle)
         snap["isolation"] = isolation_view(self.runner.handlers)  # children per isolated type
         return snap
+
+    def waiting_tasks(self) -> list[dict[str, Any]]:
+        """Tasks held back by their type's ``concurrency`` or ``rate`` (also in ``/tasks``).
+
+        They are among ``stats()["tasks_queued"]``; ``tasks_waiting`` counts them.
+
+        Returns:
+            One dict per task type and key value with tasks waiting: ``task_type``, ``key``
+            (None without ``key=``; a non-JSON key value as its ``str``) and ``tasks`` (their ids, in
+            the order they will start).
+        """
+        return [{"task_type": task_type, "key": key if key is None or isinstance(key, (str, int, float)) else str(key),
+                 "tasks": ids} for task_type, key, ids in self.runner.waiting()]
 
     def running_tasks(self) -> list[dict[str, Any]]:
         """Every task whose handler runs now, the longest-running first (also ``/tasks`` on the metrics port).
@@ -380,16 +429,26 @@ class NodeWebSocketClient:
         s = self.stats()
         self.log.info(
             "status: %s, tasks received %d, completed %d, failed %d, rejected %d, timed out %d, cancelled %d, "
-            "running %d (longest %.0f s), queued %d, outbox %d, reconnects %d", s["state"], s["tasks_received"],
-            s["tasks_completed"], s["tasks_failed"], s["tasks_rejected"], s["tasks_timed_out"], s["tasks_cancelled"],
-            s["tasks_running"], s["oldest_task_age"], s["tasks_queued"], s["outbox"], s["reconnects"])
+            "running %d (longest %.0f s), queued %d (waiting for a limit %d), outbox %d, reconnects %d", s["state"],
+            s["tasks_received"], s["tasks_completed"], s["tasks_failed"], s["tasks_rejected"], s["tasks_timed_out"],
+            s["tasks_cancelled"], s["tasks_running"], s["oldest_task_age"], s["tasks_queued"], s["tasks_waiting"],
+            s["outbox"], s["reconnects"])
 
     # -- called by the watchdog ------------------------------------------------------------------
 
     def _watchdog_tick(self, now: float) -> None:
         self._beats.beat("octohub-watchdog", now)
+        if self._recycler.watches:
+            self._recycler.tick(now)
         if self._notifier is not None:
             self._notifier.tick(now)
+
+    def _recycle(self, reason: str) -> None:
+        # Called on the watchdog thread or holding the runner's lock (OCTOHUB_MAX_TASKS): stop() joins
+        # the watchdog and takes that lock, so another thread stops the node. Not a daemon: it finishes
+        # the drain and the sending of results, which is the point of recycling.
+        threading.Thread(target=self.stop, name="octohub-recycle").start()
+
 
     def _new_connection(self, number: int) -> Connection:
         """Connection attempt ``number``, not yet started."""

@@ -15,3 +15,7 @@ class ExitCode(IntEnum):
     FAILED = 1
     #: A setting is invalid (the message names the variable); restarting will not help.
     CONFIG = 2
+    #: The node recycled itself (OCTOHUB_MAX_TASKS, OCTOHUB_MAX_MEMORY or OCTOHUB_MAX_UPTIME): it drained
+    #: and sent its results; not 0, so that Restart=on-failure, launchd's KeepAlive (SuccessfulExit=false)
+    #: and WinSW's onfailure start it again.
+    RECYCLE = 3

@@ -62,7 +62,8 @@ _COUNTER_HELP = {
 _GAUGES = (
     # (metric name, stats() key, help)
     ("tasks_running", "tasks_running", "Task handlers running now."),
-    ("tasks_queued", "tasks_queued", "Tasks waiting for a worker."),
+    ("tasks_queued", "tasks_queued", "Tasks waiting for a worker (or for a limit of their type)."),
+    ("tasks_waiting", "tasks_waiting", "Of the queued tasks, those held back by their type's concurrency or rate."),
     ("outbox", "outbox", "Results waiting to be sent (kept while disconnected)."),
     ("results_unconfirmed", "results_unconfirmed", "Results sent that the hub has not yet confirmed reading."),
     ("oldest_task_seconds", "oldest_task_age", "Seconds the longest-running task has been running (0: none runs)."),
@@ -89,6 +90,8 @@ def health(stats: Mapping[str, Any], failed: bool = False) -> tuple[int, dict[st
         "connected_since": stats.get("connected_since"),
         "tasks_running": stats.get("tasks_running"),
         "tasks_queued": stats.get("tasks_queued"),
+        "tasks_waiting": stats.get("tasks_waiting"),
+        "recycle": stats.get("recycle"),
         "outbox": stats.get("outbox"),
         "last_error": redact(str(stats["last_error"])) if stats.get("last_error") else None,
     }
@@ -120,6 +123,7 @@ def render_metrics(stats: Mapping[str, Any]) -> str:
         if key in stats:
             family(f"octohub_node_{metric}", "gauge", help_text)
             lines.append(f"octohub_node_{metric}{{{label}}} {_number(stats[key])}")
+    _limit_families(stats, label, lines, family)
     state = stats.get("state")
     family("octohub_node_connected", "gauge", "1 while connected and ready for tasks, else 0.")
     lines.append(f"octohub_node_connected{{{label}}} {int(state == NodeState.CONNECTED.value)}")
@@ -166,6 +170,22 @@ def _child_metrics(isolation: Mapping[str, Mapping[str, int]], label: str, famil
             lines.append(f'{metric}{{{label},task_type="{escape_label(task_type)}"}} {_number(view.get(key, 0))}')
 
 
+def _limit_families(stats: Mapping[str, Any], label: str, lines: list[str], family: Callable[[str, str, str], None]) -> None:
+    """Waiting tasks per type (not per key: key values are accounts, too many series) and the recycle."""
+    by_type = stats.get("waiting_by_type")
+    if by_type:
+        family("octohub_node_tasks_waiting_by_type", "gauge",
+               "Tasks of a type held back by its concurrency or rate, over all its key values.")
+        for task_type, count in sorted(by_type.items()):
+            lines.append(f'octohub_node_tasks_waiting_by_type{{{label},task_type="{escape_label(task_type)}"}} {count}')
+    if "recycle" in stats:
+        reason = stats.get("recycle")
+        family("octohub_node_recycling", "gauge",
+               "1 once the node recycles itself (OCTOHUB_MAX_TASKS, _MAX_MEMORY, _MAX_UPTIME), with the limit reached.")
+        limit = escape_label(reason.split(":", 1)[0]) if reason else ""
+        lines.append(f'octohub_node_recycling{{{label},limit="{limit}"}} {int(reason is not None)}')
+
+
 def escape_label(value: str) -> str:
     """Escape a label value: backslash, double quote and line feed."""
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
@@ -197,6 +217,7 @@ class MetricsServer:
         failed: whether the node gave up reconnecting.
         alive, ready: the node's liveness and readiness (``/livez``, ``/readyz``; without them, 404).
         tasks: returns the node's ``running_tasks()`` (``/tasks``); none by default.
+        waiting: returns the node's ``waiting_tasks()`` (``/tasks`` too): tasks held back by a limit.
         host: address to bind (``OCTOHUB_METRICS_HOST``; keep it on loopback unless a
             scraper on another machine needs it: the pages are not authenticated).
         port: port to bind; 0 picks a free one (see :attr:`port`).
@@ -204,8 +225,9 @@ class MetricsServer:
 
     def __init__(self, *, stats: Callable[[], Mapping[str, Any]], failed: Callable[[], bool], host: str, port: int,
                  log: logging.LoggerAdapter, alive: Optional[Callable[[], Verdict]] = None,
-                 ready: Optional[Callable[[], Verdict]] = None, tasks: Optional[TaskList] = None) -> None:
-        self._pages = _Pages(stats, failed, alive, ready, tasks or list)
+                 ready: Optional[Callable[[], Verdict]] = None, tasks: Optional[TaskList] = None,
+                 waiting: Optional[TaskList] = None) -> None:
+        self._pages = _Pages(stats, failed, alive, ready, tasks or list, waiting or list)
         self._log = log
         self.host = host
         #: The bound port, once :meth:`start` returned.
@@ -250,6 +272,7 @@ class _Pages(NamedTuple):
     alive: Optional[Callable[[], Verdict]]
     ready: Optional[Callable[[], Verdict]]
     tasks: TaskList
+    waiting: TaskList
 
 
 class _Server(ThreadingHTTPServer):
@@ -293,7 +316,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/readyz" and pages.ready is not None:
             self._probe(pages.ready(), pages.stats())
         elif path == "/tasks":
-            body = {"pc_id": pages.stats().get("pc_id"), "tasks": pages.tasks()}
+            body = {"pc_id": pages.stats().get("pc_id"), "tasks": pages.tasks(), "waiting": pages.waiting()}
             self._reply(200, "application/json", json.dumps(body, ensure_ascii=False) + "\n")
         else:
             self._reply(404, "text/plain; charset=utf-8", "not found: try /livez, /readyz, /healthz, /metrics or /tasks\n")

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional
 from .child import serve
 from .exceptions import WorkerCrashed
 from .isolation import check_importable, describe_exit, remote_error
+from .options import TaskOptions
 from .task_board import HardStop
 from .task_control import TaskControl, current_task
 
@@ -84,10 +85,6 @@ class IsolatedHandler:
 
     def __init__(self, task_type: str, handler: Callable[..., Any], *, max_tasks_per_child: Optional[int] = None,
                  max_memory_per_child: Optional[float] = None) -> None:
-        for name, value in (("max_tasks_per_child", max_tasks_per_child),
-                            ("max_memory_per_child", max_memory_per_child)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
-                raise ValueError(f"task type {task_type!r}: {name} must be a positive number, not {value!r}")
         self.task_type = task_type
         self.handler = handler
         self._module, self._qualname = check_importable(task_type, handler)
@@ -281,20 +278,16 @@ def _kill(child: _Child) -> None:
     child.close()
 
 
-def isolate(task_type: str, handler: Callable[..., Any], isolation: Optional[str], **limits: Any) -> Callable[..., Any]:
+def isolate(task_type: str, handler: Callable[..., Any], options: TaskOptions) -> Callable[..., Any]:
     """``handler`` as the runner should call it: itself, or an :class:`IsolatedHandler` for ``isolation="process"``.
 
     Raises:
-        ValueError: an unknown ``isolation``, limits without it, or a handler a child cannot import.
+        ValueError: a handler a child cannot import (the options themselves were checked by ``TaskOptions.build``).
     """
-    given = {name: value for name, value in limits.items() if value is not None}
-    if isolation is None:
-        if given:
-            raise ValueError(f"task type {task_type!r}: {', '.join(sorted(given))} needs isolation='process'")
+    if options.isolation is None:
         return handler
-    if isolation != "process":
-        raise ValueError(f"task type {task_type!r}: isolation must be 'process' or None, not {isolation!r}")
-    return IsolatedHandler(task_type, handler, **limits)
+    return IsolatedHandler(task_type, handler, max_tasks_per_child=options.max_tasks_per_child,
+                           max_memory_per_child=options.max_memory_per_child)
 
 
 def isolation_view(handlers: Mapping[str, Any]) -> dict[str, dict[str, int]]:

@@ -21,7 +21,7 @@ __all__ = ["FEATURES", "Dialect", "FrameTooLarge", "Message", "Task", "decode", 
 MAX_TASK_ID = 256
 
 #: What the node speaks beyond the seed's messages, listed in ``node_ready`` (docs/protocol.md §3.4).
-FEATURES = ("cancel", "progress", "process_isolation")
+FEATURES = ("cancel", "progress", "process_isolation", "limits", "rate_limits", "recycle")
 
 #: Longest ``reason`` of a task_cancel, and ``message`` of a task_progress, kept (characters).
 MAX_TEXT = 200

@@ -10,6 +10,8 @@ from typing import Any, Callable, Mapping, Optional
 
 from . import protocol
 from .handlers import BUILTIN_HANDLERS, TaskHandler
+from .limits import Limits
+from .options import TaskKeyError, TaskOptions
 from .store import MemoryStore
 from .protocol import Task
 from .stats import Stats
@@ -31,13 +33,15 @@ CallHandler = Callable[[TaskControl, TaskHandler, Mapping[str, Any]], Any]
 class _Job:
     """A task accepted by the runner, from submit() until its handler is done."""
 
-    __slots__ = ("task", "deadline", "started", "timed_out", "control")
+    __slots__ = ("task", "deadline", "started", "timed_out", "control", "lane")
 
-    def __init__(self, task: Task, deadline: Optional[float]) -> None:
+    def __init__(self, task: Task, deadline: Optional[float], lane: Any = None) -> None:
         self.task = task
         self.deadline = deadline
         self.started = False
         self.timed_out = False
+        #: Its type's limits (limits.py), None for a type without: where it waits and what it holds.
+        self.lane = lane
         #: The task as its handler sees it (current_task()); how a cancel or the time limit reaches it.
         self.control = TaskControl(task.task_id, task.task_type)
 
@@ -65,6 +69,8 @@ class TaskRunner:
         store: MemoryStore,
         log: logging.LoggerAdapter,
         call: Optional[CallHandler] = None,
+        max_tasks: int = 0,
+        on_max_tasks: Callable[[], None] = lambda: None,
     ) -> None:
         self.handlers: dict[str, TaskHandler] = dict(BUILTIN_HANDLERS)
         #: Task types whose handler must not run again after a restart interrupted it.
@@ -88,6 +94,27 @@ class TaskRunner:
         self._accepting = True
         self._pool: Optional[ThreadPoolExecutor] = None
         self._call_handler: CallHandler = call or (lambda control, handler, message: handler(message))
+        #: Lanes of the types registered with concurrency= or rate= (limits.py); they share our lock.
+        self.limits = Limits(lock=self._lock, launch=self._launch)
+        self._limited: dict[str, TaskOptions] = {}  # read without the lock on every task: types with limits
+        # OCTOHUB_MAX_TASKS: tasks this run may still accept (0: no limit); then on_max_tasks (recycle.py).
+        self._max_tasks = self._tasks_left = max_tasks
+        self._on_max_tasks = on_max_tasks
+
+    def configure(self, task_type: str, options: TaskOptions) -> None:
+        """Apply ``register_task_handler``'s options for ``task_type`` (its handler is in ``handlers``)."""
+        with self._lock:
+            if options.retry_interrupted:
+                self.no_retry.discard(task_type)
+            else:
+                self.no_retry.add(task_type)
+            self.limits.options[task_type] = options
+            limited = dict(self._limited)  # swapped whole: submit() reads it without the lock
+            if options.limited:
+                limited[task_type] = options
+            else:
+                limited.pop(task_type, None)
+            self._limited = limited
 
     def restore(self, finished: list[tuple[str, str]], started: list[str]) -> None:
         """What a ledger held at start: finished tasks (oldest first) and tasks a restart interrupted."""
@@ -100,6 +127,8 @@ class TaskRunner:
         """Create the pool (threads start lazily, on the first tasks)."""
         with self._lock:
             self._accepting = True
+            self._tasks_left = self._max_tasks
+            self.limits.reopen()
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self._max_workers, thread_name_prefix="octohub-task")
 
@@ -109,6 +138,13 @@ class TaskRunner:
         """Accept, refuse or de-duplicate one task. Never blocks."""
         self._stats.incr("tasks_received")
         tid = task.task_id
+        options = self._limited.get(task.task_type)  # the whole cost of limits for a type without any
+        lane_key = key_error = None
+        if options is not None:
+            try:
+                lane_key = options.key_of(task.task_type, task.message)
+            except TaskKeyError as exc:
+                key_error = f"TaskKeyError: {exc}"
         with self._lock:
             if tid in self._jobs:
                 self._stats.incr("tasks_duplicate")
@@ -116,12 +152,20 @@ class TaskRunner:
                 return
             stored = self._done.get(tid)
             interrupted = self._after_restart(task) if stored is None and self._interrupted else None
-            refusal = None if stored is not None or interrupted is not None else self._refusal(task)
+            refusal = None if stored is not None or interrupted is not None else (self._refusal(task) or key_error)
             if stored is None and interrupted is None and refusal is None:
+                # Time limits count from here, while a task waits for a worker or a limit too.
                 timeout = task.timeout or self._default_timeout
                 deadline = time.monotonic() + timeout if timeout else None
-                self._jobs[tid] = _Job(task, deadline)
-                self._pool.submit(self._run, tid)  # type: ignore[union-attr]
+                if self._tasks_left:
+                    self._count_down()
+                if options is None:
+                    self._jobs[tid] = _Job(task, deadline)
+                    self._pool.submit(self._run, tid)  # type: ignore[union-attr]
+                    return
+                job = self._jobs[tid] = _Job(task, deadline, self.limits.lane(task.task_type, lane_key))
+                if self.limits.admit(job.lane, job):
+                    self._pool.submit(self._run, tid)  # type: ignore[union-attr]
                 return
         # Delivering may send on the socket: never while holding the lock.
         if stored is not None:
@@ -151,6 +195,24 @@ class TaskRunner:
         self._remember(tid, frame)
         return frame
 
+    def _count_down(self) -> None:
+        """One task accepted against OCTOHUB_MAX_TASKS; the last one closes the door (lock held)."""
+        self._tasks_left -= 1
+        if not self._tasks_left:
+            self._accepting = False  # refused from now on as by a stopping node
+            self._on_max_tasks()
+
+    def _launch(self, job: _Job) -> bool:
+        """A job a limit held back may run now (lock held); False once the pool is gone.
+
+        A job whose time limit passed while it waited never gets here: :meth:`expire` withdrew it.
+        """
+        if self._pool is None:
+            self._jobs.pop(job.task.task_id, None)
+            return False
+        self._pool.submit(self._run, job.task.task_id)
+        return True
+
     def refuse(self, task_id: str, error: str) -> None:
         """Answer ``failed`` for a task that cannot even be read (e.g. too large). Never blocks."""
         self._stats.incr("tasks_received")
@@ -179,6 +241,8 @@ class TaskRunner:
                 return
             job.started = True
             self._running += 1
+            if job.lane is not None:
+                self.limits.begun(job.lane)
         task_type = job.task.task_type
         # Only a handler that must not run twice waits for the disk before it starts.
         self._store.started(tid, wait=task_type in self.no_retry)
@@ -188,6 +252,8 @@ class TaskRunner:
             with self._lock:
                 self._running -= 1
                 del self._jobs[tid]
+                if job.lane is not None:
+                    self.limits.finished(job.lane)
                 late = job.timed_out
                 if not late:
                     self._remember(tid, frame)
@@ -242,6 +308,10 @@ class TaskRunner:
                     # The hub has its answer; a cooperative handler now stops instead of running on.
                     job.control.request_cancel(f"timed out after {limit:g} s", answered=True)
                     expired.append((tid, frame))
+            for tid, _ in expired:  # one still waiting for its limit gives its place back now, not at its turn
+                job = self._jobs[tid]
+                if job.lane is not None and not job.started and self.limits.withdraw(job.lane, job):
+                    del self._jobs[tid]
             if expired and self._draining:
                 self._idle.notify_all()  # an answered task is one drain() no longer waits for
         for tid, frame in expired:
@@ -253,9 +323,12 @@ class TaskRunner:
     # -- stop ----------------------------------------------------------------------------
 
     def stop_accepting(self) -> None:
-        """From now on every new task is answered ``failed`` "node shutting down"."""
-        with self._lock:
-            self._accepting = False
+        """From now on every new task is answered ``failed`` "node shutting down".
+
+        No lock: one attribute store, so that it may be called from anywhere, holding the runner's
+        lock too (the recycling's door, recycle.py); a task that got the lock first was accepted before.
+        """
+        self._accepting = False
 
     def drain(self, timeout: float) -> list[str]:
         """Wait up to ``timeout`` for running and queued tasks; return the ids still running.
@@ -289,10 +362,12 @@ class TaskRunner:
         """
         with self._lock:
             pool, self._pool = self._pool, None
+            self.limits.clear()  # the jobs that waited for a limit are among those never started
             never_started = [tid for tid, job in self._jobs.items() if not job.started]
             for tid in never_started:
                 del self._jobs[tid]
             idle = not self._jobs
+        self.limits.close()
         if pool is not None:
             pool.shutdown(wait=idle, cancel_futures=True)
         for tid in never_started:
@@ -300,9 +375,14 @@ class TaskRunner:
             self._deliver(tid, protocol.task_failed(tid, "NodeShuttingDown: node stopped before the task started"))
 
     def counts(self) -> tuple[int, int]:
-        """(running, queued) right now."""
+        """(running, queued) right now; queued counts the tasks waiting for a limit too."""
         with self._lock:
             return self._running, len(self._jobs) - self._running
+
+    def waiting(self) -> list[tuple[str, Any, list[str]]]:
+        """(task type, key or None, task ids in order) of every lane holding tasks back."""
+        with self._lock:
+            return [(task_type, key, [job.task.task_id for job in jobs]) for task_type, key, jobs in self.limits.waiting()]
 
     # -- called on the connection thread: the hub's task_cancel -----------------------------
 
@@ -321,6 +401,8 @@ class TaskRunner:
                 job = None
             elif not job.started:
                 del self._jobs[task_id]
+                if job.lane is not None and not self.limits.withdraw(job.lane, job):
+                    self.limits.finished(job.lane, begun=False)  # it was on its way to a worker: free its place
                 answer = protocol.task_failed(task_id, f"TaskCancelled: {why} (before it started)")
                 self._remember(task_id, answer)
                 if self._draining:

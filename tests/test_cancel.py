@@ -90,7 +90,7 @@ def test_task_cancel_without_a_usable_task_id_is_a_bad_frame(message: dict) -> N
 
 def test_node_ready_lists_the_features() -> None:
     ready = json.loads(protocol.node_ready("node_1", task_types=["echo"], capacity=2))
-    assert ready["features"] == ["cancel", "progress", "process_isolation"]
+    assert ready["features"] == ["cancel", "progress", "process_isolation", "limits", "rate_limits", "recycle"]
 
 
 # -- against the hub ------------------------------------------------------------------------------

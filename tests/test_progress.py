@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import re
 import socket
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests
@@ -19,7 +14,7 @@ import requests
 from octohub_sync import TaskControl, current_task
 from octohub_sync.hub import LocalHub
 
-from .conftest import connected, wait_until
+from .conftest import connected, run_readme_example, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -215,12 +210,6 @@ def test_live_view_stats_status_line_and_tasks_page(make_node, hub: LocalHub,
 
 
 def test_the_readme_long_tasks_example_runs_against_the_local_hub() -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    section = readme.split("\n## Long tasks\n", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)  # type: ignore[union-attr]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OCTOHUB_")}
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, env=env)
-    assert run.returncode == 0, run.stderr
-    lines = run.stdout.splitlines()
+    lines = run_readme_example("Long tasks")
     assert lines[:3] == ["{'pages': 2}", "{'pages': 50}", "page 50 of 50"]
     assert lines[4] == "TaskCancelled: cancelled by the hub: no longer needed"

@@ -1,0 +1,127 @@
+"""The node recycles itself: OCTOHUB_MAX_TASKS, OCTOHUB_MAX_MEMORY, OCTOHUB_MAX_UPTIME (README "Recycling").
+
+Once a limit is reached the node stops taking tasks (refused as by a stopping node), drains,
+sends its results and stops; ``octohub-node`` then exits with ``ExitCode.RECYCLE`` (3), so that
+its service manager starts it again, with its ledger. What is measured as memory:
+
+- Linux: the current resident set size, from ``/proc/self/statm`` (no psutil).
+- Windows: the current working set, ``GetProcessMemoryInfo`` through ctypes.
+- macOS and other systems: the *peak* resident set size, ``resource.getrusage().ru_maxrss``
+  (bytes on macOS, KiB elsewhere). The current size needs ``task_info`` through the Mach API,
+  which is not worth its weight here: a peak that reached the ceiling is a fair reason to
+  recycle, and it never goes down, so the node does not recycle later than it would on Linux.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from typing import Callable, Optional
+
+__all__ = ["Recycler", "rss_bytes"]
+
+#: How often the memory is read (on the watchdog thread's tick).
+MEMORY_EVERY = 1.0
+
+
+def rss_bytes() -> Optional[int]:
+    """The process's memory as this platform measures it (see the module's docstring); None if unknown."""
+    try:
+        if sys.platform.startswith("linux"):
+            with open("/proc/self/statm", "rb") as statm:
+                return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        if sys.platform == "win32":
+            return _windows_working_set()
+        import resource  # POSIX only: imported here, never on Windows
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return int(peak) if sys.platform == "darwin" else int(peak) * 1024
+    except (OSError, ValueError, ImportError, AttributeError):
+        return None
+
+
+def _windows_working_set() -> Optional[int]:
+    import ctypes
+    from ctypes import wintypes
+
+    class Counters(ctypes.Structure):  # PROCESS_MEMORY_COUNTERS (psapi.h)
+        _fields_ = [("cb", wintypes.DWORD), ("PageFaultCount", wintypes.DWORD),
+                    ("PeakWorkingSetSize", ctypes.c_size_t), ("WorkingSetSize", ctypes.c_size_t),
+                    ("QuotaPeakPagedPoolUsage", ctypes.c_size_t), ("QuotaPagedPoolUsage", ctypes.c_size_t),
+                    ("QuotaPeakNonPagedPoolUsage", ctypes.c_size_t), ("QuotaNonPagedPoolUsage", ctypes.c_size_t),
+                    ("PagefileUsage", ctypes.c_size_t), ("PeakPagefileUsage", ctypes.c_size_t)]
+
+    counters = Counters()
+    counters.cb = ctypes.sizeof(Counters)
+    kernel32 = ctypes.WinDLL("kernel32")  # type: ignore[attr-defined]
+    kernel32.GetCurrentProcess.restype = wintypes.HANDLE
+    # K32GetProcessMemoryInfo: kernel32's export of psapi's function (Windows 7 and later).
+    get_info = kernel32.K32GetProcessMemoryInfo
+    get_info.argtypes = [wintypes.HANDLE, ctypes.POINTER(Counters), wintypes.DWORD]
+    get_info.restype = wintypes.BOOL
+    if not get_info(kernel32.GetCurrentProcess(), ctypes.byref(counters), counters.cb):
+        return None
+    return int(counters.WorkingSetSize)
+
+
+class Recycler:
+    """Says once, with the reason, that the node should recycle.
+
+    Args:
+        max_tasks, max_memory, max_uptime: the settings (0: that limit is off). ``max_tasks`` is
+            counted by the runner, which calls :meth:`tasks_reached` after accepting the last one.
+        close: stops the node taking tasks; called first, before the reason shows, on the thread that
+            noticed (holding the runner's lock for OCTOHUB_MAX_TASKS): must not take that lock.
+        on_recycle: called once with the reason, next, on the same thread; must not block.
+        rss: reads the memory in bytes (:func:`rss_bytes`; a test may pass another).
+    """
+
+    def __init__(self, *, max_tasks: int, max_memory: int, max_uptime: float, close: Callable[[], None],
+                 on_recycle: Callable[[str], None], log: logging.LoggerAdapter,
+                 rss: Callable[[], Optional[int]] = rss_bytes) -> None:
+        self._max_tasks, self._max_memory, self._max_uptime = max_tasks, max_memory, max_uptime
+        self._close, self._on_recycle, self._log, self._rss = close, on_recycle, log, rss
+        self._lock = threading.Lock()
+        self._fired = False
+        self._started = time.monotonic()
+        self._memory_read = 0.0
+        #: Why the node recycles (None: it does not); set once per run.
+        self.reason: Optional[str] = None
+
+    @property
+    def watches(self) -> bool:
+        """True if a limit read on the tick (memory or uptime) is on."""
+        return bool(self._max_memory or self._max_uptime)
+
+    def started(self, now: float) -> None:
+        """The node (re)starts: uptime counts from ``now`` and the reason is cleared."""
+        with self._lock:
+            self._started, self._memory_read, self.reason, self._fired = now, 0.0, None, False
+
+    def tasks_reached(self) -> None:
+        """The runner accepted its OCTOHUB_MAX_TASKS-th task (called holding the runner's lock)."""
+        self._reached(f"max_tasks: {self._max_tasks} tasks accepted (OCTOHUB_MAX_TASKS={self._max_tasks})")
+
+    def tick(self, now: float) -> None:
+        """Check the uptime and, every MEMORY_EVERY s, the memory (the watchdog thread's tick)."""
+        if self._fired:
+            return
+        if self._max_uptime and now - self._started >= self._max_uptime:
+            self._reached(f"max_uptime: up {now - self._started:.0f} s (OCTOHUB_MAX_UPTIME={self._max_uptime:g})")
+        elif self._max_memory and now - self._memory_read >= MEMORY_EVERY:
+            self._memory_read = now
+            rss = self._rss()
+            if rss is not None and rss >= self._max_memory * 2**20:
+                self._reached(f"max_memory: {rss / 2**20:.0f} MB resident (OCTOHUB_MAX_MEMORY={self._max_memory})")
+
+    def _reached(self, reason: str) -> None:
+        with self._lock:
+            if self._fired:
+                return
+            self._fired = True
+        self._close()  # whoever sees the reason sees a node that takes no more tasks
+        self.reason = reason
+        self._log.info("recycling: %s; taking no new tasks, draining, then stopping", reason)
+        self._on_recycle(reason)
