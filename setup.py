@@ -10,8 +10,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from setuptools import setup
-
 #: A Markdown link whose target is neither an address nor a mail link.
 _RELATIVE_LINK = re.compile(r"\[([^\]]+)\]\((?!https?:|mailto:)([^)\s]+)\)")
 
@@ -30,4 +28,6 @@ def index_page(readme: str) -> str:
 
 
 if __name__ == "__main__":
+    from setuptools import setup  # here, so that the tests can read index_page without setuptools
+
     setup(long_description=index_page(Path(__file__).with_name("README.md").read_text(encoding="utf-8")))
