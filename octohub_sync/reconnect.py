@@ -19,6 +19,11 @@ __all__ = ["Decision", "Ending", "ReconnectPolicy", "reregister_margin"]
 #: Connections dropped soon after opening this many times in a row suggest a duplicate pc_id.
 SHORT_DROPS_WARNING = 3
 
+#: Seconds between the end of a close handshake the node started to re-register and its next
+#: connection. The Go server removes the pc_id from its table only after it has answered the close
+#: frame (docs/protocol.md §9): a node quicker than that cleanup would be forgotten again.
+CLEANUP_SETTLE = 1.0
+
 
 def reregister_margin(read_timeout: float) -> float:
     """Seconds past the hub's read deadline before it has surely cleaned an abandoned connection up."""
@@ -104,7 +109,7 @@ class ReconnectPolicy:
             due = now + self.hub_read_timeout + reregister_margin(self.hub_read_timeout)
             policy = replace(policy, reregister_at=max(self.reregister_at or due, due))
         if ending.planned:
-            return policy, Decision(delay=0.0, planned=True)  # the old session is over: connect again at once
+            return policy, Decision(delay=CLEANUP_SETTLE, planned=True)  # once the hub has cleaned it up
         if ending.resumed:  # neither a failure nor the hub's doing: no backoff, nothing counted
             return policy, Decision(delay=0.0, resumed=True)
         duplicate = 0

@@ -7,7 +7,7 @@ import pytest
 
 from octohub_sync import load_settings
 from octohub_sync.backoff import Backoff
-from octohub_sync.reconnect import SHORT_DROPS_WARNING, Decision, Ending, ReconnectPolicy, reregister_margin
+from octohub_sync.reconnect import CLEANUP_SETTLE, SHORT_DROPS_WARNING, Decision, Ending, ReconnectPolicy, reregister_margin
 
 #: Jitter pinned to its top: every delay is its nominal value.
 TOP = lambda: 1.0  # noqa: E731
@@ -135,10 +135,10 @@ def test_reregister_due_only_for_a_connection_opened_before_the_hub_cleaned_up()
     assert POLICY.reregister_due(opened_at=0.0, now=1e9) == (POLICY, False)
 
 
-def test_a_planned_close_reconnects_at_once_without_counting_a_failure() -> None:
+def test_a_planned_close_reconnects_after_the_cleanup_without_counting_a_failure() -> None:
     tired, _ = run(POLICY, [FAILED] * 2)
     policy, [decision] = run(tired, [Ending(lived=5.0, close_code=1000, planned=True)])
-    assert decision == Decision(delay=0.0, planned=True)
+    assert decision == Decision(delay=CLEANUP_SETTLE, planned=True)
     assert (policy.retries, policy.failures) == (tired.retries, tired.failures)
 
 

@@ -8,6 +8,7 @@ reconnects at once, and the old connection's cleanup then forgets the new one.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import urllib.request
 from typing import Any, Iterator
@@ -110,3 +111,21 @@ def test_replaced_notice_closes_with_a_handshake_before_reconnecting(make_node, 
     first, second = go_hub.connections
     assert first["close_code"] == 1000 and first["closed"] <= second["opened"]
     assert not go_hub.forgotten
+
+
+def test_a_hub_that_cleans_up_after_its_close_reply_keeps_the_reregistered_node(
+        make_node, go_hub: LocalHub, proxy: StallProxy, monkeypatch) -> None:
+    # The Go server answers the close frame, then removes the pc_id from its table: a node that
+    # registered again in between would be forgotten. Here that cleanup takes a (slow) 0.3 s.
+    detach = go_hub._state.detach
+    slow = threading.Event()
+    monkeypatch.setattr(go_hub._state, "detach", lambda session: (slow.wait(0.3), detach(session)))
+    client = behind_proxy(make_node, go_hub, proxy, hub_read_timeout=READ_TIMEOUT)
+    become_ghost(client, go_hub, proxy)
+    assert go_hub.wait_for(lambda: client.stats()["reregistrations"] == 1 and len(go_hub.connections) == 3
+                           and go_hub.connections[1]["closed"] is not None, 15)
+    closed, fresh = go_hub.connections[1:]
+    assert closed["close_code"] == 1000 and fresh["opened"] > closed["closed"], (closed, fresh)
+    assert len(go_hub.forgotten) == 1  # the ghost's connection only, not the one after the re-registration
+    tid = go_hub.send_task("echo", {"after": "the re-registration"})
+    assert go_hub.wait_result(tid, 10)["result"]["echo"] == {"after": "the re-registration"}

@@ -10,7 +10,7 @@ import pytest
 from octohub_sync.backoff import Backoff
 from octohub_sync.clock import Pause, PauseKind
 from octohub_sync.connection import CLOSE_TIMEOUT
-from octohub_sync.reconnect import Decision, ReconnectPolicy
+from octohub_sync.reconnect import CLEANUP_SETTLE, Decision, ReconnectPolicy
 from octohub_sync.watchdog import TICK, Watchdog
 
 DEAD_AFTER = 5.0
@@ -174,8 +174,10 @@ def test_reregisters_once_the_hub_cleaned_up_then_connects_at_once(h: Harness) -
     assert h.conn.closing_since == due and h.reregistered == 1
     h.conn.end(close_code=1000)  # our close handshake completed
     h.step(due + 0.1)
-    assert h.ended[-1][1].planned and h.ended[-1][1].delay == 0.0
-    assert len(h.made) == 3 and h.conn.started  # connected again in the same step
+    assert h.ended[-1][1].planned and h.ended[-1][1].delay == CLEANUP_SETTLE
+    assert len(h.made) == 2  # the hub's cleanup of the closed connection comes after its close reply
+    h.step(due + 0.1 + CLEANUP_SETTLE)
+    assert len(h.made) == 3 and h.conn.started
     assert h.watchdog.policy.reregister_at is None
 
 
