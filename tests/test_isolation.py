@@ -169,6 +169,15 @@ def test_children_start_lazily_at_most_one_per_worker_and_are_reused(make_node, 
     assert len(pids) == 2 and view["started"] == 2 and view["alive"] == 2 and view["busy"] == 0
 
 
+def test_the_types_concurrency_bounds_its_children(make_node, hub: LocalHub) -> None:
+    # concurrency=2 on 4 workers: two tasks at most run at once, so two children serve them all.
+    client = isolated_node(make_node, hub, {"nap": (handlers.pid_then_nap, {"concurrency": 2})}, max_workers=4)
+    ids = [hub.send_task("nap", {"seconds": 0.2}) for _ in range(6)]
+    pids = {hub.wait_result(tid, timeout=30)["result"]["pid"] for tid in ids}
+    view = client.stats()["isolation"]["nap"]
+    assert len(pids) == 2 and view["started"] == 2 and view["alive"] == 2
+
+
 # -- recycling ------------------------------------------------------------------------------------
 
 def test_max_tasks_per_child_replaces_the_child_every_n_tasks(make_node, hub: LocalHub) -> None:
