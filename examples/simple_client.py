@@ -20,6 +20,8 @@ def reverse(task: dict) -> str:
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
+    # websocket-client logs every disconnect at ERROR ("... - goodbye"); the node reports each one itself.
+    logging.getLogger("websocket").setLevel(logging.CRITICAL)
     if "--local" not in sys.argv:
         try:
             client = NodeWebSocketClient()  # everything from the environment / .env

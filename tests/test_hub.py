@@ -617,3 +617,21 @@ def test_start_failure_leaves_no_thread(make_hub: HubFactory) -> None:
         clash.start()
     assert [t.name for t in hub_threads() if t.name == "hub-api"] == ["hub-api"]  # only the first hub's
     clash.stop()
+
+
+def test_a_restarted_hub_never_reuses_a_task_id_a_node_with_a_ledger_finished(make_hub: HubFactory, make_node,
+                                                                                tmp_path) -> None:
+    # A node with a ledger answers a task id it finished before with the stored result, without
+    # running the handler: a new hub's tasks must not look like the old hub's.
+    runs: list[str] = []
+
+    def serve(hub: LocalHub) -> str:
+        client = make_node(_hub=hub, _start=False, state_dir=str(tmp_path), pc_id="node_ledger")
+        client.register_task_handler("count", lambda task: runs.append(task["task_id"]) or len(runs))
+        client.start()
+        result = hub.wait_result(hub.send_task("count"), timeout=10)
+        assert client.stop(timeout=5)
+        return result["task_id"]
+
+    first, second = serve(make_hub()), serve(make_hub())
+    assert first != second and runs == [first, second]

@@ -56,8 +56,9 @@ def test_demo_without_websockets_says_what_to_install(tmp_path: Path) -> None:
 
 
 def test_readme_flow_env_file_then_standalone_hub_then_node(tmp_path: Path) -> None:
-    """``cp env.example .env``, ``python -m octohub_sync.hub``, then the command it prints: served."""
+    """In a clone: ``cp env.example .env``, ``python -m octohub_sync.hub``, then the command it prints: served."""
     shutil.copy(ROOT / "env.example", tmp_path / ".env")
+    shutil.copy(ROOT / "run_node.py", tmp_path / "run_node.py")
     hub_out = tmp_path / "hub.out"
     with open(hub_out, "w") as out:
         hub = subprocess.Popen([sys.executable, "-m", "octohub_sync.hub", "--api-port", "0", "--ws-port", "0",
@@ -71,7 +72,7 @@ def test_readme_flow_env_file_then_standalone_hub_then_node(tmp_path: Path) -> N
         assert "mySignatureKey" not in text  # the key is never printed: it may be a real one
         command = next(line.split() for line in text.splitlines() if "run_node.py" in line)
         assert command[:2] == ["python", "run_node.py"]
-        node = subprocess.Popen([sys.executable, str(ROOT / "run_node.py"), *command[2:]], cwd=tmp_path,
+        node = subprocess.Popen([sys.executable, "run_node.py", *command[2:]], cwd=tmp_path,
                                 env=plain_env(OCTOHUB_STATE_DIR="off"), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         assert wait_until(lambda: '"status": "completed"' in hub_out.read_text(), 20), hub_out.read_text()
@@ -90,7 +91,8 @@ def test_generated_key_hint_mentions_key_and_env_file(tmp_path: Path) -> None:
     finally:
         assert stop(hub) == 0
     text = hub_out.read_text()
-    assert "OCTOHUB_SIGNATURE_KEY=" in text and "python run_node.py" in text
+    # No run_node.py here (a pip install, not a clone): the console script is what exists.
+    assert "OCTOHUB_SIGNATURE_KEY=" in text and "octohub-node --server-host" in text and "run_node.py" not in text
     assert "a new key on every start: pass --key" in text
 
 

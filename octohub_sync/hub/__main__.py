@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import secrets
 import sys
 import threading
@@ -92,7 +93,9 @@ def _choose_key(given: Optional[str]) -> tuple[Optional[str], str]:
 
 def _print_hint(hub: Any, args: argparse.Namespace, key: str, source: str) -> None:
     print(f"local hub: API {hub.api_url}, WebSocket port {hub.ws_port}, {args.dialect} dialect. Point a node at it:")
-    flags = f"python run_node.py --server-host {args.host} --server-port {hub.api_port} --ws-port {hub.ws_port}"
+    # In a clone, the README's run_node.py; elsewhere (a pip install) the console script.
+    program = "python run_node.py" if os.path.isfile("run_node.py") else "octohub-node"
+    flags = f"{program} --server-host {args.host} --server-port {hub.api_port} --ws-port {hub.ws_port}"
     if source == "--key":  # a given key is not echoed
         print(f"  OCTOHUB_SIGNATURE_KEY=<your key> {flags}")
         print("  (a .env where the node runs beats the environment: if it has an OCTOHUB_SIGNATURE_KEY line, "

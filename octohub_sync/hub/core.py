@@ -4,6 +4,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import secrets
 import ssl
 import time
 from types import TracebackType
@@ -87,6 +88,9 @@ class LocalHub:
         self.max_size = max_size
         self._api_fault: Optional[str] = None
         self._ws_fault: Optional[str] = None
+        # Task ids unique to this hub's run: a node with a ledger (the program's default) answers an id
+        # it finished before with the stored result, so a restarted hub must not reuse the last run's.
+        self._run = secrets.token_hex(3)
         self._task_ids = itertools.count(1)
         self._state = HubState(dialect=dialect, redeliver=redeliver, notify_replaced=notify_replaced, clock=self.now)
         self._servers = HubServers(
@@ -265,7 +269,7 @@ class LocalHub:
         Args:
             task_type: handler name on the node.
             data: task payload (``{}`` when None).
-            task_id: id to use; ``task_<n>`` by default.
+            task_id: id to use; by default ``task_<run>_<n>``, ``<run>`` random per hub (never reused by a restarted hub).
             timeout: optional ``timeout`` field of the message.
             pc_id: target node; default the only/most recently connected node, or, if
                 none ever connected, whichever node sends ``node_ready`` first.
@@ -275,7 +279,7 @@ class LocalHub:
             The task id. Never raises because a connection died: the task stays pending.
         """
         if task_id is None:
-            task_id = f"task_{next(self._task_ids)}"
+            task_id = f"task_{self._run}_{next(self._task_ids)}"
         message = messages.task(task_id, task_type, data, timeout=timeout, extra=extra)
         self._state.add_task(task_id, pc_id, json.dumps(message, ensure_ascii=False))
         return task_id
@@ -298,7 +302,7 @@ class LocalHub:
             ConnectionError: that node is not connected.
         """
         if task_id is None:
-            task_id = f"task_{next(self._task_ids)}"
+            task_id = f"task_{self._run}_{next(self._task_ids)}"
         message = messages.task(task_id, task_type, data)
         self._state.add_task(task_id, pc_id, json.dumps(message, ensure_ascii=False), at_close=answer_after)
         return task_id
