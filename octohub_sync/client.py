@@ -237,8 +237,15 @@ class NodeWebSocketClient:
                                   writes=(self.delivery.tick, self.task_board.send_progress),
                                   on_tick=functools.partial(self._beats.beat, "octohub-timers"))
             self._timers.start()
+            policy = ReconnectPolicy.from_settings(s)
+            if snapshot.unclean and s.hub_read_timeout:
+                # The last process never stopped: a connection it had may still be open at the hub.
+                self.log.info("the last run of this node ended without stopping (its ledger was not closed): "
+                              "re-registering once the hub has cleaned up a connection it may have left "
+                              "(OCTOHUB_HUB_READ_TIMEOUT=%g s)", s.hub_read_timeout)
+                policy = policy.abandoned(time.monotonic())
             self._watchdog = Watchdog(
-                connect=self._new_connection, policy=ReconnectPolicy.from_settings(s),
+                connect=self._new_connection, policy=policy,
                 dead_after=self._dead_after, on_ended=self._connection_ended,
                 on_reregister=lambda: self._stats.incr("reregistrations"), log=self.log,
                 on_tick=self._watchdog_tick, pause_after=pause_threshold(s.ping_interval),

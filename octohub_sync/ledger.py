@@ -119,6 +119,8 @@ class Ledger(MemoryStore):
         super().__init__()
         self.directory = Path(state_dir).expanduser()
         self.path = self.directory / f"{pc_id}.sqlite3"
+        #: Exists while a process holds the ledger open: found at open, the last one never closed it.
+        self._open_marker = self.directory / f"{pc_id}.open"
         self._pc_id = pc_id
         self._cache_size = cache_size
         self._stats = stats
@@ -148,6 +150,8 @@ class Ledger(MemoryStore):
         self._file_lock = self._lock()
         try:
             self._db, snapshot = self._load()
+            snapshot = snapshot._replace(unclean=self._open_marker.exists())
+            self._open_marker.touch()
         except BaseException:
             self._unlock()
             raise
@@ -168,6 +172,10 @@ class Ledger(MemoryStore):
         if self._db is not None:
             self._db.close()
             self._db = None
+            try:
+                self._open_marker.unlink()
+            except OSError:
+                pass  # the next start then re-registers once more than it needs to: harmless
         self._unlock()
 
     def _lock(self) -> BaseFileLock:

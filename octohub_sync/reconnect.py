@@ -103,11 +103,10 @@ class ReconnectPolicy:
               rand: Callable[[], float] = random.random) -> tuple[ReconnectPolicy, Decision]:
         """The next policy and what to do, after a connection ended at ``now`` (monotonic)."""
         policy = self
-        if ending.lived is not None and ending.close_code is None and self.hub_read_timeout:
+        if ending.lived is not None and ending.close_code is None:
             # Abandoned without a close handshake: the hub may hold it until its read deadline, and a
             # hub that forgets the pc_id when that cleanup runs would then forget our next connection.
-            due = now + self.hub_read_timeout + reregister_margin(self.hub_read_timeout)
-            policy = replace(policy, reregister_at=max(self.reregister_at or due, due))
+            policy = policy.abandoned(now)
         if ending.planned:
             return policy, Decision(delay=CLEANUP_SETTLE, planned=True)  # once the hub has cleaned it up
         if ending.resumed:  # neither a failure nor the hub's doing: no backoff, nothing counted
@@ -128,6 +127,14 @@ class ReconnectPolicy:
             return policy, Decision(delay=None, give_up=reason, duplicate_drops=duplicate)
         delay = self.backoff.delay(policy.retries, rand)
         return replace(policy, retries=policy.retries + 1), Decision(delay=delay, duplicate_drops=duplicate)
+
+    def abandoned(self, now: float) -> ReconnectPolicy:
+        """A connection may have been abandoned at ``now`` (without a close handshake, or by a process
+        that ended without stopping): register again once the hub has surely cleaned it up."""
+        if not self.hub_read_timeout:
+            return self
+        due = now + self.hub_read_timeout + reregister_margin(self.hub_read_timeout)
+        return replace(self, reregister_at=max(self.reregister_at or due, due))
 
     def stayed_up(self) -> ReconnectPolicy:
         """The current connection has been open ``stable_after`` seconds: the backoff starts over."""

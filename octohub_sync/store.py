@@ -27,6 +27,9 @@ class Snapshot(NamedTuple):
     finished: list[tuple[str, str]]
     #: Tasks that started and never finished: the process ended while they ran.
     started: list[str]
+    #: The last process that held this store ended without closing it (killed, crashed, power lost):
+    #: it may have left a connection open at the hub.
+    unclean: bool = False
 
 
 class MemoryStore:

@@ -340,3 +340,30 @@ def test_program_refuses_a_second_process_and_an_unwritable_dir(hub: LocalHub, t
         third = spawn(hub, tmp_path, "node_ro", log_name="ro", OCTOHUB_STATE_DIR=str(directory))
         code, err = finish(third)
         assert code == 2 and f"OCTOHUB_STATE_DIR='{directory}'" in err, err[-2000:]
+
+
+def test_a_ledger_never_closed_says_so_at_the_next_open(state: Path) -> None:
+    """A process killed with its ledger open: the next open sees it (the node then re-registers)."""
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import logging, sys, time; from octohub_sync.ledger import Ledger; from octohub_sync.stats import Stats\n"
+        f"Ledger({str(state)!r}, 'node_dirty', cache_size=10, stats=Stats(), "
+        "log=logging.LoggerAdapter(logging.getLogger('t'), {})).open()\n"
+        "print('open', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+    finally:
+        holder.kill()  # SIGKILL; TerminateProcess on Windows: nothing runs in it after this
+        holder.wait(10)
+
+    def reopen() -> bool:
+        ledger = Ledger(str(state), "node_dirty", cache_size=10, stats=Stats(),
+                        log=logging.LoggerAdapter(logging.getLogger("t"), {}))
+        unclean = ledger.open().unclean
+        ledger.close()
+        return unclean
+
+    assert reopen() is True  # the killed process never closed it
+    assert reopen() is False  # the one before closed it

@@ -129,3 +129,21 @@ def test_a_hub_that_cleans_up_after_its_close_reply_keeps_the_reregistered_node(
     assert len(go_hub.forgotten) == 1  # the ghost's connection only, not the one after the re-registration
     tid = go_hub.send_task("echo", {"after": "the re-registration"})
     assert go_hub.wait_result(tid, 10)["result"]["echo"] == {"after": "the re-registration"}
+
+
+def test_a_node_whose_last_run_never_stopped_reregisters_once(make_node, go_hub: LocalHub, tmp_path, caplog) -> None:
+    # A process killed while its path was dead leaves its connection open at the hub until the read
+    # deadline; the next process knows it only from its ledger, left open (see test_ledger).
+    caplog.set_level(logging.INFO, logger="octohub_sync")
+    opts = dict(_hub=go_hub, state_dir=str(tmp_path), pc_id="node_restarted", hub_read_timeout=READ_TIMEOUT,
+                ping_interval=0.3, ping_timeout=0.2)
+    clean = make_node(**opts)
+    assert clean.wait_connected(10)
+    assert clean.stop(timeout=5)
+    (tmp_path / "node_restarted.open").touch()  # what a kill -9 leaves (a real one: test_ledger)
+    client = make_node(**opts)
+    assert client.wait_connected(10)
+    patience = READ_TIMEOUT + reregister_margin(READ_TIMEOUT) + 3.0
+    assert go_hub.wait_for(lambda: client.stats()["reregistrations"] == 1 and go_hub.connected(client.pc_id), patience)
+    assert any("ended without stopping" in r.getMessage() for r in caplog.records)
+    assert clean.stats()["reregistrations"] == 0  # a first start, with no open ledger behind it
