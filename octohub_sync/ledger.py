@@ -151,7 +151,7 @@ class Ledger(MemoryStore):
         try:
             self._db, snapshot = self._load()
             snapshot = snapshot._replace(unclean=self._open_marker.exists())
-            self._open_marker.touch()
+            self._open_marker.touch(mode=0o600)  # as private as the ledger (the umask may only narrow it)
         except BaseException:
             self._unlock()
             raise
