@@ -19,9 +19,9 @@ __all__ = ["Decision", "Ending", "ReconnectPolicy", "reregister_margin"]
 #: Connections dropped soon after opening this many times in a row suggest a duplicate pc_id.
 SHORT_DROPS_WARNING = 3
 
-#: Seconds between the end of a close handshake the node started to re-register and its next
-#: connection. The Go server removes the pc_id from its table only after it has answered the close
-#: frame (docs/protocol.md §9): a node quicker than that cleanup would be forgotten again.
+#: Seconds at least between the end of a close handshake (either side's) and the next connection.
+#: The Go server removes the pc_id from its table only after the handshake, when the connection's
+#: handler ends (docs/protocol.md §9): a node registering again before that cleanup is forgotten.
 CLEANUP_SETTLE = 1.0
 
 
@@ -126,6 +126,8 @@ class ReconnectPolicy:
                       f"last error: {ending.error or 'connection closed'}")
             return policy, Decision(delay=None, give_up=reason, duplicate_drops=duplicate)
         delay = self.backoff.delay(policy.retries, rand)
+        if ending.lived is not None and ending.close_code is not None:
+            delay = max(delay, CLEANUP_SETTLE)  # the hub's cleanup of that connection comes first
         return replace(policy, retries=policy.retries + 1), Decision(delay=delay, duplicate_drops=duplicate)
 
     def abandoned(self, now: float) -> ReconnectPolicy:

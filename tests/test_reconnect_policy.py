@@ -54,9 +54,18 @@ def test_a_policy_is_a_value() -> None:
 
 def test_a_stable_connection_resets_the_backoff_and_counts() -> None:
     tired, _ = run(POLICY, [FAILED] * 4)
-    policy, [decision] = run(tired, [STABLE_CLOSE])
+    policy, [decision] = run(tired, [STABLE_DROP])
     assert decision.delay == 0.5  # the quick first retry again
     assert (policy.retries, policy.failures, policy.short_drops) == (1, 0, 0)
+
+
+def test_after_a_close_handshake_the_next_attempt_waits_for_the_hubs_cleanup() -> None:
+    tired, _ = run(POLICY, [FAILED] * 4)
+    policy, [decision] = run(tired, [STABLE_CLOSE])
+    assert decision.delay == CLEANUP_SETTLE  # not the quick 0.5 s: the hub forgets the pc_id after the handshake
+    assert (policy.retries, policy.failures, policy.short_drops) == (1, 0, 0)
+    _, [failed] = run(POLICY, [FAILED])
+    assert failed.delay == 0.5  # a failed attempt left nothing at the hub to clean up
 
 
 def test_stayed_up_resets_only_when_there_is_something_to_reset() -> None:
