@@ -397,10 +397,9 @@ class NodeWebSocketClient:
         """Connection state, counters and queue sizes right now."""
         snap = self._stats.snapshot()
         running, queued = self.runner.counts()
-        waiting = self.waiting_tasks()
         by_type: dict[str, int] = {}
-        for lane in waiting:
-            by_type[lane["task_type"]] = by_type.get(lane["task_type"], 0) + len(lane["tasks"])
+        for task_type, _, ids in self.runner.waiting():
+            by_type[task_type] = by_type.get(task_type, 0) + len(ids)
         snap.update(pc_id=self.pc_id, tasks_running=running, tasks_queued=queued, outbox=self.delivery.waiting(),
                     results_unconfirmed=self.delivery.unconfirmed(),
                     oldest_task_age=round(self.task_board.oldest_age(), 3),

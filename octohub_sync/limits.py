@@ -138,10 +138,6 @@ class Limits:
         self._lanes.clear()
         self._timed.clear()
 
-    def waiting_count(self) -> int:
-        """How many jobs wait for a limit."""
-        return sum(len(lane.waiting) for lane in self._lanes.values())
-
     def waiting(self) -> list[tuple[str, Hashable, list[Any]]]:
         """(task type, key or None, waiting jobs in order) for every lane with waiting jobs."""
         return [(lane.task_type, None if lane.key is _NO_KEY else lane.key, list(lane.waiting))
