@@ -263,7 +263,8 @@ class NodeWebSocketClient:
         with a close handshake. A task or an answer that comes during that handshake is never
         written after the node's close frame: with a ledger it is kept there and sent after the
         next start's ``node_ready``; without one it is lost with the process (counted as not
-        sent). Message handlers, the store and the metrics endpoint close last.
+        sent, unless it is a ``NodeShuttingDown`` answer to a task that never ran: no work is
+        lost). Message handlers, the store and the metrics endpoint close last.
 
         Args:
             timeout: how long running tasks may take (default OCTOHUB_SHUTDOWN_TIMEOUT).
@@ -287,7 +288,7 @@ class NodeWebSocketClient:
             self.runner.shutdown()
             stop_children(self.runner.handlers.values())  # no child outlives the node
             self.store.settle()  # results a ledger is still writing reach the delivery first
-            self.delivery.flush()
+            self.delivery.settle(timeout=max(1.0, self.settings.connect_timeout))
             if self._timers is not None:
                 self._timers.stop()
                 self._timers = None
@@ -307,11 +308,18 @@ class NodeWebSocketClient:
         if overdue:
             self.log.warning("stopped with %d handler(s) still running past their time limit (answered TaskTimeout; "
                              "their results are discarded): %s", len(overdue), ", ".join(overdue[:10]))
-        unsent = self.delivery.waiting()
+        kept = self.settings.state_dir not in (None, "off")
+        # Answers to tasks that came during the stop and never ran (NodeShuttingDown) carry no work: one
+        # that could not go out before the close frame loses nothing (docs/protocol.md §8, stopping).
+        turned_away = len(self.runner.turned_away(self.delivery.unsent()))
+        if turned_away:
+            self.log.info("%d NodeShuttingDown answer(s) to tasks that never ran could not go out before the "
+                          "connection closed: %s", turned_away, "the ledger sends the answers after the next start's node_ready"
+                          if kept else "not answered (the hub's own time limit covers them)")
+        unsent = self.delivery.waiting() - turned_away
         if unsent:
-            kept = ("the ledger keeps them for the next start" if self.settings.state_dir not in (None, "off")
-                    else "without a ledger (OCTOHUB_STATE_DIR) they are lost")
-            self.log.warning("stopped with %d result(s) not sent: %s", unsent, kept)
+            self.log.warning("stopped with %d result(s) not sent: %s", unsent, "the ledger keeps them for the next "
+                             "start" if kept else "without a ledger (OCTOHUB_STATE_DIR) they are lost")
         if self.failure is None:
             self._stats.state = NodeState.STOPPED
         self._stopped_clean = not unfinished and not overdue and not unsent
@@ -452,7 +460,9 @@ class NodeWebSocketClient:
     def _recycle(self, reason: str) -> None:
         # Called on the watchdog thread or holding the runner's lock (OCTOHUB_MAX_TASKS): stop() joins
         # the watchdog and takes that lock, so another thread stops the node. Not a daemon: it finishes
-        # the drain and the sending of results, which is the point of recycling.
+        # the drain and the sending of results, which is the point of recycling. The node is stopping
+        # from this moment (it refuses tasks), not from when that thread gets going.
+        self._stats.state = NodeState.STOPPING
         threading.Thread(target=self.stop, name="octohub-recycle").start()
 
 

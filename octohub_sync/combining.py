@@ -9,6 +9,7 @@ thread, for a liveness loop), and the sender leaves only once the queue is empty
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from typing import Callable
 
@@ -33,10 +34,37 @@ class SendQueue:
         self._queue: deque[Result] = deque()
         self._sending = False  # a thread is sending
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  # notified when the sender leaves, if someone waits
+        self._settling = 0  # settle() calls waiting on _idle
 
     def __len__(self) -> int:
         """Results queued behind the thread sending now."""
         return len(self._queue)
+
+    def task_ids(self) -> list[str]:
+        """The tasks of the results queued here."""
+        with self._lock:
+            return [result.task_id for result in self._queue]
+
+    def settle(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` until no thread sends; True if so.
+
+        The stop's last sending waits here: a thread (a worker, the frame reader) may still be
+        sending when the node is about to close, with results queued behind it. What a raising
+        send left queued goes out with the next :meth:`put` (an empty one will do).
+        """
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            self._settling += 1
+            try:
+                while self._sending:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    self._idle.wait(left)
+                return True
+            finally:
+                self._settling -= 1
 
     def put(self, results: list[Result]) -> None:
         """Send ``results`` on this thread, or leave them to the thread sending now."""
@@ -64,6 +92,8 @@ class SendQueue:
             with self._lock:
                 if not queue:
                     self._sending = False
+                    if self._settling:
+                        self._idle.notify_all()
                     return
                 batch = list(queue)
                 queue.clear()
@@ -77,3 +107,5 @@ class SendQueue:
                     self._keep(batch[done:])
                     with self._lock:
                         self._sending = False
+                        if self._settling:
+                            self._idle.notify_all()

@@ -136,6 +136,10 @@ class ResultDelivery:
         """Results not sent yet: in the outbox, queued for the thread that sends now, or waiting with it for room."""
         return len(self.outbox) + len(self._queue) + self._awaiting
 
+    def unsent(self) -> list[str]:
+        """The tasks of the results in the outbox or the queue (not those a waiting sender holds)."""
+        return self.outbox.task_ids() + self._queue.task_ids()
+
     def send_or_abort(self, conn: Connection, frame: str) -> bool:
         """Send one frame; any failure ends the session (the connection is aborted).
 
@@ -241,6 +245,16 @@ class ResultDelivery:
                     self._dropped(self.outbox.put_back(items[done:]))
                     break
             return done
+
+    def settle(self, timeout: float) -> None:
+        """The stop's last sending, before the close frame: wait up to ``timeout`` for the thread
+        sending now (it sends what queued up behind it), then send what is left in the queue and
+        the outbox while the connection takes it."""
+        if not self._queue.settle(timeout):
+            self._log.warning("a thread was still sending results after %.1f s; closing without waiting for it", timeout)
+            return
+        self._queue.put([])
+        self.flush()
 
     def tick(self) -> None:
         """The send thread's periodic look: send what waits in the outbox while the connection is

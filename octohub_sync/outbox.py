@@ -43,5 +43,10 @@ class Outbox:
             self._items.clear()
             return items
 
+    def task_ids(self) -> list[str]:
+        """The tasks of the results kept here, oldest first."""
+        with self._lock:
+            return [result.task_id for result in self._items]
+
     def __len__(self) -> int:
         return len(self._items)

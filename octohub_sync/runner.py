@@ -92,6 +92,7 @@ class TaskRunner:
         self._running = 0
         self._draining = 0  # drain() calls waiting on _idle: a job's end notifies only when someone waits
         self._accepting = True
+        self._turned_away: set[str] = set()  # tasks answered without running since the node stopped accepting
         self._pool: Optional[ThreadPoolExecutor] = None
         self._call_handler: CallHandler = call or (lambda control, handler, message: handler(message))
         #: Lanes of the types registered with concurrency= or rate= (limits.py); they share our lock.
@@ -127,6 +128,7 @@ class TaskRunner:
         """Create the pool (threads start lazily, on the first tasks)."""
         with self._lock:
             self._accepting = True
+            self._turned_away.clear()
             self._tasks_left = self._max_tasks
             self.limits.reopen()
             if self._pool is None:
@@ -219,6 +221,8 @@ class TaskRunner:
         self._refuse(task_id, error)
 
     def _refuse(self, task_id: str, error: str) -> None:
+        if not self._accepting:
+            self._turned_away.add(task_id)
         self._stats.incr("tasks_rejected")
         self._log.info("refused task %s: %s", task_id, error)
         self._deliver(task_id, protocol.task_failed(task_id, error))
@@ -349,6 +353,11 @@ class TaskRunner:
                 self._draining -= 1
             return [tid for tid, j in self._jobs.items() if not j.timed_out]
 
+    def turned_away(self, task_ids: list[str]) -> list[str]:
+        """Those of ``task_ids`` answered without running since the node stopped accepting tasks
+        (``NodeShuttingDown``): their answers carry no work, and losing one loses no result."""
+        return [tid for tid in task_ids if tid in self._turned_away]
+
     def overdue(self) -> list[str]:
         """Ids of the tasks answered ``TaskTimeout`` whose handlers still run (their results will be discarded)."""
         with self._lock:
@@ -370,6 +379,7 @@ class TaskRunner:
         self.limits.close()
         if pool is not None:
             pool.shutdown(wait=idle, cancel_futures=True)
+        self._turned_away.update(never_started)
         for tid in never_started:
             self._stats.incr("tasks_rejected")
             self._deliver(tid, protocol.task_failed(tid, "NodeShuttingDown: node stopped before the task started"))

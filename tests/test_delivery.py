@@ -280,22 +280,28 @@ def test_confirmation_pongs_do_not_fool_the_keep_alive(make_node, hub: LocalHub)
     assert len(hub.connections) == 1 and client.stats()["reconnects"] == 0
 
 
-def test_while_one_worker_sends_the_others_do_not_wait_and_their_results_follow_in_order() -> None:
+def stalled_sender(first: str) -> tuple[ResultDelivery, RecordingConnection, threading.Thread, threading.Event]:
+    """A ready delivery whose thread sending ``first`` is stalled in its write until the event is set."""
     delivery = make_delivery(Stats())
     conn = RecordingConnection()
     delivery.attach(conn)  # type: ignore[arg-type]
     delivery.mark_ready()
     in_send, release = threading.Event(), threading.Event()
 
-    def slow_socket() -> None:  # the first send stalls until released
+    def slow_socket() -> None:
         conn.on_send = None
         in_send.set()
         release.wait(10)
 
     conn.on_send = slow_socket
-    first = threading.Thread(target=delivery.deliver, args=("a", result_frame("a")))
-    first.start()
+    sender = threading.Thread(target=delivery.deliver, args=(first, result_frame(first)))
+    sender.start()
     assert in_send.wait(10)
+    return delivery, conn, sender, release
+
+
+def test_while_one_worker_sends_the_others_do_not_wait_and_their_results_follow_in_order() -> None:
+    delivery, conn, first, release = stalled_sender("a")
     others = [threading.Thread(target=delivery.deliver, args=(t, result_frame(t))) for t in "bcd"]
     for t in others:
         t.start()
@@ -330,6 +336,45 @@ def test_a_failure_inside_the_sending_thread_leaves_nothing_waiting_for_the_next
     assert [m["task_id"] for m in conn.sent] == ["a"]
     delivery.deliver("b", result_frame("b"))  # not stuck behind a "sending" flag nobody clears
     assert [m["task_id"] for m in conn.sent] == ["a", "b"]
+
+
+def test_the_stops_last_sending_waits_for_a_thread_still_sending_and_what_queued_behind_it() -> None:
+    # A worker's result queued behind the frame reader's answer, which is stalled in its write when
+    # the stop sends for the last time: both must be written before the close frame.
+    delivery, conn, first, release = stalled_sender("refused")
+    delivery.deliver("held", result_frame("held"))  # queued behind the stalled write; returns at once
+
+    def stop() -> None:  # client.stop's last steps
+        delivery.settle(timeout=10)
+        conn.begin_close()
+
+    stopping = threading.Thread(target=stop)
+    stopping.start()
+    assert wait_until(lambda: delivery._queue._settling == 1, 10)  # the stop waits for the sender
+    release.set()
+    stopping.join(10)
+    first.join(10)
+    assert [m["task_id"] for m in conn.sent] == ["refused", "held"] and delivery.waiting() == 0
+
+
+def test_the_stops_last_sending_sends_what_a_raising_send_left_queued() -> None:
+    delivery = make_delivery(Stats())
+    conn = RecordingConnection()
+    delivery.attach(conn)  # type: ignore[arg-type]
+    delivery.mark_ready()
+    original = delivery._queue._send
+
+    def queues_one_more_then_breaks(results: list[Result]) -> None:
+        delivery._queue._send = original  # type: ignore[method-assign]
+        delivery.deliver("queued", result_frame("queued"))  # another worker's, queued meanwhile
+        raise RuntimeError("bug in the send path")
+
+    delivery._queue._send = queues_one_more_then_breaks  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        delivery.deliver("a", result_frame("a"))
+    assert len(delivery._queue) == 1  # nobody sends it now
+    delivery.settle(timeout=10)
+    assert sorted(m["task_id"] for m in conn.sent) == ["a", "queued"] and delivery.waiting() == 0
 
 
 def test_a_result_that_lands_in_the_outbox_of_a_ready_connection_does_not_wait_for_the_next_one() -> None:

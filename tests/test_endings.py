@@ -48,20 +48,41 @@ def test_a_task_sent_while_the_node_closes_runs_and_is_answered_once_on_the_next
 
 def test_a_task_sent_while_the_node_stops_is_refused_after_the_next_start_with_the_ledger(make_node, tmp_path,
                                                                                           caplog) -> None:
-    caplog.set_level(logging.WARNING, logger="octohub_sync")
+    caplog.set_level(logging.INFO, logger="octohub_sync")
     with LocalHub(KEY, redeliver=False) as hub:
         opts: dict[str, Any] = dict(pc_id="node_ledgered", state_dir=str(tmp_path))
         first = connected(make_node, hub, {}, **opts)
         tid = hub.send_task_at_close("echo", pc_id=first.pc_id, answer_after=0.3)
-        assert first.stop(timeout=5) is False  # the refusal could not be sent: it waits in the ledger
-        assert any("stopped with 1 result(s) not sent: the ledger keeps them" in r.getMessage()
+        # The refusal could not be sent: it waits in the ledger; it carries no work, so the stop was clean.
+        assert first.stop(timeout=5) is True
+        assert any("1 NodeShuttingDown answer(s) to tasks that never ran could not go out before the connection "
+                   "closed: the ledger sends the answers after the next start's node_ready" in r.getMessage()
                    for r in caplog.records)
+        assert not any("not sent" in r.getMessage() for r in caplog.records)
         assert tid not in hub.results
         connected(make_node, hub, {}, **opts)
         result = hub.wait_result(tid, 10)
         assert result["status"] == "failed" and result["error"].startswith("NodeShuttingDown")
         assert not hub.wait_for(lambda: len(hub.results[tid]) > 1, 0.5)
         assert arrived_on_connection(hub, "node_ledgered", tid) == [2]
+
+
+def test_a_refusal_that_cannot_go_out_at_the_stop_does_not_make_the_stop_unclean(make_node, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="octohub_sync")
+    with LocalHub(KEY, redeliver=False) as hub:
+        node = connected(make_node, hub, {})  # no ledger
+        held, release = threading.Event(), threading.Event()
+        node.register_task_handler("hold", lambda task: (held.set(), release.wait(10))[1])
+        work = hub.send_task("hold", pc_id=node.pc_id)
+        assert held.wait(10)
+        tid = hub.send_task_at_close("echo", pc_id=node.pc_id, answer_after=0.3)
+        release.set()
+        assert node.stop(timeout=5) is True  # the work's result went out; the late refusal carries none
+        assert hub.wait_result(work)["result"] is True and tid not in hub.results
+        assert any("1 NodeShuttingDown answer(s) to tasks that never ran could not go out before the connection "
+                   "closed: not answered (the hub's own time limit covers them)" in r.getMessage()
+                   for r in caplog.records)
+        assert not any("not sent" in r.getMessage() for r in caplog.records)
 
 
 def test_a_skipped_confirmation_pong_is_asked_for_again(node, hub: LocalHub) -> None:
