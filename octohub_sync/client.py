@@ -314,8 +314,9 @@ class NodeWebSocketClient:
         turned_away = len(self.runner.turned_away(self.delivery.unsent()))
         if turned_away:
             self.log.info("%d NodeShuttingDown answer(s) to tasks that never ran could not go out before the "
-                          "connection closed: %s", turned_away, "the ledger sends the answers after the next start's node_ready"
-                          if kept else "not answered (the hub's own time limit covers them)")
+                          "connection closed: %s", turned_away,
+                          "the ledger sends the answers after the next start's node_ready" if kept
+                          else "not answered (the hub's own time limit covers them)")
         unsent = self.delivery.waiting() - turned_away
         if unsent:
             self.log.warning("stopped with %d result(s) not sent: %s", unsent, "the ledger keeps them for the next "

@@ -47,11 +47,12 @@ class SendQueue:
             return [result.task_id for result in self._queue]
 
     def settle(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` until no thread sends; True if so.
+        """Wait up to ``timeout`` for the thread sending now, then send what is still queued (what a
+        raising send left) on this thread; False if the thread sending now was still at it when
+        ``timeout`` passed.
 
-        The stop's last sending waits here: a thread (a worker, the frame reader) may still be
-        sending when the node is about to close, with results queued behind it. What a raising
-        send left queued goes out with the next :meth:`put` (an empty one will do).
+        The stop's last sending: a thread (a worker, the frame reader) may still be sending when
+        the node is about to close, with results queued behind it.
         """
         deadline = time.monotonic() + timeout
         with self._lock:
@@ -62,9 +63,13 @@ class SendQueue:
                     if left <= 0:
                         return False
                     self._idle.wait(left)
-                return True
+                if not self._queue:
+                    return True
+                self._sending = True
             finally:
                 self._settling -= 1
+        self._drain()
+        return True
 
     def put(self, results: list[Result]) -> None:
         """Send ``results`` on this thread, or leave them to the thread sending now."""
@@ -91,9 +96,7 @@ class SendQueue:
         while True:
             with self._lock:
                 if not queue:
-                    self._sending = False
-                    if self._settling:
-                        self._idle.notify_all()
+                    self._leave()
                     return
                 batch = list(queue)
                 queue.clear()
@@ -106,6 +109,10 @@ class SendQueue:
                 if done < len(batch):  # something raised: the rest goes where the periodic look sees it
                     self._keep(batch[done:])
                     with self._lock:
-                        self._sending = False
-                        if self._settling:
-                            self._idle.notify_all()
+                        self._leave()
+
+    def _leave(self) -> None:
+        """The sending thread leaves (lock held)."""
+        self._sending = False
+        if self._settling:
+            self._idle.notify_all()

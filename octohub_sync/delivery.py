@@ -248,12 +248,12 @@ class ResultDelivery:
 
     def settle(self, timeout: float) -> None:
         """The stop's last sending, before the close frame: wait up to ``timeout`` for the thread
-        sending now (it sends what queued up behind it), then send what is left in the queue and
-        the outbox while the connection takes it."""
+        sending now (it sends what queued up behind it), then what is left in the queue and the
+        outbox, while the connection takes it."""
         if not self._queue.settle(timeout):
-            self._log.warning("a thread was still sending results after %.1f s; closing without waiting for it", timeout)
+            self._log.warning("a thread was still sending results after %.1f s; closing without waiting for it",
+                              timeout)
             return
-        self._queue.put([])
         self.flush()
 
     def tick(self) -> None:
