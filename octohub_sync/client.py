@@ -20,6 +20,8 @@ from .handlers import TaskHandler
 from .identity import resolve_pc_id
 from .process_pool import isolate, isolation_view, stop_children
 from .ledger import Ledger
+from .lifecycle import TaskRegistry
+from .link import Link
 from .liveness import Heartbeats, Verdict, liveness, readiness
 from .options import Key, TaskOptions
 from .receiver import FrameReceiver, MessageHandler
@@ -28,7 +30,8 @@ from .reconnect import Decision, ReconnectPolicy
 from .runner import TaskRunner
 from .sdnotify import NotifySocket, SystemdNotifier
 from .sender import Sender
-from .stats import NodeState, Stats
+from .node_state import NodeStatus
+from .stats import Stats
 from .store import MemoryStore
 from .task_board import TaskBoard
 from .timers import Timers
@@ -84,7 +87,11 @@ class NodeWebSocketClient:
                                       state_dir=settings.state_dir, log=logger)
         self.pc_id = self.identity.value
         self.log = _NodeLog(logger, {"pc_id": self.pc_id})
-        self._stats = Stats()
+        #: The node's state: node_state.py alone changes it, on this class's calls.
+        self._status = NodeStatus()
+        self._stats = Stats(self._status)
+        #: The current connection: the watchdog attaches each attempt, the delivery says when it is ready.
+        self._link = Link()
         # Built in the order they depend on each other: results flow runner -> delivery -> store,
         # frames flow receiver -> runner / delivery; nothing points back.
         self.store = (MemoryStore() if settings.state_dir in (None, "off") else
@@ -96,10 +103,12 @@ class NodeWebSocketClient:
         self._sender = Sender(log=self.log)
         self.delivery = ResultDelivery(outbox_size=settings.outbox_size, store=self.store, stats=self._stats,
                                        log=self.log, post=self._sender.post,
-                                       confirm_deadline=self._dead_after)
+                                       confirm_deadline=self._dead_after, link=self._link)
+        #: Every accepted task, from admission to its answer: deadlines, cancel flags, the grace.
+        self._tasks = TaskRegistry(cancel_grace=settings.cancel_grace)
         self.task_board = TaskBoard(
-            send=self.delivery.send_progress, connected=self.delivery.connected.is_set,
-            progress_interval=settings.progress_interval, cancel_grace=settings.cancel_grace, log=self.log)
+            send=self.delivery.send_progress, connected=lambda: self._link.ready,
+            progress_interval=settings.progress_interval, tasks=self._tasks, log=self.log)
         self._recycler = Recycler(max_tasks=settings.max_tasks, max_memory=settings.max_memory,
                                   max_uptime=settings.max_uptime, close=lambda: self.runner.stop_accepting(),
                                   on_recycle=self._recycle, log=self.log)
@@ -108,7 +117,7 @@ class NodeWebSocketClient:
             max_pending=settings.max_pending, task_timeout=settings.task_timeout,
             cache_size=settings.result_cache_size, max_result_bytes=settings.max_result_bytes,
             store=self.store, log=self.log, call=self.task_board.call, max_tasks=settings.max_tasks,
-            on_max_tasks=self._recycler.tasks_reached)
+            on_max_tasks=self._recycler.tasks_reached, tasks=self._tasks)
         self.receiver = FrameReceiver(
             pc_id=self.pc_id, max_message_bytes=settings.max_message_bytes, capacity=settings.max_workers,
             delivery=self.delivery, submit=self.runner.submit, refuse=self.runner.refuse, cancel=self.runner.cancel,
@@ -118,8 +127,6 @@ class NodeWebSocketClient:
         self._http = requests.Session()
         self._finished = threading.Event()
         self._stopped_clean = True  # what the last stop() returned, for a second call
-        #: Set when the node gave up reconnecting (see OCTOHUB_MAX_RECONNECT_ATTEMPTS).
-        self.failure: Optional[GaveUpError] = None
         self._lifecycle = threading.Lock()
         self._watchdog: Optional[Watchdog] = None
         self._timers: Optional[Timers] = None
@@ -184,10 +191,8 @@ class NodeWebSocketClient:
     def _register(self, task_type: str, handler: TaskHandler, options: TaskOptions) -> TaskHandler:
         if not callable(handler):
             raise TypeError(f"task handler for {task_type!r} is not callable")
-        wrapped = isolate(task_type, handler, options)
-        stop_children([self.runner.handlers.get(task_type)])  # a replaced isolated handler's children
-        self.runner.handlers[task_type] = wrapped
-        self.runner.configure(task_type, options)
+        replaced = self.runner.register(task_type, isolate(task_type, handler, options), options)
+        stop_children([replaced])  # a replaced isolated handler's children
         return handler
 
     def register_message_handler(self, kind: str, handler: Optional[MessageHandler] = None) -> Any:
@@ -200,7 +205,7 @@ class NodeWebSocketClient:
             return lambda fn: self.register_message_handler(kind, fn)
         if not callable(handler):
             raise TypeError(f"message handler for {kind!r} is not callable")
-        self.receiver.message_handlers[kind] = handler
+        self.receiver.register_message_handler(kind, handler)
         return handler
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -226,7 +231,7 @@ class NodeWebSocketClient:
                     raise
                 self._metrics = metrics
             self._finished.clear()
-            self._stats.state = NodeState.CONNECTING
+            self._status.starting()
             self._beats.reset(time.monotonic())
             self._recycler.started(time.monotonic())
             self.runner.start()
@@ -249,7 +254,7 @@ class NodeWebSocketClient:
                 dead_after=self._dead_after, on_ended=self._connection_ended,
                 on_reregister=lambda: self._stats.incr("reregistrations"), log=self.log,
                 on_tick=self._watchdog_tick, pause_after=pause_threshold(s.ping_interval),
-                on_pause=lambda pause: self._stats.incr("pauses"))
+                on_pause=lambda pause: self._stats.incr("pauses"), link=self._link)
             self._watchdog.start()
         return self
 
@@ -279,7 +284,7 @@ class NodeWebSocketClient:
                 return self._stopped_clean
             if self._notifier is not None:
                 self._notifier.stopping()
-            self._stats.state = NodeState.STOPPING
+            self._status.stopping()
             limit = self.settings.shutdown_timeout if timeout is None else timeout
             self.runner.stop_accepting()
             unfinished = self.runner.drain(limit)
@@ -295,7 +300,6 @@ class NodeWebSocketClient:
             self._sender.stop(timeout=max(1.0, self.settings.connect_timeout))
             watchdog.stop(timeout=max(1.0, self.settings.connect_timeout))
             self.receiver.close()
-            self.delivery.close()
             self.store.close()
             if self._metrics is not None:
                 self._metrics.stop()
@@ -304,7 +308,7 @@ class NodeWebSocketClient:
 
     def _stopped(self, unfinished: list[str]) -> bool:
         """Say how the stop ended (the last step of :meth:`stop`); True if nothing was left undone."""
-        overdue = [tid for tid in self.runner.overdue() if tid not in unfinished]
+        overdue = [tid for tid in self._tasks.overdue() if tid not in unfinished]
         if overdue:
             self.log.warning("stopped with %d handler(s) still running past their time limit (answered TaskTimeout; "
                              "their results are discarded): %s", len(overdue), ", ".join(overdue[:10]))
@@ -321,8 +325,7 @@ class NodeWebSocketClient:
         if unsent:
             self.log.warning("stopped with %d result(s) not sent: %s", unsent, "the ledger keeps them for the next "
                              "start" if kept else "without a ledger (OCTOHUB_STATE_DIR) they are lost")
-        if self.failure is None:
-            self._stats.state = NodeState.STOPPED
+        self._status.stopped()
         self._stopped_clean = not unfinished and not overdue and not unsent
         self._finished.set()
         self._http.close()  # pooled API connections (to the hub, or to a proxy); a restart opens new ones
@@ -363,13 +366,21 @@ class NodeWebSocketClient:
             if self.failure is not None or (until is not None and until.is_set()):
                 return
 
+    @property
+    def failure(self) -> Optional[GaveUpError]:
+        """Why the node gave up reconnecting (OCTOHUB_MAX_RECONNECT_ATTEMPTS) since its last start, else None."""
+        return self._status.failure
+
     def wait_connected(self, timeout: Optional[float] = None) -> bool:
-        """Block until the hub confirmed the connection and node_ready was sent."""
-        return self.delivery.connected.wait(timeout)
+        """Block until the node is ready for tasks: connected, and ``node_ready`` sent; False on timeout."""
+        return self._link.wait_ready(timeout)
 
     def is_connected(self) -> bool:
-        """True while connected and ready for tasks."""
-        return self.delivery.connected.is_set()
+        """True while the node is ready for tasks: connected, and ``node_ready`` sent on that connection.
+
+        (The seed's name: a connection whose handshake is still on counts as not connected.)
+        """
+        return self._link.ready
 
     def get_pc_id(self) -> str:
         """This node's id."""
@@ -388,30 +399,29 @@ class NodeWebSocketClient:
 
         A hub outage leaves it alive (it is reconnecting); ``/livez`` and systemd's watchdog use this.
         """
-        state = NodeState.GAVE_UP if self.failure is not None else self._stats.state
-        return liveness(state, self._beats.ages(time.monotonic()))
+        return liveness(self._status.state, self._beats.ages(time.monotonic()))
 
     def readiness(self) -> Verdict:
         """Can it take tasks now: connected, node_ready sent, the hub heard within two ping intervals?
 
         A hub outage makes it not ready (``/readyz`` 503) while the node stays alive.
         """
-        conn = self.delivery.conn
+        conn = self._link.conn
         heard = max(self.receiver.last_frame, conn.last_pong if conn is not None else 0.0)
-        return readiness(self._stats.state, ready=self.delivery.connected.is_set(),
+        return readiness(self._status.state, ready=self._link.ready,
                          silent_for=time.monotonic() - heard if heard else None,
                          ping_interval=self.settings.ping_interval)
 
     def stats(self) -> dict[str, Any]:
         """Connection state, counters and queue sizes right now."""
         snap = self._stats.snapshot()
-        running, queued = self.runner.counts()
+        running, queued = self._tasks.counts()
         by_type: dict[str, int] = {}
         for task_type, _, ids in self.runner.waiting():
             by_type[task_type] = by_type.get(task_type, 0) + len(ids)
         snap.update(pc_id=self.pc_id, tasks_running=running, tasks_queued=queued, outbox=self.delivery.waiting(),
                     results_unconfirmed=self.delivery.unconfirmed(),
-                    oldest_task_age=round(self.task_board.oldest_age(), 3),
+                    oldest_task_age=round(self._tasks.oldest_age(), 3),
                     tasks_waiting=sum(by_type.values()), waiting_by_type=by_type, recycle=self.recycle)
         snap["isolation"] = isolation_view(self.runner.handlers)  # children per isolated type
         return snap
@@ -437,7 +447,7 @@ class NodeWebSocketClient:
             ``progress`` (None, or ``fraction``, ``message`` and ``at``), ``cancel_requested``
             and ``cancel_reason``.
         """
-        return self.task_board.running()
+        return self._tasks.view()
 
     def log_status(self) -> None:
         """Log the one-line summary (every OCTOHUB_STATUS_INTERVAL seconds)."""
@@ -463,7 +473,7 @@ class NodeWebSocketClient:
         # the watchdog and takes that lock, so another thread stops the node. Not a daemon: it finishes
         # the drain and the sending of results, which is the point of recycling. The node is stopping
         # from this moment (it refuses tasks), not from when that thread gets going.
-        self._stats.state = NodeState.STOPPING
+        self._status.stopping()
         threading.Thread(target=self.stop, name="octohub-recycle").start()
 
 
@@ -474,7 +484,6 @@ class NodeWebSocketClient:
             on_closed=self._closed, on_pong=self.delivery.pong, ssl_context=self._ssl,
             route=self.settings.route, connect_timeout=self.settings.connect_timeout,
             ping_interval=self.settings.ping_interval)
-        self.delivery.attach(conn)
         return conn
 
     def _address(self) -> str:
@@ -488,7 +497,9 @@ class NodeWebSocketClient:
     def _connection_ended(self, conn: Connection, decision: Decision) -> None:
         self._connection_log.ended(conn, decision)
         if decision.delay is None:
-            self.failure = GaveUpError(decision.give_up)  # run_forever() and wait_stopped() see it
+            self._status.gave_up(decision.give_up)  # run_forever() and wait_stopped() see it
+        else:
+            self._status.lost()
 
     # -- called on the connection thread ---------------------------------------------------------
 
@@ -498,6 +509,7 @@ class NodeWebSocketClient:
             self._watchdog.wake()
 
     def _ready_for_tasks(self) -> None:
+        self._status.ready()
         if self._notifier is not None:
             self._notifier.ready()
 

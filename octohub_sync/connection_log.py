@@ -1,5 +1,7 @@
 """What the node says and counts about its connections: opened, lost, failed, given up.
 
+It logs and counts; the node's state is changed by node_state.py alone.
+
 A failure that repeats on every attempt (a wrong key, a hub that is down) is news
 once: the first of a kind is logged at WARNING with its hint, the repeats at INFO,
 and a WARNING again every :data:`REPEAT_WARNING_INTERVAL` seconds while it lasts.
@@ -12,7 +14,7 @@ from typing import Optional
 
 from .connection import Connection
 from .reconnect import Decision
-from .stats import NodeState, Stats
+from .stats import Stats
 
 __all__ = ["ConnectionLog", "REPEAT_WARNING_INTERVAL"]
 
@@ -41,8 +43,6 @@ class ConnectionLog:
 
     def ended(self, conn: Connection, decision: Decision) -> None:
         """``conn`` ended and the watchdog decided what comes next (watchdog thread)."""
-        self._stats.state = NodeState.RECONNECTING
-        self._stats.connected_since = None
         if decision.duplicate_drops:
             self._log.warning(
                 "the hub dropped this node %d time(s) in a row, soon after connecting: another node with "
@@ -63,7 +63,6 @@ class ConnectionLog:
                       "no more attempts" if decision.delay is None else f"next attempt in {decision.delay:.1f} s",
                       f" ({repeats} more failure(s) of this kind since the last warning)" if repeats else "")
         if decision.delay is None:
-            self._stats.state = NodeState.GAVE_UP
             self._stats.last_error = decision.give_up
             self._log.error("%s", decision.give_up)
 

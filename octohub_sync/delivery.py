@@ -23,6 +23,7 @@ from typing import Callable, Optional
 from .combining import SendQueue
 from .confirmations import CONFIRM_TIMEOUT, DEAD, GONE, ROOM, Confirmations
 from .connection import Connection
+from .link import Link
 from .store import MemoryStore
 from .outbox import Outbox, Result
 from .stats import Stats
@@ -37,7 +38,7 @@ ACK_PREFIX = b"octohub-ack:"
 WRITE_BYTES = 64 * 1024
 
 class ResultDelivery:
-    """The current connection as seen by whoever sends on it: results, replies, ``node_ready``.
+    """Sends on the current connection (``link``, link.py): results, replies, ``node_ready``.
 
     Every result is recorded in ``store`` before it is first sent and removed from it once the
     hub confirmed it (or it was dropped), so that with a ledger nothing produced is lost across
@@ -52,23 +53,22 @@ class ResultDelivery:
         store: where results wait until the hub confirms them (see ledger.py).
         post: runs a job on the send thread (``Sender.post``): how a liveness loop's result is sent.
         confirm_deadline: seconds without room for more results after which the path counts as dead.
+        link: the node's current connection (the watchdog attaches each one); this class says when
+            it is ready and when it no longer is.
     """
 
     def __init__(self, *, outbox_size: int, store: MemoryStore, stats: Stats, log: logging.LoggerAdapter,
                  post: Callable[[Callable[[], None]], None] = lambda job: job(),
-                 confirm_deadline: float = 30.0) -> None:
+                 confirm_deadline: float = 30.0, link: Optional[Link] = None) -> None:
         self._store = store
         self._stats = stats
         self._log = log
         self._confirm_deadline = confirm_deadline
         self.outbox = Outbox(outbox_size)
-        self.conn: Optional[Connection] = None
-        self.ready = False
-        #: Set while the hub has confirmed the connection and ``node_ready`` went out.
-        self.connected = threading.Event()
+        self.link = Link() if link is None else link
         self._flush_lock = threading.Lock()
         # Held around writing results and recording them as unconfirmed, and by whatever changes
-        # ``ready``: a result written on a connection is recorded before that connection's end is handled.
+        # the link's ``ready``: a result written on a connection is recorded before that connection's end is handled.
         self._results_lock = threading.Lock()
         #: Results sent on the current connection that the hub has not confirmed (confirmations.py).
         self.confirmations = Confirmations(capacity=outbox_size)
@@ -86,17 +86,12 @@ class ResultDelivery:
         merged.update((result.seq, result) for result in self.outbox.take_all())
         self._dropped(self.outbox.put_back(sorted(merged.values())))
 
-    def attach(self, conn: Connection) -> None:
-        """Make ``conn`` the current connection (not ready until :meth:`mark_ready`)."""
-        self.conn = conn
-
     def mark_ready(self) -> None:
         """``node_ready`` went out on the current connection: send what the outbox holds."""
         with self._results_lock:
             self.confirmations.reset()
-            self.ready = True
-        self.connected.set()
-        sent = self.flush()
+            self.link.set_ready(True)
+        sent = self.send_outbox()
         if sent:
             self._log.info("sent %d result(s) kept while disconnected", sent)
 
@@ -107,11 +102,10 @@ class ResultDelivery:
         handshake completed: the hub answered our close frame, so it read everything before it
         (and nothing was written after it, see :meth:`Connection.begin_close`).
         """
-        if conn is not self.conn:
+        if conn is not self.link.conn:
             return
         with self._results_lock:
-            self.ready = False
-            self.connected.clear()
+            self.link.set_ready(False)
             unconfirmed = self.confirmations.reset()
         if not unconfirmed:
             return
@@ -122,11 +116,6 @@ class ResultDelivery:
         self._log.info("%d result(s) sent but not confirmed by the hub will be sent again after reconnecting",
                        len(unconfirmed))
         self._dropped(self.outbox.put_back(unconfirmed))
-
-    def close(self) -> None:
-        """The node stopped."""
-        self.ready = False
-        self.connected.clear()
 
     def unconfirmed(self) -> int:
         """How many results were sent on the current connection without the hub's confirmation yet."""
@@ -167,8 +156,8 @@ class ResultDelivery:
         Returns:
             True if it was written to the socket.
         """
-        conn = self.conn
-        return self.ready and conn is not None and self.send_or_abort(conn, frame)
+        conn = self.link.conn
+        return self.link.ready and conn is not None and self.send_or_abort(conn, frame)
 
     # -- results ----------------------------------------------------------------------------------
 
@@ -184,10 +173,10 @@ class ResultDelivery:
 
     def _send_now(self, results: list[Result]) -> None:
         """Send results now (waiting for room to wait for confirmation), or keep them in the outbox."""
-        conn = self.conn
-        while results and self._await_room(conn, len(results)):
+        conn = self.link.conn
+        while results and conn is not None and self._await_room(conn, len(results)):
             if len(self.outbox):  # older results first
-                if not self.flush():
+                if not self.send_outbox():
                     break
                 continue
             written = self._write_results(conn, results)
@@ -197,7 +186,7 @@ class ResultDelivery:
         if results:
             self._keep(results)
 
-    def _await_room(self, conn: Optional[Connection], holding: int) -> bool:
+    def _await_room(self, conn: Connection, holding: int) -> bool:
         """(The thread sending results.) Wait while ``outbox_size`` results wait for confirmation on
         ``conn``; True once there is room, False if it is no longer ready (or is dead: then ended)."""
         if self.confirmations.room() > 0:
@@ -206,7 +195,7 @@ class ResultDelivery:
         self._awaiting = holding
         try:
             while True:
-                found = self.confirmations.wait_for_room(lambda: self.ready and conn is self.conn, until,
+                found = self.confirmations.wait_for_room(lambda: self.link.is_current(conn), until,
                                                          time.monotonic)
                 if found == ROOM:
                     return True
@@ -215,9 +204,9 @@ class ResultDelivery:
                 if found == DEAD:
                     self._log.warning("the hub confirmed none of the last %d results for %.0f s: the path is dead; "
                                       "reconnecting", self.confirmations.capacity, self._confirm_deadline)
-                    conn.abort()  # type: ignore[union-attr]
+                    conn.abort()
                     return False
-                self._ask_confirmation(conn, found)  # type: ignore[arg-type]
+                self._ask_confirmation(conn, found)
         finally:
             self._awaiting = 0
 
@@ -230,16 +219,16 @@ class ResultDelivery:
         """Put results in the outbox; if the connection is ready, the outbox is sent now (no result
         waits there for the next one to come along)."""
         self._put_aside(results)
-        if self.ready:
-            self.flush()
+        if self.link.ready:
+            self.send_outbox()
 
-    def flush(self) -> int:
+    def send_outbox(self) -> int:
         """Send what the outbox holds, oldest first, while the connection takes it; return how many went."""
         with self._flush_lock:
             items = self.outbox.take_all()
             done = 0
             for chunk in _writes(items):
-                written = self._write_results(self.conn, chunk)
+                written = self._write_results(self.link.conn, chunk)
                 done += written
                 if written < len(chunk):
                     self._dropped(self.outbox.put_back(items[done:]))
@@ -254,15 +243,16 @@ class ResultDelivery:
             self._log.warning("a thread was still sending results after %.1f s; closing without waiting for it",
                               timeout)
             return
-        self.flush()
+        self.send_outbox()
 
     def tick(self) -> None:
         """The send thread's periodic look: send what waits in the outbox while the connection is
         ready, and ask the hub to confirm what was sent since the last ping."""
-        if self.ready and len(self.outbox) and not self._flush_lock.locked():
-            self.flush()
-        conn = self.conn
-        ping = self.confirmations.claim(time.monotonic()) if self.ready and conn is self.conn else None
+        link = self.link
+        if link.ready and len(self.outbox) and not self._flush_lock.locked():
+            self.send_outbox()
+        conn = link.conn
+        ping = self.confirmations.claim(time.monotonic()) if link.is_current(conn) else None
         if ping is not None and conn is not None:
             self._ask_confirmation(conn, ping)
 
@@ -272,18 +262,17 @@ class ResultDelivery:
         ping = None
         with self._results_lock:
             room = self.confirmations.room()
-            if not self.ready or conn is None or conn is not self.conn or room <= 0:
-                written = 0
-            else:
-                batch = results[:room]
-                written = len(batch) if self._write(conn, [result.frame for result in batch]) else 0
-                if not written and conn.closing_since is not None:
-                    self.ready = False  # our close has begun: nothing more goes out on this connection
-                    self.confirmations.wake()
+            if conn is None or room <= 0 or not self.link.is_current(conn):
+                return 0
+            batch = results[:room]
+            written = len(batch) if self._write(conn, [result.frame for result in batch]) else 0
+            if not written and conn.closing_since is not None:
+                self.link.set_ready(False)  # our close has begun: nothing more goes out on this connection
+                self.confirmations.wake()
             if written:
                 ping = self.confirmations.add(results[:written], time.monotonic())
         if ping is not None:
-            self._ask_confirmation(conn, ping)  # type: ignore[arg-type]
+            self._ask_confirmation(conn, ping)
         return written
 
     def _ask_confirmation(self, conn: Connection, number: int) -> None:
@@ -301,14 +290,14 @@ class ResultDelivery:
             number = int(payload[len(ACK_PREFIX):])
         except ValueError:
             return
-        if conn is not self.conn:
+        if conn is not self.link.conn:
             return  # an older connection's (its end reset the confirmations)
         confirmed, again = self.confirmations.confirm(number, time.monotonic())
         self._store.remove_results(confirmed)
         if again is not None:
             self._ask_confirmation(conn, again)
-        if confirmed and self.ready and len(self.outbox):
-            self.flush()  # results that waited for room
+        if confirmed and self.link.ready and len(self.outbox):
+            self.send_outbox()  # results that waited for room
 
     def _dropped(self, results: list[Result]) -> None:
         if not results:

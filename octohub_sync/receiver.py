@@ -17,7 +17,7 @@ from .delivery import ResultDelivery
 from .dispatch import Plan, dispatch
 from .exceptions import ProtocolError
 from .protocol import Task
-from .stats import NodeState, Stats
+from .stats import Stats
 
 __all__ = ["FrameReceiver", "MessageHandler"]
 
@@ -34,7 +34,7 @@ class FrameReceiver:
         task_types: the task types the node handles now (for ``node_ready``).
         capacity: tasks the node runs at once (for ``node_ready``).
         on_notice: called with ``replaced`` when the hub announces it is closing the connection.
-        on_ready: called after each ``node_ready`` went out (the node is ready for tasks).
+        on_ready: called after each ``node_ready`` went out (the node is ready for tasks: it says so).
     """
 
     def __init__(
@@ -87,6 +87,10 @@ class FrameReceiver:
             self._stats.incr("bad_frames")
             self._log.exception("could not handle a %r message; skipped", plan.message.kind if plan.message else "task")
 
+    def register_message_handler(self, kind: str, handler: MessageHandler) -> None:
+        """Call ``handler(message)`` for the hub's messages of ``kind`` from now on."""
+        self.message_handlers[kind] = handler
+
     def close(self) -> None:
         """Wait for running message handlers and release their thread."""
         if self._message_pool is not None:
@@ -115,8 +119,6 @@ class FrameReceiver:
         ready = protocol.node_ready(self._pc_id, task_types=self._task_types(), capacity=self._capacity)
         if not self._delivery.send_or_abort(conn, ready):
             return
-        self._stats.state = NodeState.CONNECTED
-        self._stats.connected_since = time.time()
         self._log.info("sent node_ready")
         self._delivery.mark_ready()
         self._on_ready()

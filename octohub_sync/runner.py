@@ -1,8 +1,7 @@
-"""Runs tasks on a thread pool: backpressure, redelivery, time limits, drain on stop."""
+"""Admits tasks and runs them on a thread pool: backpressure, redelivery, limits, answers, drain on stop."""
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +14,7 @@ from .options import TaskKeyError, TaskOptions
 from .store import MemoryStore
 from .protocol import Task
 from .stats import Stats
-from .task_control import TaskControl
+from .lifecycle import TaskRegistry, TaskRun
 
 __all__ = ["TaskRunner"]
 
@@ -26,24 +25,8 @@ logger = logging.getLogger(__name__)
 #: is a liveness loop, another thread must write it (ResultDelivery.deliver).
 Deliver = Callable[..., None]
 
-#: Runs one handler as a task: (control, handler, task message) -> result (``TaskBoard.call``).
-CallHandler = Callable[[TaskControl, TaskHandler, Mapping[str, Any]], Any]
-
-
-class _Job:
-    """A task accepted by the runner, from submit() until its handler is done."""
-
-    __slots__ = ("task", "deadline", "started", "timed_out", "control", "lane")
-
-    def __init__(self, task: Task, deadline: Optional[float], lane: Any = None) -> None:
-        self.task = task
-        self.deadline = deadline
-        self.started = False
-        self.timed_out = False
-        #: Its type's limits (limits.py), None for a type without: where it waits and what it holds.
-        self.lane = lane
-        #: The task as its handler sees it (current_task()); how a cancel or the time limit reaches it.
-        self.control = TaskControl(task.task_id, task.task_type)
+#: Runs one handler as a task: (run, handler, task message) -> result (``TaskBoard.call``).
+CallHandler = Callable[[TaskRun, TaskHandler, Mapping[str, Any]], Any]
 
 
 class TaskRunner:
@@ -53,7 +36,8 @@ class TaskRunner:
     at once with a ``failed`` "node busy" result. A ``task_id`` seen again while it
     runs is ignored; seen again after it finished, its stored result is sent again.
     ``store`` records which tasks started and how they finished, so that a ledger
-    can answer a redelivery after a restart too (see ledger.py).
+    can answer a redelivery after a restart too (see ledger.py). Every accepted task is a
+    run in ``tasks`` (lifecycle.py) until it ends.
     """
 
     def __init__(
@@ -71,10 +55,11 @@ class TaskRunner:
         call: Optional[CallHandler] = None,
         max_tasks: int = 0,
         on_max_tasks: Callable[[], None] = lambda: None,
+        tasks: Optional[TaskRegistry] = None,
     ) -> None:
         self.handlers: dict[str, TaskHandler] = dict(BUILTIN_HANDLERS)
-        #: Task types whose handler must not run again after a restart interrupted it.
-        self.no_retry: set[str] = set()
+        # Task types whose handler must not run again after a restart interrupted it.
+        self._no_retry: set[str] = set()
         self._store = store
         self._interrupted: set[str] = set()  # ids a restart interrupted, not seen again yet
         self._deliver = deliver
@@ -85,16 +70,15 @@ class TaskRunner:
         self._cache_size = cache_size
         self._max_result_bytes = max_result_bytes
         self._max_workers = max_workers
-        self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
-        self._jobs: dict[str, _Job] = {}
+        #: The runs of the tasks accepted and not finished; its lock guards them, the lanes and the cache.
+        self.tasks = TaskRegistry() if tasks is None else tasks
+        self._lock = self.tasks.lock
+        self._runs = self.tasks.runs
         self._done: OrderedDict[str, str] = OrderedDict()
-        self._running = 0
-        self._draining = 0  # drain() calls waiting on _idle: a job's end notifies only when someone waits
         self._accepting = True
         self._turned_away: set[str] = set()  # tasks answered without running since the node stopped accepting
         self._pool: Optional[ThreadPoolExecutor] = None
-        self._call_handler: CallHandler = call or (lambda control, handler, message: handler(message))
+        self._call_handler: CallHandler = call or (lambda run, handler, message: handler(message))
         #: Lanes of the types registered with concurrency= or rate= (limits.py); they share our lock.
         self.limits = Limits(lock=self._lock, launch=self._launch)
         self._limited: dict[str, TaskOptions] = {}  # read without the lock on every task: types with limits
@@ -102,13 +86,19 @@ class TaskRunner:
         self._max_tasks = self._tasks_left = max_tasks
         self._on_max_tasks = on_max_tasks
 
-    def configure(self, task_type: str, options: TaskOptions) -> None:
-        """Apply ``register_task_handler``'s options for ``task_type`` (its handler is in ``handlers``)."""
+    def register(self, task_type: str, handler: TaskHandler, options: TaskOptions) -> Optional[TaskHandler]:
+        """Run ``handler`` for tasks of ``task_type`` from now on, with ``register_task_handler``'s options.
+
+        Returns:
+            The handler it replaces, if any (an isolated one's children are the caller's to stop).
+        """
         with self._lock:
+            replaced = self.handlers.get(task_type)
+            self.handlers[task_type] = handler
             if options.retry_interrupted:
-                self.no_retry.discard(task_type)
+                self._no_retry.discard(task_type)
             else:
-                self.no_retry.add(task_type)
+                self._no_retry.add(task_type)
             self.limits.options[task_type] = options
             limited = dict(self._limited)  # swapped whole: submit() reads it without the lock
             if options.limited:
@@ -116,6 +106,7 @@ class TaskRunner:
             else:
                 limited.pop(task_type, None)
             self._limited = limited
+        return replaced
 
     def restore(self, finished: list[tuple[str, str]], started: list[str]) -> None:
         """What a ledger held at start: finished tasks (oldest first) and tasks a restart interrupted."""
@@ -148,7 +139,7 @@ class TaskRunner:
             except TaskKeyError as exc:
                 key_error = f"TaskKeyError: {exc}"
         with self._lock:
-            if tid in self._jobs:
+            if tid in self._runs:
                 self._stats.incr("tasks_duplicate")
                 self._log.debug("task %s arrived again while running; ignored", tid)
                 return
@@ -161,13 +152,15 @@ class TaskRunner:
                 deadline = time.monotonic() + timeout if timeout else None
                 if self._tasks_left:
                     self._count_down()
+                pool = self._pool
+                assert pool is not None  # _refusal() refuses every task while there is none
                 if options is None:
-                    self._jobs[tid] = _Job(task, deadline)
-                    self._pool.submit(self._run, tid)  # type: ignore[union-attr]
+                    self._runs[tid] = TaskRun(task, deadline)
+                    pool.submit(self._run, tid)
                     return
-                job = self._jobs[tid] = _Job(task, deadline, self.limits.lane(task.task_type, lane_key))
+                job = self._runs[tid] = TaskRun(task, deadline, self.limits.lane(task.task_type, lane_key))
                 if self.limits.admit(job.lane, job):
-                    self._pool.submit(self._run, tid)  # type: ignore[union-attr]
+                    pool.submit(self._run, tid)
                 return
         # Delivering may send on the socket: never while holding the lock.
         if stored is not None:
@@ -177,8 +170,8 @@ class TaskRunner:
         elif interrupted is not None:
             self._stats.incr("tasks_rejected")
             self._deliver(tid, interrupted, finished=True)
-        else:
-            self._refuse(tid, refusal)  # type: ignore[arg-type]
+        elif refusal is not None:
+            self._refuse(tid, refusal)
 
     def _after_restart(self, task: Task) -> Optional[str]:
         """A task that was running when the process ended: run it again, or answer TaskInterrupted."""
@@ -186,7 +179,7 @@ class TaskRunner:
         if tid not in self._interrupted:
             return None
         self._interrupted.discard(tid)
-        if task.task_type not in self.no_retry:
+        if task.task_type not in self._no_retry:
             self._log.info("task %s was running when the node stopped last time; running it again "
                            "(at-least-once)", tid)
             return None
@@ -204,13 +197,13 @@ class TaskRunner:
             self._accepting = False  # refused from now on as by a stopping node
             self._on_max_tasks()
 
-    def _launch(self, job: _Job) -> bool:
+    def _launch(self, job: TaskRun) -> bool:
         """A job a limit held back may run now (lock held); False once the pool is gone.
 
         A job whose time limit passed while it waited never gets here: :meth:`expire` withdrew it.
         """
         if self._pool is None:
-            self._jobs.pop(job.task.task_id, None)
+            self._runs.pop(job.task.task_id, None)
             return False
         self._pool.submit(self._run, job.task.task_id)
         return True
@@ -232,37 +225,36 @@ class TaskRunner:
             return "NodeShuttingDown: node shutting down"
         if task.task_type not in self.handlers:
             return f"UnknownTaskType: no handler for task_type {task.task_type!r}"
-        if len(self._jobs) >= self._capacity:
-            return f"NodeBusy: node busy ({len(self._jobs)} tasks running or queued)"
+        if len(self._runs) >= self._capacity:
+            return f"NodeBusy: node busy ({len(self._runs)} tasks running or queued)"
         return None
 
     # -- called on a pool thread ---------------------------------------------------------
 
     def _run(self, tid: str) -> None:
         with self._lock:  # one lock round-trip starts the job, one ends it
-            job = self._jobs.get(tid)
+            job = self._runs.get(tid)
             if job is None:  # answered by shutdown() or cancel() while this work item was being picked up
                 return
             job.started = True
-            self._running += 1
+            self.tasks.running += 1
             if job.lane is not None:
                 self.limits.begun(job.lane)
         task_type = job.task.task_type
         # Only a handler that must not run twice waits for the disk before it starts.
-        self._store.started(tid, wait=task_type in self.no_retry)
+        self._store.started(tid, wait=task_type in self._no_retry)
         try:
             frame, ok = self._call(job)
         finally:
             with self._lock:
-                self._running -= 1
-                del self._jobs[tid]
+                self.tasks.running -= 1
+                del self._runs[tid]
                 if job.lane is not None:
                     self.limits.finished(job.lane)
                 late = job.timed_out
                 if not late:
                     self._remember(tid, frame)
-                if self._draining:
-                    self._idle.notify_all()
+                self.tasks.ended()
         if late:
             self._log.warning("task %s finished after its time limit; its late result is discarded", tid)
             return
@@ -270,11 +262,11 @@ class TaskRunner:
         # The result may still be on its way after drain() saw the job end: shutdown() waits for it.
         self._deliver(tid, frame, finished=True)
 
-    def _call(self, job: _Job) -> tuple[str, bool]:
+    def _call(self, job: TaskRun) -> tuple[str, bool]:
         task = job.task
-        handler = self.handlers.get(task.task_type)
         try:
-            result = self._call_handler(job.control, handler, task.message)  # type: ignore[arg-type]
+            handler = self.handlers[task.task_type]  # admitted for a registered type; a type is never removed
+            result = self._call_handler(job, handler, task.message)
         except BaseException as exc:  # anything, SystemExit from a sys.exit() included: the hub gets "failed"
             self._log.info("task %s (%s) failed: %s: %s", task.task_id, task.task_type, type(exc).__name__, exc)
             return protocol.task_failed(task.task_id, f"{type(exc).__name__}: {exc}"), False
@@ -303,21 +295,19 @@ class TaskRunner:
         """Answer ``failed`` for every task past its time limit (its thread runs on)."""
         expired = []
         with self._lock:
-            for tid, job in self._jobs.items():
-                if job.deadline is not None and not job.timed_out and now >= job.deadline:
-                    job.timed_out = True
-                    limit = job.task.timeout or self._default_timeout
-                    frame = protocol.task_failed(tid, f"TaskTimeout: timed out after {limit:g} s")
-                    self._remember(tid, frame)
-                    # The hub has its answer; a cooperative handler now stops instead of running on.
-                    job.control.request_cancel(f"timed out after {limit:g} s", answered=True)
-                    expired.append((tid, frame))
-            for tid, _ in expired:  # one still waiting for its limit gives its place back now, not at its turn
-                job = self._jobs[tid]
+            for job in self.tasks.past_deadline(now):
+                tid = job.task_id
+                limit = job.task.timeout or self._default_timeout or 0.0
+                frame = protocol.task_failed(tid, f"TaskTimeout: timed out after {limit:g} s")
+                self._remember(tid, frame)
+                # The hub has its answer; a cooperative handler now stops instead of running on.
+                job.control.request_cancel(f"timed out after {limit:g} s", answered=True)
+                expired.append((tid, frame))
+                # One still waiting for its limit gives its place back now, not at its turn.
                 if job.lane is not None and not job.started and self.limits.withdraw(job.lane, job):
-                    del self._jobs[tid]
-            if expired and self._draining:
-                self._idle.notify_all()  # an answered task is one drain() no longer waits for
+                    del self._runs[tid]
+            if expired:
+                self.tasks.ended()  # an answered task is one drain() no longer waits for
         for tid, frame in expired:
             self._stats.incr("tasks_timed_out")
             self._log.warning("task %s timed out", tid)
@@ -335,33 +325,13 @@ class TaskRunner:
         self._accepting = False
 
     def drain(self, timeout: float) -> list[str]:
-        """Wait up to ``timeout`` for running and queued tasks; return the ids still running.
-
-        A task answered ``TaskTimeout`` is not waited for (the hub has its answer; its handler
-        may run on): see :meth:`overdue` for those.
-        """
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            self._draining += 1
-            try:
-                while any(not j.timed_out for j in self._jobs.values()):
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._idle.wait(left)
-            finally:
-                self._draining -= 1
-            return [tid for tid, j in self._jobs.items() if not j.timed_out]
+        """Wait up to ``timeout`` for running and queued tasks; return the ids still running (the registry's)."""
+        return self.tasks.drain(timeout)
 
     def turned_away(self, task_ids: list[str]) -> list[str]:
         """Those of ``task_ids`` answered without running since the node stopped accepting tasks
         (``NodeShuttingDown``): their answers carry no work, and losing one loses no result."""
         return [tid for tid in task_ids if tid in self._turned_away]
-
-    def overdue(self) -> list[str]:
-        """Ids of the tasks answered ``TaskTimeout`` whose handlers still run (their results will be discarded)."""
-        with self._lock:
-            return [tid for tid, job in self._jobs.items() if job.timed_out]
 
     def shutdown(self) -> None:
         """Release the pool; queued tasks that never started are answered ``failed``.
@@ -372,10 +342,10 @@ class TaskRunner:
         with self._lock:
             pool, self._pool = self._pool, None
             self.limits.clear()  # the jobs that waited for a limit are among those never started
-            never_started = [tid for tid, job in self._jobs.items() if not job.started]
+            never_started = [tid for tid, job in self._runs.items() if not job.started]
             for tid in never_started:
-                del self._jobs[tid]
-            idle = not self._jobs
+                del self._runs[tid]
+            idle = not self._runs
         self.limits.close()
         if pool is not None:
             pool.shutdown(wait=idle, cancel_futures=True)
@@ -383,11 +353,6 @@ class TaskRunner:
         for tid in never_started:
             self._stats.incr("tasks_rejected")
             self._deliver(tid, protocol.task_failed(tid, "NodeShuttingDown: node stopped before the task started"))
-
-    def counts(self) -> tuple[int, int]:
-        """(running, queued) right now; queued counts the tasks waiting for a limit too."""
-        with self._lock:
-            return self._running, len(self._jobs) - self._running
 
     def waiting(self) -> list[tuple[str, Any, list[str]]]:
         """(task type, key or None, task ids in order) of every lane holding tasks back."""
@@ -406,17 +371,16 @@ class TaskRunner:
         why = f"cancelled by the hub: {reason}" if reason else "cancelled by the hub"
         answer = None
         with self._lock:
-            job = self._jobs.get(task_id)
+            job = self._runs.get(task_id)
             if job is None or job.timed_out:
                 job = None
             elif not job.started:
-                del self._jobs[task_id]
+                del self._runs[task_id]
                 if job.lane is not None and not self.limits.withdraw(job.lane, job):
                     self.limits.finished(job.lane, begun=False)  # it was on its way to a worker: free its place
                 answer = protocol.task_failed(task_id, f"TaskCancelled: {why} (before it started)")
                 self._remember(task_id, answer)
-                if self._draining:
-                    self._idle.notify_all()
+                self.tasks.ended()
             elif not job.control.request_cancel(why):
                 job = None  # asked before, or its handler has just returned: its result is on its way
         if job is None:

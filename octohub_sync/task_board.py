@@ -1,9 +1,10 @@
-"""The node's running tasks: every handler call guarded, progress sent, hard stops, the live view.
+"""Handlers at work: every handler call guarded, its progress sent, its hard stop carried out.
 
 :meth:`TaskBoard.call` runs each handler on its pool thread with :func:`current_task`
-set; :meth:`TaskBoard.tick` runs on the timers thread: it sends the progress that is due
-and, with ``OCTOHUB_CANCEL_GRACE``, raises :class:`TaskCancelled` inside handlers that
-are still running that long after they were cancelled.
+set; :meth:`TaskBoard.tick` runs on the timers thread: with ``OCTOHUB_CANCEL_GRACE``, it
+raises :class:`TaskCancelled` inside handlers that are still running that long after they
+were cancelled (which ones, the task registry decides: lifecycle.py, the one owner of a
+task's state); :meth:`TaskBoard.send_progress` sends the progress that is due.
 
 A hard stop uses CPython's ``PyThreadState_SetAsyncExc``: the exception is raised in
 the handler's thread the next time that thread runs Python bytecode. It cannot
@@ -29,6 +30,7 @@ from typing import Any, Callable, Mapping, Optional
 
 from .exceptions import TaskCancelled
 from .handlers import TaskHandler
+from .lifecycle import TaskRegistry, TaskRun
 from .task_control import TaskControl, activate, deactivate
 
 __all__ = ["HardStop", "TaskBoard"]
@@ -45,38 +47,6 @@ class _HardStop(TaskCancelled):
 HardStop = _HardStop
 
 
-class _Slot:
-    """A task whose handler runs now, on thread ``ident``."""
-
-    __slots__ = ("control", "ident", "started", "started_mono", "stopped", "kill", "pid_of")
-
-    def __init__(self, control: TaskControl, ident: int, handler: Any = None) -> None:
-        self.control = control
-        self.ident = ident
-        # An isolated handler's hard stop kills its child (see the module docstring).
-        self.kill: Optional[Callable[[str], bool]] = getattr(handler, "kill", None)
-        self.pid_of: Optional[Callable[[str], Optional[int]]] = getattr(handler, "pid_of", None)
-        self.started = time.time()
-        self.started_mono = time.monotonic()
-        self.stopped = False  # the hard stop was raised in its thread
-
-    def view(self, now: float) -> dict[str, Any]:
-        control = self.control
-        last = control.last_progress
-        view = {
-            "task_id": control.task_id,
-            "task_type": control.task_type,
-            "started": round(self.started, 3),
-            "elapsed": round(now - self.started_mono, 3),
-            "progress": None if last is None else {"fraction": last[0], "message": last[1], "at": round(last[2], 3)},
-            "cancel_requested": control.cancel_reason is not None,
-            "cancel_reason": control.cancel_reason,
-        }
-        if self.pid_of is not None:
-            view["child_pid"] = self.pid_of(control.task_id)  # type: ignore[arg-type]
-        return view
-
-
 def _raise_in(ident: int, exc: Optional[type]) -> bool:
     """Raise ``exc`` in thread ``ident`` at its next bytecode; ``None`` takes back one not yet raised."""
     if _SET_ASYNC_EXC is None:
@@ -86,35 +56,37 @@ def _raise_in(ident: int, exc: Optional[type]) -> bool:
 
 
 class TaskBoard:
-    """Runs handlers under control and keeps the list of the tasks running now.
+    """Runs handlers under control, carries out hard stops and sends progress, for the runs of ``tasks``.
 
     Args:
         send: sends one ``task_progress`` frame if the connection is ready, else drops it
             (``ResultDelivery.send_progress``); never queues it.
         connected: whether the node is connected now (progress reported otherwise is dropped).
         progress_interval: least time between two progress frames of one task (OCTOHUB_PROGRESS_INTERVAL).
-        cancel_grace: seconds after a cancel before the hard stop; 0 for none (OCTOHUB_CANCEL_GRACE).
+        tasks: the registry of the node's tasks (lifecycle.py): which handlers run, which are due
+            for a hard stop (its ``grace``, OCTOHUB_CANCEL_GRACE).
     """
 
     def __init__(self, *, send: Callable[[str], Any], connected: Callable[[], bool], progress_interval: float,
-                 cancel_grace: float, log: logging.LoggerAdapter) -> None:
+                 tasks: TaskRegistry, log: logging.LoggerAdapter) -> None:
         self._send = send
         self._connected = connected
         self._interval = progress_interval
-        self._grace = cancel_grace
+        self._tasks = tasks
         self._log = log
-        self._lock = threading.Lock()  # guards _running and every slot's ``stopped``
+        # Guards which thread runs which task (a run's ``thread`` and ``hard_stopped``): a hard stop is
+        # raised only into a thread still in that very task's handler.
+        self._lock = threading.Lock()
         self._tracer_warned = False  # the hard stop is off under a tracer: said once
         # Held while a progress frame is taken and sent: one task's frames never overtake each other.
         self._send_lock = threading.Lock()
-        self._running: dict[str, _Slot] = {}
-        if cancel_grace and _SET_ASYNC_EXC is None:
+        if tasks.grace and _SET_ASYNC_EXC is None:
             log.warning("OCTOHUB_CANCEL_GRACE is set, but this Python cannot raise in another thread: no hard stop")
 
     # -- on a pool thread ------------------------------------------------------------------------
 
-    def call(self, control: TaskControl, handler: TaskHandler, message: Mapping[str, Any]) -> Any:
-        """Run ``handler(message)`` as ``control``'s task on this thread.
+    def call(self, run: TaskRun, handler: TaskHandler, message: Mapping[str, Any]) -> Any:
+        """Run ``handler(message)`` as ``run``'s task on this thread.
 
         Returns:
             What the handler returned.
@@ -123,37 +95,40 @@ class TaskBoard:
             Whatever the handler raised; :class:`TaskCancelled` without running it if the task
             was cancelled before it started, or with the reason after a hard stop.
         """
+        control = run.control
         token = activate(control)
         try:
-            self._arm(control, handler)
+            self._arm(run, handler)
             control.check_cancelled()  # cancelled, or past its time limit, while it waited for a worker
             return handler(message)
         except _HardStop:
-            raise TaskCancelled(f"{control.cancel_reason}; stopped after {self._grace:g} s "
+            raise TaskCancelled(f"{control.cancel_reason}; stopped after {self._tasks.grace:g} s "
                                 "(OCTOHUB_CANCEL_GRACE)") from None
         finally:
             # A hard stop can land anywhere until _disarm() has run; one that lands here comes after
             # the handler ended, and is dropped. It is raised once at most, so the loop ends.
             while True:
                 try:
-                    self._disarm(control.task_id)  # type: ignore[arg-type]
+                    self._disarm(run)
                     break
                 except TaskCancelled:
                     pass
             deactivate(token)
             self._last_progress(control)
 
-    def _arm(self, control: TaskControl, handler: TaskHandler) -> None:
-        control.attach(self._connected)
-        slot = _Slot(control, threading.get_ident(), handler)
+    def _arm(self, run: TaskRun, handler: TaskHandler) -> None:
+        run.control.attach(self._connected)
+        # An isolated handler's hard stop kills its child (see the module docstring).
+        run.kill, run.pid_of = getattr(handler, "kill", None), getattr(handler, "pid_of", None)
+        run.began, run.began_mono = time.time(), time.monotonic()
         with self._lock:
-            self._running[control.task_id] = slot  # type: ignore[index]
+            run.thread = threading.get_ident()
 
-    def _disarm(self, task_id: str) -> None:
+    def _disarm(self, run: TaskRun) -> None:
         with self._lock:
-            slot = self._running.pop(task_id, None)
-            if slot is not None and slot.stopped and slot.kill is None:
-                _raise_in(slot.ident, None)  # raised but not yet delivered: take it back
+            ident, run.thread = run.thread, None
+            if ident is not None and run.hard_stopped and run.kill is None:
+                _raise_in(ident, None)  # raised but not yet delivered: take it back
 
     def _last_progress(self, control: TaskControl) -> None:
         if control.last_progress is None:  # the common case: the handler never reported progress
@@ -168,41 +143,39 @@ class TaskBoard:
 
     def tick(self, now: float) -> None:
         """Hard-stop handlers past their grace period (the timers thread: no network here)."""
-        if not self._grace:
+        if not self._tasks.grace:
+            return
+        due = self._tasks.due_for_hard_stop(self._tasks.in_handlers(), now)
+        if not due:
             return
         with self._lock:
-            if not self._running:
-                return
-            stopped = self._hard_stops(list(self._running.values()), now)
-        for slot in stopped:
-            self._log.warning("task %s still ran %g s after it was cancelled (%s): %s", slot.control.task_id,
-                              self._grace, slot.control.cancel_reason,
-                              "killed its child process" if slot.kill else "raised TaskCancelled in its thread")
+            stopped = self._hard_stops(due)
+        for run in stopped:
+            self._log.warning("task %s still ran %g s after it was cancelled (%s): %s", run.task_id,
+                              self._tasks.grace, run.control.cancel_reason,
+                              "killed its child process" if run.kill else "raised TaskCancelled in its thread")
 
     def send_progress(self) -> None:
         """Send the progress that is due (the send thread: the write may wait for the socket)."""
-        with self._lock:
-            if not self._running:
-                return
-            slots = list(self._running.values())
         now = time.monotonic()
-        for slot in slots:
-            if slot.control.has_unsent_progress:
+        for run in self._tasks.in_handlers():
+            if run.control.has_unsent_progress:
                 with self._send_lock:
-                    frame = slot.control.take_progress(now, self._interval)
+                    frame = run.control.take_progress(now, self._interval)
                     if frame is not None:
                         self._send_quietly(frame)
 
-    def _hard_stops(self, slots: list[_Slot], now: float) -> list[_Slot]:
-        """Raise in every thread due for it (under the lock, so the slot is still that thread's task)."""
+    def _hard_stops(self, due: list[TaskRun]) -> list[TaskRun]:
+        """Stop every run of ``due`` whose thread is still in its handler (lock held)."""
+        due = [run for run in due if run.thread is not None and not run.hard_stopped]
         stopped = []
-        for slot in slots:
+        for run in due:
             # An isolated task's child may still be starting: then it is killed at a later tick.
-            if slot.kill is not None and self._due(slot, now) and slot.kill(slot.control.task_id):  # type: ignore[arg-type]
-                slot.stopped = True
-                stopped.append(slot)
-        slots = [slot for slot in slots if slot.kill is None]
-        if slots and sys.gettrace() is not None:
+            if run.kill is not None and run.kill(run.task_id):
+                run.hard_stopped = True
+                stopped.append(run)
+        threads = [run for run in due if run.kill is None]
+        if threads and sys.gettrace() is not None:
             # Under a line tracer (coverage, a debugger) an exception raised into a spinning thread can
             # leave it spinning for good, holding the GIL: cancellation stays cooperative there.
             if not self._tracer_warned:
@@ -210,40 +183,14 @@ class TaskBoard:
                 self._log.warning("a tracer (coverage, a debugger) runs in this process: OCTOHUB_CANCEL_GRACE "
                                   "hard stops are not raised; cancelled handlers stop when they check the flag")
             return stopped
-        for slot in slots:
-            if self._due(slot, now):
-                slot.stopped = True  # raised once at most, whether or not it could be
-                if _raise_in(slot.ident, _HardStop):
-                    stopped.append(slot)
+        for run in threads:
+            run.hard_stopped = True  # raised once at most, whether or not it could be
+            if run.thread is not None and _raise_in(run.thread, _HardStop):
+                stopped.append(run)
         return stopped
-
-    def _due(self, slot: _Slot, now: float) -> bool:
-        """Is the slot's hard stop due now (cancelled a grace ago, not stopped yet)?"""
-        since = slot.control.cancel_requested_at
-        return since is not None and not slot.stopped and now - since >= self._grace
 
     def _send_quietly(self, frame: str) -> None:
         try:
             self._send(frame)
         except Exception:  # progress is best-effort: it must never fail a task or stop the timers
             self._log.exception("could not send a task_progress frame")
-
-    # -- the live view ---------------------------------------------------------------------------
-
-    def running(self) -> list[dict[str, Any]]:
-        """Every task whose handler runs now, the longest-running first.
-
-        Returns:
-            One dict per task: task_id, task_type, started (Unix time), elapsed (s), progress
-            (None, or fraction, message and at), cancel_requested and cancel_reason.
-        """
-        now = time.monotonic()
-        with self._lock:
-            slots = sorted(self._running.values(), key=lambda slot: slot.started_mono)
-        return [slot.view(now) for slot in slots]
-
-    def oldest_age(self) -> float:
-        """Seconds the longest-running handler has been running; 0 when none runs."""
-        now = time.monotonic()
-        with self._lock:
-            return max((now - slot.started_mono for slot in self._running.values()), default=0.0)

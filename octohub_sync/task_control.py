@@ -144,6 +144,11 @@ class TaskControl:
         return True
 
     @property
+    def answered(self) -> bool:
+        """The hub already has this task's answer (its time limit passed: TaskTimeout); its handler may run on."""
+        return self._answered
+
+    @property
     def has_unsent_progress(self) -> bool:
         """A quick look without the lock: is there a progress value waiting to be sent?"""
         return self._unsent

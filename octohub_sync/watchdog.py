@@ -9,12 +9,14 @@ the policy says and starts a new connection, only once the old one is over
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from typing import Callable, Optional
 
 from .clock import Pause, Tick, detect_pause
 from .connection import CLOSE_TIMEOUT, Connection
+from .link import Link
 from .reconnect import Decision, Ending, ReconnectPolicy
 
 __all__ = ["Watchdog"]
@@ -39,6 +41,7 @@ class Watchdog:
             connection counts as dead and a new one starts at once (``clock.pause_threshold``);
             0 never.
         on_pause: told of each such pause, on this thread (the node counts them).
+        link: the node's current connection (link.py): the watchdog attaches each attempt there.
     """
 
     def __init__(
@@ -53,6 +56,7 @@ class Watchdog:
         on_tick: Callable[[float], None] = lambda now: None,
         pause_after: float = 0.0,
         on_pause: Callable[[Pause], None] = lambda pause: None,
+        link: Optional[Link] = None,
     ) -> None:
         self._connect_to = connect
         self._on_tick = on_tick
@@ -63,9 +67,8 @@ class Watchdog:
         self._log = log
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self.conn: Optional[Connection] = None
+        self._link = Link() if link is None else link
         self.attempts = 0
-        self.gave_up = False
         self._replaced = False
         self._closing_for: Optional[str] = None  # why we close the current connection ourselves
         self._next_attempt = 0.0
@@ -78,6 +81,17 @@ class Watchdog:
 
     def start(self) -> None:
         self.thread.start()
+
+    @property
+    def gave_up(self) -> bool:
+        """The policy gave up (OCTOHUB_MAX_RECONNECT_ATTEMPTS): no attempt follows. The node's state
+        says so to everyone else (node_state.py); this is the loop's own view of its decision."""
+        return self._next_attempt == math.inf
+
+    @property
+    def conn(self) -> Optional[Connection]:
+        """The current connection attempt (the link's), None between two."""
+        return self._link.conn
 
     def wake(self) -> None:
         """Make the watchdog look at the connection now (called from other threads)."""
@@ -131,19 +145,21 @@ class Watchdog:
         conn = self.conn
         if conn is not None and not conn.thread.is_alive():
             self._ended(conn, now)
-            conn = self.conn = None
+            conn = None
+            self._link.attach(None)
         if conn is None:
-            if not self.gave_up and now >= self._next_attempt:
+            if now >= self._next_attempt:
                 self.attempts += 1
                 self._replaced = False
-                self.conn = self._connect_to(self.attempts)
-                self.conn.start()
+                conn = self._connect_to(self.attempts)
+                self._link.attach(conn)
+                conn.start()
         else:
             self._check_alive(conn, now)
 
     def _notice_pause(self, tick: Tick) -> None:
         previous, self._last_look = self._last_look, tick
-        if previous is None or not self._pause_after:
+        if previous is None or not self._pause_after or self.gave_up:
             return
         pause = detect_pause(previous, tick, expected=self._slept, threshold=self._pause_after)
         if pause is None:
@@ -200,8 +216,5 @@ class Watchdog:
                         close_code=conn.close_code, replaced=self._replaced,
                         planned=why == "re-register", resumed=resumed, error=conn.error or "")
         self.policy, decision = self.policy.after(ending, now)
-        if decision.delay is None:
-            self.gave_up = True
-        else:
-            self._next_attempt = now + decision.delay
+        self._next_attempt = math.inf if decision.delay is None else now + decision.delay
         self._on_ended(conn, decision)

@@ -20,6 +20,8 @@ import pytest
 from octohub_sync import NodeWebSocketClient, ProtocolError, TaskCancelled, current_task, protocol
 from octohub_sync.dispatch import dispatch
 from octohub_sync.hub import LocalHub
+from octohub_sync.lifecycle import TaskRegistry, TaskRun
+from octohub_sync.protocol import Task
 from octohub_sync.task_board import TaskBoard, _HardStop
 from octohub_sync.task_control import TaskControl
 
@@ -275,34 +277,44 @@ def test_task_cancelled_passes_through_except_exception() -> None:
 # -- the task board, without a socket ------------------------------------------------------------
 
 def board(grace: float = 0.0, log: logging.LoggerAdapter = LOG) -> TaskBoard:
-    return TaskBoard(send=lambda frame: True, connected=lambda: True, progress_interval=1.0, cancel_grace=grace,
-                     log=log)
+    return TaskBoard(send=lambda frame: True, connected=lambda: True, progress_interval=1.0,
+                     tasks=TaskRegistry(cancel_grace=grace), log=log)
+
+
+def accepted(tasks: TaskBoard, task_id: str) -> TaskRun:
+    """A run in the board's registry, as the runner adds each task it accepts."""
+    run = TaskRun(Task(task_id, "x", {}, None, {}), None)
+    with tasks._tasks.lock:
+        tasks._tasks.runs[task_id] = run
+    return run
 
 
 @untraced
 def test_a_hard_stop_landing_after_the_handler_returned_is_dropped() -> None:
     tasks = board(grace=1.0)
-    control = TaskControl("t1", "x")
+    run = accepted(tasks, "t1")
+    control = run.control
     real = tasks._disarm
     landed: list[str] = []
 
-    def disarm_hit_once(task_id: str) -> None:  # as if the exception arrived just after the handler returned
+    def disarm_hit_once(run: TaskRun) -> None:  # as if the exception arrived just after the handler returned
         if not landed:
-            landed.append(task_id)
+            landed.append(run.task_id)
             raise _HardStop()
-        real(task_id)
+        real(run)
 
     tasks._disarm = disarm_hit_once  # type: ignore[method-assign]
-    assert tasks.call(control, lambda message: "the real result", {}) == "the real result"
-    assert landed == ["t1"] and tasks.running() == []
+    assert tasks.call(run, lambda message: "the real result", {}) == "the real result"
+    assert landed == ["t1"] and tasks._tasks.view() == []
     assert current_task().task_id is None and control.closed
 
 
 def test_a_task_cancelled_before_it_starts_never_runs() -> None:
-    control = TaskControl("t1", "x")
-    control.request_cancel("timed out after 1 s")
+    tasks = board()
+    run = accepted(tasks, "t1")
+    run.control.request_cancel("timed out after 1 s")
     with pytest.raises(TaskCancelled, match="timed out after 1 s"):
-        board().call(control, lambda message: pytest.fail("the handler ran"), {})
+        tasks.call(run, lambda message: pytest.fail("the handler ran"), {})
 
 
 @untraced
@@ -329,7 +341,8 @@ def test_hard_stops_never_escape_the_guarded_call() -> None:
         rng = random.Random(n)
         try:
             for i in range(150):
-                control = TaskControl(f"t{n}-{i}", "spin")
+                run = accepted(tasks, f"t{n}-{i}")
+                control = run.control
                 cancel_at, end_at = rng.randrange(50), rng.randrange(3000)
 
                 def handler(message: Any, control: TaskControl = control) -> int:
@@ -341,7 +354,7 @@ def test_hard_stops_never_escape_the_guarded_call() -> None:
                     return total
 
                 try:
-                    tasks.call(control, handler, {})
+                    tasks.call(run, handler, {})
                     outcome = "returned"
                 except TaskCancelled:
                     outcome = "stopped"
@@ -368,4 +381,4 @@ def test_hard_stops_never_escape_the_guarded_call() -> None:
     assert errors == []
     outcomes = sum(counts, Counter())
     assert sum(outcomes.values()) == 450 and outcomes["stopped"] > 0, outcomes
-    assert tasks.running() == []
+    assert tasks._tasks.view() == []

@@ -225,17 +225,17 @@ def test_failed_result_send_keeps_the_result_and_aborts() -> None:
     stats = Stats()
     delivery = make_delivery(stats)
     conn = RecordingConnection(fail=True)
-    delivery.attach(conn)  # type: ignore[arg-type]
+    delivery.link.attach(conn)  # type: ignore[arg-type]
     delivery.mark_ready()  # node_ready went out
     delivery.deliver("t1", result_frame("t1"))
     assert conn.aborted >= 1 and len(delivery.outbox) == 1  # kept for the next node_ready
     assert delivery.unconfirmed() == 0 and conn.pings == []  # never written: nothing to confirm
     delivery.detach(RecordingConnection())  # type: ignore[arg-type]  # an older connection ending changes nothing
-    assert delivery.ready
+    assert delivery.link.ready
     delivery.detach(conn)  # type: ignore[arg-type]
-    assert not delivery.ready and not delivery.connected.is_set()
+    assert not delivery.link.ready and not delivery.link.wait_ready(0)
     fresh = RecordingConnection()
-    delivery.attach(fresh)  # type: ignore[arg-type]
+    delivery.link.attach(fresh)  # type: ignore[arg-type]
     delivery.mark_ready()
     assert [(m["type"], m.get("task_id")) for m in fresh.sent] == [("task_result", "t1")]
     assert fresh.pings == [ACK_PREFIX + b"1"] and delivery.unconfirmed() == 1
@@ -249,12 +249,12 @@ def test_results_arriving_during_a_failed_flush_are_kept_within_the_outbox_size(
     stats = Stats()
     delivery = make_delivery(stats, outbox_size=2)
     conn = RecordingConnection()
-    delivery.attach(conn)  # type: ignore[arg-type]
+    delivery.link.attach(conn)  # type: ignore[arg-type]
     delivery.mark_ready()
-    delivery.ready = False  # as between a drop and the watchdog noticing it: results go to the outbox
+    delivery.link.set_ready(False)  # as between a drop and the watchdog noticing it: results go to the outbox
     delivery.deliver("a", result_frame("a"))
     delivery.deliver("b", result_frame("b"))
-    delivery.ready = True
+    delivery.link.set_ready(True)
 
     def two_more_results() -> None:  # worker threads delivering while the flush holds a and b
         conn.on_send = None
@@ -262,7 +262,7 @@ def test_results_arriving_during_a_failed_flush_are_kept_within_the_outbox_size(
         delivery.outbox.put(Result(4, "d", result_frame("d")))
 
     conn.on_send, conn.fail = two_more_results, True
-    delivery.flush()
+    delivery.send_outbox()
     assert [result.task_id for result in delivery.outbox.take_all()] == ["c", "d"]  # the newest two
     assert stats.snapshot()["results_dropped"] == 2
     assert any("dropped the result of task(s) a, b" in r.getMessage() for r in caplog.records)
@@ -284,7 +284,7 @@ def stalled_sender(first: str) -> tuple[ResultDelivery, RecordingConnection, thr
     """A ready delivery whose thread sending ``first`` is stalled in its write until the event is set."""
     delivery = make_delivery(Stats())
     conn = RecordingConnection()
-    delivery.attach(conn)  # type: ignore[arg-type]
+    delivery.link.attach(conn)  # type: ignore[arg-type]
     delivery.mark_ready()
     in_send, release = threading.Event(), threading.Event()
 
@@ -317,7 +317,7 @@ def test_while_one_worker_sends_the_others_do_not_wait_and_their_results_follow_
 def test_a_failure_inside_the_sending_thread_leaves_nothing_waiting_for_the_next_result() -> None:
     delivery = make_delivery(Stats())
     conn = RecordingConnection()
-    delivery.attach(conn)  # type: ignore[arg-type]
+    delivery.link.attach(conn)  # type: ignore[arg-type]
     delivery.mark_ready()
     original = delivery._queue._send
     calls = []
@@ -360,7 +360,7 @@ def test_the_stops_last_sending_waits_for_a_thread_still_sending_and_what_queued
 def test_the_stops_last_sending_sends_what_a_raising_send_left_queued() -> None:
     delivery = make_delivery(Stats())
     conn = RecordingConnection()
-    delivery.attach(conn)  # type: ignore[arg-type]
+    delivery.link.attach(conn)  # type: ignore[arg-type]
     delivery.mark_ready()
     original = delivery._queue._send
 
@@ -380,7 +380,7 @@ def test_the_stops_last_sending_sends_what_a_raising_send_left_queued() -> None:
 def test_a_result_that_lands_in_the_outbox_of_a_ready_connection_does_not_wait_for_the_next_one() -> None:
     delivery = make_delivery(Stats())
     conn = RecordingConnection()
-    delivery.attach(conn)  # type: ignore[arg-type]
+    delivery.link.attach(conn)  # type: ignore[arg-type]
     delivery.mark_ready()
     # As when a worker found the connection not ready and kept its result just after node_ready's flush.
     delivery.outbox.put(Result(7, "late", result_frame("late")))
@@ -396,7 +396,7 @@ def ready_delivery() -> tuple[ResultDelivery, RecordingConnection, RecordingStor
     store = RecordingStore()
     delivery = make_delivery(Stats(), store=store)
     conn = RecordingConnection()
-    delivery.attach(conn)  # type: ignore[arg-type]
+    delivery.link.attach(conn)  # type: ignore[arg-type]
     delivery.mark_ready()
     return delivery, conn, store
 
@@ -412,7 +412,7 @@ def test_a_result_after_begin_close_stays_in_the_store_and_goes_out_on_the_next_
     # The clean close confirms what was written before it, and only that.
     assert store.removed == [1] and delivery.waiting() == 1
     fresh = RecordingConnection()
-    delivery.attach(fresh)  # type: ignore[arg-type]
+    delivery.link.attach(fresh)  # type: ignore[arg-type]
     delivery.mark_ready()
     assert [m["task_id"] for m in fresh.sent] == ["after"] and store.removed == [1]
 
@@ -446,7 +446,7 @@ def test_a_pong_confirms_every_result_up_to_its_number_and_an_unanswered_ping_is
 
 
 def test_several_results_in_one_write_reach_a_real_hub_whole_and_in_order(node, hub: LocalHub) -> None:
-    conn = node.delivery.conn
+    conn = node.delivery.link.conn
     big = "x" * 70_000  # larger than the other frames together: a frame of its own, unmangled
     frames = [result_frame(f"w-{n}") for n in range(3)] + [result_frame(big)] + [result_frame("w-4")]
     conn.send_many(frames)
@@ -469,7 +469,7 @@ def test_at_the_bound_the_sender_waits_for_a_pong_and_a_path_that_confirms_nothi
     delivery = ResultDelivery(outbox_size=1, store=RecordingStore(), stats=Stats(), confirm_deadline=0.5,
                               log=logging.LoggerAdapter(logging.getLogger("octohub_sync.test"), {}))
     conn = RecordingConnection()
-    delivery.attach(conn)  # type: ignore[arg-type]
+    delivery.link.attach(conn)  # type: ignore[arg-type]
     delivery.mark_ready()
     delivery.deliver("a", result_frame("a"))  # the one result that may wait for confirmation
     second = threading.Thread(target=delivery.deliver, args=("b", result_frame("b")), name="test-worker")

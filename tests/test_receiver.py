@@ -7,7 +7,7 @@ from typing import Any
 
 from octohub_sync.protocol import Task
 from octohub_sync.receiver import FrameReceiver
-from octohub_sync.stats import NodeState, Stats
+from octohub_sync.stats import Stats
 
 from .conftest import RecordingConnection, make_delivery, result_frame, wait_until
 
@@ -26,7 +26,12 @@ class Receiving:
             pc_id="node_receiver", max_message_bytes=2**20, capacity=4, delivery=self.delivery,
             submit=self.submit, refuse=lambda task_id, error: None, cancel=lambda task_id, reason: None,
             task_types=lambda: ["echo"],
-            on_notice=self.notices.append, stats=stats, log=logging.LoggerAdapter(logging.getLogger("octohub_sync.test"), {}))
+            on_notice=self.notices.append, stats=stats, log=logging.LoggerAdapter(logging.getLogger("octohub_sync.test"), {}),
+            on_ready=self.ready)
+        self.readied = 0
+
+    def ready(self) -> None:
+        self.readied += 1
 
     def submit(self, task: Task) -> None:
         if task.task_type == "bug":
@@ -40,9 +45,9 @@ class Receiving:
 def test_failed_node_ready_aborts_and_stays_not_ready() -> None:
     node = Receiving(Stats())
     conn = RecordingConnection(fail=True)
-    node.delivery.attach(conn)  # type: ignore[arg-type]
+    node.delivery.link.attach(conn)  # type: ignore[arg-type]
     node.frame(conn, type="connected")
-    assert conn.aborted == 1 and not node.delivery.ready and not node.delivery.connected.is_set()
+    assert conn.aborted == 1 and not node.delivery.link.ready and node.readied == 0
     node.delivery.deliver("t1", result_frame("t1"))  # not ready: kept
     assert len(node.delivery.outbox) == 1
 
@@ -52,11 +57,11 @@ def test_node_ready_goes_out_before_the_results_kept_while_disconnected() -> Non
     node = Receiving(stats)
     node.delivery.deliver("t1", result_frame("t1"))  # no connection yet: kept
     conn = RecordingConnection()
-    node.delivery.attach(conn)  # type: ignore[arg-type]
+    node.delivery.link.attach(conn)  # type: ignore[arg-type]
     node.frame(conn, type="connected")
     assert [(m["type"], m.get("task_id")) for m in conn.sent] == [("node_ready", None), ("task_result", "t1")]
     assert conn.sent[0]["task_types"] == ["echo"] and conn.sent[0]["capacity"] == 4
-    assert node.delivery.ready and node.delivery.connected.is_set() and stats.state is NodeState.CONNECTED
+    assert node.delivery.link.ready and node.readied == 1  # the node's state is the node's to change, told so
 
 
 def test_message_handlers_run_in_order_and_a_failing_one_is_logged(caplog) -> None:

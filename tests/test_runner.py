@@ -172,13 +172,13 @@ def test_shutdown_answers_tasks_that_never_started(gate: Gate) -> None:
     assert gate.started.wait(5)
     runner.submit(task("b"))
     runner.submit(task("c"))
-    assert runner.counts() == (1, 2)
+    assert runner.tasks.counts() == (1, 2)
     runner.stop_accepting()
     assert runner.drain(0.05) == ["a", "b", "c"]  # the limit passed with all three unfinished
     runner.shutdown()
     stopped = "NodeShuttingDown: node stopped before the task started"
     assert [(t, m["error"]) for t, m in delivered.wait(2)] == [("b", stopped), ("c", stopped)]
-    assert runner.counts() == (1, 0)
+    assert runner.tasks.counts() == (1, 0)
     gate.release.set()
     tid, result = delivered.wait(3)[2]
     assert (tid, result["status"], result["result"]) == ("a", "completed", "a")
@@ -214,14 +214,14 @@ def test_a_time_limit_ends_the_drain_that_waits_for_it(gate: Gate) -> None:
     drainer = threading.Thread(target=lambda: left.append(runner.drain(10)), name="test-drain")
     drainer.start()
     try:
-        assert wait_until(lambda: runner._draining == 1, 5)  # it waits
+        assert wait_until(lambda: runner.tasks._draining == 1, 5)  # it waits
         runner.expire(time.monotonic() + 1)  # what the timers thread does at the limit
         drainer.join(2)  # woken by the answer, not by its own 10 s
         assert not drainer.is_alive() and left == [[]]
-        assert runner.overdue() == ["a"]  # answered TaskTimeout, its handler runs on
+        assert runner.tasks.overdue() == ["a"]  # answered TaskTimeout, its handler runs on
         assert delivered.wait(1)[0][1]["error"] == "TaskTimeout: timed out after 0.2 s"
     finally:
         gate.release.set()
         drainer.join(10)
-    assert wait_until(lambda: runner.overdue() == [], 5)
+    assert wait_until(lambda: runner.tasks.overdue() == [], 5)
     runner.shutdown()

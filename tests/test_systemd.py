@@ -274,7 +274,7 @@ def test_not_ready_when_the_hub_goes_silent(octohub_make_node) -> None:
     node: LocalNode = octohub_make_node(ping_interval=60.0, ping_timeout=10.0, hub_read_timeout=0)
     assert node.client.readiness().ok
     # Nothing from the hub for longer than two ping intervals: a path that died without a word.
-    node.client.receiver.last_frame = node.client.delivery.conn.last_pong = time.monotonic() - 121
+    node.client.receiver.last_frame = node.client.delivery.link.conn.last_pong = time.monotonic() - 121
     verdict = node.client.readiness()
     assert not verdict.ok and verdict.reason.startswith("no frame or pong for 121.")
 
