@@ -1,4 +1,9 @@
-"""``NodeWebSocketClient``: the facade users embed, start and stop."""
+"""``NodeWebSocketClient``: the facade users embed, start and stop.
+
+Why one module: it is the public API, in the seed's names, with its docstrings (the reference users
+read), and the wiring of every part; the parts themselves are elsewhere, and so is the order of
+stop() (stop_sequence.py). Split, one public method would be read in two files.
+"""
 from __future__ import annotations
 
 import functools
@@ -9,6 +14,7 @@ from typing import Any, Optional
 
 import requests
 
+from . import stop_sequence
 from .api import resolve_address, ssl_context
 from .clock import pause_threshold
 from .config import Settings, load_settings, require_key
@@ -120,7 +126,7 @@ class NodeWebSocketClient:
             on_max_tasks=self._recycler.tasks_reached, tasks=self._tasks)
         self.receiver = FrameReceiver(
             pc_id=self.pc_id, max_message_bytes=settings.max_message_bytes, capacity=settings.max_workers,
-            delivery=self.delivery, submit=self.runner.submit, refuse=self.runner.refuse, cancel=self.runner.cancel,
+            delivery=self.delivery, submit=self.runner.submit, refuse_unread=self.runner.refuse_unread, cancel=self.runner.cancel,
             task_types=lambda: sorted(self.runner.handlers), on_notice=self._hub_notice,
             stats=self._stats, log=self.log, on_ready=self._ready_for_tasks)
         self._ssl = ssl_context(settings) if settings.ws_scheme == "wss" else None
@@ -261,15 +267,14 @@ class NodeWebSocketClient:
     def stop(self, timeout: Optional[float] = None) -> bool:
         """Stop gracefully: refuse new tasks, let running ones finish, send results, close.
 
-        In this order, each step for the next: new tasks are answered ``NodeShuttingDown``;
-        running and queued tasks get up to ``timeout`` (a task already answered ``TaskTimeout``
-        is not waited for); tasks that never started are answered; results on their way (the
-        ledger's writes) are sent; the timers and the send thread stop; the connection closes
-        with a close handshake. A task or an answer that comes during that handshake is never
-        written after the node's close frame: with a ledger it is kept there and sent after the
-        next start's ``node_ready``; without one it is lost with the process (counted as not
-        sent, unless it is a ``NodeShuttingDown`` answer to a task that never ran: no work is
-        lost). Message handlers, the store and the metrics endpoint close last.
+        The steps and why each comes where it does: stop_sequence.py (README "How it works").
+        New tasks are answered ``NodeShuttingDown``; running and queued tasks get up to
+        ``timeout`` (a task already answered ``TaskTimeout`` is not waited for); tasks that never
+        started are answered; every result goes out before the close handshake. A task or an
+        answer that comes during that handshake is never written after the node's close frame:
+        with a ledger it is kept there and sent after the next start's ``node_ready``; without
+        one it is lost with the process (counted as not sent, unless it is a ``NodeShuttingDown``
+        answer to a task that never ran: no work is lost).
 
         Args:
             timeout: how long running tasks may take (default OCTOHUB_SHUTDOWN_TIMEOUT).
@@ -282,55 +287,57 @@ class NodeWebSocketClient:
             watchdog, self._watchdog = self._watchdog, None
             if watchdog is None:
                 return self._stopped_clean
-            if self._notifier is not None:
-                self._notifier.stopping()
-            self._status.stopping()
             limit = self.settings.shutdown_timeout if timeout is None else timeout
-            self.runner.stop_accepting()
-            unfinished = self.runner.drain(limit)
-            if unfinished:
-                self.log.warning("stopping with %d task(s) still running: %s", len(unfinished), ", ".join(unfinished[:10]))
-            self.runner.shutdown()
-            stop_children(self.runner.handlers.values())  # no child outlives the node
-            self.store.settle()  # results a ledger is still writing reach the delivery first
-            self.delivery.settle(timeout=max(1.0, self.settings.connect_timeout))
-            if self._timers is not None:
-                self._timers.stop()
-                self._timers = None
-            self._sender.stop(timeout=max(1.0, self.settings.connect_timeout))
-            watchdog.stop(timeout=max(1.0, self.settings.connect_timeout))
-            self.receiver.close()
-            self.store.close()
-            if self._metrics is not None:
-                self._metrics.stop()
-                self._metrics = None
-            return self._stopped(unfinished)
+            wait = max(1.0, self.settings.connect_timeout)  # for a thread in a write, and for the close
+            unfinished: list[str] = []
+            stop_sequence.run({
+                "say stopping": self._say_stopping,
+                "refuse new tasks": self.runner.stop_accepting,
+                "drain": lambda: unfinished.extend(self._drain(limit)),
+                "release the pool": self.runner.shutdown,
+                "stop children": lambda: stop_children(self.runner.handlers.values()),
+                "settle the store": self.store.settle,
+                "last sending": lambda: self.delivery.settle(timeout=wait),
+                "stop the timers": self._stop_timers,
+                "stop the send thread": lambda: self._sender.stop(timeout=wait),
+                "close the connection": lambda: watchdog.stop(timeout=wait),
+                "stop message handlers": self.receiver.close,
+                "close the store": self.store.close,
+                "stop the metrics server": self._stop_metrics,
+            }, self.log)
+            clean = stop_sequence.outcome(
+                unfinished=unfinished, overdue=[tid for tid in self._tasks.overdue() if tid not in unfinished],
+                turned_away=len(self.runner.turned_away(self.delivery.unsent())), unsent=self.delivery.waiting(),
+                kept=self.settings.state_dir not in (None, "off"), log=self.log)
+            self._status.stopped()
+            self._stopped_clean = clean
+            self._finished.set()
+            self._http.close()  # pooled API connections (to the hub, or to a proxy); a restart opens new ones
+            self.log.info("node stopped%s", f" (recycled: {self.recycle})" if self.recycle else "")
+            return clean
 
-    def _stopped(self, unfinished: list[str]) -> bool:
-        """Say how the stop ended (the last step of :meth:`stop`); True if nothing was left undone."""
-        overdue = [tid for tid in self._tasks.overdue() if tid not in unfinished]
-        if overdue:
-            self.log.warning("stopped with %d handler(s) still running past their time limit (answered TaskTimeout; "
-                             "their results are discarded): %s", len(overdue), ", ".join(overdue[:10]))
-        kept = self.settings.state_dir not in (None, "off")
-        # Answers to tasks that came during the stop and never ran (NodeShuttingDown) carry no work: one
-        # that could not go out before the close frame loses nothing (docs/protocol.md §8, stopping).
-        turned_away = len(self.runner.turned_away(self.delivery.unsent()))
-        if turned_away:
-            self.log.info("%d NodeShuttingDown answer(s) to tasks that never ran could not go out before the "
-                          "connection closed: %s", turned_away,
-                          "the ledger sends the answers after the next start's node_ready" if kept
-                          else "not answered (the hub's own time limit covers them)")
-        unsent = self.delivery.waiting() - turned_away
-        if unsent:
-            self.log.warning("stopped with %d result(s) not sent: %s", unsent, "the ledger keeps them for the next "
-                             "start" if kept else "without a ledger (OCTOHUB_STATE_DIR) they are lost")
-        self._status.stopped()
-        self._stopped_clean = not unfinished and not overdue and not unsent
-        self._finished.set()
-        self._http.close()  # pooled API connections (to the hub, or to a proxy); a restart opens new ones
-        self.log.info("node stopped%s", f" (recycled: {self.recycle})" if self.recycle else "")
-        return self._stopped_clean
+    # -- the steps of stop() (stop_sequence.py says why in this order) ---------------------------------
+
+    def _say_stopping(self) -> None:
+        if self._notifier is not None:
+            self._notifier.stopping()
+        self._status.stopping()
+
+    def _drain(self, limit: float) -> list[str]:
+        unfinished = self.runner.drain(limit)
+        if unfinished:
+            self.log.warning("stopping with %d task(s) still running: %s", len(unfinished), ", ".join(unfinished[:10]))
+        return unfinished
+
+    def _stop_timers(self) -> None:
+        if self._timers is not None:
+            self._timers.stop()
+            self._timers = None
+
+    def _stop_metrics(self) -> None:
+        if self._metrics is not None:
+            self._metrics.stop()
+            self._metrics = None
 
     def run_forever(self) -> None:
         """Start (if needed) and block until the node is stopped.

@@ -4,6 +4,9 @@ Precedence, highest first: explicit overrides (constructor arguments, command-li
 flags) > the ``.env`` file > the process environment > defaults. The ``.env``
 file beating the environment is kept on purpose: it is the order the original asyncio client
 documented, so a deployment moved to this package reads the same values.
+
+Why one module: the table of every setting (its default, help text and parser) is most of it, and
+the rule that reads settings in exactly one place is kept by keeping them here.
 """
 from __future__ import annotations
 
@@ -61,29 +64,29 @@ class Settings:
     proxy: Optional[str] = _opt(None, "proxy for the API and the WebSocket: http://[user:password@]host:port, socks5://..., socks5h://... or none (unset: HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY)", kind="proxy", repr=False)
     pc_id: Optional[str] = _opt(None, "node id; default node_<hash of host name and MAC>, kept in the state directory from the first start", kind="name")
     instance: Optional[str] = _opt(None, "instance name mixed into the default pc_id (several nodes on one host)", kind="name")
-    reconnect_interval: float = _opt(5.0, "base delay of reconnect backoff (s)", kind="positive")
-    reconnect_max_interval: float = _opt(60.0, "longest delay between reconnect attempts (s)", kind="positive")
-    max_reconnect_attempts: int = _opt(0, "consecutive failed attempts before the node gives up (0 = never)", kind="count")
-    stable_after: float = _opt(30.0, "a connection up this long resets the backoff (s)", kind="positive")
-    connect_timeout: float = _opt(10.0, "timeout of the API request and the WebSocket handshake (s)", kind="positive")
-    ping_interval: float = _opt(30.0, "WebSocket ping frame interval (s)", kind="positive")
-    ping_timeout: float = _opt(10.0, "no pong within this time = dead connection (s)", kind="positive")
-    hub_read_timeout: float = _opt(60.0, "the hub's read deadline: re-register this long (plus a margin) after abandoning a connection (s, 0 = never)", kind="seconds")
-    max_workers: int = _opt(8, "tasks run at once", kind="size")
-    max_pending: int = _opt(256, "tasks waiting for a worker before new ones are refused", kind="count")
-    task_timeout: float = _opt(0.0, "default task time limit (s, 0 = none)", kind="seconds")
-    cancel_grace: float = _opt(0.0, "raise TaskCancelled inside a handler still running this long after a cancel or its time limit (s, 0 = never)", kind="seconds")
-    progress_interval: float = _opt(1.0, "at most one task_progress frame per task every N s", kind="seconds")
-    shutdown_timeout: float = _opt(30.0, "how long stop waits for running tasks (s)", kind="seconds")
-    outbox_size: int = _opt(1000, "results kept while disconnected", kind="size")
-    result_cache_size: int = _opt(1000, "finished results kept to answer redelivered task ids", kind="size")
-    state_dir: Optional[str] = _opt(None, "keep unsent results and finished tasks here across restarts (off = in memory; the program's default: the platform's state directory, see the README)", kind="statedir")
-    max_tasks: int = _opt(0, "recycle: after this many tasks the node stops taking tasks, drains and exits with code 3 for its service manager to start it again (0 = never)", kind="count")
-    max_memory: int = _opt(0, "recycle once the process's memory (RSS, MB; peak RSS on macOS) reaches this (0 = never)", kind="count")
-    max_uptime: float = _opt(0.0, "recycle after running this long (s, 0 = never)", kind="seconds")
-    max_message_bytes: int = _opt(4 * 2**20, "larger frames are refused (bytes)", kind="size")
-    max_result_bytes: int = _opt(2**20, "larger results are answered failed ResultTooLarge (bytes, 0 = no limit)", kind="count")
-    status_interval: float = _opt(300.0, "log a status line every N s (0 = off)", kind="seconds")
+    reconnect_interval: float = _opt(5.0, "base delay of reconnect backoff (s)", kind="float>0")
+    reconnect_max_interval: float = _opt(60.0, "longest delay between reconnect attempts (s)", kind="float>0")
+    max_reconnect_attempts: int = _opt(0, "consecutive failed attempts before the node gives up (0 = never)", kind="int>=0")
+    stable_after: float = _opt(30.0, "a connection up this long resets the backoff (s)", kind="float>0")
+    connect_timeout: float = _opt(10.0, "timeout of the API request and the WebSocket handshake (s)", kind="float>0")
+    ping_interval: float = _opt(30.0, "WebSocket ping frame interval (s)", kind="float>0")
+    ping_timeout: float = _opt(10.0, "how long past a ping interval the hub may stay silent: no pong for OCTOHUB_PING_INTERVAL + this + 1 s = dead connection (s)", kind="float>0")
+    hub_read_timeout: float = _opt(60.0, "the hub's read deadline: re-register this long (plus a margin) after abandoning a connection (s, 0 = never)", kind="float>=0")
+    max_workers: int = _opt(8, "tasks run at once", kind="int>=1")
+    max_pending: int = _opt(256, "tasks waiting for a worker before new ones are refused", kind="int>=0")
+    task_timeout: float = _opt(0.0, "default task time limit (s, 0 = none)", kind="float>=0")
+    cancel_grace: float = _opt(0.0, "raise TaskCancelled inside a handler still running this long after a cancel or its time limit (s, 0 = never)", kind="float>=0")
+    progress_interval: float = _opt(1.0, "at most one task_progress frame per task every N s", kind="float>=0")
+    shutdown_timeout: float = _opt(30.0, "how long stop waits for running tasks (s)", kind="float>=0")
+    outbox_size: int = _opt(1000, "results kept while disconnected", kind="int>=1")
+    result_cache_size: int = _opt(1000, "finished results kept to answer redelivered task ids", kind="int>=1")
+    state_dir: Optional[str] = _opt(None, "keep unsent results and finished tasks here across restarts (off = in memory; unset: in memory for NodeWebSocketClient, the platform's state directory for the program octohub-node / run_node.py, see the README)", kind="statedir")
+    max_tasks: int = _opt(0, "recycle: after this many tasks the node stops taking tasks, drains and exits with code 3 for its service manager to start it again (0 = never)", kind="int>=0")
+    max_memory: int = _opt(0, "recycle once the process's memory (RSS, MB; peak RSS on macOS) reaches this (0 = never)", kind="int>=0")
+    max_uptime: float = _opt(0.0, "recycle after running this long (s, 0 = never)", kind="float>=0")
+    max_message_bytes: int = _opt(4 * 2**20, "larger frames are refused (bytes)", kind="int>=1")
+    max_result_bytes: int = _opt(2**20, "larger results are answered failed ResultTooLarge (bytes, 0 = no limit)", kind="int>=0")
+    status_interval: float = _opt(300.0, "log a status line every N s (0 = off)", kind="float>=0")
     metrics_port: int = _opt(0, "serve /healthz and /metrics on this port (0 = off)", kind="port0")
     metrics_host: str = _opt("127.0.0.1", "address of the metrics endpoint")
     log_level: str = _opt("INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL", kind="level")
@@ -225,10 +228,10 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "file": _parse_text(os.path.isfile, "no such file"),
     "path": _parse_text(),  # read later, with its own errors (see _keys_from_files)
     "name": _parse_text(SAFE_NAME.match, "use 1-64 characters from A-Z a-z 0-9 _ . -"),
-    "positive": _parse_number(float, 0, above=True),
-    "seconds": _parse_number(float, 0),
-    "count": _parse_number(int, 0),
-    "size": _parse_number(int, 1),
+    "float>0": _parse_number(float, 0, above=True),
+    "float>=0": _parse_number(float, 0),
+    "int>=0": _parse_number(int, 0),
+    "int>=1": _parse_number(int, 1),
     "level": _parse_choice(_LOG_LEVELS, upper=True),
     "statedir": lambda raw: "off" if str(raw).strip().lower() in ("off", "none") else str(raw).strip(),
     "proxy": parse_setting,
@@ -282,8 +285,9 @@ def load_settings(
         raise ConfigError(env_name(sorted(unknown)[0]), None, "unknown setting")
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
+    ranks: dict[str, int] = {}  # field -> the precedence of the layer its value came from (0 is highest)
     for f in _fields():
-        for source, layer in layers:
+        for rank, (source, layer) in enumerate(layers):
             if env_name(f.name) in layer:
                 raw = layer[env_name(f.name)]
                 if isinstance(raw, str) and not raw.strip():
@@ -293,9 +297,9 @@ def load_settings(
                 except (TypeError, ValueError) as exc:
                     shown = mask(raw) if f.metadata["kind"] == "proxy" else raw  # a proxy URL's password
                     raise ConfigError(env_name(f.name), shown, str(exc)) from None
-                sources[f.name] = source
+                sources[f.name], ranks[f.name] = source, rank
                 break
-    _keys_from_files(values, sources, [source for source, _ in layers], environ)
+    _keys_from_files(values, sources, ranks, environ)
     # OCTOHUB_PROXY set: the environment's proxy variables are not used, so not checked either.
     environment = EnvironmentProxies() if "proxy" in values else EnvironmentProxies.read(environ)
     settings = replace(Settings(), **values, sources=sources, environment=environment)
@@ -315,7 +319,7 @@ def credential_name(name: str) -> str:
     return "octohub_" + name
 
 
-def _keys_from_files(values: dict[str, Any], sources: dict[str, str], order: list[str],
+def _keys_from_files(values: dict[str, Any], sources: dict[str, str], ranks: dict[str, int],
                      environ: Mapping[str, str]) -> None:
     """Each key from its ``_FILE`` setting, else from its systemd credential, read once here.
 
@@ -327,7 +331,7 @@ def _keys_from_files(values: dict[str, Any], sources: dict[str, str], order: lis
         path = values.get(name + "_file")
         if path is not None:
             if name in values:
-                ours, theirs = order.index(sources[name + "_file"]), order.index(sources[name])
+                ours, theirs = ranks[name + "_file"], ranks[name]
                 if ours == theirs:
                     raise ConfigError(env_name(name + "_file"), path,
                                       f"{env_name(name)} is set too, in the same place: set one of them")

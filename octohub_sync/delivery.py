@@ -10,8 +10,12 @@ comes after waits in the outbox for the next one.
 
 Runs on worker threads (results), the connection thread (pongs, the handshake's
 flush), the ledger's writer thread (results once on disk), the send thread
-(sender.py: confirmations, the outbox's periodic look, results of time limits)
-and the watchdog thread (nothing but :meth:`attach`).
+(sender.py: confirmations, the outbox's periodic look, results of time limits).
+Which connection is current is the link's (link.py, attached by the watchdog).
+
+Why one module: sending a result, recording it unconfirmed and moving it back to the outbox when its
+connection ends happen under one lock (``_results_lock``); the parts that need no lock are already
+apart (outbox.py, confirmations.py, combining.py, link.py).
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ import time
 from typing import Callable, Optional
 
 from .combining import SendQueue
-from .confirmations import CONFIRM_TIMEOUT, DEAD, GONE, ROOM, Confirmations
+from .confirmations import CONFIRM_TIMEOUT, DEAD, ROOM, Confirmations
 from .connection import Connection
 from .link import Link
 from .store import MemoryStore
@@ -197,16 +201,14 @@ class ResultDelivery:
             while True:
                 found = self.confirmations.wait_for_room(lambda: self.link.is_current(conn), until,
                                                          time.monotonic)
-                if found == ROOM:
-                    return True
-                if found == GONE:
-                    return False
+                if isinstance(found, int):  # a ping must cover results up to this number first
+                    self._ask_confirmation(conn, found)
+                    continue
                 if found == DEAD:
                     self._log.warning("the hub confirmed none of the last %d results for %.0f s: the path is dead; "
                                       "reconnecting", self.confirmations.capacity, self._confirm_deadline)
                     conn.abort()
-                    return False
-                self._ask_confirmation(conn, found)
+                return found == ROOM
         finally:
             self._awaiting = 0
 

@@ -36,7 +36,7 @@ class Plan(NamedTuple):
     replaced: bool = False
     handler: Optional[str] = None
     #: (task_id, error): answer ``failed`` for a task that cannot be read (too large).
-    refusal: Optional[tuple[str, str]] = None
+    unreadable: Optional[tuple[str, str]] = None
     #: (task_id, reason): the hub cancels that task (docs/protocol.md §3.2, task_cancel).
     cancel: Optional[tuple[str, Optional[str]]] = None
     log_level: int = logging.DEBUG
@@ -62,7 +62,7 @@ def dispatch(frame: str | bytes, *, max_bytes: int, handlers: Container[str] = (
         task_id = protocol.peek_task_id(frame)
         if task_id is None:
             raise
-        return Plan(refusal=(task_id, f"TaskTooLarge: {exc}"), log_level=logging.WARNING,
+        return Plan(unreadable=(task_id, f"TaskTooLarge: {exc}"), log_level=logging.WARNING,
                     log_text=f"refused task {task_id[:100]}: {exc}")
     try:
         return _route(msg, handlers)

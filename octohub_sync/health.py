@@ -5,6 +5,9 @@ Started by :meth:`NodeWebSocketClient.start` when ``OCTOHUB_METRICS_PORT`` is se
 works, whatever the hub does; ready: it can take tasks now); ``/healthz`` is kept as it was.
 ``/metrics`` is the Prometheus text exposition format 0.0.4, written by hand: it is
 a few lines of text, and writing it keeps ``prometheus_client`` an optional dependency.
+
+Why one module: one small HTTP server and the five pages it serves; the Prometheus text is most of
+the lines, and it is one function per family of metrics.
 """
 from __future__ import annotations
 

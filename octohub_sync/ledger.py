@@ -15,6 +15,9 @@ One process at a time uses a ledger: :meth:`Ledger.open` takes an operating-syst
 ``<pc_id>.lock`` beside it with :mod:`filelock` (``flock`` on POSIX, ``LockFileEx`` or
 ``msvcrt.locking`` on Windows, by its version), which the system releases when the process ends,
 however it ends.
+
+Why one module: the schema, the writer thread that commits in groups and the statements it runs are
+one file format; split, a change of the schema would touch several files that must agree.
 """
 from __future__ import annotations
 

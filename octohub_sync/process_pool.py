@@ -7,6 +7,9 @@ children start lazily, one per worker thread that runs the type at once (so neve
 than the type's concurrency, which the runner enforces before the call), and are
 replaced after ``max_tasks_per_child`` tasks, above ``max_memory_per_child`` MB, after
 a crash, or after a hard stop killed one (task_board.py calls :meth:`IsolatedHandler.kill`).
+
+Why one module: a child's whole life as the parent sees it (start, task, cancel, kill, replace,
+stop) shares one lock and one child record; split, each half would reach into the other's state.
 """
 from __future__ import annotations
 

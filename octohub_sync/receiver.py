@@ -29,7 +29,7 @@ class FrameReceiver:
 
     Args:
         delivery: sends replies and ``node_ready`` on the current connection.
-        submit / refuse: hand a task to the runner, or have it answered ``failed`` unread.
+        submit / refuse_unread: hand a task to the runner, or have one that cannot be read answered ``failed``.
         cancel: hand the runner a ``task_cancel`` (task_id, reason).
         task_types: the task types the node handles now (for ``node_ready``).
         capacity: tasks the node runs at once (for ``node_ready``).
@@ -45,7 +45,7 @@ class FrameReceiver:
         capacity: int,
         delivery: ResultDelivery,
         submit: Callable[[Task], None],
-        refuse: Callable[[str, str], None],
+        refuse_unread: Callable[[str, str], None],
         cancel: Callable[[str, Optional[str]], None],
         task_types: Callable[[], list[str]],
         on_notice: Callable[[bool], None],
@@ -61,7 +61,7 @@ class FrameReceiver:
         self._capacity = capacity
         self._delivery = delivery
         self._submit = submit
-        self._refuse = refuse
+        self._refuse_unread = refuse_unread
         self._cancel = cancel
         self._task_types = task_types
         self._on_notice = on_notice
@@ -110,8 +110,8 @@ class FrameReceiver:
             self._on_notice(plan.replaced)
         elif plan.handler is not None and plan.message is not None:
             self._run_message_handler(plan.handler, plan.message.body)
-        elif plan.refusal is not None:
-            self._refuse(*plan.refusal)
+        elif plan.unreadable is not None:
+            self._refuse_unread(*plan.unreadable)
         elif plan.cancel is not None:
             self._cancel(*plan.cancel)
 

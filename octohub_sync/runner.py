@@ -1,4 +1,10 @@
-"""Admits tasks and runs them on a thread pool: backpressure, redelivery, limits, answers, drain on stop."""
+"""Admits tasks and runs them on a thread pool: backpressure, redelivery, limits, answers, drain on stop.
+
+Why one module: admission (dedupe, backpressure, limits, restart), a task's start and end, its
+answers (refused, cancelled, timed out) and the drain change the task registry and the limits' lanes
+under one lock (lifecycle.py holds the state; this module is every critical section on it): split,
+one lock would be taken in several files, or one task's change in several critical sections.
+"""
 from __future__ import annotations
 
 import logging
@@ -145,7 +151,7 @@ class TaskRunner:
                 return
             stored = self._done.get(tid)
             interrupted = self._after_restart(task) if stored is None and self._interrupted else None
-            refusal = None if stored is not None or interrupted is not None else (self._refusal(task) or key_error)
+            refusal = None if stored is not None or interrupted is not None else (self._refusal_reason(task) or key_error)
             if stored is None and interrupted is None and refusal is None:
                 # Time limits count from here, while a task waits for a worker or a limit too.
                 timeout = task.timeout or self._default_timeout
@@ -153,7 +159,7 @@ class TaskRunner:
                 if self._tasks_left:
                     self._count_down()
                 pool = self._pool
-                assert pool is not None  # _refusal() refuses every task while there is none
+                assert pool is not None  # _refusal_reason() refuses every task while there is none
                 if options is None:
                     self._runs[tid] = TaskRun(task, deadline)
                     pool.submit(self._run, tid)
@@ -171,7 +177,7 @@ class TaskRunner:
             self._stats.incr("tasks_rejected")
             self._deliver(tid, interrupted, finished=True)
         elif refusal is not None:
-            self._refuse(tid, refusal)
+            self._answer_refused(tid, refusal)
 
     def _after_restart(self, task: Task) -> Optional[str]:
         """A task that was running when the process ended: run it again, or answer TaskInterrupted."""
@@ -208,19 +214,19 @@ class TaskRunner:
         self._pool.submit(self._run, job.task.task_id)
         return True
 
-    def refuse(self, task_id: str, error: str) -> None:
+    def refuse_unread(self, task_id: str, error: str) -> None:
         """Answer ``failed`` for a task that cannot even be read (e.g. too large). Never blocks."""
         self._stats.incr("tasks_received")
-        self._refuse(task_id, error)
+        self._answer_refused(task_id, error)
 
-    def _refuse(self, task_id: str, error: str) -> None:
+    def _answer_refused(self, task_id: str, error: str) -> None:
         if not self._accepting:
             self._turned_away.add(task_id)
         self._stats.incr("tasks_rejected")
         self._log.info("refused task %s: %s", task_id, error)
         self._deliver(task_id, protocol.task_failed(task_id, error))
 
-    def _refusal(self, task: Task) -> Optional[str]:
+    def _refusal_reason(self, task: Task) -> Optional[str]:
         if not self._accepting or self._pool is None:
             return "NodeShuttingDown: node shutting down"
         if task.task_type not in self.handlers:

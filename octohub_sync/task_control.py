@@ -160,8 +160,8 @@ class TaskControl:
                 return None
             self._unsent = False
             self._sent_at = now
-            fraction, text, reported = self.last_progress  # type: ignore[misc]
-        return protocol.task_progress(self.task_id or "", fraction, text, reported)
+            last = self.last_progress
+        return None if last is None else protocol.task_progress(self.task_id or "", *last)
 
     def close(self) -> Optional[str]:
         """The handler returned: no more progress. Returns the last value's frame if it was not sent yet."""
@@ -170,8 +170,8 @@ class TaskControl:
             if not self._unsent:
                 return None
             self._unsent = False
-            fraction, text, reported = self.last_progress  # type: ignore[misc]
-        return protocol.task_progress(self.task_id or "", fraction, text, reported)
+            last = self.last_progress
+        return None if last is None else protocol.task_progress(self.task_id or "", *last)
 
 
 def current_task() -> TaskControl:

@@ -1,8 +1,8 @@
 """Task time limits, hard stops and the status line: the clock-driven work; and the ticks of the writes.
 
 This is where a task times out: every :data:`TICK` the thread asks the runner to answer
-``failed`` ``TaskTimeout`` for every task past its limit (the limits themselves are kept
-by :class:`~octohub_sync.runner.TaskRunner`), then lets the task board stop handlers past
+``failed`` ``TaskTimeout`` for every task past its limit (the deadlines are the task
+registry's, lifecycle.py), then lets the task board stop handlers past
 their cancel grace period. This thread is one of the two whose ticks prove the node alive
 (liveness.py), so it never writes to the socket: the writes that are due on a clock
 (delivery confirmations, progress) are posted to the send thread (sender.py) each tick.

@@ -24,7 +24,7 @@ class Receiving:
         self.submitted: list[Task] = []
         self.receiver = FrameReceiver(
             pc_id="node_receiver", max_message_bytes=2**20, capacity=4, delivery=self.delivery,
-            submit=self.submit, refuse=lambda task_id, error: None, cancel=lambda task_id, reason: None,
+            submit=self.submit, refuse_unread=lambda task_id, error: None, cancel=lambda task_id, reason: None,
             task_types=lambda: ["echo"],
             on_notice=self.notices.append, stats=stats, log=logging.LoggerAdapter(logging.getLogger("octohub_sync.test"), {}),
             on_ready=self.ready)

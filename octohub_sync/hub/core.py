@@ -1,4 +1,8 @@
-"""LocalHub: a small but real OctoHub hub on 127.0.0.1, for tests, demos and benchmarks."""
+"""LocalHub: a small but real OctoHub hub on 127.0.0.1, for tests, demos and benchmarks.
+
+Why one module: the test hub's public surface (tasks, waiting, faults, both dialects) is one class
+that tests read as a reference; its servers and its state are apart (servers.py, state.py).
+"""
 from __future__ import annotations
 
 import itertools

@@ -252,12 +252,12 @@ class HubState:
             owner = pc_id if pc_id is not None else (session.pc_id if session else self._table.last_pc_id)
             if session is not None and not session.greeted:
                 session = None  # a task must not overtake "connected": node_ready will claim it
-            if at_close is not None and session is None:
-                raise ConnectionError(f"no node connected with pc_id {pc_id!r}" if pc_id else "no node connected")
-            self._pending[task_id] = _Task(owner, frame, session)
             if at_close is not None:
-                session.ws.at_close.append(frame)  # type: ignore[union-attr]
-                session.ws.close_delay = at_close  # type: ignore[union-attr]
+                if session is None:
+                    raise ConnectionError(f"no node connected with pc_id {pc_id!r}" if pc_id else "no node connected")
+                session.ws.at_close.append(frame)
+                session.ws.close_delay = at_close
+            self._pending[task_id] = _Task(owner, frame, session)
             self._cond.notify_all()
         if session is not None and at_close is None:
             self._send_quietly(session, frame)

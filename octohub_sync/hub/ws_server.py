@@ -19,7 +19,7 @@ import ssl
 import threading
 import time
 import uuid
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, cast
 from urllib.parse import parse_qsl, urlsplit
 
 from websockets.exceptions import ConnectionClosed
@@ -75,6 +75,7 @@ class HubConnection(ServerConnection):
             raise
         self.recv_events_thread.name = f"hub-ws-recv-{server_side.next_id()}"
         self._recv_frame = self.protocol.recv_frame
+        # Replacing a method of websockets' protocol object is the hook itself; no type says that.
         self.protocol.recv_frame = self._hooked_recv_frame  # type: ignore[method-assign]
 
     def _hooked_recv_frame(self, frame: Frame) -> None:
@@ -183,6 +184,7 @@ class WsServer:
             sock=sock,
             ssl=self._ssl_context,
             process_request=self._check_request,
+            # A factory of connections where websockets' types name a class: it calls it the same way.
             create_connection=functools.partial(HubConnection, self),  # type: ignore[arg-type]
             compression=None,
             max_size=self._max_size,
@@ -262,7 +264,7 @@ class WsServer:
         if not signing.verify_ws(self._key, pc_id, timestamp, signature, now=self._clock()):
             why = f"bad or expired signature for {pc_id}"
             return self._reject(connection, 401, {"error": "签名验证失败"}, why)
-        connection.pc_id = pc_id  # type: ignore[attr-defined]
+        cast(HubConnection, connection).pc_id = pc_id  # serve() makes every connection a HubConnection
         return None
 
     def _reject(self, connection: ServerConnection, status: int, body: dict, why: str) -> Response:
@@ -276,7 +278,7 @@ class WsServer:
     def _handle(self, connection: ServerConnection) -> None:
         """Serve one node: register (evicting an older one), confirm, then read until it ends."""
         state = self._state
-        pc_id = connection.pc_id  # type: ignore[attr-defined]
+        pc_id = cast(HubConnection, connection).pc_id
         # Registered before the confirmation, so a node that saw "connected" finds the hub agreeing.
         session = state.attach(pc_id, connection)
         if self._on_open is not None:
