@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import secrets
 import ssl
@@ -281,7 +280,7 @@ class LocalHub:
         if task_id is None:
             task_id = f"task_{self._run}_{next(self._task_ids)}"
         message = messages.task(task_id, task_type, data, timeout=timeout, extra=extra)
-        self._state.add_task(task_id, pc_id, json.dumps(message, ensure_ascii=False))
+        self._state.add_task(task_id, pc_id, messages.dumps(message))
         return task_id
 
     def send_task_at_close(self, task_type: str, data: Any = None, *, task_id: Optional[str] = None,
@@ -304,7 +303,7 @@ class LocalHub:
         if task_id is None:
             task_id = f"task_{self._run}_{next(self._task_ids)}"
         message = messages.task(task_id, task_type, data)
-        self._state.add_task(task_id, pc_id, json.dumps(message, ensure_ascii=False), at_close=answer_after)
+        self._state.add_task(task_id, pc_id, messages.dumps(message), at_close=answer_after)
         return task_id
 
     def skip_pongs(self, count: int, *, prefix: bytes = b"octohub-ack:", pc_id: Optional[str] = None) -> None:
@@ -355,7 +354,7 @@ class LocalHub:
         Raises:
             ConnectionError: no such node is connected, or the send failed.
         """
-        self._state.send(pc_id, json.dumps(message, ensure_ascii=False))
+        self._state.send(pc_id, messages.dumps(message))
 
     def send_raw(self, frame: Union[str, bytes], pc_id: Optional[str] = None) -> None:
         """Send one exact frame (bytes go as a binary frame).

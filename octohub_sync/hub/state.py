@@ -147,7 +147,7 @@ class HubState:
     def _evict(self, old: NodeSession) -> None:
         logger.info("new connection for %s replaces the previous one", old.pc_id)
         if self._notify_replaced:
-            self._send_quietly(old, json.dumps(messages.replaced(self._dialect), ensure_ascii=False))
+            self._send_quietly(old, messages.dumps(messages.replaced(self._dialect)))
         old.ws.close_socket()
 
     def mark_greeted(self, session: NodeSession) -> None:
@@ -213,7 +213,7 @@ class HubState:
             self._send_quietly(session, task_frame)
         reply = messages.reply_to(self._dialect, message, self._clock())
         if reply is not None:
-            self._send_quietly(session, json.dumps(reply, ensure_ascii=False))
+            self._send_quietly(session, messages.dumps(reply))
 
     def _record_result(self, message: dict) -> None:
         task_id = message.get("task_id")
