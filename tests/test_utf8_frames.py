@@ -4,11 +4,9 @@ limit counts UTF-8 bytes."""
 from __future__ import annotations
 
 import json
-import threading
 from typing import Any
 
 import pytest
-from websockets.frames import Frame, Opcode
 
 from octohub_sync import protocol
 from octohub_sync.hub import LocalHub
@@ -19,57 +17,29 @@ from .conftest import connected_node
 CJK = "北京市今天天气晴朗，最高气温二十五度。"
 
 
-class RawFrames:
-    """The bytes of every text frame the hub receives from one node, as they came off the wire."""
-
-    def __init__(self, hub: LocalHub, pc_id: str) -> None:
-        self.frames: list[bytes] = []
-        self._lock = threading.Lock()
-        protocol_ = hub.sessions(pc_id)[0].ws.protocol
-        passed_on = protocol_.recv_frame
-
-        def recorded(frame: Frame) -> None:  # on the hub's reader thread
-            if frame.opcode is Opcode.TEXT:
-                with self._lock:
-                    self.frames.append(bytes(frame.data))
-            passed_on(frame)
-
-        protocol_.recv_frame = recorded
-
-    def of(self, task_id: str) -> bytes:
-        """The task_result frame of ``task_id``."""
-        with self._lock:
-            found = [f for f in self.frames if json.loads(f).get("task_id") == task_id]
-        assert len(found) == 1, found
-        return found[0]
-
-
 def node_returning(make_node: Any, hub: LocalHub, *, handlers: dict[str, Any] = {}, **opts: Any) -> Any:
     """A node whose ``give`` handler returns its task's ``data["value"]``, and ``handlers``."""
     return connected_node(make_node, {"give": lambda task: task["data"]["value"], **handlers}, **opts)
 
 
 def test_a_cjk_result_reaches_the_hub_as_utf8(make_node: Any, hub: LocalHub) -> None:
-    node = node_returning(make_node, hub)
-    raw = RawFrames(hub, node.pc_id)
-    tid = hub.send_task("give", {"value": {"title": CJK, "emoji": "🐙"}})
-    assert hub.wait_result(tid)["result"] == {"title": CJK, "emoji": "🐙"}
-    frame = raw.of(tid)
-    assert CJK.encode("utf-8") in frame and "🐙".encode("utf-8") in frame and b"\\u" not in frame
-    escaped = json.dumps(json.loads(frame), separators=(",", ":")).encode("ascii")
-    assert len(frame) == len(escaped) - (6 - 3) * len(CJK) - (12 - 4)  # 3 bytes a CJK character, 4 the emoji
+    node_returning(make_node, hub)
+    value = {"title": CJK, "emoji": "🐙"}
+    received = hub.wait_result(hub.send_task("give", {"value": value}))
+    assert received["result"] == value
+    sent = {k: v for k, v in received.items() if not k.startswith("_")}
+    utf8 = len(json.dumps(sent, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    escaped = len(json.dumps(sent, separators=(",", ":")))  # what the node sent before
+    assert received["_bytes"] == utf8 == escaped - (6 - 3) * len(CJK) - (12 - 4)  # CJK: 3 bytes, not 6
 
 
 def test_a_lone_surrogate_goes_out_escaped_and_only_that_frame(make_node: Any, hub: LocalHub) -> None:
     r"""\ud800 (a valid JSON escape from the hub, echoed back) has no UTF-8 form: its frame alone is escaped."""
     node = node_returning(make_node, hub)
-    raw = RawFrames(hub, node.pc_id)
-    lone = hub.send_task("give", {"value": CJK + "\ud800"})
-    assert hub.wait_result(lone)["result"] == CJK + "\ud800"
-    after = hub.send_task("give", {"value": CJK})
-    assert hub.wait_result(after)["result"] == CJK
-    assert raw.of(lone).isascii() and b"\\ud800" in raw.of(lone)
-    assert CJK.encode("utf-8") in raw.of(after)
+    lone = hub.wait_result(hub.send_task("give", {"value": CJK + "\ud800"}))
+    after = hub.wait_result(hub.send_task("give", {"value": CJK}))
+    assert lone["result"] == CJK + "\ud800" and after["result"] == CJK
+    assert lone["_bytes"] - after["_bytes"] == (6 - 3) * len(CJK) + 6  # every character escaped, and the surrogate
     assert len(hub.connections) == 1 and node.stats()["tasks_completed"] == 2  # the same session throughout
 
 

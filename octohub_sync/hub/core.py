@@ -208,7 +208,10 @@ class LocalHub:
 
     @property
     def received(self) -> list[dict]:
-        """Every JSON object received from nodes, in order, each with an added ``_pc_id``."""
+        """Every JSON object received from nodes, in order.
+
+        Each has two keys added: ``_pc_id``, the node's, and ``_bytes``, the frame's size on the wire.
+        """
         return self._state.received
 
     @property

@@ -15,6 +15,7 @@ from collections import Counter
 from typing import Any, Callable, List, Optional, Union
 
 from octohub_sync.hub import messages
+from octohub_sync.protocol import frame_size
 from octohub_sync.hub.table import ConnectionTable, NodeSession
 
 logger = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ class HubState:
 
     @property
     def received(self) -> list[dict]:
-        """Every JSON object received from nodes, in order, each with an added ``_pc_id``."""
+        """Every JSON object received from nodes, in order, each with an added ``_pc_id`` and ``_bytes``."""
         return self._received
 
     @property
@@ -198,6 +199,7 @@ class HubState:
         resend: List[str] = []
         with self._cond:
             message["_pc_id"] = session.pc_id
+            message["_bytes"] = frame_size(frame) if isinstance(frame, str) else len(frame)
             self._received.append(message)
             self._kinds[kind] += 1
             if kind == "task_result":
