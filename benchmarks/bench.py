@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
 """Measure the node against the wire limit and print one table. Asserts nothing.
 
-    python benchmarks/bench.py                 # full run, about 90 s
-    python benchmarks/bench.py --quick         # about 30 s, for a smoke check
-    python benchmarks/bench.py --echo-only     # only the side-by-side echo table, about 35 s
-    python benchmarks/bench.py --echo-only --node-repo /tmp/scratch --set MAX_WORKERS=2
+    python benchmarks/bench.py                 # full run, about 2 minutes
+    python benchmarks/bench.py --quick         # about a minute, for a smoke check
+    python benchmarks/bench.py --echo-only     # only the side-by-side echo tables, about a minute
+    python benchmarks/bench.py --workers 16,32 # other MAX_WORKERS (the first one is the main table's)
+    python benchmarks/bench.py --echo-only --node-repo /tmp/scratch --set STABLE_AFTER=2
                                                # a modified copy of the node, other settings
 
-One run starts a LocalHub in this process, then two subjects, each its own process
+One run starts a LocalHub in this process, then the subjects, each its own process
 (own GIL) on its own pc_id: the real node (``python run_node.py``, configured by
-OCTOHUB_* variables) and a minimal loop written directly on websocket-client
-(``bench.py --minimal-loop``, see minimal_loop.py). Both face the same hub.
+OCTOHUB_* variables) with its ledger and without, the pool baseline (pool_loop.py), each
+of those at every worker count (``--workers``, default 8, 16 and 64), and a minimal loop
+written directly on websocket-client (``bench.py --minimal-loop``, see minimal_loop.py).
+All face the same hub, in the same rounds: the ratios of one run are comparable.
 
 Throughput is the best of several rounds (other processes on a shared machine only
 slow a round down; their CPU use is shown as "other processes"); CPU per task is the
@@ -47,6 +50,13 @@ HUB_SATURATED = 90.0
 #: Latency samples are taken in blocks of this many, alternating node and minimal loop.
 LATENCY_BLOCK = 100
 
+#: MAX_WORKERS of the node and of the pool baseline measured side by side: users whose handlers
+#: wait on browsers and networks run 16 to 64.
+WORKERS = (8, 16, 64)
+
+#: A typical result of a Chinese page, echoed back for the frame size on the wire (UTF-8 vs \u escapes).
+CJK_TEXT = "北京市今天天气晴朗，最高气温二十五度，空气质量良好，适宜外出。" * 10
+
 
 @dataclass
 class Plan:
@@ -68,6 +78,7 @@ class Plan:
     raw_send: bool = True
     node_repo: Path = harness.REPO
     node_settings: dict[str, Any] = field(default_factory=lambda: dict(NODE_SETTINGS))
+    workers: tuple[int, ...] = WORKERS
 
     @classmethod
     def quick(cls) -> "Plan":
@@ -87,6 +98,8 @@ class Figures:
     reconnects: list[float] = field(default_factory=list)
     ledger_bytes: Optional[int] = None
     growth: Optional[growth.Growth] = None
+    #: A CJK result's task_result frame: bytes on the wire, and as it would be with \u escapes.
+    cjk_frame: Optional[tuple[int, int]] = None
 
     @property
     def best(self) -> harness.Throughput:
@@ -94,22 +107,39 @@ class Figures:
         return max(self.rates, key=lambda t: t.rate)
 
 
-#: The subjects of the echo measurements, in the table's column order.
-ECHO_SUBJECTS = ("node", "node_mem", "pool", "minimal")
+#: The kinds of subject of the echo measurements, in the main table's column order.
+KINDS = ("node", "node_mem", "pool", "minimal")
 TITLES = {"node": "node", "node_mem": "node, no ledger", "pool": "pool baseline", "minimal": "bare loop"}
 
 
+def name(kind: str, workers: int) -> str:
+    """The subject of ``kind`` at ``workers`` (the bare loop has no workers)."""
+    return kind if kind == "minimal" else f"{kind}{workers}"
+
+
+def main_names(plan: Plan) -> list[str]:
+    """The main table's subjects: every kind at the first worker count."""
+    return [name(kind, plan.workers[0]) for kind in KINDS]
+
+
+def state_dir(workdir: str, workers: int) -> Path:
+    return Path(workdir) / f"state-{workers}"
+
+
 def subjects(plan: Plan, hub: Any, workdir: str, env_file: str) -> list[Subject]:
-    """The real node with its ledger (the program's default) and without, and the two baselines."""
-    state = str(Path(workdir) / "state")
-    return [
-        harness.node_subject(hub, "node", env_file, workdir, repo=plan.node_repo,
-                             **{"state_dir": state, **plan.node_settings}),
-        harness.node_subject(hub, "node_mem", env_file, workdir, repo=plan.node_repo,
-                             **{**plan.node_settings, "state_dir": "off"}),
-        harness.pool_subject(hub, workdir, workers=int(plan.node_settings.get("max_workers", 8))),
-        harness.minimal_subject(hub, workdir),
-    ]
+    """At each worker count the real node with its ledger (the program's default) and without, and the
+    pool baseline; then the bare loop."""
+    made = []
+    for w in plan.workers:
+        settings = {**plan.node_settings, "max_workers": w}
+        made += [
+            harness.node_subject(hub, name("node", w), env_file, workdir, repo=plan.node_repo,
+                                 **{"state_dir": str(state_dir(workdir, w)), **settings}),
+            harness.node_subject(hub, name("node_mem", w), env_file, workdir, repo=plan.node_repo,
+                                 **{**settings, "state_dir": "off"}),
+            harness.pool_subject(hub, workdir, workers=w, name=name("pool", w)),
+        ]
+    return made + [harness.minimal_subject(hub, workdir)]
 
 
 def measure(plan: Plan, hub: Any, workdir: str, env_file: str, started: list[Subject]) -> dict[str, Figures]:
@@ -119,10 +149,31 @@ def measure(plan: Plan, hub: Any, workdir: str, env_file: str, started: list[Sub
         started.append(s.start())
     for s in echo:
         s.wait_ready(hub)
+    figs = measure_echo(plan, hub, echo)
+    if not plan.echo_only:
+        by_name = {s.name: s for s in echo}
+        node, node_mem, pool, minimal = (by_name[n] for n in main_names(plan))
+        measure_node(plan, hub, workdir, env_file, started, by_name, figs[node.name])
+        figs[node.name].growth = grown = growth.Growth()
+        grown.payloads = growth.payloads(hub, [node_mem, pool, minimal], plan.payload_scale)
+        deep = harness.node_subject(hub, "queue", env_file, workdir, repo=plan.node_repo,
+                                    **{**plan.node_settings, "state_dir": "off", "max_pending": growth.QUEUED,
+                                       "app": "bench_app"})
+        started.append(deep.start())
+        deep.wait_ready(hub)
+        grown.queue_rss, grown.queue_seconds = growth.deep_queue(hub, deep)
+        deep.stop()
+        grown.long_run = growth.long_run(hub, node, plan.long_tasks, plan.long_chunk)
+        figs[node.name].ledger_bytes = harness.ledger_bytes(state_dir(workdir, plan.workers[0]))
+    return figs
+
+
+def measure_echo(plan: Plan, hub: Any, echo: list[Subject]) -> dict[str, Figures]:
+    """Idle usage, echo throughput and latency of every subject, in the same rounds; the CJK frame size."""
     figs = {s.name: Figures() for s in echo}
     # Idle first, all at once: an idle process does not disturb the others.
-    for name, usage in harness.idle_usage(echo, plan.idle_s).items():
-        figs[name].idle = usage
+    for subject, usage in harness.idle_usage(echo, plan.idle_s).items():
+        figs[subject].idle = usage
     raw = plan.raw_send
     for s in echo:  # warm-up: pool threads, allocator, socket buffers
         harness.echo_throughput(hub, s, min(plan.tasks, 1000), plan.inflight, "warm", raw=raw)
@@ -138,28 +189,22 @@ def measure(plan: Plan, hub: Any, workdir: str, env_file: str, started: list[Sub
             figs[s.name].latency += harness.echo_latency(hub, s, n, f"l{block}", raw=raw)
     for s in echo:
         figs[s.name].loaded = harness.snapshot(s)
-    if plan.echo_only:
-        return figs
-    node = echo[0]
-    figs["node"].reconnects = harness.reconnect_times(hub, node, plan.drops, settle=1.3)
-    wide = harness.node_subject(hub, "node16", env_file, workdir, repo=plan.node_repo,
-                                **{**plan.node_settings, "state_dir": "off", "max_workers": plan.sleeps})
-    started.append(wide.start())
-    wide.wait_ready(hub)
-    figs["node"].sleep_wall = harness.sleep_wall(hub, wide, plan.sleeps, plan.sleep_s)
-    wide.stop()
-    figs["node"].growth = grown = growth.Growth()
-    grown.payloads = growth.payloads(hub, [echo[1], echo[2], echo[3]], plan.payload_scale)
-    deep = harness.node_subject(hub, "queue", env_file, workdir, repo=plan.node_repo,
-                                **{**plan.node_settings, "state_dir": "off", "max_pending": growth.QUEUED,
-                                   "app": "bench_app"})
-    started.append(deep.start())
-    deep.wait_ready(hub)
-    grown.queue_rss, grown.queue_seconds = growth.deep_queue(hub, deep)
-    deep.stop()
-    grown.long_run = growth.long_run(hub, node, plan.long_tasks, plan.long_chunk)
-    figs["node"].ledger_bytes = harness.ledger_bytes(Path(workdir) / "state")
+    node_mem = next(s for s in echo if s.name == main_names(plan)[1])
+    figs[main_names(plan)[0]].cjk_frame = harness.frame_bytes(hub, node_mem, CJK_TEXT)
     return figs
+
+
+def measure_node(plan: Plan, hub: Any, workdir: str, env_file: str, started: list[Subject],
+                 by_name: dict[str, Subject], figs: Figures) -> None:
+    """The node's own figures: reconnect times, and sleep tasks on as many workers."""
+    figs.reconnects = harness.reconnect_times(hub, by_name[main_names(plan)[0]], plan.drops, settle=1.3)
+    wide = by_name.get(name("node_mem", plan.sleeps))  # already running at that worker count
+    if wide is None:
+        wide = harness.node_subject(hub, "sleep", env_file, workdir, repo=plan.node_repo,
+                                    **{**plan.node_settings, "state_dir": "off", "max_workers": plan.sleeps})
+        started.append(wide.start())
+        wide.wait_ready(hub)
+    figs.sleep_wall = harness.sleep_wall(hub, wide, plan.sleeps, plan.sleep_s)
 
 
 def run(plan: Plan) -> dict[str, Figures]:
@@ -201,7 +246,7 @@ def _target(metric: str, value: float, target: str, met: bool) -> str:
 
 
 def _echo_rows(plan: Plan, figs: dict[str, Figures]) -> list[str]:
-    cols = [figs[name] for name in ECHO_SUBJECTS]
+    cols = [figs[n] for n in main_names(plan)]
     p = harness.percentile
     return [
         _row(f"echo throughput, {plan.inflight} in flight (best)", *(f"{f.best.rate:,.0f} /s" for f in cols)),
@@ -225,7 +270,7 @@ def _loaded(f: Figures) -> list[float]:
 
 
 def _usage_rows(plan: Plan, figs: dict[str, Figures]) -> list[str]:
-    cols = [figs[name] for name in ECHO_SUBJECTS]
+    cols = [figs[n] for n in main_names(plan)]
     assert all(f.idle and f.loaded for f in cols)
     return [
         _row(f"idle CPU over {plan.idle_s:g} s", *(f"{f.idle.cpu_percent:.2f} %" for f in cols)),  # type: ignore[union-attr]
@@ -234,21 +279,47 @@ def _usage_rows(plan: Plan, figs: dict[str, Figures]) -> list[str]:
     ]
 
 
-def _targets(plan: Plan, figs: dict[str, Figures]) -> list[str]:
-    node, mem, pool, bare = (figs[name] for name in ECHO_SUBJECTS)
-    p50 = lambda f: harness.percentile(f.latency, 50)  # noqa: E731
-    n = figs["node"]
-    lines = [
-        _target("throughput: node without ledger / pool baseline", mem.best.rate / pool.best.rate, ">= 0.9x",
-                mem.best.rate / pool.best.rate >= 0.9),
-        _target("throughput: node with ledger / without", node.best.rate / mem.best.rate, ">= 0.85x",
-                node.best.rate / mem.best.rate >= 0.85),
-        _target("latency p50: node without ledger / bare loop", p50(mem) / p50(bare), "<= 1.3x",
-                p50(mem) / p50(bare) <= 1.3),
-        _target("latency p50: node with ledger / bare loop", p50(node) / p50(bare), "-", True),
-        _target("CPU per task: node without ledger / pool baseline",
-                mem.best.cpu_us_per_task / pool.best.cpu_us_per_task, "-", True),
+def _p50(f: Figures) -> float:
+    return harness.percentile(f.latency, 50)
+
+
+def _worker_rows(plan: Plan, figs: dict[str, Figures]) -> list[str]:
+    """Every kind at every worker count, side by side, and the ratios the issue's targets are about."""
+    at = lambda kind, w: figs[name(kind, w)]  # noqa: E731
+    bare = figs["minimal"]
+    lines = [f"by MAX_WORKERS (echo, {plan.inflight} in flight, best round; p50 with 1 in flight)",
+             _row("", *(f"{w} workers" for w in plan.workers)), "-" * (42 + 17 * len(plan.workers))]
+    for kind in KINDS[:3]:
+        lines += [_row(f"{TITLES[kind]}: tasks/s", *(f"{at(kind, w).best.rate:,.0f} /s" for w in plan.workers)),
+                  _row("  CPU per task", *(f"{at(kind, w).best.cpu_us_per_task:.0f} us" for w in plan.workers)),
+                  _row("  latency p50, 1 in flight", *(_ms(_p50(at(kind, w))) for w in plan.workers))]
+    ratios = [
+        ("tasks/s: node, no ledger / pool", lambda w: at("node_mem", w).best.rate / at("pool", w).best.rate, ">= 0.95x",
+         lambda x: x >= 0.95),
+        ("tasks/s: node / node, no ledger", lambda w: at("node", w).best.rate / at("node_mem", w).best.rate,
+         ">= 0.85x", lambda x: x >= 0.85),
+        ("CPU per task: node, no ledger / pool",
+         lambda w: at("node_mem", w).best.cpu_us_per_task / at("pool", w).best.cpu_us_per_task, "-", None),
+        ("p50, 1 in flight: node, no ledger / bare", lambda w: _p50(at("node_mem", w)) / _p50(bare), "<= 1.3x",
+         lambda x: x <= 1.3),
+        ("p50, 1 in flight: node / bare loop", lambda w: _p50(at("node", w)) / _p50(bare), "-", None),
+        ("p50, 1 in flight: pool / bare loop", lambda w: _p50(at("pool", w)) / _p50(bare), "-", None),
     ]
+    lines += ["", _row("ratios (figures, not tests)", *(f"{w} workers" for w in plan.workers)) + "   target"]
+    for label, ratio, target, met in ratios:
+        values = [ratio(w) for w in plan.workers]
+        verdict = "" if met is None else ("met" if all(met(v) for v in values) else "NOT MET")
+        lines.append(_row(label, *(f"{v:.2f}x" for v in values)) + f"   {target:<9} {verdict}")
+    return lines
+
+
+def _targets(plan: Plan, figs: dict[str, Figures]) -> list[str]:
+    n = figs[main_names(plan)[0]]
+    lines = []
+    if n.cjk_frame is not None:
+        utf8, escaped = n.cjk_frame
+        lines.append(f"{f'CJK result frame ({len(CJK_TEXT)} characters), bytes':<52} {utf8:>6,}   "
+                     f"(as \\u escapes: {escaped:,}, {utf8 / escaped:.2f}x)")
     rss = max(n.idle.rss_mb, n.loaded.rss_mb)  # type: ignore[union-attr]
     lines.append(f"{'node RSS':<52} {rss:>6.1f} MB  < 40 MB       {'met' if rss < 40 else 'NOT MET'}")
     if not plan.echo_only:
@@ -265,13 +336,17 @@ def _targets(plan: Plan, figs: dict[str, Figures]) -> list[str]:
 
 
 def table(plan: Plan, figs: dict[str, Figures]) -> str:
-    lines = [_row("metric", *(TITLES[name] for name in ECHO_SUBJECTS)), "-" * (42 + 17 * len(ECHO_SUBJECTS))]
+    names = main_names(plan)
+    lines = [_row(f"metric ({plan.workers[0]} workers)", *(TITLES[kind] for kind in KINDS)),
+             "-" * (42 + 17 * len(KINDS))]
     lines += _echo_rows(plan, figs)
     lines += _usage_rows(plan, figs)
-    lines += ["", "targets (figures, not tests):"] + _targets(plan, figs)
-    grown = figs["node"].growth
+    lines += [""] + _worker_rows(plan, figs)
+    lines += ["", "other figures:"] + _targets(plan, figs)
+    grown = figs[names[0]].growth
     if grown is not None:
-        lines += [""] + growth.rows(grown, TITLES, ["node_mem", "pool", "minimal"])
+        titles = {n: TITLES[kind] for n, kind in zip(names, KINDS)}
+        lines += [""] + growth.rows(grown, titles, names[1:])
     bare = figs["minimal"]
     if bare.best.hub_cpu >= HUB_SATURATED:
         lines.append(f"\nnote: the hub (bench process) used {bare.best.hub_cpu:.0f} % of a core in the bare loop's best "
@@ -289,7 +364,8 @@ def header(plan: Plan) -> str:
     return (f"octohub_sync benchmark: Python {platform.python_version()}, {os.cpu_count()} CPUs (load avg {load}), "
             f"websocket-client {websocket.__version__}, hub on websockets {websockets.__version__}\n"
             f"node: run_node.py{where}, defaults + {settings} LOG_LEVEL=WARNING STATUS_INTERVAL=0\n"
-            f"node: with its ledger (the program's default) and with OCTOHUB_STATE_DIR=off\n"
+            f"node: with its ledger (the program's default) and with OCTOHUB_STATE_DIR=off; "
+            f"node and pool baseline at MAX_WORKERS={', '.join(map(str, plan.workers))}\n"
             f"pool baseline: WebSocketApp + ThreadPoolExecutor(MAX_WORKERS), no features (pool_loop.py)\n"
             f"bare loop: one thread on websocket.create_connection: recv, json.loads, json.dumps, send\n"
             f"echo: {plan.rounds} rounds x {plan.tasks} tasks per subject, {plan.inflight} outstanding; "
@@ -304,6 +380,16 @@ def _setting(text: str) -> tuple[str, str]:
     return name.lower().removeprefix("octohub_"), value
 
 
+def _workers(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"worker counts must be positive, got {text!r}")
+    return counts
+
+
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short run (smoke check, noisier figures)")
@@ -312,9 +398,11 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--echo-only", action="store_true", help="only throughput, latency and usage")
     parser.add_argument("--hub-send-task", action="store_true",
                         help="send echo tasks with hub.send_task (slower hub) instead of pre-serialised send_raw")
+    parser.add_argument("--workers", type=_workers, help="MAX_WORKERS of the node and the pool, comma-separated "
+                        "(default 8,16,64; the first is the main table's)")
     parser.add_argument("--node-repo", type=Path, help="run the node from this copy of the repo (the hub stays ours)")
     parser.add_argument("--set", type=_setting, action="append", default=[], metavar="NAME=VALUE",
-                        help="extra node setting, e.g. --set MAX_WORKERS=2 (repeatable)")
+                        help="extra node setting, e.g. --set MAX_PENDING=64 (repeatable; MAX_WORKERS is --workers)")
     parser.add_argument("--minimal-loop", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--pool-loop", type=int, metavar="WORKERS", help=argparse.SUPPRESS)
     parser.add_argument("--api", help=argparse.SUPPRESS)
@@ -344,6 +432,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     plan.raw_send = not args.hub_send_task
     plan.node_repo = (args.node_repo or harness.REPO).resolve()
     plan.node_settings.update(dict(args.set))
+    plan.workers = args.workers or plan.workers
     print(header(plan), flush=True)
     t0 = time.monotonic()
     figs = run(plan)

@@ -5,6 +5,7 @@ Everything that measures lives in the bench process next to the in-process
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -26,8 +27,9 @@ if str(REPO) not in sys.path:
 from octohub_sync.hub import LocalHub  # noqa: E402
 
 __all__ = [
-    "REPO", "Subject", "Throughput", "Usage", "echo_latency", "echo_throughput", "idle_usage", "ledger_bytes",
-    "minimal_subject", "node_subject", "pool_subject", "reconnect_times", "send_echo", "sleep_wall", "snapshot",
+    "REPO", "Subject", "Throughput", "Usage", "echo_latency", "echo_throughput", "frame_bytes", "idle_usage",
+    "ledger_bytes", "minimal_subject", "node_subject", "pool_subject", "reconnect_times", "send_echo", "sleep_wall",
+    "snapshot",
 ]
 
 #: Seconds without a single new result before a load run is declared stuck.
@@ -127,9 +129,9 @@ def minimal_subject(hub: LocalHub, workdir: str) -> Subject:
     return _baseline(hub, workdir, "minimal", ["--minimal-loop"])
 
 
-def pool_subject(hub: LocalHub, workdir: str, workers: int) -> Subject:
+def pool_subject(hub: LocalHub, workdir: str, workers: int, name: str = "pool") -> Subject:
     """The obvious WebSocketApp + thread pool node, ``python benchmarks/bench.py --pool-loop N``."""
-    return _baseline(hub, workdir, "pool", ["--pool-loop", str(workers)])
+    return _baseline(hub, workdir, name, ["--pool-loop", str(workers)])
 
 
 def _baseline(hub: LocalHub, workdir: str, name: str, flags: list[str]) -> Subject:
@@ -253,6 +255,15 @@ def echo_latency(hub: LocalHub, subject: Subject, n: int, tag: str, *, raw: bool
             raise RuntimeError(f"no result for {tid} within {STALL_TIMEOUT} s")
         times.append(time.perf_counter() - t0)
     return times
+
+
+def frame_bytes(hub: LocalHub, subject: Subject, pad: str) -> tuple[int, int]:
+    """The task_result frame of one echo of ``pad``: its bytes on the wire (the hub's ``_bytes``),
+    and its bytes with every non-ASCII character written as a ``\\u`` escape."""
+    tid = send_echo(hub, subject.pc_id, f"{subject.name}-frame", 0, pad=pad)
+    received = hub.wait_result(tid, STALL_TIMEOUT)
+    sent = {key: value for key, value in received.items() if not key.startswith("_")}
+    return received["_bytes"], len(json.dumps(sent, separators=(",", ":")))
 
 
 def sleep_wall(hub: LocalHub, subject: Subject, n: int, seconds: float) -> float:

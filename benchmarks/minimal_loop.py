@@ -30,7 +30,7 @@ def _ws_url(api: str, key: str, pc_id: str) -> str:
 
 def _dumps(obj: object) -> str:
     # Same options as octohub_sync.protocol._dumps, so both sides pay for the same JSON.
-    return json.dumps(obj, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 def _answer(message: dict) -> str:

@@ -5,6 +5,7 @@
     python benchmarks/profile_node.py          # ~20 s; prints the summary
     python benchmarks/profile_node.py --gil    # only samples of the thread holding the GIL
     python benchmarks/profile_node.py --counts     # locks, wake-ups, system calls per task: node vs pool
+    python benchmarks/profile_node.py --counts --workers 64    # the same with MAX_WORKERS=64 (both)
 
 Starts a LocalHub and the real node (``run_node.py``, same settings as bench.py),
 keeps 200 echo tasks in flight, and records the node with ``py-spy record --format raw``
@@ -110,14 +111,14 @@ def _load(hub: object, node: harness.Subject, stop: threading.Event) -> int:
     return done
 
 
-def record(seconds: float, gil: bool, out: Path, spy: str, repo: Path) -> None:
+def record(seconds: float, gil: bool, out: Path, spy: str, repo: Path, workers: int) -> None:
     from octohub_sync.hub import LocalHub
 
     hub = LocalHub(secrets.token_hex(16)).start()
     workdir = tempfile.mkdtemp(prefix="octohub-prof-")
     env_file = str(Path(workdir) / "empty.env")
     Path(env_file).write_text("")
-    node = harness.node_subject(hub, "node", env_file, workdir, repo=repo, **NODE_SETTINGS)
+    node = harness.node_subject(hub, "node", env_file, workdir, repo=repo, **NODE_SETTINGS, max_workers=workers)
     try:
         node.start().wait_ready(hub)
         harness.echo_throughput(hub, node, 2000, 200, "warm")
@@ -139,7 +140,7 @@ def record(seconds: float, gil: bool, out: Path, spy: str, repo: Path) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def counts(tasks: int, repo: Path) -> None:
+def counts(tasks: int, repo: Path, workers: int) -> None:
     """Per echo task: lock acquisitions, thread wake-ups and system calls, of the node and the pool baseline.
 
     Each runs under lock_counter.py (a profiling build that counts lock acquisitions) and
@@ -151,8 +152,8 @@ def counts(tasks: int, repo: Path) -> None:
     workdir = tempfile.mkdtemp(prefix="octohub-prof-")
     env_file = str(Path(workdir) / "empty.env")
     Path(env_file).write_text("")
-    subjects = [harness.node_subject(hub, "node", env_file, workdir, repo=repo, **NODE_SETTINGS),
-                harness.pool_subject(hub, workdir, 8)]
+    subjects = [harness.node_subject(hub, "node", env_file, workdir, repo=repo, **NODE_SETTINGS, max_workers=workers),
+                harness.pool_subject(hub, workdir, workers)]
     table: dict[str, dict[str, float]] = {}
     try:
         for s in subjects:
@@ -180,7 +181,8 @@ def counts(tasks: int, repo: Path) -> None:
         hub.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     names = [s.name for s in subjects]
-    print(f"per echo task ({tasks} tasks, 200 in flight; lock_counter.py + strace -f, so slowed down)")
+    print(f"per echo task ({tasks} tasks, 200 in flight, MAX_WORKERS={workers}; lock_counter.py + strace -f, "
+          "so slowed down)")
     print(f"{'':<28}" + "".join(f"{n:>10}" for n in names))
     keys = ["lock acquisitions", "locks created", "thread wake-ups", "system calls"]
     keys += sorted({k for row in table.values() for k in row} - set(keys),
@@ -230,16 +232,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--counts", action="store_true",
                         help="count lock acquisitions, wake-ups and system calls per task, node vs pool baseline")
     parser.add_argument("--summarise", type=Path, metavar="RAW", help="only summarise an existing raw file")
+    parser.add_argument("--workers", type=int, default=8, help="MAX_WORKERS of the node and the pool (default 8)")
     args = parser.parse_args(argv)
     if args.counts:
-        counts(5000, args.node_repo.resolve())
+        counts(5000, args.node_repo.resolve(), args.workers)
         return 0
     if args.summarise is None:
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         if not Path(spy).exists():
             print("py-spy not found: pip install py-spy", file=sys.stderr)
             return 2
-        record(args.seconds, args.gil, args.out, spy, args.node_repo.resolve())
+        record(args.seconds, args.gil, args.out, spy, args.node_repo.resolve(), args.workers)
     raw = Path(args.summarise or args.out).read_text()
     print(summarise(parse(raw)))
     return 0

@@ -14,8 +14,8 @@ from typing import Any, Mapping, NamedTuple, Optional
 
 from .exceptions import ProtocolError
 
-__all__ = ["FEATURES", "Dialect", "FrameTooLarge", "Message", "Task", "decode", "parse_cancel", "parse_task",
-           "peek_task_id"]
+__all__ = ["FEATURES", "Dialect", "FrameTooLarge", "Message", "Task", "decode", "frame_size", "parse_cancel",
+           "parse_task", "peek_task_id"]
 
 #: Longest task_id accepted; a longer one is treated as unusable rather than cached.
 MAX_TASK_ID = 256
@@ -77,11 +77,7 @@ def decode(frame: str | bytes, *, max_bytes: int) -> Message:
         ProtocolError: the frame is too large, not UTF-8, not JSON, not an object,
             or names no kind.
     """
-    if isinstance(frame, str):
-        # max_bytes counts bytes; a character takes up to 4 of them in UTF-8.
-        size = len(frame) if frame.isascii() else len(frame.encode("utf-8", "surrogatepass"))
-    else:
-        size = len(frame)
+    size = frame_size(frame) if isinstance(frame, str) else len(frame)
     if size > max_bytes:
         raise FrameTooLarge(f"frame of {size} bytes exceeds OCTOHUB_MAX_MESSAGE_BYTES={max_bytes}")
     if isinstance(frame, (bytes, bytearray)):
@@ -183,15 +179,32 @@ def parse_cancel(msg: Message) -> tuple[str, Optional[str]]:
     return task_id, reason[:MAX_TEXT] if isinstance(reason, str) and reason else None
 
 
+def frame_size(frame: str) -> int:
+    """Bytes of a text frame on the wire: its UTF-8 length (a character takes 1 to 4 bytes).
+
+    A lone surrogate, which has no UTF-8 form, counts as the 3 bytes ``surrogatepass`` gives it.
+    """
+    return len(frame) if frame.isascii() else len(frame.encode("utf-8", "surrogatepass"))
+
+
 def _dumps(obj: Mapping[str, Any]) -> str:
-    # ensure_ascii: a lone surrogate (it can arrive as a "\ud800" escape and be echoed back) has
-    # no UTF-8 form and would make the send fail; escaped, every frame is plain ASCII. It is also
-    # the C encoder's fastest path. allow_nan=False: NaN and Infinity are not JSON.
-    return _ENCODER.encode(obj)
+    # UTF-8, not \u escapes: CJK text takes 3 bytes a character instead of 6 (docs/protocol.md §3.1).
+    # allow_nan=False: NaN and Infinity are not JSON.
+    text = _ENCODER.encode(obj)
+    if text.isascii():  # the common case, at no cost: isascii() reads a flag of the string
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (it can arrive as a "\ud800" escape and be echoed back) has no UTF-8
+        # form: websocket-client's send would fail and drop the connection. Escaped, it is ASCII.
+        return _ASCII_ENCODER.encode(obj)
+    return text
 
 
-# One encoder for the process: json.dumps() with options builds a new JSONEncoder on every call.
-_ENCODER = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+# One encoder each for the process: json.dumps() with options builds a new JSONEncoder on every call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_ASCII_ENCODER = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":"))
 
 
 def node_ready(pc_id: str, *, task_types: list[str], capacity: int) -> str:

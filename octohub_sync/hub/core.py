@@ -6,7 +6,6 @@ that tests read as a reference; its servers and its state are apart (servers.py,
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import secrets
 import ssl
@@ -213,7 +212,10 @@ class LocalHub:
 
     @property
     def received(self) -> list[dict]:
-        """Every JSON object received from nodes, in order, each with an added ``_pc_id``."""
+        """Every JSON object received from nodes, in order.
+
+        Each has two keys added: ``_pc_id``, the node's, and ``_bytes``, the frame's size on the wire.
+        """
         return self._state.received
 
     @property
@@ -285,7 +287,7 @@ class LocalHub:
         if task_id is None:
             task_id = f"task_{self._run}_{next(self._task_ids)}"
         message = messages.task(task_id, task_type, data, timeout=timeout, extra=extra)
-        self._state.add_task(task_id, pc_id, json.dumps(message, ensure_ascii=False))
+        self._state.add_task(task_id, pc_id, messages.dumps(message))
         return task_id
 
     def send_task_at_close(self, task_type: str, data: Any = None, *, task_id: Optional[str] = None,
@@ -308,7 +310,7 @@ class LocalHub:
         if task_id is None:
             task_id = f"task_{self._run}_{next(self._task_ids)}"
         message = messages.task(task_id, task_type, data)
-        self._state.add_task(task_id, pc_id, json.dumps(message, ensure_ascii=False), at_close=answer_after)
+        self._state.add_task(task_id, pc_id, messages.dumps(message), at_close=answer_after)
         return task_id
 
     def skip_pongs(self, count: int, *, prefix: bytes = b"octohub-ack:", pc_id: Optional[str] = None) -> None:
@@ -359,7 +361,7 @@ class LocalHub:
         Raises:
             ConnectionError: no such node is connected, or the send failed.
         """
-        self._state.send(pc_id, json.dumps(message, ensure_ascii=False))
+        self._state.send(pc_id, messages.dumps(message))
 
     def send_raw(self, frame: Union[str, bytes], pc_id: Optional[str] = None) -> None:
         """Send one exact frame (bytes go as a binary frame).

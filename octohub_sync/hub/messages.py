@@ -4,6 +4,7 @@ No I/O here: the servers decide *when* to send, this module decides *what*.
 """
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any, Mapping
 
@@ -13,6 +14,7 @@ __all__ = [
     "REPLACED_REASON",
     "SEED",
     "connected",
+    "dumps",
     "kind_of",
     "ping",
     "reply_to",
@@ -24,6 +26,20 @@ __all__ = [
 SEED = "seed"
 GO = "go"
 DIALECTS = (SEED, GO)
+
+def dumps(message: Mapping[str, Any]) -> str:
+    """A message as the text of a frame: UTF-8 JSON, as the Go server writes it.
+
+    A lone surrogate (a test may send ``"\\ud800"``) has no UTF-8 form, and websockets could not
+    send the frame: such a message is written all ASCII instead, with ``\\u`` escapes.
+    """
+    text = json.dumps(message, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(message)
+    return text
+
 
 #: Reason the Go server gives when a newer connection with the same pc_id evicts an old one.
 REPLACED_REASON = "新连接建立"

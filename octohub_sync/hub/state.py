@@ -15,6 +15,7 @@ from collections import Counter
 from typing import Any, Callable, List, Optional, Union
 
 from octohub_sync.hub import messages
+from octohub_sync.protocol import frame_size
 from octohub_sync.hub.table import ConnectionTable, NodeSession
 
 logger = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ class HubState:
 
     @property
     def received(self) -> list[dict]:
-        """Every JSON object received from nodes, in order, each with an added ``_pc_id``."""
+        """Every JSON object received from nodes, in order, each with an added ``_pc_id`` and ``_bytes``."""
         return self._received
 
     @property
@@ -147,7 +148,7 @@ class HubState:
     def _evict(self, old: NodeSession) -> None:
         logger.info("new connection for %s replaces the previous one", old.pc_id)
         if self._notify_replaced:
-            self._send_quietly(old, json.dumps(messages.replaced(self._dialect), ensure_ascii=False))
+            self._send_quietly(old, messages.dumps(messages.replaced(self._dialect)))
         old.ws.close_socket()
 
     def mark_greeted(self, session: NodeSession) -> None:
@@ -198,6 +199,7 @@ class HubState:
         resend: List[str] = []
         with self._cond:
             message["_pc_id"] = session.pc_id
+            message["_bytes"] = frame_size(frame) if isinstance(frame, str) else len(frame)
             self._received.append(message)
             self._kinds[kind] += 1
             if kind == "task_result":
@@ -213,7 +215,7 @@ class HubState:
             self._send_quietly(session, task_frame)
         reply = messages.reply_to(self._dialect, message, self._clock())
         if reply is not None:
-            self._send_quietly(session, json.dumps(reply, ensure_ascii=False))
+            self._send_quietly(session, messages.dumps(reply))
 
     def _record_result(self, message: dict) -> None:
         task_id = message.get("task_id")

@@ -286,7 +286,7 @@ class WsServer:
         logger.info("node %s connected", pc_id)
         hello = messages.connected(self._dialect, pc_id, uuid.uuid4().hex, self._clock())
         try:
-            connection.send(json.dumps(hello, ensure_ascii=False))
+            connection.send(messages.dumps(hello))
             state.mark_greeted(session)
             for frame in connection:
                 state.on_frame(session, frame)
