@@ -282,10 +282,11 @@ class TaskRunner:
             error = f"ResultNotSerializable: handler returned {type(result).__name__}, not JSON ({exc})"
             self._log.warning("task %s (%s): %s", task.task_id, task.task_type, error)
             return protocol.task_failed(task.task_id, error), False
-        if self._max_result_bytes and protocol.frame_size(frame) > self._max_result_bytes:
+        size = protocol.frame_size(frame) if self._max_result_bytes else 0
+        if size > self._max_result_bytes:
             # A hub that enforces its message size limit resets the connection on a larger frame,
             # and the result would be lost on every attempt.
-            error = f"ResultTooLarge: {len(frame)} bytes (limit {self._max_result_bytes}, OCTOHUB_MAX_RESULT_BYTES)"
+            error = f"ResultTooLarge: {size} bytes (limit {self._max_result_bytes}, OCTOHUB_MAX_RESULT_BYTES)"
             self._log.warning("task %s (%s): %s", task.task_id, task.task_type, error)
             return protocol.task_failed(task.task_id, error), False
         return frame, True
