@@ -32,6 +32,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--latency", type=int, default=500, help="sequential tasks for latency (default 500)")
     parser.add_argument("--ledger", action="store_true", help="run each variant with a ledger (OCTOHUB_STATE_DIR)")
     parser.add_argument("--inflight", type=int, default=200, help="echo tasks outstanding (default 200)")
+    parser.add_argument("--workers", type=int, default=8, help="the nodes' MAX_WORKERS and the pool's (default 8)")
     args = parser.parse_args(argv)
     from octohub_sync.hub import LocalHub
 
@@ -43,9 +44,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             Path(env_file).write_text("")
             for i, repo in enumerate(args.repos):
                 name = f"v{i}-{repo.resolve().name}"
-                settings = dict(NODE_SETTINGS, state_dir=str(Path(workdir) / f"state-{i}")) if args.ledger else NODE_SETTINGS
+                settings = dict(NODE_SETTINGS, max_workers=args.workers)
+                if args.ledger:
+                    settings["state_dir"] = str(Path(workdir) / f"state-{i}")
                 subjects.append(harness.node_subject(hub, name, env_file, workdir, repo=repo.resolve(), **settings))
-            subjects.append(harness.pool_subject(hub, workdir, 8))
+            subjects.append(harness.pool_subject(hub, workdir, args.workers))
             subjects.append(harness.minimal_subject(hub, workdir))
             try:
                 for s in subjects:
