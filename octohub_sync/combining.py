@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from typing import Callable
+from typing import Callable, Optional
 
 from .outbox import Result
 
@@ -73,33 +73,42 @@ class SendQueue:
 
     def put(self, results: list[Result]) -> None:
         """Send ``results`` on this thread, or leave them to the thread sending now."""
-        if self._enqueue(results):
-            self._drain()
+        batch = self._enqueue(results)
+        if batch is not None:
+            self._drain(batch)
 
     def put_later(self, results: list[Result]) -> None:
         """As :meth:`put`, but the send thread sends them if nobody is sending now."""
-        if self._enqueue(results):
-            self._post(self._drain)
+        batch = self._enqueue(results)
+        if batch is not None:
+            self._post(lambda: self._drain(batch))
 
-    def _enqueue(self, results: list[Result]) -> bool:
-        """Queue results; True if the caller must now see to sending them (nobody else sends)."""
+    def _enqueue(self, results: list[Result]) -> Optional[list[Result]]:
+        """Queue results; if nobody sends now, the caller sends: then the results to send first
+        (those a raising send left queued, then these), taken under the same lock."""
         with self._lock:
-            self._queue.extend(results)
             if self._sending:
-                return False
+                self._queue.extend(results)
+                return None
             self._sending = True
-            return True
+            if not self._queue:
+                return results
+            batch = list(self._queue) + results
+            self._queue.clear()
+            return batch
 
-    def _drain(self) -> None:
-        """Send what the queue holds until it is empty (only the thread that set ``_sending``)."""
+    def _drain(self, batch: Optional[list[Result]] = None) -> None:
+        """Send ``batch``, then what the queue holds until it is empty (only the thread that set
+        ``_sending``)."""
         queue = self._queue
         while True:
-            with self._lock:
-                if not queue:
-                    self._leave()
-                    return
-                batch = list(queue)
-                queue.clear()
+            if batch is None:
+                with self._lock:
+                    if not queue:
+                        self._leave()
+                        return
+                    batch = list(queue)
+                    queue.clear()
             done = 0
             try:
                 for chunk in self._chunks(batch):
@@ -110,6 +119,7 @@ class SendQueue:
                     self._keep(batch[done:])
                     with self._lock:
                         self._leave()
+            batch = None
 
     def _leave(self) -> None:
         """The sending thread leaves (lock held)."""

@@ -121,10 +121,16 @@ class TaskBoard:
         # An isolated handler's hard stop kills its child (see the module docstring).
         run.kill, run.pid_of = getattr(handler, "kill", None), getattr(handler, "pid_of", None)
         run.began, run.began_mono = time.time(), time.monotonic()
+        if not self._tasks.grace:  # no hard stop without a grace: nobody decides on the thread, no lock
+            run.thread = threading.get_ident()
+            return
         with self._lock:
             run.thread = threading.get_ident()
 
     def _disarm(self, run: TaskRun) -> None:
+        if not self._tasks.grace:
+            run.thread = None
+            return
         with self._lock:
             ident, run.thread = run.thread, None
             if ident is not None and run.hard_stopped and run.kill is None:

@@ -377,6 +377,26 @@ def test_the_stops_last_sending_sends_what_a_raising_send_left_queued() -> None:
     assert sorted(m["task_id"] for m in conn.sent) == ["a", "queued"] and delivery.waiting() == 0
 
 
+def test_the_next_sender_sends_what_a_raising_send_left_queued_before_its_own() -> None:
+    delivery = make_delivery(Stats())
+    conn = RecordingConnection()
+    delivery.link.attach(conn)  # type: ignore[arg-type]
+    delivery.mark_ready()
+    original = delivery._queue._send
+
+    def queues_one_more_then_breaks(results: list[Result]) -> None:
+        delivery._queue._send = original  # type: ignore[method-assign]
+        delivery.deliver("queued", result_frame("queued"))  # another worker's, queued meanwhile
+        raise RuntimeError("bug in the send path")
+
+    delivery._queue._send = queues_one_more_then_breaks  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        delivery.deliver("a", result_frame("a"))
+    assert len(delivery._queue) == 1
+    delivery.deliver("b", result_frame("b"))  # the next worker becomes the sender: the leftover goes first
+    assert [m["task_id"] for m in conn.sent][-2:] == ["queued", "b"] and len(delivery._queue) == 0
+
+
 def test_a_result_that_lands_in_the_outbox_of_a_ready_connection_does_not_wait_for_the_next_one() -> None:
     delivery = make_delivery(Stats())
     conn = RecordingConnection()
