@@ -357,7 +357,8 @@ def test_the_stops_last_sending_waits_for_a_thread_still_sending_and_what_queued
     assert [m["task_id"] for m in conn.sent] == ["refused", "held"] and delivery.waiting() == 0
 
 
-def test_the_stops_last_sending_sends_what_a_raising_send_left_queued() -> None:
+def raising_send_left_one_queued() -> tuple[ResultDelivery, RecordingConnection]:
+    """A ready delivery whose send of "a" raised (a bug of ours) after another worker queued "queued"."""
     delivery = make_delivery(Stats())
     conn = RecordingConnection()
     delivery.link.attach(conn)  # type: ignore[arg-type]
@@ -373,26 +374,17 @@ def test_the_stops_last_sending_sends_what_a_raising_send_left_queued() -> None:
     with pytest.raises(RuntimeError):
         delivery.deliver("a", result_frame("a"))
     assert len(delivery._queue) == 1  # nobody sends it now
+    return delivery, conn
+
+
+def test_the_stops_last_sending_sends_what_a_raising_send_left_queued() -> None:
+    delivery, conn = raising_send_left_one_queued()
     delivery.settle(timeout=10)
     assert sorted(m["task_id"] for m in conn.sent) == ["a", "queued"] and delivery.waiting() == 0
 
 
 def test_the_next_sender_sends_what_a_raising_send_left_queued_before_its_own() -> None:
-    delivery = make_delivery(Stats())
-    conn = RecordingConnection()
-    delivery.link.attach(conn)  # type: ignore[arg-type]
-    delivery.mark_ready()
-    original = delivery._queue._send
-
-    def queues_one_more_then_breaks(results: list[Result]) -> None:
-        delivery._queue._send = original  # type: ignore[method-assign]
-        delivery.deliver("queued", result_frame("queued"))  # another worker's, queued meanwhile
-        raise RuntimeError("bug in the send path")
-
-    delivery._queue._send = queues_one_more_then_breaks  # type: ignore[method-assign]
-    with pytest.raises(RuntimeError):
-        delivery.deliver("a", result_frame("a"))
-    assert len(delivery._queue) == 1
+    delivery, conn = raising_send_left_one_queued()
     delivery.deliver("b", result_frame("b"))  # the next worker becomes the sender: the leftover goes first
     assert [m["task_id"] for m in conn.sent][-2:] == ["queued", "b"] and len(delivery._queue) == 0
 
