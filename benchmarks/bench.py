@@ -139,7 +139,7 @@ def subjects(plan: Plan, hub: Any, workdir: str, env_file: str) -> list[Subject]
                                  **{**settings, "state_dir": "off"}),
             harness.pool_subject(hub, workdir, workers=w, name=name("pool", w)),
         ]
-    return made + [harness.minimal_subject(hub, workdir)]
+    return made + [harness.seed_subject(hub, workdir), harness.minimal_subject(hub, workdir)]
 
 
 def measure(plan: Plan, hub: Any, workdir: str, env_file: str, started: list[Subject]) -> dict[str, Figures]:
@@ -286,7 +286,7 @@ def _p50(f: Figures) -> float:
 def _worker_rows(plan: Plan, figs: dict[str, Figures]) -> list[str]:
     """Every kind at every worker count, side by side, and the ratios the issue's targets are about."""
     at = lambda kind, w: figs[name(kind, w)]  # noqa: E731
-    bare = figs["minimal"]
+    bare, seed = figs["minimal"], figs["seed"]
     lines = [f"by MAX_WORKERS (echo, {plan.inflight} in flight, best round; p50 with 1 in flight)",
              _row("", *(f"{w} workers" for w in plan.workers)), "-" * (42 + 17 * len(plan.workers))]
     for kind in KINDS[:3]:
@@ -298,6 +298,8 @@ def _worker_rows(plan: Plan, figs: dict[str, Figures]) -> list[str]:
          lambda x: x >= 0.95),
         ("tasks/s: node / node, no ledger", lambda w: at("node", w).best.rate / at("node_mem", w).best.rate,
          ">= 0.85x", lambda x: x >= 0.85),
+        ("tasks/s: node, no ledger / seed's asyncio", lambda w: at("node_mem", w).best.rate / seed.best.rate,
+         ">= 1.2x at 16", lambda x: x >= 1.2),
         ("CPU per task: node, no ledger / pool",
          lambda w: at("node_mem", w).best.cpu_us_per_task / at("pool", w).best.cpu_us_per_task, "-", None),
         ("p50, 1 in flight: node, no ledger / bare", lambda w: _p50(at("node_mem", w)) / _p50(bare), "<= 1.3x",
@@ -305,6 +307,9 @@ def _worker_rows(plan: Plan, figs: dict[str, Figures]) -> list[str]:
         ("p50, 1 in flight: node / bare loop", lambda w: _p50(at("node", w)) / _p50(bare), "-", None),
         ("p50, 1 in flight: pool / bare loop", lambda w: _p50(at("pool", w)) / _p50(bare), "-", None),
     ]
+    lines += [_row("seed's asyncio design (one loop): tasks/s", f"{seed.best.rate:,.0f} /s"),
+              _row("  CPU per task", f"{seed.best.cpu_us_per_task:.0f} us"),
+              _row("  latency p50, 1 in flight", _ms(_p50(seed)))]
     lines += ["", _row("ratios (figures, not tests)", *(f"{w} workers" for w in plan.workers)) + "   target"]
     for label, ratio, target, met in ratios:
         values = [ratio(w) for w in plan.workers]
@@ -405,6 +410,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                         help="extra node setting, e.g. --set MAX_PENDING=64 (repeatable; MAX_WORKERS is --workers)")
     parser.add_argument("--minimal-loop", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--pool-loop", type=int, metavar="WORKERS", help=argparse.SUPPRESS)
+    parser.add_argument("--seed-loop", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--api", help=argparse.SUPPRESS)
     parser.add_argument("--pc-id", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -424,6 +430,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         import pool_loop
 
         return pool_loop.run(args.api, args.pc_id, args.pool_loop)
+    if args.seed_loop:
+        import seed_loop
+
+        return seed_loop.run(args.api, args.pc_id)
     signal.signal(signal.SIGTERM, _terminate)
     plan = Plan.quick() if args.quick else Plan()
     plan.tasks = args.tasks or plan.tasks

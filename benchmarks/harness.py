@@ -134,6 +134,11 @@ def pool_subject(hub: LocalHub, workdir: str, workers: int, name: str = "pool") 
     return _baseline(hub, workdir, name, ["--pool-loop", str(workers)])
 
 
+def seed_subject(hub: LocalHub, workdir: str) -> Subject:
+    """The seed's design, an asyncio node on websockets, ``python benchmarks/bench.py --seed-loop``."""
+    return _baseline(hub, workdir, "seed", ["--seed-loop"])
+
+
 def _baseline(hub: LocalHub, workdir: str, name: str, flags: list[str]) -> Subject:
     pc_id = f"bench_{name}_{os.getpid()}"
     env = _clean_env()
