@@ -240,8 +240,19 @@ class ResultDelivery:
     def settle(self, timeout: float) -> None:
         """The stop's last sending, before the close frame: wait up to ``timeout`` for the thread
         sending now (it sends what queued up behind it), then what is left in the queue and the
-        outbox, while the connection takes it."""
-        if not self._queue.settle(timeout):
+        outbox, while the connection takes it.
+
+        A connection that is open but not ready yet (its handshake under way: the hub's
+        ``connected`` not answered, or ``node_ready`` written and not yet marked) is waited for
+        too, within the same ``timeout``, when results wait: else they would miss it by moments
+        and stay unsent, as the close frame follows.
+        """
+        deadline = time.monotonic() + timeout
+        conn = self.link.conn
+        if self.waiting() and not self.link.ready and conn is not None and conn.opened_at is not None \
+                and conn.closing_since is None:
+            self.link.wait_ready(timeout)
+        if not self._queue.settle(max(0.0, deadline - time.monotonic())):
             self._log.warning("a thread was still sending results after %.1f s; closing without waiting for it",
                               timeout)
             return

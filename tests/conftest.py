@@ -99,6 +99,7 @@ class RecordingConnection:
         self.fail = fail
         self.aborted = 0
         self.closing_since: Optional[float] = None
+        self.opened_at: Optional[float] = time.monotonic()  # open: the WebSocket handshake is done
         self.close_code: Optional[int] = None
         self.on_send: Optional[Callable[[], None]] = None
 

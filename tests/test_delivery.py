@@ -383,6 +383,27 @@ def test_the_stops_last_sending_sends_what_a_raising_send_left_queued() -> None:
     assert sorted(m["task_id"] for m in conn.sent) == ["a", "queued"] and delivery.waiting() == 0
 
 
+def test_the_stops_last_sending_waits_for_a_handshake_under_way() -> None:
+    # A connection open but not ready yet (node_ready written, not marked; or the hub's "connected" not
+    # answered) when the stop sends for the last time: the kept result goes out on it before the close.
+    delivery = make_delivery(Stats())
+    conn = RecordingConnection()
+    delivery.link.attach(conn)  # type: ignore[arg-type]  # open, handshake under way
+    delivery.deliver("held", result_frame("held"))  # not ready: kept in the outbox
+    done = threading.Event()
+
+    def stop() -> None:
+        delivery.settle(timeout=10)
+        done.set()
+
+    stopping = threading.Thread(target=stop)
+    stopping.start()
+    assert not done.wait(0.2)  # it waits for the handshake: the result would miss the connection otherwise
+    delivery.mark_ready()  # the connection thread finishes the handshake
+    stopping.join(10)
+    assert done.is_set() and [m["task_id"] for m in conn.sent] == ["held"] and delivery.waiting() == 0
+
+
 def test_the_next_sender_sends_what_a_raising_send_left_queued_before_its_own() -> None:
     delivery, conn = raising_send_left_one_queued()
     delivery.deliver("b", result_frame("b"))  # the next worker becomes the sender: the leftover goes first
