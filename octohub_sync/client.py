@@ -245,7 +245,7 @@ class NodeWebSocketClient:
             self._sender.start()
             self._timers = Timers(expire=self.runner.expire, status=self.log_status, status_interval=s.status_interval,
                                   log=self.log, tasks=self.task_board.tick, post=self._sender.post,
-                                  writes=(self.delivery.tick, self.task_board.send_progress),
+                                  writes=(self.delivery.tick, self.task_board.send_progress, self._keep_alive),
                                   on_tick=functools.partial(self._beats.beat, "octohub-timers"))
             self._timers.start()
             policy = ReconnectPolicy.from_settings(s)
@@ -507,6 +507,19 @@ class NodeWebSocketClient:
             self._status.gave_up(decision.give_up)  # run_forever() and wait_stopped() see it
         else:
             self._status.lost()
+
+    # -- called on the send thread ---------------------------------------------------------------
+
+    def _keep_alive(self) -> None:
+        """A ping frame at least every OCTOHUB_PING_INTERVAL on the current connection."""
+        conn = self._link.conn
+        if conn is None:
+            return
+        try:
+            conn.keep_alive(time.monotonic())
+        except Exception as exc:  # like any failed send: the session is over
+            self.log.info("keep-alive ping failed (%s: %s); dropping the connection", type(exc).__name__, exc)
+            conn.abort()
 
     # -- called on the connection thread ---------------------------------------------------------
 

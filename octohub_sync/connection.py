@@ -4,6 +4,10 @@ The connection knows nothing about tasks or the protocol: it opens the socket,
 hands every frame to ``on_frame``, and reports how it ended. The watchdog
 decides what happens next; websocket-client's own ``reconnect=`` is not used
 (it retries on a fixed delay and never after a clean close).
+
+Why one module: every write of a session (frames, pings, the close frame) and its close
+share one lock and one "closing since"; split, the rule "nothing after our close frame"
+would be kept in two files.
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ import websocket
 from .exceptions import OctoHubError
 from .proxies import Route
 from .signing import redact
-from .tunnel import open_socket
+from .tunnel import bound_writes, open_socket
 
 __all__ = ["Connection"]
 
@@ -43,8 +47,10 @@ class Connection:
         ssl_context: used for ``wss``.
         route: says through which proxy, if any, a WebSocket address is reached.
         connect_timeout: bounds the TCP connect, the proxy's handshake, the TLS and WebSocket
-            handshakes together, and afterwards any single blocked read of a frame or send.
-        ping_interval: seconds between keep-alive ping frames (the watchdog judges missing pongs).
+            handshakes together, and afterwards any single blocked send (and, on a TLS socket,
+            any blocked read: see ``tunnel.bound_writes``).
+        ping_interval: the longest time without a ping frame from us (:meth:`keep_alive`; the
+            watchdog judges missing pongs).
     """
 
     def __init__(
@@ -76,6 +82,7 @@ class Connection:
         self.route: Optional[Route] = None
         self._connect_timeout = connect_timeout
         self._ping_interval = ping_interval
+        self._last_ping = 0.0  # when we last wrote a ping frame (monotonic)
         self._binary = False
         self._sock: Optional[socket.socket] = None
         # Held around every frame we write, and the check before it: once closing_since is set,
@@ -186,7 +193,23 @@ class Connection:
         Raises:
             websocket.WebSocketException, OSError: the connection is gone or stalled.
         """
-        return self._write_frames(websocket.ABNF.create_frame(payload, websocket.ABNF.OPCODE_PING).format())
+        written = self._write_frames(websocket.ABNF.create_frame(payload, websocket.ABNF.OPCODE_PING).format())
+        if written:
+            self._last_ping = time.monotonic()
+        return written
+
+    def keep_alive(self, now: float) -> None:
+        """Send a keep-alive ping if no ping frame went out for ``ping_interval`` (the send thread).
+
+        Only ping frames extend the Go hub's read deadline (docs/protocol.md §4); the delivery's
+        confirmation pings count. Written as every frame of ours is (:meth:`_write_frames`), so a
+        stalled path fails it within the write bound instead of holding websocket-client's lock.
+
+        Raises:
+            websocket.WebSocketException, OSError: the connection is gone or stalled.
+        """
+        if self.opened_at is not None and self.closing_since is None and now - self._last_ping >= self._ping_interval:
+            self.ping(b"")
 
     def abort(self) -> None:
         """Tear the TCP connection down without a close frame (dead or stalled path)."""
@@ -219,11 +242,10 @@ class Connection:
         try:
             if self.closing_since is None:
                 self._app.run_forever(
-                    ping_interval=self._ping_interval,
-                    # No ping_timeout here: websocket-client takes any pong as the answer to its last
-                    # ping, and the node's delivery confirmations bring pongs all the time, so under
-                    # load it declares "pong timed out" ping_timeout seconds after every keep-alive
-                    # ping. The watchdog judges silence by the last pong of any kind instead.
+                    # No ping thread of websocket-client's: the send thread keeps the connection alive
+                    # (keep_alive), through our own bounded writes.
+                    ping_interval=0,
+                    # Nor its ping_timeout: the watchdog judges silence by the last pong of any kind.
                     ping_timeout=None,
                     skip_utf8_validation=True,  # dispatch checks UTF-8 itself: a bad frame must not end the session
                 )
@@ -246,8 +268,8 @@ class Connection:
     def _opened(self, app: websocket.WebSocketApp) -> None:
         # The upgrade had what was left of the connect budget; from now on a blocked read or send gets all of it.
         if self._sock is not None:
-            self._sock.settimeout(self._connect_timeout)
-        self.opened_at = self.last_pong = time.monotonic()
+            bound_writes(self._sock, self._connect_timeout)
+        self.opened_at = self.last_pong = self._last_ping = time.monotonic()
         self._on_open(self)
 
     def _data(self, app: websocket.WebSocketApp, data: object, opcode: int, fin: bool) -> None:

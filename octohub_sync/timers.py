@@ -29,7 +29,8 @@ class Timers:
         status: logs the status line.
         status_interval: seconds between status lines; 0 for none.
         tasks: hard-stops handlers past their grace (``TaskBoard.tick``).
-        writes: jobs that write to the hub when due (``ResultDelivery.tick``, ``TaskBoard.send_progress``),
+        writes: jobs that write to the hub when due (``ResultDelivery.tick``, ``TaskBoard.send_progress``,
+            the keep-alive ping),
             handed to ``post`` (``Sender.post``), never run here.
         on_tick: told the time of every turn of the loop (the node's liveness, see liveness.py).
     """

@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import socket
 import ssl
+import struct
+import sys
 import time
 from typing import Optional
 from urllib.parse import urlsplit
@@ -17,7 +19,7 @@ from .exceptions import ProxyError
 from .proxies import Proxy, refusal_hint
 from .urls import host_for_url, port_of
 
-__all__ = ["Deadline", "open_socket", "tunnel_hint"]
+__all__ = ["Deadline", "bound_writes", "open_socket", "tunnel_hint"]
 
 #: The longest CONNECT answer (status line and headers) read from a proxy, in bytes.
 MAX_CONNECT_ANSWER = 16 * 1024
@@ -83,6 +85,36 @@ def open_socket(url: str, *, proxy: Optional[Proxy], ssl_context: Optional[ssl.S
         _close(sock)
         raise
     return sock
+
+
+def bound_writes(sock: socket.socket, seconds: float) -> bool:
+    """After the handshakes: a write that cannot go on for ``seconds`` fails; reads wait as long as they must.
+
+    On a plain TCP socket the kernel bounds each write (``SO_SNDTIMEO``: a stalled ``send``
+    fails with EAGAIN, or WSAETIMEDOUT on Windows) and the socket is otherwise blocking, so
+    that a read costs one system call, not a ``poll`` and a read (two releases of the GIL,
+    each a chance to wait for it behind every busy worker thread). The node judges a silent
+    path by its pongs (watchdog.py), not by a read's timeout. A TLS socket, or one whose
+    platform refuses the option, keeps Python's timeout on both, as before (``ssl`` retries a
+    write that the kernel's timeout interrupted, so the option is not relied on there).
+
+    Returns:
+        True if the kernel bounds the writes (reads are blocking), False if Python's timeout does.
+    """
+    if not isinstance(sock, ssl.SSLSocket) and hasattr(socket, "SO_SNDTIMEO"):
+        if sys.platform == "win32":
+            value = struct.pack("=I", max(1, int(seconds * 1000)))  # a DWORD of milliseconds
+        else:
+            value = struct.pack("@ll", int(seconds), int(seconds % 1 * 1_000_000))  # a struct timeval
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+        except (OSError, struct.error):
+            pass
+        else:
+            sock.settimeout(None)
+            return True
+    sock.settimeout(seconds)
+    return False
 
 
 def _through_proxy(proxy: Proxy, host: str, port: int, deadline: Deadline) -> socket.socket:
