@@ -432,3 +432,40 @@ def test_ws_reads_http_proxy_and_wss_reads_https_proxy() -> None:
     explicit = route("ws://inside.example/ws", explicit="http://mine:3128", environment=env)
     assert explicit.proxy.source == "OCTOHUB_PROXY"  # an explicit proxy is used for every address
     assert str(route("wss://hub/ws", explicit="none", environment=env)) == "direct (OCTOHUB_PROXY=none)"
+
+
+# -- after the handshakes: what bounds a write -------------------------------------------------------
+
+def test_a_plain_socket_reads_blocking_and_the_kernel_bounds_its_writes() -> None:
+    import socket
+    import struct
+
+    from octohub_sync.tunnel import bound_writes
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        ours.settimeout(7.5)  # what the handshakes left
+        assert bound_writes(ours, 0.3) is True
+        assert ours.gettimeout() is None  # a read is one system call, no poll before it
+        seconds, micros = struct.unpack("@ll", ours.getsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                                                               struct.calcsize("@ll")))
+        assert (seconds, micros) == (0, 300_000)
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        started = time.monotonic()
+        with pytest.raises(OSError):  # nobody reads: the kernel ends the stalled write
+            ours.sendall(b"x" * (8 * 1024 * 1024))
+        assert time.monotonic() - started < 5
+
+
+def test_a_tls_socket_keeps_pythons_timeout() -> None:
+    import socket
+    import ssl
+
+    from octohub_sync.tunnel import bound_writes
+
+    raw, other = socket.socketpair()
+    with other:
+        wrapped = ssl.create_default_context().wrap_socket(raw, do_handshake_on_connect=False,
+                                                           server_hostname="localhost")
+        with wrapped:
+            assert bound_writes(wrapped, 0.3) is False and wrapped.gettimeout() == 0.3
