@@ -47,12 +47,13 @@ async def _serve(url: str, pc_id: str) -> None:
 
 def run(api: str, pc_id: str) -> int:
     """Serve tasks until the hub closes the connection; the key comes from OCTOHUB_SIGNATURE_KEY."""
+    from websockets.exceptions import ConnectionClosed
+
     url = _ws_url(api, os.environ["OCTOHUB_SIGNATURE_KEY"], pc_id)
     try:
         asyncio.run(_serve(url, pc_id))
     except KeyboardInterrupt:
         pass
-    except Exception as exc:  # the hub closing the connection at the end of the run
-        if "ConnectionClosed" not in type(exc).__name__:
-            raise
+    except ConnectionClosed:  # the hub closing the connection at the end of the run
+        pass
     return 0

@@ -173,7 +173,7 @@ class TaskBoard:
 
     def _hard_stops(self, due: list[TaskRun]) -> list[TaskRun]:
         """Stop every run of ``due`` whose thread is still in its handler (lock held)."""
-        due = [run for run in due if run.thread is not None and not run.hard_stopped]
+        due = [run for run in due if run.thread is not None]  # still in its handler, decided under the lock
         stopped = []
         for run in due:
             # An isolated task's child may still be starting: then it is killed at a later tick.
