@@ -4,6 +4,7 @@
     /tmp/dev/bin/pip install py-spy            # once
     python benchmarks/profile_node.py          # ~20 s; prints the summary
     python benchmarks/profile_node.py --gil    # only samples of the thread holding the GIL
+    python benchmarks/profile_node.py --ledger # the node with its ledger (a temp OCTOHUB_STATE_DIR)
     python benchmarks/profile_node.py --counts     # locks, wake-ups, system calls per task: node vs pool
     python benchmarks/profile_node.py --counts --workers 64    # the same with MAX_WORKERS=64 (both)
 
@@ -111,14 +112,17 @@ def _load(hub: object, node: harness.Subject, stop: threading.Event) -> int:
     return done
 
 
-def record(seconds: float, gil: bool, out: Path, spy: str, repo: Path, workers: int) -> None:
+def record(seconds: float, gil: bool, out: Path, spy: str, repo: Path, workers: int, ledger: bool) -> None:
     from octohub_sync.hub import LocalHub
 
     hub = LocalHub(secrets.token_hex(16)).start()
     workdir = tempfile.mkdtemp(prefix="octohub-prof-")
     env_file = str(Path(workdir) / "empty.env")
     Path(env_file).write_text("")
-    node = harness.node_subject(hub, "node", env_file, workdir, repo=repo, **NODE_SETTINGS, max_workers=workers)
+    settings = {**NODE_SETTINGS, "max_workers": workers}
+    if ledger:
+        settings["state_dir"] = str(Path(workdir) / "state")
+    node = harness.node_subject(hub, "node", env_file, workdir, repo=repo, **settings)
     try:
         node.start().wait_ready(hub)
         harness.echo_throughput(hub, node, 2000, 200, "warm")
@@ -233,6 +237,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="count lock acquisitions, wake-ups and system calls per task, node vs pool baseline")
     parser.add_argument("--summarise", type=Path, metavar="RAW", help="only summarise an existing raw file")
     parser.add_argument("--workers", type=int, default=8, help="MAX_WORKERS of the node and the pool (default 8)")
+    parser.add_argument("--ledger", action="store_true", help="the node with a ledger (OCTOHUB_STATE_DIR in a temp folder)")
     args = parser.parse_args(argv)
     if args.counts:
         counts(5000, args.node_repo.resolve(), args.workers)
@@ -242,7 +247,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if not Path(spy).exists():
             print("py-spy not found: pip install py-spy", file=sys.stderr)
             return 2
-        record(args.seconds, args.gil, args.out, spy, args.node_repo.resolve(), args.workers)
+        record(args.seconds, args.gil, args.out, spy, args.node_repo.resolve(), args.workers, args.ledger)
     raw = Path(args.summarise or args.out).read_text()
     print(summarise(parse(raw)))
     return 0

@@ -20,6 +20,7 @@ from typing import Callable, Optional
 
 import websocket
 
+from . import wsframe
 from .exceptions import OctoHubError
 from .proxies import Route
 from .signing import redact
@@ -120,8 +121,7 @@ class Connection:
         Raises:
             websocket.WebSocketException, OSError: the connection is gone or stalled.
         """
-        text = websocket.ABNF.OPCODE_TEXT
-        return self._write_frames(b"".join([websocket.ABNF.create_frame(frame, text).format() for frame in frames]))
+        return self._write_frames(b"".join([wsframe.text(frame) for frame in frames]))
 
     def _write_frames(self, data: bytes) -> bool:
         """Write whole frames, unless our close has begun; the locks are held for the system call only."""
@@ -193,7 +193,7 @@ class Connection:
         Raises:
             websocket.WebSocketException, OSError: the connection is gone or stalled.
         """
-        written = self._write_frames(websocket.ABNF.create_frame(payload, websocket.ABNF.OPCODE_PING).format())
+        written = self._write_frames(wsframe.ping(payload))
         if written:
             self._last_ping = time.monotonic()
         return written

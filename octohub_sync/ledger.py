@@ -248,7 +248,11 @@ class Ledger(MemoryStore):
             if not closed:
                 batch = self._batch
                 if finished:
-                    batch.add(_FINISHED_START, (task_id,))
+                    if task_id in batch.started:
+                        # Begun and ended in one transaction is neither: its row never reaches the disk.
+                        del batch.started[task_id]
+                    else:
+                        batch.add(_FINISHED_START, (task_id,))
                     batch.add(_FINISHED, (task_id, frame))
                 batch.add(_RESULT, result)
                 batch.then.append((then, result))
@@ -268,20 +272,25 @@ class Ledger(MemoryStore):
             self._queue(_CONFIRMED, rows)
 
     def started(self, task_id: str, *, wait: bool = False) -> None:
-        batch = self._queue(_STARTED, [(task_id,)], urgent=wait)
+        with self._cond:
+            batch = self._begin()
+            batch.started[task_id] = None
+            if wait:
+                self._urgent(batch)
         if wait:
             self._await(batch)
 
-    def _queue(self, kind: int, rows: list[tuple], *, urgent: bool = False) -> _Batch:
+    def _queue(self, kind: int, rows: list[tuple]) -> None:
         with self._cond:
-            batch = self._batch
-            if batch.empty:
-                self._cond.notify()  # the writer starts the ASYNC_DELAY clock
-            batch.rows[kind].extend(rows)
+            self._begin().rows[kind].extend(rows)
+
+    def _begin(self) -> _Batch:
+        """The batch a write nobody waits for joins (lock held)."""
+        batch = self._batch
+        if batch.empty:
+            self._cond.notify()  # the writer starts the ASYNC_DELAY clock
             batch.empty = False
-            if urgent:
-                self._urgent(batch)
-            return batch
+        return batch
 
     def _urgent(self, batch: _Batch) -> None:
         """Someone waits for ``batch`` (called with the lock held): write it now."""
@@ -341,6 +350,7 @@ class Ledger(MemoryStore):
         db = self._db
         assert db is not None
         try:
+            batch.rows[_STARTED].extend((task_id,) for task_id in batch.started)
             with db:  # one transaction: committed on success, rolled back on error
                 for kind, rows in enumerate(batch.rows):
                     if rows:
@@ -379,10 +389,13 @@ def _apply(db: sqlite3.Connection, kind: int, rows: list[tuple]) -> None:
 class _Batch:
     """The writes of one transaction, by kind; the results to hand on after it; set once done."""
 
-    __slots__ = ("rows", "then", "empty", "urgent", "written")
+    __slots__ = ("rows", "started", "then", "empty", "urgent", "written")
 
     def __init__(self) -> None:
         self.rows: tuple[list[tuple], ...] = tuple([] for _ in _STATEMENTS)
+        #: The tasks started since the last transaction, by id: one that finishes before it is written
+        #: leaves no row (see add_result). Written as the rows of _STARTED.
+        self.started: dict[str, None] = {}
         self.then: list[tuple[Then, Result]] = []
         self.empty = True
         self.urgent = False  # someone waits for it

@@ -138,6 +138,36 @@ def test_results_are_handed_on_after_their_commit_and_no_worker_waits_for_the_di
         ledger.close()
 
 
+def test_a_task_that_starts_and_ends_within_one_transaction_writes_no_started_row(state: Path) -> None:
+    ledger = Ledger(str(state), "node_brief", cache_size=10, stats=Stats(),
+                    log=logging.LoggerAdapter(logging.getLogger("t"), {}))
+    ledger.open()
+    db_file = state / "node_brief.sqlite3"
+    statements: list[str] = []
+    assert ledger._db is not None
+    ledger._db.set_trace_callback(statements.append)  # set before any write: the writer thread runs them
+    handed = threading.Event()
+    try:
+        ledger.started("long", wait=True)  # written at once: its own transaction
+        with closing(sqlite3.connect(str(db_file), timeout=5, isolation_level=None)) as blocker:
+            blocker.execute("BEGIN IMMEDIATE")  # no commit now
+            # The writer takes this one and waits for the file (or has not taken it yet): either way
+            # "brief" starts and ends in one batch, whatever the timing, and then in one transaction.
+            ledger.add_result("first", "frame first", lambda results: None, finished=True)
+            ledger.started("brief")
+            ledger.add_result("brief", "frame brief", lambda results: None, finished=True)
+            ledger.add_result("long", "frame long", lambda results: handed.set(), finished=True)
+            blocker.execute("ROLLBACK")
+        assert handed.wait(10)
+    finally:
+        ledger.close()
+    inserts = [sql for sql in statements if sql.startswith("INSERT INTO started")]
+    deletes = [sql for sql in statements if sql.startswith("DELETE FROM started")]
+    assert len(inserts) == 1 and "'long'" in inserts[0]  # "brief" never had a row to add...
+    assert any("'long'" in sql for sql in deletes) and not any("'brief'" in sql for sql in deletes)  # ...or remove
+    assert rows(db_file, "started") == 0 and rows(db_file, "finished") == 3 and rows(db_file, "results") == 3
+
+
 def test_files_are_private_and_bounded(make_node, hub: LocalHub, state: Path) -> None:
     client = make_node(pc_id="node_small", state_dir=str(state), result_cache_size=20)
     assert client.wait_connected(10)
