@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Mapping, Optional
 
 from . import protocol
@@ -21,6 +20,7 @@ from .store import MemoryStore
 from .protocol import Task
 from .stats import Stats
 from .lifecycle import TaskRegistry, TaskRun
+from .workers import Workers
 
 __all__ = ["TaskRunner"]
 
@@ -83,7 +83,7 @@ class TaskRunner:
         self._done: OrderedDict[str, str] = OrderedDict()
         self._accepting = True
         self._turned_away: set[str] = set()  # tasks answered without running since the node stopped accepting
-        self._pool: Optional[ThreadPoolExecutor] = None
+        self._pool: Optional[Workers] = None
         self._call_handler: CallHandler = call or (lambda run, handler, message: handler(message))
         #: Lanes of the types registered with concurrency= or rate= (limits.py); they share our lock.
         self.limits = Limits(lock=self._lock, launch=self._launch)
@@ -129,7 +129,7 @@ class TaskRunner:
             self._tasks_left = self._max_tasks
             self.limits.reopen()
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(self._max_workers, thread_name_prefix="octohub-task")
+                self._pool = Workers(self._run, self._max_workers, log=self._log)
 
     # -- called on the connection thread -------------------------------------------------
 
@@ -162,11 +162,11 @@ class TaskRunner:
                 assert pool is not None  # _refusal_reason() refuses every task while there is none
                 if options is None:
                     self._runs[tid] = TaskRun(task, deadline)
-                    pool.submit(self._run, tid)
+                    pool.put(tid)
                     return
                 job = self._runs[tid] = TaskRun(task, deadline, self.limits.lane(task.task_type, lane_key))
                 if self.limits.admit(job.lane, job):
-                    pool.submit(self._run, tid)
+                    pool.put(tid)
                 return
         # Delivering may send on the socket: never while holding the lock.
         if stored is not None:
@@ -211,7 +211,7 @@ class TaskRunner:
         if self._pool is None:
             self._runs.pop(job.task.task_id, None)
             return False
-        self._pool.submit(self._run, job.task.task_id)
+        self._pool.put(job.task.task_id)
         return True
 
     def refuse_unread(self, task_id: str, error: str) -> None:
@@ -355,7 +355,7 @@ class TaskRunner:
             idle = not self._runs
         self.limits.close()
         if pool is not None:
-            pool.shutdown(wait=idle, cancel_futures=True)
+            pool.shutdown(wait=idle)
         self._turned_away.update(never_started)
         for tid in never_started:
             self._stats.incr("tasks_rejected")
