@@ -490,7 +490,7 @@ class NodeWebSocketClient:
             self._address, number=number, on_open=self._connection_log.opened, on_frame=self.receiver.frame,
             on_closed=self._closed, on_pong=self.delivery.pong, ssl_context=self._ssl,
             route=self.settings.route, connect_timeout=self.settings.connect_timeout,
-            ping_interval=self.settings.ping_interval)
+            ping_interval=self.settings.ping_interval, post=self._sender.post)
         return conn
 
     def _address(self) -> str:

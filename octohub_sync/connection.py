@@ -52,6 +52,9 @@ class Connection:
             any blocked read: see ``tunnel.bound_writes``).
         ping_interval: the longest time without a ping frame from us (:meth:`keep_alive`; the
             watchdog judges missing pongs).
+        post: runs a job on the send thread: the pong that answers the hub's ping is written
+            there, never on the connection thread, which must go on reading while a write waits
+            (a hub that stops reading while its own write waits for us would wait for ever).
     """
 
     def __init__(
@@ -67,6 +70,7 @@ class Connection:
         route: Callable[[str], Route],
         connect_timeout: float,
         ping_interval: float,
+        post: Callable[[Callable[[], None]], None] = lambda job: job(),
     ) -> None:
         self._address = address
         self.number = number
@@ -83,6 +87,7 @@ class Connection:
         self.route: Optional[Route] = None
         self._connect_timeout = connect_timeout
         self._ping_interval = ping_interval
+        self._post = post
         self._last_ping = 0.0  # when we last wrote a ping frame (monotonic)
         self._binary = False
         self._sock: Optional[socket.socket] = None
@@ -270,7 +275,22 @@ class Connection:
         if self._sock is not None:
             bound_writes(self._sock, self._connect_timeout)
         self.opened_at = self.last_pong = self._last_ping = time.monotonic()
+        if app.sock is not None:
+            # websocket-client answers a ping on the reading thread, under the lock of every write:
+            # its one call of pong() (recv_data_frame) gets ours, which writes on the send thread.
+            app.sock.pong = self._answer_ping  # type: ignore[method-assign]
         self._on_open(self)
+
+    def _answer_ping(self, payload: "str | bytes" = b"") -> None:
+        data = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
+        self._post(lambda: self._write_pong(data))
+
+    def _write_pong(self, payload: bytes) -> None:
+        try:
+            self._write_frames(wsframe.pong(payload))
+        except Exception as exc:  # like any failed send: the session is over
+            logger.debug("pong on connection %s failed: %s", self.number, exc)
+            self.abort()
 
     def _data(self, app: websocket.WebSocketApp, data: object, opcode: int, fin: bool) -> None:
         # on_data runs just before on_message for the same frame: it is the only place

@@ -68,6 +68,7 @@ class ResultDelivery:
         self._stats = stats
         self._log = log
         self._confirm_deadline = confirm_deadline
+        self._post = post
         self.outbox = Outbox(outbox_size)
         self.link = Link() if link is None else link
         self._flush_lock = threading.Lock()
@@ -91,10 +92,18 @@ class ResultDelivery:
         self._dropped(self.outbox.put_back(sorted(merged.values())))
 
     def mark_ready(self) -> None:
-        """``node_ready`` went out on the current connection: send what the outbox holds."""
+        """``node_ready`` went out on the current connection: the send thread sends what the outbox holds.
+
+        Not the connection thread, which called this: it must go on reading while the outbox goes
+        out (the hub may be writing to us meanwhile, and some hubs read nothing while they wait to write).
+        """
         with self._results_lock:
             self.confirmations.reset()
             self.link.set_ready(True)
+        if len(self.outbox):
+            self._post(self._send_kept)
+
+    def _send_kept(self) -> None:
         sent = self.send_outbox()
         if sent:
             self._log.info("sent %d result(s) kept while disconnected", sent)
@@ -132,6 +141,10 @@ class ResultDelivery:
     def unsent(self) -> list[str]:
         """The tasks of the results in the outbox or the queue (not those a waiting sender holds)."""
         return self.outbox.task_ids() + self._queue.task_ids()
+
+    def reply(self, conn: Connection, frame: str) -> None:
+        """Answer the hub on the send thread (the connection thread, which reads, never waits for a write)."""
+        self._post(lambda: self.send_or_abort(conn, frame))
 
     def send_or_abort(self, conn: Connection, frame: str) -> bool:
         """Send one frame; any failure ends the session (the connection is aborted).
@@ -296,7 +309,11 @@ class ResultDelivery:
             conn.abort()
 
     def pong(self, conn: Connection, payload: bytes) -> None:
-        """A pong arrived (connection thread): confirm every result up to the number it carries."""
+        """A pong arrived (connection thread): confirm every result up to the number it carries.
+
+        What follows from it (the next confirmation ping, results that waited for room) is
+        written on the send thread: the connection thread never waits for a write.
+        """
         if not payload.startswith(ACK_PREFIX):
             return  # a keep-alive pong
         try:
@@ -308,9 +325,9 @@ class ResultDelivery:
         confirmed, again = self.confirmations.confirm(number, time.monotonic())
         self._store.remove_results(confirmed)
         if again is not None:
-            self._ask_confirmation(conn, again)
+            self._post(lambda: self._ask_confirmation(conn, again))
         if confirmed and self.link.ready and len(self.outbox):
-            self.send_outbox()  # results that waited for room
+            self._post(self.send_outbox)  # results that waited for room
 
     def _dropped(self, results: list[Result]) -> None:
         if not results:

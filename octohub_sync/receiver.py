@@ -103,7 +103,7 @@ class FrameReceiver:
         if plan.task is not None:
             self._submit(plan.task)
         elif plan.reply is not None:
-            self._delivery.send_or_abort(conn, plan.reply)
+            self._delivery.reply(conn, plan.reply)
         elif plan.handshake:
             self._handshake(conn)
         elif plan.closing is not None:

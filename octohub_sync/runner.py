@@ -168,14 +168,15 @@ class TaskRunner:
                 if self.limits.admit(job.lane, job):
                     pool.put(tid)
                 return
-        # Delivering may send on the socket: never while holding the lock.
+        # Never while holding the lock, and on the send thread (hand_off): the connection thread,
+        # which calls this, must go on reading while a write waits.
         if stored is not None:
             self._stats.incr("tasks_duplicate")
             self._log.debug("task %s arrived again after it finished; sending its result again", tid)
-            self._deliver(tid, stored)
+            self._deliver(tid, stored, hand_off=True)
         elif interrupted is not None:
             self._stats.incr("tasks_rejected")
-            self._deliver(tid, interrupted, finished=True)
+            self._deliver(tid, interrupted, finished=True, hand_off=True)
         elif refusal is not None:
             self._answer_refused(tid, refusal)
 
@@ -220,11 +221,12 @@ class TaskRunner:
         self._answer_refused(task_id, error)
 
     def _answer_refused(self, task_id: str, error: str) -> None:
+        """(The connection thread.) Answer ``failed`` without running it, written by the send thread."""
         if not self._accepting:
             self._turned_away.add(task_id)
         self._stats.incr("tasks_rejected")
         self._log.info("refused task %s: %s", task_id, error)
-        self._deliver(task_id, protocol.task_failed(task_id, error))
+        self._deliver(task_id, protocol.task_failed(task_id, error), hand_off=True)
 
     def _refusal_reason(self, task: Task) -> Optional[str]:
         if not self._accepting or self._pool is None:
@@ -399,4 +401,4 @@ class TaskRunner:
             self._log.info("task %s %s while running; its handler decides when it stops", task_id, why)
             return
         self._log.info("task %s %s before it started", task_id, why)
-        self._deliver(task_id, answer, finished=True)
+        self._deliver(task_id, answer, finished=True, hand_off=True)

@@ -11,9 +11,9 @@ import os
 import struct
 import sys
 
-__all__ = ["ping", "text"]
+__all__ = ["ping", "pong", "text"]
 
-_TEXT, _PING = 0x81, 0x89  # FIN set, opcode 1 (text) / 9 (ping)
+_TEXT, _PING, _PONG = 0x81, 0x89, 0x8A  # FIN set, opcode 1 (text) / 9 (ping) / 10 (pong)
 _MASKED = 0x80
 _LEN16, _LEN64 = 126, 127
 _HEAD = struct.Struct("!BB")
@@ -31,6 +31,11 @@ def text(message: str) -> bytes:
 def ping(payload: bytes) -> bytes:
     """A ping frame (a payload of at most 125 bytes, RFC 6455 §5.5)."""
     return _frame(_PING, payload)
+
+
+def pong(payload: bytes) -> bytes:
+    """A pong frame answering a ping of ``payload`` (RFC 6455 §5.5.3)."""
+    return _frame(_PONG, payload)
 
 
 def _frame(first: int, data: bytes) -> bytes:

@@ -516,3 +516,42 @@ def test_at_the_bound_the_sender_waits_for_a_pong_and_a_path_that_confirms_nothi
     third.start()
     third.join(5)  # no pong for b: after confirm_deadline the path counts as dead
     assert not third.is_alive() and conn.aborted == 1 and delivery.waiting() == 1
+
+
+def test_large_frames_both_ways_at_once_never_stall_the_connection(make_node, hub: LocalHub) -> None:
+    # 1 MB tasks in and 1 MB results out at once, 32 in flight: the connection thread must go on
+    # reading while a worker's write waits for the hub, whose own reader waits behind its writes
+    # (the local hub's does): before, it wrote a confirmation ping itself, the two sides waited for
+    # each other, and the write's bound (OCTOHUB_CONNECT_TIMEOUT) ended the connection, again and again.
+    client = make_node(connect_timeout=2.0, max_workers=16)
+    assert client.wait_connected(10) and hub.wait_connected(client.pc_id, 10)
+    pad = "x" * 1_000_000
+    total, in_flight = 80, 32
+    sent: list[str] = []
+    failed: list[BaseException] = []
+
+    def feed() -> None:
+        try:
+            while len(sent) < total:
+                if not hub.wait_for(lambda: len(sent) - sum(1 for t in sent if t in hub.results) < in_flight, 30):
+                    raise TimeoutError("results stopped coming")
+                sent.append(hub.send_task("echo", {"pad": pad}, pc_id=client.pc_id))
+        except BaseException as exc:  # reported by the test thread
+            failed.append(exc)
+
+    feeder = threading.Thread(target=feed, name="test-feeder", daemon=True)
+    feeder.start()
+    assert hub.wait_for(lambda: len(sent) == total and all(t in hub.results for t in sent) or bool(failed), 90)
+    feeder.join(10)
+    assert not failed, failed
+    assert all(hub.results[t][0]["status"] == "completed" and len(hub.results[t][0]["result"]["echo"]["pad"]) == len(pad)
+               for t in sent)
+    assert len([c for c in hub.connections if c["pc_id"] == client.pc_id]) == 1  # never dropped
+
+
+def test_the_hubs_ping_is_answered_with_its_payload(make_node, hub: LocalHub) -> None:
+    client = make_node()
+    assert client.wait_connected(10) and hub.wait_connected(client.pc_id, 10)
+    session = hub.sessions(client.pc_id)[-1]
+    for payload in (b"hub-ping-1", b"", bytes(range(125))):  # up to the longest a ping may carry
+        assert session.ws.ping(payload).wait(5), payload  # websockets matches the pong by its payload

@@ -22,12 +22,13 @@ def test_a_text_frame_is_byte_for_byte_websocket_clients(monkeypatch: pytest.Mon
     assert wsframe.text(message) == _theirs(message, websocket.ABNF.OPCODE_TEXT)
 
 
-def test_utf8_text_and_ping_frames_match_too(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_utf8_text_ping_and_pong_frames_match_too(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(wsframe.os, "urandom", lambda n: KEY)
     cjk = "节点任务结果" * 7000  # over 64 KiB once encoded: the 8-byte length
     assert wsframe.text(cjk) == _theirs(cjk, websocket.ABNF.OPCODE_TEXT)
     assert wsframe.ping(b"octohub-ack:42") == _theirs(b"octohub-ack:42", websocket.ABNF.OPCODE_PING)
     assert wsframe.ping(b"") == _theirs(b"", websocket.ABNF.OPCODE_PING)
+    assert wsframe.pong(b"hub-1") == _theirs(b"hub-1", websocket.ABNF.OPCODE_PONG)
 
 
 def test_every_frame_gets_a_fresh_mask_key() -> None:
