@@ -16,7 +16,7 @@ queued, so a task never waits behind a running one while fewer than ``max_worker
 A loop waits without a timeout, so an idle node wakes no thread. That a thread waiting so never
 holds the interpreter's exit (a script that never called ``stop()``), every live pool is told to
 stop its loops at the point where the executor is told to end its threads: the hook the standard
-library's own pool uses (``threading._register_atexit``, CPython and PyPy 3.9+). Where a Python
+library's own pool uses (``threading._register_atexit``, in CPython since 3.9). Where a Python
 has no such hook, :class:`Workers` submits every task to the executor directly, as before.
 """
 from __future__ import annotations
