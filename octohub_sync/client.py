@@ -36,16 +36,20 @@ from .reconnect import Decision, ReconnectPolicy
 from .runner import TaskRunner
 from .sdnotify import NotifySocket, SystemdNotifier
 from .sender import Sender
+from .netpath import PathCheck
 from .node_state import NodeStatus
 from .stats import Stats
 from .store import MemoryStore
 from .task_board import TaskBoard
-from .timers import Timers
-from .watchdog import Watchdog
+from .timers import Alarm, Timers
+from .watchdog import TICK as WATCHDOG_TICK, Watchdog
 
 __all__ = ["NodeWebSocketClient"]
 
 logger = logging.getLogger("octohub_sync")
+
+#: What a probe asks the hub to answer with (watchdog.py): a ping frame's payload, or a JSON ping's request_id.
+PROBE_PAYLOAD = b"octohub-probe"
 
 
 class _NodeLog(logging.LoggerAdapter):
@@ -107,9 +111,11 @@ class NodeWebSocketClient:
         self._dead_after = settings.ping_interval + settings.ping_timeout + 1.0
         # Writes the liveness loops must not wait for (sender.py): started and stopped with the node.
         self._sender = Sender(log=self.log)
+        # Wakes an idle node's timers loop when work arrives (timers.py).
+        self._alarm = Alarm()
         self.delivery = ResultDelivery(outbox_size=settings.outbox_size, store=self.store, stats=self._stats,
                                        log=self.log, post=self._sender.post,
-                                       confirm_deadline=self._dead_after, link=self._link)
+                                       confirm_deadline=self._dead_after, link=self._link, wake=self._alarm.ring)
         #: Every accepted task, from admission to its answer: deadlines, cancel flags, the grace.
         self._tasks = TaskRegistry(cancel_grace=settings.cancel_grace)
         self.task_board = TaskBoard(
@@ -126,7 +132,7 @@ class NodeWebSocketClient:
             on_max_tasks=self._recycler.tasks_reached, tasks=self._tasks)
         self.receiver = FrameReceiver(
             pc_id=self.pc_id, max_message_bytes=settings.max_message_bytes, capacity=settings.max_workers,
-            delivery=self.delivery, submit=self.runner.submit, refuse_unread=self.runner.refuse_unread, cancel=self.runner.cancel,
+            delivery=self.delivery, submit=self._submit, refuse_unread=self.runner.refuse_unread, cancel=self.runner.cancel,
             task_types=lambda: sorted(self.runner.handlers), on_notice=self._hub_notice,
             stats=self._stats, log=self.log, on_ready=self._ready_for_tasks)
         self._ssl = ssl_context(settings) if settings.ws_scheme == "wss" else None
@@ -140,6 +146,7 @@ class NodeWebSocketClient:
         self._connection_log = ConnectionLog(pc_id=self.pc_id, stats=self._stats, log=self.log)
         # The loops whose ticks make the node alive (liveness.py): /livez and systemd's watchdog.
         self._beats = Heartbeats(("octohub-watchdog", "octohub-timers"))
+        self._watchdog_tick_max = min(WATCHDOG_TICK, (systemd_notify and systemd_notify.watchdog_interval) or WATCHDOG_TICK)
         self._notifier = None if systemd_notify is None else SystemdNotifier(
             send=systemd_notify.send, alive=self.liveness, stats=self.stats,
             watchdog_interval=systemd_notify.watchdog_interval, log=self.log)
@@ -245,8 +252,10 @@ class NodeWebSocketClient:
             self._sender.start()
             self._timers = Timers(expire=self.runner.expire, status=self.log_status, status_interval=s.status_interval,
                                   log=self.log, tasks=self.task_board.tick, post=self._sender.post,
-                                  writes=(self.delivery.tick, self.task_board.send_progress, self._keep_alive),
-                                  on_tick=functools.partial(self._beats.beat, "octohub-timers"))
+                                  busy=lambda: bool(self._tasks.runs) or self.delivery.busy(),
+                                  writes=(self.delivery.tick, self.task_board.send_progress),
+                                  keep_alive_due=self._keep_alive_due, keep_alive=self._keep_alive,
+                                  on_tick=functools.partial(self._beats.beat, "octohub-timers"), alarm=self._alarm)
             self._timers.start()
             policy = ReconnectPolicy.from_settings(s)
             if snapshot.unclean and s.hub_read_timeout:
@@ -260,7 +269,9 @@ class NodeWebSocketClient:
                 dead_after=self._dead_after, on_ended=self._connection_ended,
                 on_reregister=lambda: self._stats.incr("reregistrations"), log=self.log,
                 on_tick=self._watchdog_tick, pause_after=pause_threshold(s.ping_interval),
-                on_pause=lambda pause: self._stats.incr("pauses"), link=self._link)
+                on_pause=lambda pause: self._stats.incr("pauses"), link=self._link,
+                path=PathCheck(probe=self._probe, log=self.log),
+                tick=self._watchdog_tick_max)
             self._watchdog.start()
         return self
 
@@ -468,8 +479,8 @@ class NodeWebSocketClient:
 
     # -- called by the watchdog ------------------------------------------------------------------
 
-    def _watchdog_tick(self, now: float) -> None:
-        self._beats.beat("octohub-watchdog", now)
+    def _watchdog_tick(self, now: float, until: float) -> None:
+        self._beats.beat("octohub-watchdog", now, until)
         if self._recycler.watches:
             self._recycler.tick(now)
         if self._notifier is not None:
@@ -487,11 +498,19 @@ class NodeWebSocketClient:
     def _new_connection(self, number: int) -> Connection:
         """Connection attempt ``number``, not yet started."""
         conn = Connection(
-            self._address, number=number, on_open=self._connection_log.opened, on_frame=self.receiver.frame,
+            self._address, number=number, on_open=self._opened, on_frame=self.receiver.frame,
             on_closed=self._closed, on_pong=self.delivery.pong, ssl_context=self._ssl,
             route=self.settings.route, connect_timeout=self.settings.connect_timeout,
             ping_interval=self.settings.ping_interval, post=self._sender.post)
         return conn
+
+    def _opened(self, conn: Connection) -> None:
+        self._connection_log.opened(conn)
+        self._alarm.ring()  # its keep-alive is due an interval from now: an idle timers loop plans for it
+
+    def _submit(self, task: Any) -> None:
+        self.runner.submit(task)
+        self._alarm.ring()  # after the task is in the registry: an idle timers loop starts ticking for it
 
     def _address(self) -> str:
         address = resolve_address(self.settings, self.pc_id, self._http, self.log)
@@ -510,8 +529,23 @@ class NodeWebSocketClient:
 
     # -- called on the send thread ---------------------------------------------------------------
 
+    def _keep_alive_due(self) -> Optional[float]:
+        conn = self._link.conn
+        return None if conn is None else conn.keep_alive_due()
+
+    def _probe(self, conn: Connection) -> None:
+        """(The watchdog.) Ask the hub for an answer on ``conn`` now, on the send thread."""
+        self._sender.post(functools.partial(self._send_probe, conn))
+
+    def _send_probe(self, conn: Connection) -> None:
+        try:
+            conn.ping(PROBE_PAYLOAD)
+        except Exception as exc:  # like any failed send: the session is over
+            self.log.info("probe failed (%s: %s); dropping the connection", type(exc).__name__, exc)
+            conn.abort()
+
     def _keep_alive(self) -> None:
-        """A ping frame at least every OCTOHUB_PING_INTERVAL on the current connection."""
+        """A keep-alive at least every OCTOHUB_PING_INTERVAL on the current connection (connection.py)."""
         conn = self._link.conn
         if conn is None:
             return

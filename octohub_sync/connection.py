@@ -20,8 +20,9 @@ from typing import Callable, Optional
 
 import websocket
 
-from . import wsframe
+from . import protocol, wsframe
 from .exceptions import OctoHubError
+from .protocol import Dialect
 from .proxies import Route
 from .signing import redact
 from .tunnel import bound_writes, open_socket
@@ -34,6 +35,8 @@ logger = logging.getLogger(__name__)
 CLOSE_TIMEOUT = 2.0
 #: The close code of a close frame that carries none (RFC 6455 §7.1.5).
 CLOSE_NO_STATUS = 1005
+#: The ``request_id`` of the Go dialect's keep-alive JSON ping: its answer proves the path alive.
+KEEPALIVE_ID = "octohub-keepalive"
 
 
 class Connection:
@@ -44,13 +47,14 @@ class Connection:
             connection thread, so a slow API never blocks the watchdog; never logged).
         number: attempt number, for the thread name and log lines.
         on_open / on_frame / on_closed: callbacks run on the connection thread.
-        on_pong: called with the payload of every pong frame, on the connection thread.
+        on_pong: called with the payload of every pong (a pong frame, or on the Go dialect the
+            ``request_id`` of a JSON pong, see :meth:`heard_pong`), on the connection thread.
         ssl_context: used for ``wss``.
         route: says through which proxy, if any, a WebSocket address is reached.
         connect_timeout: bounds the TCP connect, the proxy's handshake, the TLS and WebSocket
             handshakes together, and afterwards any single blocked send (and, on a TLS socket,
             any blocked read: see ``tunnel.bound_writes``).
-        ping_interval: the longest time without a ping frame from us (:meth:`keep_alive`; the
+        ping_interval: the longest time without a keep-alive from us (:meth:`keep_alive`; the
             watchdog judges missing pongs).
         post: runs a job on the send thread: the pong that answers the hub's ping is written
             there, never on the connection thread, which must go on reading while a write waits
@@ -88,7 +92,14 @@ class Connection:
         self._connect_timeout = connect_timeout
         self._ping_interval = ping_interval
         self._post = post
-        self._last_ping = 0.0  # when we last wrote a ping frame (monotonic)
+        #: The hub's dialect, from its ``connected`` message (receiver.py); None until then. It decides
+        #: how the node keeps the connection open and asks for answers (:meth:`ping`, :meth:`keep_alive`).
+        self.dialect: Optional[Dialect] = None
+        #: This end's and the hub's (or the proxy's) socket addresses, once open; None if unknown.
+        self.local_address: Optional[tuple] = None
+        self.peer_address: Optional[tuple] = None
+        self._last_keep_alive = 0.0  # when we last wrote what extends the hub's read deadline (monotonic)
+        self._pong_payload: Optional[bytes] = None  # the latest ping of the hub's, not answered yet
         self._binary = False
         self._sock: Optional[socket.socket] = None
         # Held around every frame we write, and the check before it: once closing_since is set,
@@ -190,31 +201,65 @@ class Connection:
             self.thread.join(timeout)
 
     def ping(self, payload: bytes) -> bool:
-        """Send a ping frame (thread-safe); the hub's pong reaches ``on_pong``.
+        """Ask the hub for an answer carrying ``payload`` (ASCII); it reaches ``on_pong`` (thread-safe).
+
+        On the Go dialect a JSON ping with ``payload`` as its ``request_id``, never a ping frame: the
+        Go server answers a ping frame from the goroutine that reads, which crashes it while its writer
+        writes (docs/protocol.md §4); its JSON pong comes through its queue, after its answers to all
+        we sent before. On the seed dialect a ping frame, which also keeps the connection open.
+        Only after the hub's ``connected`` (:attr:`dialect` set): before it, nothing is asked.
 
         Returns:
-            True if it was written; False once :meth:`begin_close` was called.
+            True if it was written; False once :meth:`begin_close` was called, or before ``connected``.
 
         Raises:
             websocket.WebSocketException, OSError: the connection is gone or stalled.
         """
+        if self.dialect is None:
+            return False
+        if self.dialect is Dialect.GO:
+            return self._write_frames(wsframe.text(protocol.json_ping(payload.decode("ascii"))))
         written = self._write_frames(wsframe.ping(payload))
         if written:
-            self._last_ping = time.monotonic()
+            self._last_keep_alive = time.monotonic()
         return written
 
-    def keep_alive(self, now: float) -> None:
-        """Send a keep-alive ping if no ping frame went out for ``ping_interval`` (the send thread).
+    def keep_alive_due(self) -> Optional[float]:
+        """When the next keep-alive is due (monotonic); None while the connection is not open or closing."""
+        if self.opened_at is None or self.closing_since is not None:
+            return None
+        return self._last_keep_alive + self._ping_interval
 
-        Only ping frames extend the Go hub's read deadline (docs/protocol.md §4); the delivery's
-        confirmation pings count. Written as every frame of ours is (:meth:`_write_frames`), so a
-        stalled path fails it within the write bound instead of holding websocket-client's lock.
+    def keep_alive(self, now: float) -> None:
+        """Keep the connection open if nothing did for ``ping_interval`` (the send thread).
+
+        Only control frames extend the Go server's read deadline (docs/protocol.md §4). On the seed
+        dialect a ping frame (the delivery's confirmation pings count too). On the Go dialect, and
+        before the hub's ``connected`` says which, an unsolicited pong frame (RFC 6455 §5.5.3), which
+        the Go server takes without writing anything; on the Go dialect with a JSON ping in the same
+        write, whose answer proves the path alive. Written as every frame of ours is
+        (:meth:`_write_frames`), so a stalled path fails it within the write bound.
 
         Raises:
             websocket.WebSocketException, OSError: the connection is gone or stalled.
         """
-        if self.opened_at is not None and self.closing_since is None and now - self._last_ping >= self._ping_interval:
+        due = self.keep_alive_due()
+        if due is None or now < due:
+            return
+        if self.dialect is Dialect.SEED:
             self.ping(b"")
+            return
+        data = wsframe.pong(b"")
+        if self.dialect is Dialect.GO:
+            data += wsframe.text(protocol.json_ping(KEEPALIVE_ID))
+        if self._write_frames(data):
+            self._last_keep_alive = now
+
+    def heard_pong(self, payload: bytes) -> None:
+        """A pong arrived (the connection thread): a pong frame, or on the Go dialect a JSON pong,
+        whose ``request_id`` is ``payload``. Either proves the path alive and may confirm results."""
+        self.last_pong = time.monotonic()
+        self._on_pong(self, payload)
 
     def abort(self) -> None:
         """Tear the TCP connection down without a close frame (dead or stalled path)."""
@@ -274,7 +319,12 @@ class Connection:
         # The upgrade had what was left of the connect budget; from now on a blocked read or send gets all of it.
         if self._sock is not None:
             bound_writes(self._sock, self._connect_timeout)
-        self.opened_at = self.last_pong = self._last_ping = time.monotonic()
+        self.opened_at = self.last_pong = self._last_keep_alive = time.monotonic()
+        if self._sock is not None:
+            try:
+                self.local_address, self.peer_address = self._sock.getsockname(), self._sock.getpeername()
+            except OSError:  # already gone: the session ends at the first read
+                pass
         if app.sock is not None:
             # websocket-client answers a ping on the reading thread, under the lock of every write:
             # its one call of pong() (recv_data_frame) gets ours, which writes on the send thread.
@@ -282,10 +332,15 @@ class Connection:
         self._on_open(self)
 
     def _answer_ping(self, payload: "str | bytes" = b"") -> None:
-        data = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
-        self._post(lambda: self._write_pong(data))
+        # Only the latest ping is answered (RFC 6455 §5.5.3 allows it): however many the hub sends while
+        # the send thread is busy, one pong waits, and the same job is posted once (sender.py).
+        self._pong_payload = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
+        self._post(self._write_pong)
 
-    def _write_pong(self, payload: bytes) -> None:
+    def _write_pong(self) -> None:
+        payload, self._pong_payload = self._pong_payload, None
+        if payload is None:
+            return
         try:
             self._write_frames(wsframe.pong(payload))
         except Exception as exc:  # like any failed send: the session is over
@@ -301,8 +356,7 @@ class Connection:
         self._on_frame(self, frame, self._binary)
 
     def _pong(self, app: websocket.WebSocketApp, data: bytes) -> None:
-        self.last_pong = time.monotonic()
-        self._on_pong(self, data)
+        self.heard_pong(data)
 
     def _error(self, app: websocket.WebSocketApp, exc: BaseException) -> None:
         if isinstance(exc, websocket.ABNF) and exc.opcode == websocket.ABNF.OPCODE_CLOSE:

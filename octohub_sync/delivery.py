@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from typing import Callable, Optional
 
 from .combining import SendQueue
@@ -41,6 +42,11 @@ ACK_PREFIX = b"octohub-ack:"
 #: bytes (a larger result is a write of its own): one system call and one lock for several frames.
 WRITE_BYTES = 64 * 1024
 
+#: Replies (the answers to the hub's JSON pings) waiting for the send thread, in characters at most: a
+#: hub that floods pings and reads nothing costs no more than this. Beyond it a reply is dropped; the
+#: hub, if it still listens, asks again.
+MAX_REPLY_BYTES = 1 << 20
+
 class ResultDelivery:
     """Sends on the current connection (``link``, link.py): results, replies, ``node_ready``.
 
@@ -56,6 +62,8 @@ class ResultDelivery:
         outbox_size: results kept while they cannot be sent (OCTOHUB_OUTBOX_SIZE).
         store: where results wait until the hub confirms them (see ledger.py).
         post: runs a job on the send thread (``Sender.post``): how a liveness loop's result is sent.
+        wake: tells the timers loop that results wait for confirmation (its look at them is due soon:
+            ``Alarm.ring``, timers.py).
         confirm_deadline: seconds without room for more results after which the path counts as dead.
         link: the node's current connection (the watchdog attaches each one); this class says when
             it is ready and when it no longer is.
@@ -63,12 +71,14 @@ class ResultDelivery:
 
     def __init__(self, *, outbox_size: int, store: MemoryStore, stats: Stats, log: logging.LoggerAdapter,
                  post: Callable[[Callable[[], None]], None] = lambda job: job(),
-                 confirm_deadline: float = 30.0, link: Optional[Link] = None) -> None:
+                 confirm_deadline: float = 30.0, link: Optional[Link] = None,
+                 wake: Callable[[], None] = lambda: None) -> None:
         self._store = store
         self._stats = stats
         self._log = log
         self._confirm_deadline = confirm_deadline
         self._post = post
+        self._wake = wake
         self.outbox = Outbox(outbox_size)
         self.link = Link() if link is None else link
         self._flush_lock = threading.Lock()
@@ -79,6 +89,10 @@ class ResultDelivery:
         self.confirmations = Confirmations(capacity=outbox_size)
         self._awaiting = 0  # results in the hands of a sending thread that waits for room (_await_room)
         self._queue = SendQueue(send=self._send_now, chunks=_writes, keep=self._put_aside, post=post)
+        self._replies_lock = threading.Lock()
+        self._replies: deque[tuple[Connection, str]] = deque()
+        self._reply_chars = 0  # of the frames in _replies
+        self._dropping_replies = False
 
     # -- the connection's life ------------------------------------------------------------------
 
@@ -143,8 +157,35 @@ class ResultDelivery:
         return self.outbox.task_ids() + self._queue.task_ids()
 
     def reply(self, conn: Connection, frame: str) -> None:
-        """Answer the hub on the send thread (the connection thread, which reads, never waits for a write)."""
-        self._post(lambda: self.send_or_abort(conn, frame))
+        """Answer the hub on the send thread (the connection thread, which reads, never waits for a write).
+
+        At most :data:`MAX_REPLY_BYTES` of replies wait; one that finds no room is dropped, with a
+        warning when dropping begins.
+        """
+        with self._replies_lock:
+            room = self._reply_chars + len(frame) <= MAX_REPLY_BYTES
+            warn = not room and not self._dropping_replies
+            if room:
+                self._replies.append((conn, frame))
+                self._reply_chars += len(frame)
+            else:
+                self._dropping_replies = True
+        if warn:
+            self._log.warning("the hub sends pings faster than it reads their answers: over %d KiB of answers "
+                              "wait; dropping answers until they are sent", MAX_REPLY_BYTES // 1024)
+        if room:
+            self._post(self._send_replies)
+
+    def _send_replies(self) -> None:
+        """(The send thread.) Send the waiting replies, oldest first."""
+        while True:
+            with self._replies_lock:
+                if not self._replies:
+                    self._dropping_replies = False  # a drop after this warns again
+                    return
+                conn, frame = self._replies.popleft()
+                self._reply_chars -= len(frame)
+            self.send_or_abort(conn, frame)
 
     def send_or_abort(self, conn: Connection, frame: str) -> bool:
         """Send one frame; any failure ends the session (the connection is aborted).
@@ -229,6 +270,7 @@ class ResultDelivery:
         """Results that cannot go out now: into the outbox (its oldest dropped when full), seen by :meth:`tick`."""
         for result in results:
             self._dropped(self.outbox.put(result))
+        self._wake()
 
     def _keep(self, results: list[Result]) -> None:
         """Put results in the outbox; if the connection is ready, the outbox is sent now (no result
@@ -271,8 +313,12 @@ class ResultDelivery:
             return
         self.send_outbox()
 
+    def busy(self) -> bool:
+        """Whether :meth:`tick` has work soon: results wait for confirmation, or in the outbox while ready."""
+        return bool(len(self.confirmations) or (self.link.ready and len(self.outbox)))
+
     def tick(self) -> None:
-        """The send thread's periodic look: send what waits in the outbox while the connection is
+        """The send thread's periodic look (while :meth:`busy`): send what waits in the outbox while the connection is
         ready, and ask the hub to confirm what was sent since the last ping."""
         link = self.link
         if link.ready and len(self.outbox) and not self._flush_lock.locked():
@@ -297,6 +343,8 @@ class ResultDelivery:
                 self.confirmations.wake()
             if written:
                 ping = self.confirmations.add(results[:written], time.monotonic())
+        if written:
+            self._wake()  # the timers look at what waits for confirmation from now on
         if ping is not None:
             self._ask_confirmation(conn, ping)
         return written

@@ -39,6 +39,8 @@ class Plan(NamedTuple):
     unreadable: Optional[tuple[str, str]] = None
     #: (task_id, reason): the hub cancels that task (docs/protocol.md §3.2, task_cancel).
     cancel: Optional[tuple[str, Optional[str]]] = None
+    #: The ``request_id`` of a JSON pong: the answer to a JSON ping of ours (docs/protocol.md §4).
+    pong: Optional[str] = None
     log_level: int = logging.DEBUG
     log_text: str = ""
 
@@ -89,7 +91,8 @@ def _route(msg: Message, handlers: Container[str]) -> Plan:
     if kind == "error":
         return _error(msg)
     if kind == "pong":
-        return Plan(message=msg)
+        request_id = msg.body.get("request_id")
+        return Plan(message=msg, pong=request_id if isinstance(request_id, str) else "")
     if kind in handlers:
         return Plan(message=msg, handler=kind)
     return Plan(message=msg, log_text=f"ignored message of kind {kind[:100]!r} (no handler registered)")

@@ -1,7 +1,8 @@
 """Alive and ready: the two questions a supervisor asks, answered once for ``/livez``, ``/readyz`` and systemd.
 
 **Alive** means the process does its own work: the watchdog loop and the timers loop each
-ticked within :data:`MAX_TICK_AGE` seconds, and the node has not stopped. It says nothing
+ticked when they said they would (an idle loop sleeps for seconds, and says so), give or take
+:data:`MAX_TICK_AGE` seconds, and the node has not stopped. It says nothing
 about the hub: during a hub outage the node is alive (it is reconnecting, as it should),
 so a supervisor that restarts on "not alive" restarts only a wedged process.
 
@@ -19,7 +20,7 @@ from .stats import NodeState
 
 __all__ = ["MAX_TICK_AGE", "Heartbeats", "Verdict", "liveness", "readiness"]
 
-#: A loop that has not ticked for this many seconds is wedged (both loops tick every 0.25 s at most).
+#: A loop this many seconds late for the tick it announced is wedged.
 MAX_TICK_AGE = 10.0
 
 
@@ -31,7 +32,7 @@ class Verdict(NamedTuple):
 
 
 class Heartbeats:
-    """When each of the node's loops last ticked (``time.monotonic()``): written by the loops, read by probes.
+    """When each of the node's loops is due to tick next (``time.monotonic()``): written by the loops, read by probes.
 
     Args:
         names: the loops, by thread name.
@@ -42,19 +43,19 @@ class Heartbeats:
         self._last: dict[str, float] = dict.fromkeys(names, 0.0)
 
     def reset(self, now: float) -> None:
-        """The loops are starting: count their age from ``now``."""
+        """The loops are starting: each is due from ``now``."""
         with self._lock:
             self._last = dict.fromkeys(self._last, now)
 
-    def beat(self, name: str, now: float) -> None:
-        """Loop ``name`` ticked at ``now``."""
+    def beat(self, name: str, now: float, until: Optional[float] = None) -> None:
+        """Loop ``name`` ticked at ``now`` and will tick again by ``until`` (default: at once)."""
         with self._lock:
-            self._last[name] = now
+            self._last[name] = now if until is None else max(now, until)
 
     def ages(self, now: float) -> dict[str, float]:
-        """Seconds since each loop last ticked."""
+        """Seconds each loop is late for the tick it announced (negative while it is not due yet)."""
         with self._lock:
-            return {name: now - last for name, last in self._last.items()}
+            return {name: now - due for name, due in self._last.items()}
 
 
 def liveness(state: NodeState, ages: Mapping[str, float], *, max_age: Optional[float] = None) -> Verdict:
@@ -62,7 +63,7 @@ def liveness(state: NodeState, ages: Mapping[str, float], *, max_age: Optional[f
 
     Args:
         state: the node's state.
-        ages: seconds since each loop ticked (:meth:`Heartbeats.ages`).
+        ages: seconds each loop is late for its tick (:meth:`Heartbeats.ages`).
         max_age: a loop silent for longer is wedged (default :data:`MAX_TICK_AGE`, read at each call).
     """
     max_age = MAX_TICK_AGE if max_age is None else max_age

@@ -244,6 +244,12 @@ def task_progress(task_id: str, progress: Optional[float], message: Optional[str
     return _dumps(frame)
 
 
+def json_ping(request_id: str) -> str:
+    """The Go server's JSON ping: it answers ``{"action": "pong", .., "request_id": ..}`` through its own
+    queue, after its answers to everything sent before (docs/protocol.md §4)."""
+    return _dumps({"action": "ping", "request_id": request_id})
+
+
 def pong(msg: Message) -> str:
     """Answer a JSON ping in the form it came in, echoing its ``request_id``."""
     reply: dict[str, Any] = {msg.dialect.value: "pong", "timestamp": int(time.time())}

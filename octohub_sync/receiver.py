@@ -104,7 +104,11 @@ class FrameReceiver:
             self._submit(plan.task)
         elif plan.reply is not None:
             self._delivery.reply(conn, plan.reply)
-        elif plan.handshake:
+        elif plan.pong is not None:
+            conn.heard_pong(plan.pong.encode("utf-8", "replace"))
+        elif plan.handshake and plan.message is not None:
+            # How the node keeps this connection open and asks for answers depends on the hub's dialect.
+            conn.dialect = plan.message.dialect
             self._handshake(conn)
         elif plan.closing is not None:
             self._on_notice(plan.replaced)

@@ -1,10 +1,13 @@
 """The watchdog thread: it alone (re)connects, as :class:`ReconnectPolicy` decides.
 
 It notices a connection that ended, a path that stopped answering pings, a hub that
-announced it is dropping us, a registration the hub may have lost, and a pause of the
-process or a suspend of the machine (clock.py) after which the path is probably dead; it waits as
-the policy says and starts a new connection, only once the old one is over
-(break-before-make).
+announced it is dropping us, a registration the hub may have lost, a pause of the
+process or a suspend of the machine (clock.py), and a change of the local address the
+system would use towards the hub (netpath.py: a network change). After a short pause or a
+network change it checks the path at once with a probe, and reconnects when no answer
+comes in time (netpath.py); after a pause longer than the keep-alive allows it
+reconnects at once. It waits as the policy says and starts a new connection, only once
+the old one is over (break-before-make).
 """
 from __future__ import annotations
 
@@ -14,15 +17,16 @@ import threading
 import time
 from typing import Callable, Optional
 
-from .clock import Pause, Tick, detect_pause
+from .clock import MIN_PAUSE, Pause, Tick, detect_pause
 from .connection import CLOSE_TIMEOUT, Connection
 from .link import Link
+from .netpath import PathCheck
 from .reconnect import Decision, Ending, ReconnectPolicy
 
 __all__ = ["Watchdog"]
 
-#: Longest sleep between two looks at an open connection (seconds).
-TICK = 0.25
+#: Longest sleep between two looks (seconds): how late a pause or a network change is noticed.
+TICK = 1.0
 
 
 class Watchdog:
@@ -35,11 +39,15 @@ class Watchdog:
         on_ended: told how each connection ended and what the policy decided (a ``Decision``
             whose ``delay`` is None means the node gave up; no attempt follows).
         on_reregister: told that the watchdog closes a connection to register again.
-        on_tick: told the time of every turn of the loop, on this thread (the node's liveness, and
-            the systemd watchdog pings that depend on it: a wedged loop stops them).
+        on_tick: told the time of every turn of the loop and when the next comes at the latest, on
+            this thread (the node's liveness, and the systemd watchdog pings that depend on it: a
+            wedged loop stops them).
         pause_after: seconds of absence (a stopped process, a suspended machine) after which the
             connection counts as dead and a new one starts at once (``clock.pause_threshold``);
-            0 never.
+            0 never. A shorter absence of :data:`clock.MIN_PAUSE` or more is probed.
+        path: checks the path after a short pause or a network change (netpath.py); None: no
+            probes, a pause of ``pause_after`` or more ends the connection, a shorter one nothing.
+        tick: the longest sleep of the loop (at most :data:`TICK`: the systemd watchdog may want it shorter).
         on_pause: told of each such pause, on this thread (the node counts them).
         link: the node's current connection (link.py): the watchdog attaches each attempt there.
     """
@@ -53,10 +61,12 @@ class Watchdog:
         on_ended: Callable[[Connection, Decision], None],
         on_reregister: Callable[[], None],
         log: logging.LoggerAdapter,
-        on_tick: Callable[[float], None] = lambda now: None,
+        on_tick: Callable[[float, float], None] = lambda now, until: None,
         pause_after: float = 0.0,
         on_pause: Callable[[Pause], None] = lambda pause: None,
         link: Optional[Link] = None,
+        path: Optional[PathCheck] = None,
+        tick: float = TICK,
     ) -> None:
         self._connect_to = connect
         self._on_tick = on_tick
@@ -74,8 +84,10 @@ class Watchdog:
         self._next_attempt = 0.0
         self._pause_after, self._on_pause = pause_after, on_pause
         self._last_look: Optional[Tick] = None  # the clocks at the previous step
-        self._slept = TICK  # how long the loop last asked to sleep
-        self._resumed = False  # the current connection is dropped because of a pause
+        self._tick = min(tick, TICK)
+        self._slept = self._tick  # how long the loop last asked to sleep
+        self._resumed = False  # the current connection is dropped because of a pause or a failed probe
+        self._path = path
         # Daemon: if the program exits without stop(), this thread must not hold it open.
         self.thread = threading.Thread(target=self._run, name="octohub-watchdog", daemon=True)
 
@@ -121,18 +133,25 @@ class Watchdog:
                 self.step(now, wall=time.time())
             except Exception:  # the watchdog must outlive any bug of ours
                 self._log.exception("watchdog step failed; carrying on")
+            self._slept = self._sleep_time()
             try:
-                self._on_tick(now)
+                self._on_tick(now, now + self._slept)
             except Exception:
                 self._log.exception("watchdog tick failed; carrying on")
-            self._slept = self._sleep_time()
             self._wake.wait(self._slept)
             self._wake.clear()
 
     def _sleep_time(self) -> float:
+        now = time.monotonic()
         if self.conn is None:
-            return min(TICK, max(0.0, self._next_attempt - time.monotonic()))
-        return TICK
+            return min(self._tick, max(0.0, self._next_attempt - now))
+        conn = self.conn
+        due = conn.last_pong + self._dead_after if conn is not None and conn.opened_at is not None else None
+        probe_due = None if self._path is None else self._path.due
+        if probe_due is not None:
+            due = probe_due if due is None else min(due, probe_due)
+        # A little past the moment, so that the look finds it passed.
+        return self._tick if due is None else min(self._tick, max(0.0, due - now) + 0.01)
 
     def step(self, now: float, *, wall: Optional[float] = None) -> None:
         """One look at the connection at time ``now`` (the loop calls it; tests drive it directly).
@@ -148,6 +167,8 @@ class Watchdog:
             conn = None
             self._link.attach(None)
         if conn is None:
+            if self._path is not None and not self.gave_up and self._next_attempt > now and self._path.new_route():
+                self._next_attempt = now  # a network came back, or changed: the wait says nothing about it
             if now >= self._next_attempt:
                 self.attempts += 1
                 self._replaced = False
@@ -161,14 +182,22 @@ class Watchdog:
         previous, self._last_look = self._last_look, tick
         if previous is None or not self._pause_after or self.gave_up:
             return
-        pause = detect_pause(previous, tick, expected=self._slept, threshold=self._pause_after)
+        path = self._path
+        threshold = self._pause_after if path is None else min(MIN_PAUSE, self._pause_after)
+        pause = detect_pause(previous, tick, expected=self._slept, threshold=threshold)
         if pause is None:
             return
         self._on_pause(pause)
+        conn = self.conn
+        if path is not None and pause.seconds <= self._pause_after:
+            # Between connections the wait goes on as it was; a connection still opening starts again.
+            if conn is not None and not path.start(conn, tick.monotonic, f"{pause.kind.value} for {pause.seconds:.1f} s"):
+                self._resumed = True
+                conn.abort()
+            return
         # The hub is not at fault, so no backoff: the next attempt starts now, with a new signed address.
         self._log.info("%s for %.1f s, longer than the keep-alive allows: the connection is probably dead; "
                        "connecting again now", pause.kind.value, pause.seconds)
-        conn = self.conn
         if conn is None:
             self._next_attempt = tick.monotonic
         else:
@@ -184,6 +213,10 @@ class Watchdog:
             return
         if self._replaced:
             self._close(conn, "replaced", "closing the connection the hub replaced")
+            return
+        if self._path is not None and self._path.dead(conn, now):
+            self._resumed = True  # not the hub's fault: no backoff
+            conn.abort()
             return
         silent = now - conn.last_pong
         if silent > self._dead_after:
