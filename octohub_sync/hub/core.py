@@ -56,6 +56,11 @@ class LocalHub:
         notify_replaced: tell an evicted connection why before dropping it.
         clock_offset: seconds added to the hub's clock (signature checks, Date header).
         max_size: largest WebSocket message accepted, in bytes.
+        ping_crash: in the go dialect, the real server's crash (docs/protocol.md §4): a ping frame
+            from a node that meets a write under way for it ends the WebSocket server, every
+            connection dropped without a close frame, until :meth:`start_ws` (hub/go_writer.py
+            gives the rule). The go dialect also writes through the server's queue of 256, which
+            drops what finds it full. No effect in the seed dialect.
 
     Raises:
         ValueError: unknown dialect, or a negative read_deadline.
@@ -76,6 +81,7 @@ class LocalHub:
         notify_replaced: bool = True,
         clock_offset: float = 0.0,
         max_size: Optional[int] = 16 * 2**20,
+        ping_crash: bool = True,
     ) -> None:
         if dialect not in messages.DIALECTS:
             raise ValueError(f"dialect must be one of {messages.DIALECTS}, not {dialect!r}")
@@ -108,6 +114,7 @@ class LocalHub:
             ssl_context=ssl_context,
             max_size=max_size,
             read_deadline=self.read_deadline,
+            ping_crash=ping_crash,
         )
 
     # -- lifecycle ---------------------------------------------------------
@@ -243,6 +250,16 @@ class LocalHub:
         in the seed dialect.
         """
         return self._state.forgotten
+
+    @property
+    def crashes(self) -> list[dict]:
+        """Every crash of the WebSocket server (go dialect, ``ping_crash``): dicts of pc_id, why and
+        time (monotonic). After one, nothing listens until :meth:`start_ws`."""
+        return self._state.crashes
+
+    def frames(self, opcode: str) -> int:
+        """How many frames of ``opcode`` (``"ping"``, ``"pong"``, ``"text"``, ...) nodes sent (go dialect only)."""
+        return self._state.frames(opcode)
 
     @property
     def handshakes_rejected(self) -> int:

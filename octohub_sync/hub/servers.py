@@ -30,6 +30,7 @@ class HubServers:
         ssl_context: server-side TLS context for both servers, or None.
         max_size: largest WebSocket message accepted, in bytes (None: no limit).
         read_deadline: seconds a connection may go without a ping frame (None: forever).
+        ping_crash: in the go dialect, a ping frame that meets a write ends the WebSocket server.
     """
 
     def __init__(
@@ -46,6 +47,7 @@ class HubServers:
         ssl_context: Optional[ssl.SSLContext],
         max_size: Optional[int],
         read_deadline: Optional[float],
+        ping_crash: bool = True,
     ) -> None:
         self._host = host
         self._deadline = None if read_deadline is None else ReadDeadline(state.open_sessions, read_deadline)
@@ -58,6 +60,7 @@ class HubServers:
             ssl_context=ssl_context,
             max_size=max_size,
             on_open=None if self._deadline is None else self._deadline.poke,
+            ping_crash=ping_crash,
         )
         # The API server binds when built, so it is built by start().
         self._make_api: Callable[[Tuple[str, int]], ApiServer] = functools.partial(

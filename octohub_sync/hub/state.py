@@ -4,6 +4,9 @@ Everything here is guarded by one :class:`threading.Condition`; every change
 notifies it, which is what :meth:`HubState.wait_for` waits on. Sockets are
 duck-typed (``send``, ``close_socket``) and are never written to while the
 lock is held, so a slow node cannot stall the others.
+
+Why one module: everything a test waits on is guarded by one condition; split, a wait would
+have to watch several locks.
 """
 from __future__ import annotations
 
@@ -65,6 +68,8 @@ class HubState:
         self._forgotten: list[dict] = []
         self._handshakes_rejected = 0
         self._kinds: Counter[str] = Counter()
+        self._frames: Counter[str] = Counter()
+        self._crashes: list[dict] = []
         self._pending: dict[str, _Task] = {}
 
     # -- records -----------------------------------------------------------
@@ -122,6 +127,29 @@ class HubState:
         with self._cond:
             return self._kinds[kind]
 
+    def count_frame(self, opcode: str) -> None:
+        """Count one frame received from a node, by opcode (``ping``, ``pong``, ``text``, ..)."""
+        with self._cond:
+            self._frames[opcode] += 1
+            self._cond.notify_all()
+
+    def frames(self, opcode: str) -> int:
+        """How many frames with that opcode were counted."""
+        with self._cond:
+            return self._frames[opcode]
+
+    @property
+    def crashes(self) -> list[dict]:
+        """A snapshot: every crash of the WebSocket server (pc_id, why, time)."""
+        with self._cond:
+            return list(self._crashes)
+
+    def record_crash(self, pc_id: str, why: str) -> None:
+        """The WebSocket server crashed, because of a frame from ``pc_id``."""
+        with self._cond:
+            self._crashes.append({"pc_id": pc_id, "why": why, "time": time.monotonic()})
+            self._cond.notify_all()
+
     def pending_ids(self) -> List[str]:
         """Ids of the tasks that have no result yet."""
         with self._cond:
@@ -148,7 +176,9 @@ class HubState:
     def _evict(self, old: NodeSession) -> None:
         logger.info("new connection for %s replaces the previous one", old.pc_id)
         if self._notify_replaced:
-            self._send_quietly(old, messages.dumps(messages.replaced(self._dialect)))
+            # Written at once, ahead of the go dialect's queue: the socket closes next (the Go server's own
+            # notice is lost that way, which notify_replaced=False reproduces).
+            self._send_quietly(old, messages.dumps(messages.replaced(self._dialect)), now=True)
         old.ws.close_socket()
 
     def mark_greeted(self, session: NodeSession) -> None:
@@ -286,9 +316,9 @@ class HubState:
             raise ConnectionError(f"sending to {session.pc_id} failed: {exc}") from exc
 
     @staticmethod
-    def _send_quietly(session: NodeSession, frame: Frame) -> None:
+    def _send_quietly(session: NodeSession, frame: Frame, *, now: bool = False) -> None:
         # A connection may die between lookup and send; its tasks then stay pending.
         try:
-            session.ws.send(frame)
+            (session.ws.send_now if now else session.ws.send)(frame)
         except Exception as exc:
             logger.debug("send to %s failed: %s", session.pc_id, exc)

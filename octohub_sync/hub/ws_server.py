@@ -5,6 +5,9 @@ starts named daemon threads, because a test hub must never keep a process alive.
 That loop uses only ``Server.socket`` and ``Server.handler``, which websockets 13-17
 all have (websockets 15 is the newest for Python 3.9); its wake-up pair and thread
 bookkeeping are its own.
+
+Why one module: the connection class and the server share the bookkeeping of live connections
+(track, untrack, stop and the go dialect's panic act on the same set).
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from websockets.sync.server import Server, ServerConnection, serve
 
 from octohub_sync import signing
 from octohub_sync.hub import messages
+from octohub_sync.hub.go_writer import GoWriter
 from octohub_sync.hub.sockets import abort
 from octohub_sync.hub.state import HubState
 
@@ -56,6 +60,10 @@ class HubConnection(ServerConnection):
     link); the next ``pongs_to_skip`` ping frames whose payload starts with ``skip_prefix`` get
     no pong (a peer may answer only the latest of several pings, RFC 6455 §5.5.3; or a pong lost
     on the way).
+
+    In the go dialect the hub writes as the Go server does (go_writer.py): through a queue that drops
+    what finds it full, and a ping frame from the node that meets a write under way ends the whole
+    WebSocket server (``ping_crash``), as the original's unrecovered panic does.
     """
 
     def __init__(self, server_side: WsServer, *args: Any, **kwargs: Any) -> None:
@@ -73,13 +81,34 @@ class HubConnection(ServerConnection):
         except BaseException:
             server_side.untrack(self)
             raise
-        self.recv_events_thread.name = f"hub-ws-recv-{server_side.next_id()}"
+        number = server_side.next_id()
+        self.recv_events_thread.name = f"hub-ws-recv-{number}"
+        #: The Go server's writer (go dialect), else None: messages go out directly.
+        self.writer = GoWriter(super().send, name=f"hub-ws-write-{number}") if server_side.go else None
         self._recv_frame = self.protocol.recv_frame
         # Replacing a method of websockets' protocol object is the hook itself; no type says that.
         self.protocol.recv_frame = self._hooked_recv_frame  # type: ignore[method-assign]
 
+    def send(self, message: Any, *, text: Optional[bool] = None) -> None:
+        """Send a message; in the go dialect, queue it for the writer (dropped if the queue is full)."""
+        if self.writer is None or self.protocol.state is not State.OPEN or not isinstance(message, (str, bytes)):
+            super().send(message, text=text)  # raises ConnectionClosed once the connection is gone
+            return
+        self.writer.put(message)
+
+    def send_now(self, message: Any) -> None:
+        """Send a message at once, ahead of the go dialect's queue."""
+        super().send(message)
+
     def _hooked_recv_frame(self, frame: Frame) -> None:
         # On the reader thread, with the protocol's lock held: what is sent here goes out first.
+        if self.writer is not None:
+            self._server_side.count_frame(frame.opcode)
+            if frame.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
+                self.writer.received()
+            elif frame.opcode is Opcode.PING and self._server_side.ping_crash and self.writer.meets_write():
+                self._server_side.panic(self, "concurrent write to websocket connection")
+                return  # no pong: the process is gone
         if frame.opcode is Opcode.PING and self.pongs_to_skip and frame.data.startswith(self.skip_prefix):
             self.pongs_to_skip -= 1
             self.protocol.events.append(frame)  # still seen by process_event (the read deadline)
@@ -101,6 +130,8 @@ class HubConnection(ServerConnection):
 
     def close_socket(self) -> None:
         super().close_socket()
+        if getattr(self, "writer", None) is not None:
+            self.writer.close()
         self._server_side.untrack(self)
 
 
@@ -110,12 +141,14 @@ class WsServer:
     Args:
         state: where connections are registered and frames recorded.
         key: the signature key of the WebSocket URL.
-        dialect: ``"seed"`` or ``"go"``, the form of the ``connected`` message.
+        dialect: ``"seed"`` or ``"go"``, the form of the ``connected`` message, and in the go dialect the
+            Go server's way of writing (go_writer.py).
         clock: the hub's clock (signature checks, ``connected`` message).
         fault: returns the current ``ws_fault`` (None, ``"401"`` or ``"500"``).
         ssl_context: server-side TLS context (wss), or None.
         max_size: largest message accepted, in bytes (None: no limit).
         on_open: called after each new connection is registered (e.g. to re-plan a read deadline).
+        ping_crash: in the go dialect, a ping frame that meets a write ends the server (go_writer.py).
     """
 
     def __init__(
@@ -129,8 +162,11 @@ class WsServer:
         ssl_context: Optional[ssl.SSLContext] = None,
         max_size: Optional[int] = None,
         on_open: Optional[Callable[[], None]] = None,
+        ping_crash: bool = True,
     ) -> None:
         self._state = state
+        self.go = dialect == messages.GO
+        self.ping_crash = ping_crash
         self._key = key
         self._dialect = dialect
         self._clock = clock
@@ -148,6 +184,23 @@ class WsServer:
 
     def next_id(self) -> int:
         return next(self._ids)
+
+    def count_frame(self, opcode: Opcode) -> None:
+        """A frame of ``opcode`` arrived from a node (go dialect): counted in the hub's state."""
+        self._state.count_frame(opcode.name.lower())
+
+    def panic(self, connection: HubConnection, why: str) -> None:
+        """End the WebSocket server as the Go server's unrecovered panic ends its process.
+
+        Every connection is dropped without a close frame and the listener is closed until
+        ``LocalHub.start_ws()``; the API server, a process of its own in the original, stays.
+        Called on ``connection``'s reader thread, which must not join itself: another thread stops.
+        """
+        logger.error("panic: %s (the Go server's process ends here: every connection dropped, no listener)", why)
+        self._state.record_crash(connection.pc_id, why)
+        abort(connection)
+        # Daemon: a test hub must never keep a process alive; stop() is bounded.
+        threading.Thread(target=self.stop, args=(CLOSE_TIMEOUT * 2,), name="hub-ws-panic", daemon=True).start()
 
     def track(self, connection: HubConnection) -> None:
         with self._lock:
