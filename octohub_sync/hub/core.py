@@ -332,7 +332,9 @@ class LocalHub:
 
     def skip_pongs(self, count: int, *, prefix: bytes = b"octohub-ack:", pc_id: Optional[str] = None) -> None:
         """Answer none of the next ``count`` ping frames whose payload starts with ``prefix``
-        (by default the node's delivery confirmations, docs/protocol.md §8); 0 answers all again.
+        (by default the node's delivery confirmations, docs/protocol.md §8), and none of the JSON
+        pings whose ``request_id`` does (the go dialect's, as the Go server's full queue drops their
+        answers); 0 answers all again.
 
         Raises:
             ConnectionError: that node is not connected.

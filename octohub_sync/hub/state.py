@@ -37,6 +37,16 @@ class _Task:
         self.sent_on = sent_on
 
 
+def _skips_pong(ws: Any, request_id: Any) -> bool:
+    """Whether the pong to a JSON ping with ``request_id`` is one of those ``LocalHub.skip_pongs`` drops."""
+    if not getattr(ws, "pongs_to_skip", 0) or not isinstance(request_id, str):
+        return False
+    if not request_id.encode("utf-8", "replace").startswith(ws.skip_prefix):
+        return False
+    ws.pongs_to_skip -= 1
+    return True
+
+
 class HubState:
     """Connections, tasks and what one hub saw; thread-safe, shared by its servers.
 
@@ -244,6 +254,8 @@ class HubState:
         for task_frame in resend:
             self._send_quietly(session, task_frame)
         reply = messages.reply_to(self._dialect, message, self._clock())
+        if reply is not None and kind == "ping" and _skips_pong(session.ws, message.get("request_id")):
+            reply = None  # lost, as in the Go server's full queue
         if reply is not None:
             self._send_quietly(session, messages.dumps(reply))
 

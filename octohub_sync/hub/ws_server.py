@@ -198,7 +198,9 @@ class WsServer:
         """
         logger.error("panic: %s (the Go server's process ends here: every connection dropped, no listener)", why)
         self._state.record_crash(connection.pc_id, why)
-        abort(connection)
+        # Its reader holds the protocol's lock here, which close_socket() takes: only the socket is cut now.
+        with contextlib.suppress(OSError):
+            connection.socket.shutdown(socket.SHUT_RDWR)
         # Daemon: a test hub must never keep a process alive; stop() is bounded.
         threading.Thread(target=self.stop, args=(CLOSE_TIMEOUT * 2,), name="hub-ws-panic", daemon=True).start()
 
