@@ -96,6 +96,7 @@ class Ledger(MemoryStore):
         self._batch = _Batch()     # the writes not yet taken by the writer thread
         self._added = 0            # finished rows added since the table was last trimmed
         self._error_logged: Optional[float] = None  # when a write failure was last logged (monotonic)
+        self._unwritten = 0        # results kept in memory only since writing began to fail
         self._closing = True       # not open: results are handed on at once, in memory only
         self._thread: Optional[threading.Thread] = None
 
@@ -346,10 +347,15 @@ class Ledger(MemoryStore):
                     db.execute("DELETE FROM finished WHERE rowid <= (SELECT max(rowid) FROM finished) - ?",
                                (self._cache_size,))
                     self._added = 0
+            if self._unwritten:
+                self._log.warning("writing the ledger %s works again; %d result(s) produced while it failed are "
+                                  "kept in memory only until the hub confirms them", self.path, self._unwritten)
+                self._unwritten = 0
         except sqlite3.Error as exc:
             # Disk full, I/O error: the node goes on with these results in memory only. Once logged,
             # a failure that goes on (every batch fails) is only counted, for ERROR_LOG_INTERVAL.
             self._stats.incr("ledger_errors")
+            self._unwritten += len(batch.then)
             now = time.monotonic()
             level = logging.DEBUG
             if self._error_logged is None or now - self._error_logged >= ERROR_LOG_INTERVAL:
