@@ -324,8 +324,10 @@ def pong(msg: Message) -> str:
         text = _dumps(reply)
     except (ValueError, RecursionError):  # a request_id of NaN, or nested too deeply: answer without it
         text = ""
+    if text and len(text) <= MAX_REQUEST_ID_BYTES // 4:  # the common case: a short request_id
+        return text
+    del reply["request_id"]
+    bare = _dumps(reply)
     # A request_id of megabytes would make the pong a frame over the hub's limit: answered without it.
-    if not text or frame_size(text) > MAX_REQUEST_ID_BYTES + 100:
-        del reply["request_id"]
-        return _dumps(reply)
-    return text
+    # 14: the bytes of ',"request_id":'.
+    return text if text and frame_size(text) - frame_size(bare) - 14 <= MAX_REQUEST_ID_BYTES else bare
