@@ -16,7 +16,7 @@ from .app import Setup, install_app, load_app
 from .client import NodeWebSocketClient
 from .config import Settings, credential_name, env_name, load_settings, setting_help, setting_names
 from .console import tolerant_console
-from .exceptions import ConfigError
+from .exceptions import ConfigError, LedgerUnavailable
 from .exitcodes import ExitCode
 from .ledger import default_state_dir
 from .sdnotify import NotifySocket
@@ -106,6 +106,9 @@ def main(argv: Optional[Sequence[str]] = None, *, setup: Optional[Setup] = None)
     except ConfigError as exc:
         print(f"octohub-node: configuration error: {exc}", file=sys.stderr)
         return ExitCode.CONFIG
+    except LedgerUnavailable as exc:  # a full disk, say: not 2, so that a service manager tries again later
+        print(f"octohub-node: {exc}", file=sys.stderr)
+        return ExitCode.FAILED
 
 
 def _warn_about_keys_on_the_command_line(args: argparse.Namespace) -> None:

@@ -106,7 +106,7 @@ class NodeWebSocketClient:
         # frames flow receiver -> runner / delivery; nothing points back.
         self.store = (MemoryStore() if settings.state_dir in (None, "off") else
                       Ledger(settings.state_dir, self.pc_id, cache_size=settings.result_cache_size,
-                             stats=self._stats, log=self.log))
+                             stats=self._stats, log=self.log, max_result_bytes=settings.max_result_bytes))
         #: A path silent this long (no pong of any kind, or no confirmation while they are due) is dead.
         self._dead_after = settings.ping_interval + settings.ping_timeout + 1.0
         # Writes the liveness loops must not wait for (sender.py): started and stopped with the node.
@@ -129,7 +129,8 @@ class NodeWebSocketClient:
             max_pending=settings.max_pending, task_timeout=settings.task_timeout,
             cache_size=settings.result_cache_size, max_result_bytes=settings.max_result_bytes,
             store=self.store, log=self.log, call=self.task_board.call, max_tasks=settings.max_tasks,
-            on_max_tasks=self._recycler.tasks_reached, tasks=self._tasks)
+            on_max_tasks=self._recycler.tasks_reached, tasks=self._tasks,
+            log_errors=settings.log_task_errors)
         self.receiver = FrameReceiver(
             pc_id=self.pc_id, max_message_bytes=settings.max_message_bytes, capacity=settings.max_workers,
             delivery=self.delivery, submit=self._submit, refuse_unread=self.runner.refuse_unread, cancel=self.runner.cancel,

@@ -86,6 +86,7 @@ class Settings:
     max_uptime: float = _opt(0.0, "recycle after running this long (s, 0 = never)", kind="float>=0")
     max_message_bytes: int = _opt(4 * 2**20, "larger frames are refused (bytes)", kind="int>=1")
     max_result_bytes: int = _opt(2**20, "larger results are answered failed ResultTooLarge (bytes, 0 = no limit)", kind="int>=0")
+    log_task_errors: str = _opt("text", "how a handler's exception is logged: text (its type and message, cut to 500 characters) or type (its type only, with the task id: the message may hold personal data)", kind="errorlog")
     status_interval: float = _opt(300.0, "log a status line every N s (0 = off)", kind="float>=0")
     metrics_port: int = _opt(0, "serve /healthz and /metrics on this port (0 = off)", kind="port0")
     metrics_host: str = _opt("127.0.0.1", "address of the metrics endpoint")
@@ -233,6 +234,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "int>=0": _parse_number(int, 0),
     "int>=1": _parse_number(int, 1),
     "level": _parse_choice(_LOG_LEVELS, upper=True),
+    "errorlog": _parse_choice(("text", "type")),
     "statedir": lambda raw: "off" if str(raw).strip().lower() in ("off", "none") else str(raw).strip(),
     "proxy": parse_setting,
     "app": _parse_text(APP_SPEC.match, "expected module or module:function (dotted Python names)"),

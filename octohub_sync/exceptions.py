@@ -60,6 +60,12 @@ class ProxyError(OctoHubError):
         super().__init__(message)
 
 
+class LedgerUnavailable(OctoHubError):
+    """The ledger (OCTOHUB_STATE_DIR) cannot be opened now: a full disk, an I/O error, a lock another
+    program holds. The file was left as it is, with every result it holds; a later start sends them.
+    """
+
+
 class ProtocolError(OctoHubError):
     """A frame from the hub is not a message this node can act on."""
 

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from .config import SAFE_NAME
+from .exceptions import ConfigError
+from .statedir import open_private, private_directory
 
 __all__ = ["PcId", "PcIdSource", "identity_file", "machine_pc_id", "resolve_pc_id"]
 
@@ -145,7 +147,7 @@ def resolve_pc_id(*, pc_id: Optional[str], instance: Optional[str], state_dir: O
     derived = machine_pc_id(instance, hostname=host, mac=machine)
     try:
         kept = _read(path)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, ConfigError) as exc:
         result = PcId(derived, PcIdSource.UNREADABLE, path, f"{type(exc).__name__}: {exc}")
         log.warning("cannot read the pc_id kept in %s (%s); using %s, derived from host name and MAC",
                     path, result.detail, derived)
@@ -178,9 +180,11 @@ def _read(path: Path) -> Optional[dict[str, Any]]:
         ValueError: it is not an identity file.
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        fd = open_private(path, os.O_RDONLY)  # a planted link is refused (ConfigError), not read
     except FileNotFoundError:
         return None
+    with open(fd, encoding="utf-8") as file:
+        text = file.read(64 * 1024)
     data = json.loads(text)  # json.JSONDecodeError is a ValueError
     if not (isinstance(data, dict) and isinstance(data.get("machine"), str) and data["machine"]
             and isinstance(data.get("pc_id"), str) and SAFE_NAME.match(data["pc_id"])):
@@ -192,13 +196,14 @@ def _write(path: Path, data: dict[str, Any], log: Union[logging.Logger, logging.
     """Write ``data`` to ``path`` atomically (temp file, then rename): a crash leaves the old file or the new."""
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # as the ledger makes it
-        with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as out:
+        private_directory(path.parent)  # as the ledger makes it, and refused as it refuses it
+        # Never through a link: os.replace() below renames over one at `path` without following it.
+        with open(open_private(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "w", encoding="utf-8") as out:
             json.dump(data, out, indent=1)
             out.flush()
             os.fsync(out.fileno())
         os.replace(temp, path)
-    except OSError as exc:
+    except (OSError, ConfigError) as exc:  # a refused directory then stops the ledger's open at start
         log.warning("cannot keep pc_id %s in %s (%s: %s); a host-name change would give this node a new pc_id",
                     data["pc_id"], path, type(exc).__name__, exc)
         try:

@@ -16,8 +16,11 @@ One process at a time uses a ledger: :meth:`Ledger.open` takes an operating-syst
 ``msvcrt.locking`` on Windows, by its version), which the system releases when the process ends,
 however it ends.
 
-Why one module: the schema, the writer thread that commits in groups and the statements it runs are
-one file format; split, a change of the schema would touch several files that must agree.
+The file itself (its tables, how it is opened, what counts as damage, files moved aside) is
+ledger_file.py's; the state directory and its files' safety are statedir.py's.
+
+Why one module: the writer thread that commits in groups, the statements it runs and the snapshot it
+reads at open are one use of the file; split, one transaction's rules would be in several places.
 """
 from __future__ import annotations
 
@@ -25,50 +28,26 @@ import itertools
 import logging
 import os
 import sqlite3
-import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
+from typing import TYPE_CHECKING, Iterable, Optional
 
-import platformdirs.macos
-import platformdirs.unix
-import platformdirs.windows
-from platformdirs.api import PlatformDirsABC
-
-from .exceptions import ConfigError
+from . import protocol
+from .exceptions import ConfigError, LedgerUnavailable
+from .ledger_file import Unusable, connect, is_corrupt, move_aside, take_over_aside
 from .outbox import Result
+from .statedir import default_state_dir, open_private, private_directory, refuse_links
 from .stats import Stats
 from .store import MemoryStore, Snapshot, Then
 
 if TYPE_CHECKING:
     from filelock import BaseFileLock
 
-__all__ = ["Ledger", "MemoryStore", "Snapshot", "default_state_dir"]
+__all__ = ["Ledger", "LedgerUnavailable", "MemoryStore", "Snapshot", "default_state_dir"]
 
-#: The folder of the program's state under each platform's own place for it.
-APP_NAME = "octohub-node"
-# sys.platform -> how platformdirs answers there; any other platform is answered as Unix (XDG).
-_PLATFORM_DIRS: dict[str, type[PlatformDirsABC]] = {
-    "win32": platformdirs.windows.Windows,
-    "darwin": platformdirs.macos.MacOS,
-}
-#: Marks the file as ours (PRAGMA application_id): "OCHB".
-APPLICATION_ID = 0x4F434842
-#: Bumped when the tables change; a file of another version is moved aside.
-SCHEMA_VERSION = 1
-#: The WAL file is truncated back to this after each checkpoint (bytes).
-WAL_LIMIT = 4 * 2**20
 #: A write failure is logged at ERROR at most once per this many seconds (counted every time).
 ERROR_LOG_INTERVAL = 300.0
-
-# One B-tree each, no index: a transaction touches as few pages as possible. "started" holds only the
-# tasks running now (a few hundred rows at most), "finished" is read whole at start and trimmed by age.
-_SCHEMA = (
-    "CREATE TABLE results (seq INTEGER PRIMARY KEY, task_id TEXT NOT NULL, frame TEXT NOT NULL)",
-    "CREATE TABLE finished (task_id TEXT NOT NULL, frame TEXT NOT NULL)",
-    "CREATE TABLE started (task_id TEXT NOT NULL)",
-)
 
 # The writes, in the order a transaction applies them (a task's rows are added before they are removed).
 # Each is one statement for many rows (see _apply): every step of a statement releases the GIL, and
@@ -90,35 +69,17 @@ TRIM_EVERY = 64
 ASYNC_DELAY = 0.2
 
 
-def default_state_dir(*, platform: Optional[str] = None) -> Path:
-    """Where the program keeps its ledger unless told otherwise (``OCTOHUB_STATE_DIR``).
-
-    ``$STATE_DIRECTORY`` (systemd's ``StateDirectory=``, its first entry) where systemd runs, else
-    each platform's own place for an application's state, as :mod:`platformdirs` knows it:
-    ``%LOCALAPPDATA%\\octohub-node`` on Windows, ``~/Library/Application Support/octohub-node``
-    on macOS, ``$XDG_STATE_HOME/octohub-node`` (``~/.local/state/octohub-node``) elsewhere.
-
-    Args:
-        platform: the ``sys.platform`` to answer for (by default the one this process runs on).
-    """
-    platform = sys.platform if platform is None else platform
-    if platform.startswith("linux") and os.environ.get("STATE_DIRECTORY"):
-        return Path(os.environ["STATE_DIRECTORY"].split(os.pathsep)[0])
-    dirs = _PLATFORM_DIRS.get(platform, platformdirs.unix.Unix)
-    # appauthor=False: no vendor folder above ours on Windows; roaming=False: the ledger belongs to
-    # this PC (%LOCALAPPDATA%), never to a profile that roams to other machines (%APPDATA%).
-    return Path(dirs(APP_NAME, appauthor=False, roaming=False).user_state_dir)
-
-
 class Ledger(MemoryStore):
     """The SQLite ledger of one pc_id in ``state_dir``; :meth:`open` locks it for this process.
 
     Args:
         cache_size: finished tasks kept (OCTOHUB_RESULT_CACHE_SIZE); older ones are forgotten.
+        max_result_bytes: OCTOHUB_MAX_RESULT_BYTES: a stored result larger than today's limits (kept by
+            an older version) is cut at open (protocol.fit_result), never sent as it is.
     """
 
     def __init__(self, state_dir: str, pc_id: str, *, cache_size: int, stats: Stats,
-                 log: logging.LoggerAdapter) -> None:
+                 log: logging.LoggerAdapter, max_result_bytes: int = 0) -> None:
         super().__init__()
         self.directory = Path(state_dir).expanduser()
         self.path = self.directory / f"{pc_id}.sqlite3"
@@ -126,6 +87,7 @@ class Ledger(MemoryStore):
         self._open_marker = self.directory / f"{pc_id}.open"
         self._pc_id = pc_id
         self._cache_size = cache_size
+        self._max_result_bytes = max_result_bytes
         self._stats = stats
         self._log = log
         self._file_lock: Optional[BaseFileLock] = None
@@ -134,6 +96,7 @@ class Ledger(MemoryStore):
         self._batch = _Batch()     # the writes not yet taken by the writer thread
         self._added = 0            # finished rows added since the table was last trimmed
         self._error_logged: Optional[float] = None  # when a write failure was last logged (monotonic)
+        self._unwritten = 0        # results kept in memory only since writing began to fail
         self._closing = True       # not open: results are handed on at once, in memory only
         self._thread: Optional[threading.Thread] = None
 
@@ -143,18 +106,19 @@ class Ledger(MemoryStore):
         """Lock the file for this process, read what it holds, start the writer.
 
         Raises:
-            ConfigError: the directory cannot be used, or another process holds the ledger.
+            ConfigError: the directory cannot be used (or others may write in it), a file in it is a
+                symbolic link, or another process holds the ledger.
+            LedgerUnavailable: the file cannot be opened now (a full disk, an I/O error); it is left as it is.
         """
-        try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError("OCTOHUB_STATE_DIR", str(self.directory),
-                              f"cannot create the state directory: {exc.strerror or exc}") from None
+        private_directory(self.directory)
         self._file_lock = self._lock()
         try:
             self._db, snapshot = self._load()
             snapshot = snapshot._replace(unclean=self._open_marker.exists())
-            self._open_marker.touch(mode=0o600)  # as private as the ledger (the umask may only narrow it)
+            try:
+                os.close(open_private(self._open_marker, os.O_WRONLY | os.O_CREAT))
+            except OSError:
+                pass  # an empty file needs no space, only an inode; without it the next start re-registers once more
         except BaseException:
             self._unlock()
             raise
@@ -188,8 +152,10 @@ class Ledger(MemoryStore):
         from filelock import FileLock, Timeout
 
         # timeout=0: refuse at once; thread_local=False: stop() may run on another thread than start().
-        lock = FileLock(str(self.path.with_suffix(".lock")), timeout=0, mode=0o600, thread_local=False)
+        path = self.path.with_suffix(".lock")
+        lock = FileLock(str(path), timeout=0, mode=0o600, thread_local=False)
         try:
+            refuse_links(path)  # the directory is private (open()): nobody can plant one after this check
             lock.acquire()
         except Timeout:
             raise ConfigError("OCTOHUB_STATE_DIR", str(self.directory),
@@ -206,22 +172,30 @@ class Ledger(MemoryStore):
             self._file_lock = None
 
     def _load(self) -> tuple[sqlite3.Connection, Snapshot]:
+        new = not self.path.exists()
         try:
-            new = not self.path.exists()
-            db = _connect(self.path)
+            try:
+                db = connect(self.path)
+                snapshot = self._read(db)
+            except (sqlite3.Error, Unusable) as exc:
+                if not is_corrupt(exc):
+                    raise
+                aside = move_aside(self.path, time.strftime("%Y%m%dT%H%M%S"))
+                self._log.error("the ledger %s cannot be used: it is damaged (%s); moved it aside to %s and starting with an "
+                                "empty one: results and finished tasks it held are not recovered", self.path, exc, aside)
+                db, new = connect(self.path), True
             if new:  # said once: where results will wait (a plain run picks the place itself)
                 self._log.info("created the ledger %s (OCTOHUB_STATE_DIR: where; off: keep nothing)", self.path)
-            return db, self._read(db)
-        except (sqlite3.DatabaseError, _Foreign) as exc:
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
-            for suffix in ("", "-wal", "-shm"):
-                part = Path(f"{self.path}{suffix}")
-                if part.exists():
-                    part.rename(f"{aside}{suffix}")
-            self._log.error("the ledger %s cannot be used (%s); moved it aside to %s and starting with an "
-                            "empty one: results and finished tasks it held are not recovered", self.path, exc, aside)
-            db = _connect(self.path)
-            return db, self._read(db)
+            taken = take_over_aside(db, self.path)
+            for aside, count in taken:
+                self._log.warning("%s, moved aside by an earlier start although it was readable, is taken over: "
+                                  "its %d unsent result(s) go out with this start's; removed it", aside, count)
+            return db, self._read(db) if taken or new else snapshot
+        except (sqlite3.Error, OSError, Unusable) as exc:
+            # A full disk, an I/O error, a lock held by another program: nothing says the file is damaged.
+            raise LedgerUnavailable(
+                f"the ledger {self.path} cannot be opened now ({exc}); it was left as it is, with the results it "
+                f"holds: free space or fix access in OCTOHUB_STATE_DIR='{self.directory}' and start again") from None
 
     def _read(self, db: sqlite3.Connection) -> Snapshot:
         pending = db.execute("SELECT seq, task_id, frame FROM results ORDER BY seq").fetchall()
@@ -232,7 +206,20 @@ class Ledger(MemoryStore):
         if pending or started:
             self._log.info("ledger %s: %d result(s) to send, %d task(s) interrupted by the last stop",
                            self.path, len(pending), len(started))
-        return Snapshot(pending, finished[::-1], started[::-1])
+        return Snapshot(self._fit(pending), self._fit(finished[::-1]), started[::-1])
+
+    def _fit(self, rows: list) -> list:
+        """``rows`` (their frame last) with every frame over today's limits cut, or dropped if unreadable."""
+        fitted = []
+        for row in rows:
+            frame = protocol.fit_result(row[-1], self._max_result_bytes)
+            if frame is not row[-1]:  # kept by an older version: sent whole, it would block every connection
+                self._log.warning("ledger %s: the stored result of task %s (%d bytes) exceeds today's limits; %s",
+                                  self.path, str(row[-2])[:protocol.MAX_TASK_ID], protocol.frame_size(row[-1]),
+                                  "dropped it (unreadable)" if frame is None else "sending it cut")
+            if frame is not None:
+                fitted.append(row if frame is row[-1] else (*row[:-1], frame))
+        return fitted
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -360,10 +347,15 @@ class Ledger(MemoryStore):
                     db.execute("DELETE FROM finished WHERE rowid <= (SELECT max(rowid) FROM finished) - ?",
                                (self._cache_size,))
                     self._added = 0
+            if self._unwritten:
+                self._log.warning("writing the ledger %s works again; %d result(s) produced while it failed are "
+                                  "kept in memory only until the hub confirms them", self.path, self._unwritten)
+                self._unwritten = 0
         except sqlite3.Error as exc:
             # Disk full, I/O error: the node goes on with these results in memory only. Once logged,
             # a failure that goes on (every batch fails) is only counted, for ERROR_LOG_INTERVAL.
             self._stats.incr("ledger_errors")
+            self._unwritten += len(batch.then)
             now = time.monotonic()
             level = logging.DEBUG
             if self._error_logged is None or now - self._error_logged >= ERROR_LOG_INTERVAL:
@@ -404,37 +396,3 @@ class _Batch:
     def add(self, kind: int, row: tuple) -> None:
         self.rows[kind].append(row)
         self.empty = False
-
-
-class _Foreign(Exception):
-    """The file is an SQLite database, but not a ledger of this version."""
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    if not path.exists():
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))  # results may hold secrets
-    db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-    try:
-        _prepare(db)
-    except BaseException:
-        db.close()
-        raise
-    db.isolation_level = ""  # "with db:" transactions from here on
-    return db
-
-
-def _prepare(db: sqlite3.Connection) -> None:
-    one: Callable[[str], Any] = lambda sql: db.execute(sql).fetchone()[0]  # noqa: E731
-    if one("PRAGMA quick_check") != "ok":
-        raise sqlite3.DatabaseError("integrity check failed")
-    tables = one("SELECT count(*) FROM sqlite_master")
-    if tables == 0:
-        db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        for statement in _SCHEMA:
-            db.execute(statement)
-    elif one("PRAGMA application_id") != APPLICATION_ID or one("PRAGMA user_version") != SCHEMA_VERSION:
-        raise _Foreign("not an octohub_sync ledger of this version")
-    db.execute("PRAGMA journal_mode = WAL")
-    db.execute("PRAGMA synchronous = NORMAL")
-    db.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")

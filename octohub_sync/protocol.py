@@ -1,7 +1,11 @@
 """Wire formats of docs/protocol.md §3: decoding hub frames and encoding node messages.
 
 No sockets here. Both dialects are read: the seed dialect's ``{"type": .., fields..}``
-and the Go server's ``{"action": .., "data": {fields..}}``.
+and the Go server's ``{"action": .., "data": {fields..}}``. What the node writes stays within a hub's
+message limit: a failed result's error is cut (:func:`task_failed`), a pong's request_id bounded.
+
+Why one module: the messages read and written are one wire format (docs/protocol.md §3); split, the
+encoder and the decoder of one message, and the limits both obey, would live apart.
 """
 from __future__ import annotations
 
@@ -14,8 +18,8 @@ from typing import Any, Mapping, NamedTuple, Optional
 
 from .exceptions import ProtocolError
 
-__all__ = ["FEATURES", "Dialect", "FrameTooLarge", "Message", "Task", "decode", "frame_size", "parse_cancel",
-           "parse_task", "peek_task_id"]
+__all__ = ["FEATURES", "MAX_FAILED_BYTES", "Dialect", "FrameTooLarge", "Message", "Task", "cut_text", "decode",
+           "fit_result", "frame_size", "parse_cancel", "parse_task", "peek_task_id"]
 
 #: Longest task_id accepted; a longer one is treated as unusable rather than cached.
 MAX_TASK_ID = 256
@@ -26,9 +30,18 @@ FEATURES = ("cancel", "progress", "process_isolation", "limits", "rate_limits", 
 #: Longest ``reason`` of a task_cancel, and ``message`` of a task_progress, kept (characters).
 MAX_TEXT = 200
 
+#: Largest ``failed`` task_result (bytes on the wire; OCTOHUB_MAX_RESULT_BYTES when smaller): a longer
+#: error is cut (:func:`cut_text`), so that no failure can grow past a hub's message limit (docs/protocol.md §6).
+MAX_FAILED_BYTES = 16 * 2**10
+
+#: Longest ``request_id`` echoed in a pong (bytes of its JSON form); a longer one is left out.
+MAX_REQUEST_ID_BYTES = 1024
+
 # A task_id as a JSON string of at most MAX_TASK_ID characters, and a kind saying "task".
 _TASK_ID = r'"task_id"\s*:\s*("(?:[^"\\]|\\.){1,%d}")' % MAX_TASK_ID
 _TASK_KIND = r'"(?:type|action)"\s*:\s*"task"'
+# The start of a task_result as _dumps writes it, up to its status.
+_RESULT_HEAD = re.compile(r'\{"type":"task_result","task_id":"(?:[^"\\]|\\.)*","status":"(\w+)"')
 _PEEK = {str: (re.compile(_TASK_ID), re.compile(_TASK_KIND)),
          bytes: (re.compile(_TASK_ID.encode()), re.compile(_TASK_KIND.encode()))}
 
@@ -227,12 +240,68 @@ def task_completed(task_id: str, result: Any) -> str:
     })
 
 
-def task_failed(task_id: str, error: str) -> str:
-    """A ``failed`` task_result carrying ``error``."""
-    return _dumps({
-        "type": "task_result", "task_id": task_id, "status": "failed",
-        "error": error, "timestamp": int(time.time()),
-    })
+def task_failed(task_id: str, error: str, *, max_bytes: int = 0, timestamp: Optional[int] = None) -> str:
+    """A ``failed`` task_result carrying ``error``, cut if needed to fit :data:`MAX_FAILED_BYTES`.
+
+    Args:
+        max_bytes: OCTOHUB_MAX_RESULT_BYTES (0: none); the frame fits it too when it is smaller.
+        timestamp: the result's time (default: now).
+    """
+    stamp = int(time.time()) if timestamp is None else timestamp
+    frame = _failed(task_id, error, stamp)
+    limit = min(max_bytes, MAX_FAILED_BYTES) if max_bytes else MAX_FAILED_BYTES
+    if len(frame) <= limit // 4 or frame_size(frame) <= limit:  # the common case: a short error
+        return frame
+    # The longest head of the error whose frame (with the marker) fits: sizes grow with the head, so
+    # a binary search measures about 14 frames of at most `limit` bytes, once per oversized failure.
+    low, high = 0, min(len(error), limit)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if frame_size(_failed(task_id, cut_text(error, middle), stamp)) <= limit:
+            low = middle
+        else:
+            high = middle - 1
+    return _failed(task_id, cut_text(error, low), stamp)  # low 0: a task_id too long for a tiny limit
+
+
+def _failed(task_id: str, error: str, timestamp: int) -> str:
+    return _dumps({"type": "task_result", "task_id": task_id, "status": "failed", "error": error,
+                   "timestamp": timestamp})
+
+
+def cut_text(text: str, keep: int) -> str:
+    """``text`` if at most ``keep`` characters long, else its first ``keep`` and a marker saying how much is cut."""
+    if len(text) <= keep:
+        return text
+    return f"{text[:keep]}... [cut: {len(text) - keep:,} more characters]"
+
+
+def fit_result(frame: str, max_bytes: int) -> Optional[str]:
+    """A stored ``task_result`` frame made to fit today's limits: ``frame`` itself when it fits, None to drop it.
+
+    A result kept by an older version (a ledger) may be larger than a hub accepts, and would block
+    every connection it is sent on: a ``failed`` one gets its error cut (:func:`task_failed`), a
+    ``completed`` one over ``max_bytes`` becomes ``failed`` ``ResultTooLarge``; an oversized frame that
+    is no task_result is dropped.
+    """
+    size = frame_size(frame)
+    if size <= MAX_FAILED_BYTES:
+        return frame
+    head = _RESULT_HEAD.match(frame)  # the node's own frames: their status read without parsing them
+    if head is not None and head.group(1) == "completed" and (not max_bytes or size <= max_bytes):
+        return frame
+    try:
+        body = json.loads(frame)
+        task_id, stamp = body["task_id"], body.get("timestamp")
+        stamp = stamp if isinstance(stamp, int) else None
+        if body.get("status") == "failed":
+            return task_failed(task_id, str(body.get("error")), max_bytes=max_bytes, timestamp=stamp)
+        if not max_bytes or size <= max_bytes:
+            return frame
+        return task_failed(task_id, f"ResultTooLarge: {size} bytes (limit {max_bytes}, OCTOHUB_MAX_RESULT_BYTES)",
+                           timestamp=stamp)
+    except (ValueError, TypeError, KeyError, RecursionError):  # not a task_result: nothing to send
+        return None
 
 
 def task_progress(task_id: str, progress: Optional[float], message: Optional[str], timestamp: float) -> str:
@@ -254,10 +323,17 @@ def pong(msg: Message) -> str:
     """Answer a JSON ping in the form it came in, echoing its ``request_id``."""
     reply: dict[str, Any] = {msg.dialect.value: "pong", "timestamp": int(time.time())}
     request_id = msg.body.get("request_id")
-    if request_id is not None:
-        reply["request_id"] = request_id
+    if request_id is None:
+        return _dumps(reply)
+    reply["request_id"] = request_id
     try:
-        return _dumps(reply)
+        text = _dumps(reply)
     except (ValueError, RecursionError):  # a request_id of NaN, or nested too deeply: answer without it
-        del reply["request_id"]
-        return _dumps(reply)
+        text = ""
+    if text and len(text) <= MAX_REQUEST_ID_BYTES // 4:  # the common case: a short request_id
+        return text
+    del reply["request_id"]
+    bare = _dumps(reply)
+    # A request_id of megabytes would make the pong a frame over the hub's limit: answered without it.
+    # 14: the bytes of ',"request_id":'.
+    return text if text and frame_size(text) - frame_size(bare) - 14 <= MAX_REQUEST_ID_BYTES else bare

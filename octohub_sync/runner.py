@@ -26,6 +26,9 @@ __all__ = ["TaskRunner"]
 
 logger = logging.getLogger(__name__)
 
+#: A handler's error is logged cut to this many characters (the hub gets up to protocol.MAX_FAILED_BYTES).
+LOGGED_ERROR_CHARS = 500
+
 #: Called with (task_id, frame, finished=..., hand_off=...) for every result; must never block for long.
 #: ``finished``: the result ends its task (a refusal or a repeat does not); ``hand_off``: the caller
 #: is a liveness loop, another thread must write it (ResultDelivery.deliver).
@@ -62,6 +65,7 @@ class TaskRunner:
         max_tasks: int = 0,
         on_max_tasks: Callable[[], None] = lambda: None,
         tasks: Optional[TaskRegistry] = None,
+        log_errors: str = "text",
     ) -> None:
         self.handlers: dict[str, TaskHandler] = dict(BUILTIN_HANDLERS)
         # Task types whose handler must not run again after a restart interrupted it.
@@ -75,6 +79,7 @@ class TaskRunner:
         self._default_timeout = task_timeout or None
         self._cache_size = cache_size
         self._max_result_bytes = max_result_bytes
+        self._log_error_text = log_errors == "text"  # OCTOHUB_LOG_TASK_ERRORS: else the exception's type only
         self._max_workers = max_workers
         #: The runs of the tasks accepted and not finished; its lock guards them, the lanes and the cache.
         self.tasks = TaskRegistry() if tasks is None else tasks
@@ -192,7 +197,7 @@ class TaskRunner:
             return None
         self._log.warning("task %s was running when the node stopped last time; its handler is registered "
                           "with retry_interrupted=False, so it is answered TaskInterrupted", tid)
-        frame = protocol.task_failed(tid, "TaskInterrupted: the node stopped while this task ran; "
+        frame = self._failed(tid, "TaskInterrupted: the node stopped while this task ran; "
                                           "not run again (retry_interrupted=False)")
         self._remember(tid, frame)
         return frame
@@ -225,8 +230,8 @@ class TaskRunner:
         if not self._accepting:
             self._turned_away.add(task_id)
         self._stats.incr("tasks_rejected")
-        self._log.info("refused task %s: %s", task_id, error)
-        self._deliver(task_id, protocol.task_failed(task_id, error), hand_off=True)
+        self._log.info("refused task %s: %s", task_id, protocol.cut_text(error, LOGGED_ERROR_CHARS))
+        self._deliver(task_id, self._failed(task_id, error), hand_off=True)
 
     def _refusal_reason(self, task: Task) -> Optional[str]:
         if not self._accepting or self._pool is None:
@@ -276,22 +281,31 @@ class TaskRunner:
             handler = self.handlers[task.task_type]  # admitted for a registered type; a type is never removed
             result = self._call_handler(job, handler, task.message)
         except BaseException as exc:  # anything, SystemExit from a sys.exit() included: the hub gets "failed"
-            self._log.info("task %s (%s) failed: %s: %s", task.task_id, task.task_type, type(exc).__name__, exc)
-            return protocol.task_failed(task.task_id, f"{type(exc).__name__}: {exc}"), False
+            error = f"{type(exc).__name__}: {exc}"
+            if self._log_error_text:  # cut: an exception quoting a whole HTML page is no log line
+                self._log.info("task %s (%s) failed: %s", task.task_id, task.task_type,
+                               protocol.cut_text(error, LOGGED_ERROR_CHARS))
+            else:  # its text may hold personal data or secrets (a login, a query): its type only
+                self._log.info("task %s (%s) failed: %s", task.task_id, task.task_type, type(exc).__name__)
+            return self._failed(task.task_id, error), False
         try:
             frame = protocol.task_completed(task.task_id, result)
         except (TypeError, ValueError, RecursionError) as exc:
             error = f"ResultNotSerializable: handler returned {type(result).__name__}, not JSON ({exc})"
             self._log.warning("task %s (%s): %s", task.task_id, task.task_type, error)
-            return protocol.task_failed(task.task_id, error), False
+            return self._failed(task.task_id, error), False
         size = protocol.frame_size(frame) if self._max_result_bytes else 0
         if size > self._max_result_bytes:
             # A hub that enforces its message size limit resets the connection on a larger frame,
             # and the result would be lost on every attempt.
             error = f"ResultTooLarge: {size} bytes (limit {self._max_result_bytes}, OCTOHUB_MAX_RESULT_BYTES)"
             self._log.warning("task %s (%s): %s", task.task_id, task.task_type, error)
-            return protocol.task_failed(task.task_id, error), False
+            return self._failed(task.task_id, error), False
         return frame, True
+
+    def _failed(self, tid: str, error: str) -> str:
+        """A ``failed`` result whose frame fits OCTOHUB_MAX_RESULT_BYTES (a long error is cut)."""
+        return protocol.task_failed(tid, error, max_bytes=self._max_result_bytes)
 
     def _remember(self, tid: str, frame: str) -> None:
         self._done[tid] = frame
@@ -307,7 +321,7 @@ class TaskRunner:
             for job in self.tasks.past_deadline(now):
                 tid = job.task_id
                 limit = job.task.timeout or self._default_timeout or 0.0
-                frame = protocol.task_failed(tid, f"TaskTimeout: timed out after {limit:g} s")
+                frame = self._failed(tid, f"TaskTimeout: timed out after {limit:g} s")
                 self._remember(tid, frame)
                 # The hub has its answer; a cooperative handler now stops instead of running on.
                 job.control.request_cancel(f"timed out after {limit:g} s", answered=True)
@@ -361,7 +375,7 @@ class TaskRunner:
         self._turned_away.update(never_started)
         for tid in never_started:
             self._stats.incr("tasks_rejected")
-            self._deliver(tid, protocol.task_failed(tid, "NodeShuttingDown: node stopped before the task started"))
+            self._deliver(tid, self._failed(tid, "NodeShuttingDown: node stopped before the task started"))
 
     def waiting(self) -> list[tuple[str, Any, list[str]]]:
         """(task type, key or None, task ids in order) of every lane holding tasks back."""
@@ -387,7 +401,7 @@ class TaskRunner:
                 del self._runs[task_id]
                 if job.lane is not None and not self.limits.withdraw(job.lane, job):
                     self.limits.finished(job.lane, begun=False)  # it was on its way to a worker: free its place
-                answer = protocol.task_failed(task_id, f"TaskCancelled: {why} (before it started)")
+                answer = self._failed(task_id, f"TaskCancelled: {why} (before it started)")
                 self._remember(task_id, answer)
                 self.tasks.ended()
             elif not job.control.request_cancel(why):

@@ -259,7 +259,9 @@ def test_valid_pings_answered_with_their_request_id(request_id: Any, kind_key: s
         plan = check(frame)
         assert plan is not None and plan.reply is not None, frame
         reply = json.loads(plan.reply)
-        assert reply[kind_key] == "pong" and reply.get("request_id") == request_id
+        # Echoed unless its JSON form is over 1 KiB: the pong must fit any hub's message limit.
+        fits = protocol.frame_size(protocol._dumps({"": request_id})) - 5 <= protocol.MAX_REQUEST_ID_BYTES
+        assert reply[kind_key] == "pong" and reply.get("request_id") == (request_id if fits else None)
         assert plan.task is None
 
 
