@@ -1,0 +1,80 @@
+"""What a log record of the library may carry: signatures masked, control characters escaped.
+
+The hub chooses task ids, task types, disconnect reasons, error texts and message kinds; a
+newline in one of them would start a forged line in a log file, an ANSI escape would repaint a
+terminal. :class:`SafeLogFilter` escapes every control character of a record's message (``\\n``,
+``\\x1b``: as ``repr()`` writes them) and masks signatures (:func:`~octohub_sync.signing.redact`).
+
+A filter on a logger sees only the records logged on that logger itself: a record of
+``octohub_sync.connection`` propagates to the handlers of ``octohub_sync`` but never through its
+filters. So :func:`install` puts the filter on every logger the library logs on: ``octohub_sync``,
+one per module of the package (created here, so a module imported later gets the same logger
+from ``logging.getLogger(__name__)``) and websocket-client's ``websocket`` (its handshake failure
+quotes the hub's answer). It adds no handler and sets no level: the program decides where records go.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pkgutil
+import re
+from typing import Iterator
+
+from .signing import redact
+
+__all__ = ["SafeLogFilter", "escape_controls", "install", "library_loggers"]
+
+#: Other libraries' loggers whose records can quote what the hub sent or the signed URL.
+THIRD_PARTY_LOGGERS = ("websocket",)
+
+#: C0 controls, DEL, C1 controls (NEL among them) and the Unicode line and paragraph separators:
+#: each one can end a line or drive a terminal.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+_ESCAPES = {code: repr(chr(code))[1:-1] for code in [*range(0x20), *range(0x7f, 0xa0), 0x2028, 0x2029]}
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control character written as ``repr()`` writes it (a newline as ``\\n``)."""
+    if _CONTROL.search(text) is None:  # the common case costs one scan
+        return text
+    return text.translate(_ESCAPES)
+
+
+class SafeLogFilter(logging.Filter):
+    """Escapes control characters and masks signatures in the message of every record it sees; drops none."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except Exception:  # a record whose arguments do not fit its format: its handler reports it
+            return True
+        clean = redact(escape_controls(text))
+        if clean != text:
+            record.msg, record.args = clean, None
+        return True
+
+
+_FILTER = SafeLogFilter()
+
+
+def library_loggers() -> Iterator[str]:
+    """The names of the loggers the library logs on: the package's, each module's, websocket-client's."""
+    yield __package__ or "octohub_sync"
+    yield from _module_names(os.path.dirname(os.path.abspath(__file__)), __package__ or "octohub_sync")
+    yield from THIRD_PARTY_LOGGERS
+
+
+def _module_names(path: str, prefix: str) -> Iterator[str]:
+    # The files, not imports: a module imported later (the doctor, the hub) is covered too.
+    for module in pkgutil.iter_modules([path]):
+        name = f"{prefix}.{module.name}"
+        yield name
+        if module.ispkg:
+            yield from _module_names(os.path.join(path, module.name), name)
+
+
+def install() -> None:
+    """Put the one :class:`SafeLogFilter` on each of :func:`library_loggers`; calling it again changes nothing."""
+    for name in library_loggers():
+        logging.getLogger(name).addFilter(_FILTER)  # addFilter() skips a filter already there
