@@ -89,12 +89,7 @@ class EchoingHub:
                 return
             with conn:
                 conn.settimeout(5)
-                head = b""
-                while b"\r\n\r\n" not in head:
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        break
-                    head += chunk
+                head = read_until(conn, b"\r\n\r\n")
                 line = head.split(b"\r\n", 1)[0].decode("latin-1")
                 query = parse_qs(urlsplit(line.split(" ")[1] if " " in line else "").query)
                 with self._lock:
@@ -112,6 +107,17 @@ class EchoingHub:
         self._api.shutdown()
         self._api.server_close()
         self._ws.close()
+
+
+def read_until(sock: socket.socket, marker: bytes) -> bytes:
+    """What ``sock`` sends until ``marker`` has come, or until it ends."""
+    data = b""
+    while marker not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def embedded_node(**values: Any) -> NodeWebSocketClient:
