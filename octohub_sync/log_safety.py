@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import logging
 import os
-import pkgutil
 import re
 from typing import Iterator
-
-from .signing import redact
 
 __all__ = ["SafeLogFilter", "escape_controls", "install", "library_loggers"]
 
@@ -49,10 +46,17 @@ class SafeLogFilter(logging.Filter):
             text = record.getMessage()
         except Exception:  # a record whose arguments do not fit its format: its handler reports it
             return True
-        clean = redact(escape_controls(text))
+        clean = _redact(escape_controls(text))
         if clean != text:
             record.msg, record.args = clean, None
         return True
+
+
+def _redact(text: str) -> str:
+    # Imported here, not with the package: importing octohub_sync stays light (pytest imports it in
+    # every run of every project that installed it, for its plugin).
+    from .signing import redact
+    return redact(text)
 
 
 _FILTER = SafeLogFilter()
@@ -66,12 +70,14 @@ def library_loggers() -> Iterator[str]:
 
 
 def _module_names(path: str, prefix: str) -> Iterator[str]:
-    # The files, not imports: a module imported later (the doctor, the hub) is covered too.
-    for module in pkgutil.iter_modules([path]):
-        name = f"{prefix}.{module.name}"
-        yield name
-        if module.ispkg:
-            yield from _module_names(os.path.join(path, module.name), name)
+    # The files, not imports: a module imported later (the doctor, the hub) is covered too. Not
+    # pkgutil.iter_modules(): it imports inspect, which would treble the package's import time.
+    for entry in sorted(os.scandir(path), key=lambda e: e.name):
+        if entry.is_file() and entry.name.endswith(".py") and entry.name != "__init__.py":
+            yield f"{prefix}.{entry.name[:-3]}"
+        elif entry.is_dir() and os.path.isfile(os.path.join(entry.path, "__init__.py")):
+            yield f"{prefix}.{entry.name}"
+            yield from _module_names(entry.path, f"{prefix}.{entry.name}")
 
 
 def install() -> None:

@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 from collections import OrderedDict
-from typing import Optional
+from typing import Any, Optional
 
 __all__ = ["DeadlineReader", "MAX_CONNECTIONS", "Slots", "allowed_host"]
 
@@ -91,7 +91,7 @@ class DeadlineReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: "bytearray | memoryview") -> int:  # type: ignore[override]
+    def readinto(self, buffer: Any) -> int:
         left = self._deadline - time.monotonic()
         if left <= 0:
             raise socket.timeout("the request took longer than its deadline")
