@@ -296,6 +296,7 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, pages: _Pages, host: str, port: int) -> None:
         self.pages = pages
         self.bind_host = host
+        self.machine = socket.gethostname()  # a scraper on another machine may name this one
         self.slots = Slots()
         self._ids = itertools.count(1)
         if ":" in host:
@@ -347,7 +348,7 @@ class _Handler(BaseHTTPRequestHandler):
         return True
 
     def do_GET(self) -> None:
-        if not allowed_host(self.headers.get_all("Host"), self.server.bind_host):
+        if not allowed_host(self.headers.get_all("Host"), self.server.bind_host, self.server.machine):
             # DNS rebinding: a web page whose name now points at 127.0.0.1 must not read /tasks.
             logger.debug("metrics %s: refused Host %r", self.client_address[0], self.headers.get("Host"))
             self._reply(403, "text/plain; charset=utf-8", "forbidden: the Host header names neither this "

@@ -99,17 +99,18 @@ class DeadlineReader(io.RawIOBase):
         return self._sock.recv_into(buffer)
 
 
-def allowed_host(values: Optional[list], bind_host: str) -> bool:
+def allowed_host(values: Optional[list], bind_host: str, machine: str = "") -> bool:
     """Whether a request with these ``Host:`` header values may be answered.
 
     Allowed: loopback (``localhost``, 127.0.0.0/8, ``[::1]``) and the address the server is bound
-    to, with or without a port; with a wildcard bind (``0.0.0.0``, ``::``) any IP address too. A page
-    that rebinds DNS to reach the node always sends its own name, never an address; a request
-    without ``Host:`` comes from no browser.
+    to, with or without a port; with a wildcard bind (``0.0.0.0``, ``::``) also any IP address and
+    this machine's host name. A page that rebinds its own DNS name to reach the node sends that
+    name, never an address nor the node's own name; a request without ``Host:`` comes from no browser.
 
     Args:
         values: every ``Host:`` header of the request (``None`` or empty: none was sent).
         bind_host: ``OCTOHUB_METRICS_HOST``.
+        machine: this machine's host name (``socket.gethostname()``), for a wildcard bind.
     """
     if not values:
         return True
@@ -117,13 +118,14 @@ def allowed_host(values: Optional[list], bind_host: str) -> bool:
         return False
     host = _host_part(str(values[0]).strip()).lower().rstrip(".")
     bound = bind_host.strip("[]").lower().rstrip(".")
-    if host in ("localhost", bound):
+    wildcard = bound in _WILDCARDS
+    if host in ("localhost", bound) or (wildcard and machine and host == machine.lower()):
         return True
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
         return False
-    return address.is_loopback or bound in _WILDCARDS
+    return address.is_loopback or wildcard
 
 
 def _host_part(value: str) -> str:

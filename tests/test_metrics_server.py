@@ -73,7 +73,8 @@ def test_allowed_hosts_for_other_bind_addresses() -> None:
     assert not allowed_host(["192.0.2.6:9100"], "192.0.2.5")
     # Bound to every address: a scraper may name any of them; a name (a rebinding page's) is refused.
     assert allowed_host(["192.0.2.5:9100"], "0.0.0.0") and allowed_host(["[2001:db8::5]"], "::")
-    assert not allowed_host(["attacker.example:9100"], "0.0.0.0")
+    assert not allowed_host(["attacker.example:9100"], "0.0.0.0", "node7")
+    assert allowed_host(["NODE7:9100"], "0.0.0.0", "node7") and not allowed_host(["node7"], "127.0.0.1", "node7")
     assert not allowed_host(["localhost", "evil.example"], "127.0.0.1")  # two Host headers
 
 
