@@ -72,7 +72,11 @@ def library_loggers() -> Iterator[str]:
 def _module_names(path: str, prefix: str) -> Iterator[str]:
     # The files, not imports: a module imported later (the doctor, the hub) is covered too. Not
     # pkgutil.iter_modules(): it imports inspect, which would treble the package's import time.
-    for entry in sorted(os.scandir(path), key=lambda e: e.name):
+    try:
+        entries = sorted(os.scandir(path), key=lambda e: e.name)
+    except OSError:  # not a directory (a zip, a frozen program): the package's own logger still has it
+        return
+    for entry in entries:
         if entry.is_file() and entry.name.endswith(".py") and entry.name != "__init__.py":
             yield f"{prefix}.{entry.name[:-3]}"
         elif entry.is_dir() and os.path.isfile(os.path.join(entry.path, "__init__.py")):
