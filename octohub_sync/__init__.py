@@ -10,6 +10,7 @@ import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
+from . import log_safety as _log_safety
 from ._version import __version__
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports them
@@ -65,3 +66,6 @@ def __dir__() -> list[str]:
 
 # A library never configures logging; the program that runs it does (see octohub_sync.cli).
 logging.getLogger(__name__).addHandler(logging.NullHandler())
+# Filters only: whatever handlers the program installs, the library's records reach them with
+# signatures masked and the hub's control characters escaped (log_safety.py).
+_log_safety.install()

@@ -1,6 +1,7 @@
 """Where to connect: the signed API request of docs/protocol.md §1, or a self-signed URL (§2)."""
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import re
@@ -238,8 +239,26 @@ def _skew(response: requests.Response, *, started_wall: float) -> Optional[float
 
 
 def _network_hint(exc: requests.RequestException) -> str:
+    if _errno_of(exc) in (errno.EMFILE, errno.ENFILE):
+        return ("too many open files: this process (EMFILE) or the system (ENFILE) has no file descriptor "
+                "left for a socket; raise the limit (ulimit -n, systemd's LimitNOFILE=) or find what holds them")
     if isinstance(exc, requests.exceptions.SSLError):
         return "TLS failed: set OCTOHUB_CA_FILE to the hub's CA (or check OCTOHUB_TLS / the API URL scheme)"
     if isinstance(exc, requests.Timeout):
         return "the API did not answer within OCTOHUB_CONNECT_TIMEOUT"
     return "check OCTOHUB_SERVER_HOST / OCTOHUB_SERVER_PORT (or OCTOHUB_API_URL) and that the API server runs"
+
+
+def _errno_of(exc: BaseException) -> Optional[int]:
+    """The errno of the OSError under requests' and urllib3's wrappers (``reason``, causes, arguments)."""
+    seen: set[int] = set()
+    todo: list[object] = [exc]
+    while todo:
+        err = todo.pop()
+        if not isinstance(err, BaseException) or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno:
+            return err.errno
+        todo += [getattr(err, "reason", None), err.__cause__, err.__context__, *err.args]
+    return None

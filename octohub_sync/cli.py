@@ -19,8 +19,8 @@ from .console import tolerant_console
 from .exceptions import ConfigError, LedgerUnavailable
 from .exitcodes import ExitCode
 from .ledger import default_state_dir
+from .log_safety import SafeLogFilter
 from .sdnotify import NotifySocket
-from .signing import RedactingFilter
 from .stop_signals import StopRequests
 
 __all__ = ["main"]
@@ -30,13 +30,14 @@ LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
 
 
 def setup_logging(level: str) -> None:
-    """``time - logger - LEVEL - message`` lines on stderr, with signatures masked.
+    """``time - logger - LEVEL - message`` lines on stderr, with signatures masked and control characters
+    escaped in the records of every logger (the library's loggers filter their own: log_safety.py).
 
     The stream escapes what its encoding cannot show (``tolerant_console``, called by ``main``).
     """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    handler.addFilter(RedactingFilter())
+    handler.addFilter(SafeLogFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -11,6 +11,7 @@ the lines, and it is one function per family of metrics.
 """
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import logging
@@ -23,6 +24,7 @@ from typing import Any, Callable, List, Mapping, NamedTuple, Optional
 from ._version import __version__
 from .exceptions import ConfigError
 from .liveness import Verdict
+from .metrics_guard import DeadlineReader, Slots, allowed_host
 from .signing import redact
 from .stats import COUNTERS, NodeState
 from .urls import host_for_url
@@ -34,8 +36,13 @@ TaskList = Callable[[], List[Mapping[str, Any]]]
 logger = logging.getLogger(__name__)
 
 
-#: Seconds a client may take to send its request: a stuck scraper must not hold a thread.
+#: Seconds a client may take to send its whole request, and then to read the answer: a stuck
+#: scraper must not hold a thread.
 REQUEST_TIMEOUT = 5.0
+
+#: The answer to a connection beyond the cap while every slot is answering (metrics_guard.Slots).
+_BUSY = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+         b"Retry-After: 1\r\nConnection: close\r\nContent-Length: 5\r\n\r\nbusy\n")
 
 #: Seconds stop() waits for the server thread.
 STOP_TIMEOUT = 5.0
@@ -279,23 +286,45 @@ class _Pages(NamedTuple):
 
 
 class _Server(ThreadingHTTPServer):
-    """A ThreadingHTTPServer with named daemon request threads, IPv6-capable."""
+    """A ThreadingHTTPServer with named daemon request threads, IPv6-capable, a few connections at once."""
 
     daemon_threads = True
     allow_reuse_address = True
+    # A burst of connections waits in the kernel, not refused, while the loop drops the idle ones.
+    request_queue_size = 1024
 
     def __init__(self, pages: _Pages, host: str, port: int) -> None:
         self.pages = pages
+        self.bind_host = host
+        self.machine = socket.gethostname()  # a scraper on another machine may name this one
+        self.slots = Slots()
         self._ids = itertools.count(1)
         if ":" in host:
             self.address_family = socket.AF_INET6
         super().__init__((host.strip("[]"), port), _Handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.take(request):
+            self._turn_away(request)
+            return
         # Daemon: one slow scraper must not hold the process open; each request is short.
-        thread = threading.Thread(target=self.process_request_thread, args=(request, client_address),
+        thread = threading.Thread(target=self._serve, args=(request, client_address),
                                   name=f"octohub-metrics-req-{next(self._ids)}", daemon=True)
         thread.start()
+
+    def _serve(self, request: Any, client_address: Any) -> None:
+        try:
+            self.process_request_thread(request, client_address)
+        finally:
+            self.slots.release(request)
+
+    def _turn_away(self, request: socket.socket) -> None:
+        try:
+            request.setblocking(False)  # a few bytes into an empty buffer; never wait for this client
+            request.send(_BUSY)
+        except OSError:
+            pass
+        self.shutdown_request(request)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         logger.debug("metrics request from %s failed", client_address, exc_info=True)
@@ -306,7 +335,25 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "octohub-node"
     timeout = REQUEST_TIMEOUT
 
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()  # the socket's own reader: unused, and it would keep the descriptor open
+        self.rfile = io.BufferedReader(DeadlineReader(self.connection, REQUEST_TIMEOUT))
+
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        self.server.slots.answering(self.connection)
+        self.connection.settimeout(self.timeout)  # the answer gets its own time (sendall: for the whole write)
+        return True
+
     def do_GET(self) -> None:
+        if not allowed_host(self.headers.get_all("Host"), self.server.bind_host, self.server.machine):
+            # DNS rebinding: a web page whose name now points at 127.0.0.1 must not read /tasks.
+            logger.debug("metrics %s: refused Host %r", self.client_address[0], self.headers.get("Host"))
+            self._reply(403, "text/plain; charset=utf-8", "forbidden: the Host header names neither this "
+                        "machine's loopback nor the address the metrics server is bound to\n")
+            return
         path = self.path.split("?", 1)[0]
         pages = self.server.pages
         if path == "/healthz":
