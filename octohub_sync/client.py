@@ -42,6 +42,7 @@ from .store import MemoryStore
 from .task_board import TaskBoard
 from .timers import Timers
 from .watchdog import Watchdog
+from .wsread import frame_bound
 
 __all__ = ["NodeWebSocketClient"]
 
@@ -490,7 +491,8 @@ class NodeWebSocketClient:
             self._address, number=number, on_open=self._connection_log.opened, on_frame=self.receiver.frame,
             on_closed=self._closed, on_pong=self.delivery.pong, ssl_context=self._ssl,
             route=self.settings.route, connect_timeout=self.settings.connect_timeout,
-            ping_interval=self.settings.ping_interval, post=self._sender.post)
+            ping_interval=self.settings.ping_interval, post=self._sender.post,
+            max_frame_bytes=frame_bound(self.settings.max_message_bytes))
         return conn
 
     def _address(self) -> str:

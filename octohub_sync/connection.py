@@ -16,11 +16,12 @@ import socket
 import ssl
 import threading
 import time
-from typing import Callable, Optional
+from typing import Callable, NoReturn, Optional
 
 import websocket
 
 from . import wsframe
+from .wsread import BoundedFrames, Fragments
 from .exceptions import OctoHubError
 from .proxies import Route
 from .signing import redact
@@ -55,6 +56,8 @@ class Connection:
         post: runs a job on the send thread: the pong that answers the hub's ping is written
             there, never on the connection thread, which must go on reading while a write waits
             (a hub that stops reading while its own write waits for us would wait for ever).
+        max_frame_bytes: a frame, or a message's fragments together, declaring more ends the
+            connection with close code 1009 before the payload is read (``wsread.frame_bound``).
     """
 
     def __init__(
@@ -71,6 +74,7 @@ class Connection:
         connect_timeout: float,
         ping_interval: float,
         post: Callable[[Callable[[], None]], None] = lambda job: job(),
+        max_frame_bytes: int = 2**31,
     ) -> None:
         self._address = address
         self.number = number
@@ -88,6 +92,9 @@ class Connection:
         self._connect_timeout = connect_timeout
         self._ping_interval = ping_interval
         self._post = post
+        self._max_frame_bytes = max_frame_bytes
+        #: Why this side ended the connection because of what the hub sent (close code 1009 or 1002), else None.
+        self.refused: Optional[str] = None
         self._last_ping = 0.0  # when we last wrote a ping frame (monotonic)
         self._binary = False
         self._sock: Optional[socket.socket] = None
@@ -276,10 +283,42 @@ class Connection:
             bound_writes(self._sock, self._connect_timeout)
         self.opened_at = self.last_pong = self._last_ping = time.monotonic()
         if app.sock is not None:
+            # Frames are judged by their header, fragments joined in linear time: wsread.py says why.
+            ws = app.sock
+            ws.frame_buffer = BoundedFrames(ws.frame_buffer.recv_strict, bound=self._max_frame_bytes,
+                                            refuse=self._refuse)
+            ws.cont_frame = Fragments()
             # websocket-client answers a ping on the reading thread, under the lock of every write:
             # its one call of pong() (recv_data_frame) gets ours, which writes on the send thread.
             app.sock.pong = self._answer_ping  # type: ignore[method-assign]
         self._on_open(self)
+
+    def _refuse(self, code: int, why: str) -> NoReturn:
+        """(The connection thread.) End the connection over a frame the hub sent: close frame ``code``, then raise.
+
+        The close frame is written only if no other write is under way and the socket takes it at once:
+        this thread never waits for a write. websocket-client is then told the socket is no longer
+        connected, so that its teardown neither sends a second close frame (1000) nor reads on for 3 s.
+        """
+        self.refused = f"{why} (close code {code})"
+        with self._close_lock:
+            first = self.closing_since is None
+            if first:
+                self.closing_since = time.monotonic()  # from here nothing else is written
+        ws = self._app.sock
+        if first and ws is not None and ws.sock is not None and self._write_lock.acquire(blocking=False):
+            try:
+                frame = websocket.ABNF.create_frame(code.to_bytes(2, "big") + why[:100].encode(),
+                                                    websocket.ABNF.OPCODE_CLOSE).format()
+                ws.sock.setblocking(False)
+                ws.sock.send(frame)
+            except (OSError, ValueError) as exc:  # full or dead: the hub sees the connection end without it
+                logger.debug("close frame %s on connection %s not written: %s", code, self.number, exc)
+            finally:
+                self._write_lock.release()
+        if ws is not None:
+            ws.connected = False
+        raise websocket.WebSocketProtocolException(self.refused)
 
     def _answer_ping(self, payload: "str | bytes" = b"") -> None:
         data = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
