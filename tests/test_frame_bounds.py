@@ -132,12 +132,14 @@ node.stop(timeout=5)
 """
 
 
-def peak_rss_growth(attack: Callable[[Any], None], *, limit: int, seconds: float = 10.0) -> tuple[int, list]:
-    """Run a node in a child process against ``attack``: its peak RSS growth (bytes) and the close codes."""
+def peak_rss_growth(attack: Callable[[Any], None], *, limit: int, seconds: float = 10.0,
+                    repo: Path = ROOT) -> tuple[int, list]:
+    """Run a node (of the copy of the project at ``repo``) in a child process against ``attack``:
+    its peak RSS growth (bytes) and the close codes (benchmarks/hostile_frames.py uses it too)."""
     with LocalHub(KEY) as hub, FrameAttack(hub.ws_port, attack) as front:
         child = subprocess.Popen([sys.executable, "-c", NODE, str(front.port), str(hub.api_port), KEY, str(limit)],
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT,
-                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=repo,
+                                 env={**os.environ, "PYTHONPATH": str(repo)})
         try:
             assert child.stdout is not None and child.stdout.readline().strip() == b"started"
             proc = psutil.Process(child.pid)
