@@ -237,6 +237,8 @@ class NodeWebSocketClient:
                     self.store.close()
                     raise
                 self._metrics = metrics
+            if self.settings.connect_mode == "api":  # in direct mode, the first address is judged as it is made
+                self._connection_log.address(self.settings.api_base)
             self._finished.clear()
             self._status.starting()
             self._beats.reset(time.monotonic())
@@ -497,6 +499,7 @@ class NodeWebSocketClient:
 
     def _address(self) -> str:
         address = resolve_address(self.settings, self.pc_id, self._http, self.log)
+        self._connection_log.address(address.url)
         if address.skew is not None:
             self._stats.clock_skew = address.skew
         if self.settings.tls_insecure:
