@@ -17,6 +17,7 @@ import urllib3
 
 from . import signing
 from .config import Settings, env_name
+from .connect_deadline import current_attempt
 from .exceptions import ApiError, AuthError, ProxyError
 from .proxies import Proxy, refusal_hint
 from .tunnel import tunnel_hint
@@ -113,6 +114,10 @@ def _ask_api(settings: Settings, pc_id: str, session: requests.Session, log: log
                                    verify=tls_verify(settings), allow_redirects=False,
                                    proxies=requests_proxies(proxy))
     except requests.RequestException as exc:
+        attempt = current_attempt()
+        if attempt is not None and attempt.expired:  # the attempt's deadline cut the socket (connect_deadline.py)
+            raise ApiError(f"API request to {url} did not finish within OCTOHUB_CONNECT_TIMEOUT ({attempt.seconds:g} s)",
+                           hint="the API server, or a proxy on the way, answers too slowly") from None
         if proxy is not None and not isinstance(exc, requests.exceptions.SSLError):
             raise _proxy_failure(exc, proxy, url) from None
         raise ApiError(f"API request to {url} failed: {type(exc).__name__}", hint=_network_hint(exc)) from None

@@ -12,12 +12,11 @@ import threading
 import time
 from typing import Any, Optional
 
-import requests
-
 from . import stop_sequence
 from .api import resolve_address, ssl_context
 from .clock import pause_threshold
 from .config import Settings, load_settings, require_key
+from .connect_deadline import deadline_session
 from .connection import Connection
 from .connection_log import ConnectionLog
 from .delivery import ResultDelivery
@@ -28,7 +27,7 @@ from .process_pool import isolate, isolation_view, stop_children
 from .ledger import Ledger
 from .lifecycle import TaskRegistry
 from .link import Link
-from .liveness import Heartbeats, Verdict, liveness, readiness
+from .liveness import Attempt, Heartbeats, Verdict, liveness, readiness
 from .options import Key, TaskOptions
 from .receiver import FrameReceiver, MessageHandler
 from .recycle import Recycler
@@ -131,7 +130,7 @@ class NodeWebSocketClient:
             task_types=lambda: sorted(self.runner.handlers), on_notice=self._hub_notice,
             stats=self._stats, log=self.log, on_ready=self._ready_for_tasks)
         self._ssl = ssl_context(settings) if settings.ws_scheme == "wss" else None
-        self._http = requests.Session()
+        self._http = deadline_session()  # its sockets are cut with each attempt's deadline
         self._finished = threading.Event()
         self._stopped_clean = True  # what the last stop() returned, for a second call
         self._lifecycle = threading.Lock()
@@ -417,10 +416,13 @@ class NodeWebSocketClient:
         A hub outage makes it not ready (``/readyz`` 503) while the node stays alive.
         """
         conn = self._link.conn
+        now = time.monotonic()
         heard = max(self.receiver.last_frame, conn.last_pong if conn is not None else 0.0)
-        return readiness(self._status.state, ready=self._link.ready,
-                         silent_for=time.monotonic() - heard if heard else None,
-                         ping_interval=self.settings.ping_interval)
+        attempt = None
+        if conn is not None and conn.deadline is not None and conn.deadline.connecting:
+            attempt = Attempt(conn.number, now - conn.deadline.started, conn.deadline.seconds)
+        return readiness(self._status.state, ready=self._link.ready, silent_for=now - heard if heard else None,
+                         ping_interval=self.settings.ping_interval, attempt=attempt)
 
     def stats(self) -> dict[str, Any]:
         """Connection state, counters and queue sizes right now."""

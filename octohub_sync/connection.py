@@ -21,6 +21,7 @@ from typing import Callable, NoReturn, Optional
 import websocket
 
 from . import wsframe
+from .connect_deadline import AttemptDeadline
 from .wsread import BoundedFrames, Fragments
 from .exceptions import OctoHubError
 from .proxies import Route
@@ -90,6 +91,8 @@ class Connection:
         #: How this connection reached the hub (set once the address is known).
         self.route: Optional[Route] = None
         self._connect_timeout = connect_timeout
+        #: This attempt's one deadline for the API request, TCP, proxy, TLS and the WebSocket handshake.
+        self.deadline: Optional[AttemptDeadline] = None
         self._ping_interval = ping_interval
         self._post = post
         self._max_frame_bytes = max_frame_bytes
@@ -236,9 +239,17 @@ class Connection:
     # -- the connection thread -------------------------------------------------------------
 
     def _run(self) -> None:
+        deadline = self.deadline = AttemptDeadline(self._connect_timeout, name=f"octohub-deadline-{self.number}")
         try:
-            self._app.url = self._address()
-            self._sock = self._open_socket(self._app.url)
+            self._connect(deadline)
+        finally:
+            deadline.finish()
+
+    def _connect(self, deadline: AttemptDeadline) -> None:
+        try:
+            with deadline.current():  # the API request's sockets are cut with the deadline too
+                self._app.url = self._address()
+            self._sock = self._open_socket(self._app.url, deadline)
         except OctoHubError as exc:
             hint = getattr(exc, "hint", "")
             self.error = f"{exc}{' - ' + hint if hint else ''}"
@@ -271,13 +282,16 @@ class Connection:
             # websocket-client's teardown does not always close the descriptor (after our close frame).
             self._sock.close()
 
-    def _open_socket(self, url: str) -> socket.socket:
-        # Our own socket, so that connect, proxy and handshakes are bounded by connect_timeout
+    def _open_socket(self, url: str, deadline: AttemptDeadline) -> socket.socket:
+        # Our own socket, so that connect, proxy and handshakes are bounded by the attempt's deadline
         # (websocket-client would use the process-wide default timeout, None, and its own proxy rules).
         self.route = self._route(url)
-        return open_socket(url, proxy=self.route.proxy, ssl_context=self._ssl_context, timeout=self._connect_timeout)
+        return open_socket(url, proxy=self.route.proxy, ssl_context=self._ssl_context, timeout=self._connect_timeout,
+                           deadline=deadline)
 
     def _opened(self, app: websocket.WebSocketApp) -> None:
+        if self.deadline is not None:
+            self.deadline.finish()  # connected: from now on the keep-alive judges the path
         # The upgrade had what was left of the connect budget; from now on a blocked read or send gets all of it.
         if self._sock is not None:
             bound_writes(self._sock, self._connect_timeout)
@@ -353,6 +367,11 @@ class Connection:
             return
         self.error = _describe(exc)
         self.error_kind = _kind(exc)
+        if self.opened_at is None and self.deadline is not None and self.deadline.expired:
+            # The deadline cut the socket; what websocket-client says of it ("connection lost") would mislead.
+            self.error = (f"timeout: the WebSocket handshake did not finish within OCTOHUB_CONNECT_TIMEOUT "
+                          f"({self._connect_timeout:g} s)")
+            self.error_kind = "timeout"
         if self.opened_at is None and getattr(exc, "status_code", None) == 401:
             self.error += (" - the WebSocket server refused the signature: check the key it uses "
                            "(OCTOHUB_WS_SIGNATURE_KEY in direct mode) and this machine's clock")

@@ -205,11 +205,15 @@ class FrameAttack:
 class DripServer:
     """Accepts on 127.0.0.1:<port>, reads the request, then sends ``answer`` one byte every ``every`` s.
 
+    ``read`` takes the request (by default an HTTP request's head); ``answer`` makes the answer of it.
+
     Attributes:
         held: for each connection, how long it stayed open (seconds), once it ended.
     """
 
-    def __init__(self, answer: Callable[[bytes], bytes], every: float, *, limit: float = 60.0) -> None:
+    def __init__(self, answer: Callable[[bytes], bytes], every: float, *, limit: float = 60.0,
+                 read: Callable[[socket.socket], bytes] = _read_request) -> None:
+        self._read = read
         self._answer = answer
         self._every = every
         self._limit = limit
@@ -239,7 +243,7 @@ class DripServer:
     def _drip(self, sock: socket.socket) -> None:
         started = time.monotonic()
         try:
-            answer = self._answer(_read_request(sock))
+            answer = self._answer(self._read(sock))
             for i in range(len(answer)):
                 sock.sendall(answer[i:i + 1])
                 if self._node_closed(sock) or self._closing.is_set() or time.monotonic() - started > self._limit:
@@ -259,3 +263,17 @@ class DripServer:
             return not sock.recv(65536)
         except OSError:
             return True
+
+
+def api_answer(ws_url: str) -> Callable[[bytes], bytes]:
+    """An API server's whole answer handing out ``ws_url`` (for :class:`DripServer`)."""
+    def answer(request: bytes) -> bytes:
+        body = ('{"errcode": 0, "errmsg": "success", "data": {"wsUrl": "%s"}}' % ws_url).encode()
+        return (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                + str(len(body)).encode() + b"\r\n\r\n" + body)
+    return answer
+
+
+def socks5_answer(request: bytes) -> bytes:
+    """A SOCKS5 proxy's answers: no authentication, then "connected" (for :class:`DripServer`)."""
+    return b"\x05\x00" + b"\x05\x00\x00\x01\x7f\x00\x00\x01\x00\x50"
