@@ -74,6 +74,13 @@ class AttemptDeadline(Deadline):
             self._sockets.clear()
         self._timer.cancel()
 
+    def cut(self) -> None:
+        """The attempt is being abandoned: shut its sockets down now (nothing, once it connected or failed)."""
+        with self._lock:
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shut(sock)
+
     def _expire(self) -> None:
         with self._lock:
             if self._finished:

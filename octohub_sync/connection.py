@@ -229,6 +229,8 @@ class Connection:
     def abort(self) -> None:
         """Tear the TCP connection down without a close frame (dead or stalled path)."""
         self._app.keep_running = False
+        if self.deadline is not None:
+            self.deadline.cut()  # still connecting: the API request's socket too (stop() must not wait for it)
         sock = self._sock
         if sock is not None:
             try:

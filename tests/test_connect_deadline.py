@@ -7,6 +7,7 @@ runs past it anyway (a SOCKS5 proxy's handshake, which python-socks reads with a
 """
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -61,3 +62,28 @@ def test_readiness_of_an_attempt() -> None:
     on_time = readiness(NodeState.CONNECTING, ready=False, silent_for=None, ping_interval=30,
                         attempt=Attempt(3, 1.0, 5.0))
     assert on_time == (False, "the node is connecting")
+
+
+#: A TLS record header announcing 16 KiB, then its bytes: a TLS handshake that never finishes in time.
+TLS_RECORD = b"\x16\x03\x03\x40\x00" + b"\x02" * 16384
+
+
+def test_a_dripping_tls_handshake_of_the_api_holds_an_attempt_no_longer_than_the_deadline(make_node: Any) -> None:
+    # (The WebSocket's own TLS handshake was bounded as a whole already: Python's ssl gives one call one deadline.)
+    with DripServer(lambda hello: TLS_RECORD, EVERY, read=lambda sock: sock.recv(65536)) as server:
+        node = make_node(api_url=f"https://127.0.0.1:{server.port}", connect_timeout=TIMEOUT)
+        assert wait_until(lambda: server.held, TIMEOUT + SLACK + 5), "the attempt outlived its deadline"
+        assert server.held[0] < TIMEOUT + SLACK
+        assert wait_until(lambda: node.stats()["connect_failures"] >= 1, 5)
+        assert "API request" in (node.stats()["last_error"] or "")
+        assert "did not finish within OCTOHUB_CONNECT_TIMEOUT (1 s)" in (node.stats()["last_error"] or "")
+
+
+def test_stop_does_not_wait_for_a_dripping_api(make_node: Any) -> None:
+    with DripServer(api_answer("ws://127.0.0.1:9/ws/node"), EVERY) as api:
+        node = make_node(server_port=api.port, connect_timeout=30)
+        assert api.accepted.wait(5)
+        started = time.monotonic()
+        node.stop(timeout=5)
+        assert time.monotonic() - started < 3
+        assert wait_until(lambda: api.held, 3)
