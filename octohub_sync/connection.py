@@ -22,7 +22,7 @@ import websocket
 
 from . import wsframe
 from .connect_deadline import AttemptDeadline
-from .wsread import BoundedFrames, Fragments
+from .wsread import CLOSE_TOO_BIG, BoundedFrames, Fragments
 from .exceptions import OctoHubError
 from .proxies import Route
 from .signing import redact
@@ -96,8 +96,6 @@ class Connection:
         self._ping_interval = ping_interval
         self._post = post
         self._max_frame_bytes = max_frame_bytes
-        #: Why this side ended the connection because of what the hub sent (close code 1009 or 1002), else None.
-        self.refused: Optional[str] = None
         self._last_ping = 0.0  # when we last wrote a ping frame (monotonic)
         self._binary = False
         self._sock: Optional[socket.socket] = None
@@ -316,7 +314,6 @@ class Connection:
         this thread never waits for a write. websocket-client is then told the socket is no longer
         connected, so that its teardown neither sends a second close frame (1000) nor reads on for 3 s.
         """
-        self.refused = f"{why} (close code {code})"
         with self._close_lock:
             first = self.closing_since is None
             if first:
@@ -324,8 +321,8 @@ class Connection:
         ws = self._app.sock
         if first and ws is not None and ws.sock is not None and self._write_lock.acquire(blocking=False):
             try:
-                frame = websocket.ABNF.create_frame(code.to_bytes(2, "big") + why[:100].encode(),
-                                                    websocket.ABNF.OPCODE_CLOSE).format()
+                reason = b"message too big" if code == CLOSE_TOO_BIG else b"protocol error"
+                frame = websocket.ABNF.create_frame(code.to_bytes(2, "big") + reason, websocket.ABNF.OPCODE_CLOSE).format()
                 ws.sock.setblocking(False)
                 ws.sock.send(frame)
             except (OSError, ValueError) as exc:  # full or dead: the hub sees the connection end without it
@@ -334,7 +331,7 @@ class Connection:
                 self._write_lock.release()
         if ws is not None:
             ws.connected = False
-        raise websocket.WebSocketProtocolException(self.refused)
+        raise websocket.WebSocketProtocolException(f"{why} (close code {code})")
 
     def _answer_ping(self, payload: "str | bytes" = b"") -> None:
         data = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
