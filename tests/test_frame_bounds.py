@@ -37,7 +37,7 @@ ATTACKS: dict[str, Callable[[Any], None]] = {
     # Complete, one byte over the bound: read whole before, it was skipped and the session went on.
     "one byte over the bound": declare(BOUND + 1, send=BOUND + 1),
     # Fragments of 16 KiB that never end: their running total passes the bound.
-    "continuation flood": fragments(16 * 1024, total=8 * 2**20),
+    "continuation flood": fragments(16 * 1024, total=32 * 2**20),
 }
 
 
