@@ -137,7 +137,8 @@ class _DeadlineAdapter(HTTPAdapter):
 
 def _watch(manager: Any) -> None:
     # The attribute exists in urllib3 1.26 and 2.x, for PoolManager, ProxyManager and SOCKSProxyManager.
-    manager.pool_classes_by_scheme = {scheme: _watched_pool(cls) for scheme, cls in manager.pool_classes_by_scheme.items()}
+    pools = manager.pool_classes_by_scheme
+    manager.pool_classes_by_scheme = {scheme: _watched_pool(cls) for scheme, cls in pools.items()}
 
 
 @functools.lru_cache(maxsize=None)

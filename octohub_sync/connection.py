@@ -22,11 +22,11 @@ import websocket
 
 from . import wsframe
 from .connect_deadline import AttemptDeadline
-from .wsread import CLOSE_TOO_BIG, BoundedFrames, Fragments
 from .exceptions import OctoHubError
 from .proxies import Route
 from .signing import redact
 from .tunnel import bound_writes, open_socket
+from .wsread import CLOSE_TOO_BIG, BoundedFrames, Fragments
 
 __all__ = ["Connection"]
 
@@ -322,7 +322,8 @@ class Connection:
         if first and ws is not None and ws.sock is not None and self._write_lock.acquire(blocking=False):
             try:
                 reason = b"message too big" if code == CLOSE_TOO_BIG else b"protocol error"
-                frame = websocket.ABNF.create_frame(code.to_bytes(2, "big") + reason, websocket.ABNF.OPCODE_CLOSE).format()
+                payload = code.to_bytes(2, "big") + reason
+                frame = websocket.ABNF.create_frame(payload, websocket.ABNF.OPCODE_CLOSE).format()
                 ws.sock.setblocking(False)
                 ws.sock.send(frame)
             except (OSError, ValueError) as exc:  # full or dead: the hub sees the connection end without it

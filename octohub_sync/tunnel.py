@@ -91,7 +91,8 @@ def open_socket(url: str, *, proxy: Optional[Proxy], ssl_context: Optional[ssl.S
         _close(sock)
         # An attempt's deadline that passed cut the socket: whatever the step then raised, time is what failed.
         if isinstance(exc, socket.timeout) or getattr(deadline, "expired", False):
-            raise socket.timeout(f"{step} did not finish within OCTOHUB_CONNECT_TIMEOUT ({deadline.seconds:g} s)") from None
+            limit = f"OCTOHUB_CONNECT_TIMEOUT ({deadline.seconds:g} s)"
+            raise socket.timeout(f"{step} did not finish within {limit}") from None
         raise
     return sock
 

@@ -72,7 +72,8 @@ def test_plaintext_host(url: str, host: str) -> None:
 def test_a_plaintext_remote_address_is_one_warning_without_the_signature(caplog: pytest.LogCaptureFixture) -> None:
     # Nothing may listen off loopback here, so the check itself is driven without a socket.
     caplog.set_level(logging.DEBUG, logger="octohub_sync")
-    log = ConnectionLog(pc_id="node_x", stats=Stats(), log=_NodeLog(logging.getLogger("octohub_sync"), {"pc_id": "node_x"}))
+    node_log = _NodeLog(logging.getLogger("octohub_sync"), {"pc_id": "node_x"})
+    log = ConnectionLog(pc_id="node_x", stats=Stats(), log=node_log)
     log.address("https://hub.example:8443")
     log.address("ws://127.0.0.1:8000/ws/node?signature=abc")
     assert not caplog.records
