@@ -68,11 +68,13 @@ class AttemptDeadline(Deadline):
         _shut(sock)
 
     def finish(self) -> None:
-        """The attempt connected or failed: nothing is cut from now on."""
+        """The attempt connected or failed: nothing is cut from now on, and the timer's thread has ended."""
         with self._lock:
             self._finished = True
             self._sockets.clear()
         self._timer.cancel()
+        if self._timer is not threading.current_thread():
+            self._timer.join(1.0)  # wakes at once: no thread of an attempt outlives it (stop() leaves none)
 
     def cut(self) -> None:
         """The attempt is being abandoned: shut its sockets down now (nothing, once it connected or failed)."""
