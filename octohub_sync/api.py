@@ -18,12 +18,14 @@ import urllib3
 
 from . import signing
 from .config import Settings, env_name
+from .connect_deadline import current_attempt
 from .exceptions import ApiError, AuthError, ProxyError
 from .proxies import Proxy, refusal_hint
 from .tunnel import tunnel_hint
 from .urls import host_for_url
 
-__all__ = ["Address", "direct_key_origin", "is_loopback", "key_origin", "loopback_pitfall", "resolve_address", "ssl_context", "tls_verify"]
+__all__ = ["Address", "direct_key_origin", "is_loopback", "key_origin", "loopback_pitfall", "plaintext_host",
+           "resolve_address", "ssl_context", "tls_verify"]
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +115,10 @@ def _ask_api(settings: Settings, pc_id: str, session: requests.Session, log: log
                                    verify=tls_verify(settings), allow_redirects=False,
                                    proxies=requests_proxies(proxy))
     except requests.RequestException as exc:
+        attempt = current_attempt()
+        if attempt is not None and attempt.expired:  # the attempt's deadline cut the socket (connect_deadline.py)
+            raise ApiError(f"API request to {url} did not finish within OCTOHUB_CONNECT_TIMEOUT ({attempt.seconds:g} s)",
+                           hint="the API server, or a proxy on the way, answers too slowly") from None
         if proxy is not None and not isinstance(exc, requests.exceptions.SSLError):
             raise _proxy_failure(exc, proxy, url) from None
         raise ApiError(f"API request to {url} failed: {type(exc).__name__}", hint=_network_hint(exc)) from None
@@ -136,6 +142,7 @@ def _ask_api(settings: Settings, pc_id: str, session: requests.Session, log: log
         what = "a non-JSON body" if body is None else f"errcode {body.get('errcode')}{_errmsg(body)}"
         raise ApiError(f"API answered HTTP {response.status_code} with {what}", status=response.status_code)
     ws_url = _ws_url(body, response.status_code)
+    _refuse_downgrade(settings, ws_url)
     return Address(url=_fix_host(ws_url, settings, log), skew=skew, api_seconds=elapsed)
 
 
@@ -196,6 +203,27 @@ def _ws_url(body: dict, status: int) -> str:
     if not isinstance(url, str) or urlsplit(url).scheme not in ("ws", "wss") or not urlsplit(url).hostname:
         raise ApiError("API answer has no usable data.wsUrl", status=status)
     return url
+
+
+def _refuse_downgrade(settings: Settings, ws_url: str) -> None:
+    """With TLS on, a plaintext address is refused: only the URL is signed, so on a plaintext path
+    anyone in the middle could read results and inject tasks (a silent downgrade is worse than none)."""
+    parts = urlsplit(ws_url)
+    if settings.ws_scheme == "wss" and parts.scheme.lower() == "ws":
+        why = "OCTOHUB_TLS=true" if settings.tls else f"the API is {urlsplit(settings.api_base).scheme}"
+        raise ApiError(f"the API handed out a plaintext WebSocket address (scheme 'ws', host {parts.hostname}) "
+                       f"while TLS is on ({why}): refused",
+                       hint="make the hub hand out wss:// addresses (its wsUrl setting), or turn TLS off "
+                            "only if the hub is reached over a network you trust")
+
+
+def plaintext_host(url: str) -> Optional[str]:
+    """The host of a plaintext (``http``, ``ws``) ``url`` that is not on this machine, else None."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme.lower() in ("http", "ws") and host and not is_loopback(host):
+        return host
+    return None
 
 
 def _fix_host(url: str, settings: Settings, log: logging.LoggerAdapter) -> str:

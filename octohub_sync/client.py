@@ -12,12 +12,11 @@ import threading
 import time
 from typing import Any, Optional
 
-import requests
-
 from . import stop_sequence
 from .api import resolve_address, ssl_context
 from .clock import pause_threshold
 from .config import Settings, load_settings, require_key
+from .connect_deadline import deadline_session
 from .connection import Connection
 from .connection_log import ConnectionLog
 from .delivery import ResultDelivery
@@ -28,7 +27,7 @@ from .process_pool import isolate, isolation_view, stop_children
 from .ledger import Ledger
 from .lifecycle import TaskRegistry
 from .link import Link
-from .liveness import Heartbeats, Verdict, liveness, readiness
+from .liveness import Attempt, Heartbeats, Verdict, liveness, readiness
 from .options import Key, TaskOptions
 from .receiver import FrameReceiver, MessageHandler
 from .recycle import Recycler
@@ -43,6 +42,7 @@ from .store import MemoryStore
 from .task_board import TaskBoard
 from .timers import Alarm, Timers
 from .watchdog import TICK as WATCHDOG_TICK, Watchdog
+from .wsread import frame_bound
 
 __all__ = ["NodeWebSocketClient"]
 
@@ -137,7 +137,7 @@ class NodeWebSocketClient:
             task_types=lambda: sorted(self.runner.handlers), on_notice=self._hub_notice,
             stats=self._stats, log=self.log, on_ready=self._ready_for_tasks)
         self._ssl = ssl_context(settings) if settings.ws_scheme == "wss" else None
-        self._http = requests.Session()
+        self._http = deadline_session()  # its sockets are cut with each attempt's deadline
         self._finished = threading.Event()
         self._stopped_clean = True  # what the last stop() returned, for a second call
         self._lifecycle = threading.Lock()
@@ -244,6 +244,8 @@ class NodeWebSocketClient:
                     self.store.close()
                     raise
                 self._metrics = metrics
+            if self.settings.connect_mode == "api":  # in direct mode, the first address is judged as it is made
+                self._connection_log.address(self.settings.api_base)
             self._finished.clear()
             self._status.starting()
             self._beats.reset(time.monotonic())
@@ -426,10 +428,13 @@ class NodeWebSocketClient:
         A hub outage makes it not ready (``/readyz`` 503) while the node stays alive.
         """
         conn = self._link.conn
+        now = time.monotonic()
         heard = max(self.receiver.last_frame, conn.last_pong if conn is not None else 0.0)
-        return readiness(self._status.state, ready=self._link.ready,
-                         silent_for=time.monotonic() - heard if heard else None,
-                         ping_interval=self.settings.ping_interval)
+        attempt = None
+        if conn is not None and conn.deadline is not None and conn.deadline.connecting:
+            attempt = Attempt(conn.number, now - conn.deadline.started, conn.deadline.seconds)
+        return readiness(self._status.state, ready=self._link.ready, silent_for=now - heard if heard else None,
+                         ping_interval=self.settings.ping_interval, attempt=attempt)
 
     def stats(self) -> dict[str, Any]:
         """Connection state, counters and queue sizes right now."""
@@ -502,7 +507,8 @@ class NodeWebSocketClient:
             self._address, number=number, on_open=self._opened, on_frame=self.receiver.frame,
             on_closed=self._closed, on_pong=self.delivery.pong, ssl_context=self._ssl,
             route=self.settings.route, connect_timeout=self.settings.connect_timeout,
-            ping_interval=self.settings.ping_interval, post=self._sender.post)
+            ping_interval=self.settings.ping_interval, post=self._sender.post,
+            max_frame_bytes=frame_bound(self.settings.max_message_bytes))
         return conn
 
     def _opened(self, conn: Connection) -> None:
@@ -515,6 +521,7 @@ class NodeWebSocketClient:
 
     def _address(self) -> str:
         address = resolve_address(self.settings, self.pc_id, self._http, self.log)
+        self._connection_log.address(address.url)
         if address.skew is not None:
             self._stats.clock_skew = address.skew
         if self.settings.tls_insecure:

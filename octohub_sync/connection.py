@@ -16,16 +16,18 @@ import socket
 import ssl
 import threading
 import time
-from typing import Callable, Optional
+from typing import Callable, NoReturn, Optional
 
 import websocket
 
 from . import protocol, wsframe
+from .connect_deadline import AttemptDeadline
 from .exceptions import OctoHubError
 from .protocol import Dialect
 from .proxies import Route
 from .signing import redact
 from .tunnel import bound_writes, open_socket
+from .wsread import CLOSE_TOO_BIG, BoundedFrames, Fragments
 
 __all__ = ["Connection"]
 
@@ -59,6 +61,8 @@ class Connection:
         post: runs a job on the send thread: the pong that answers the hub's ping is written
             there, never on the connection thread, which must go on reading while a write waits
             (a hub that stops reading while its own write waits for us would wait for ever).
+        max_frame_bytes: a frame, or a message's fragments together, declaring more ends the
+            connection with close code 1009 before the payload is read (``wsread.frame_bound``).
     """
 
     def __init__(
@@ -75,6 +79,7 @@ class Connection:
         connect_timeout: float,
         ping_interval: float,
         post: Callable[[Callable[[], None]], None] = lambda job: job(),
+        max_frame_bytes: int = 2**31,
     ) -> None:
         self._address = address
         self.number = number
@@ -90,6 +95,8 @@ class Connection:
         #: How this connection reached the hub (set once the address is known).
         self.route: Optional[Route] = None
         self._connect_timeout = connect_timeout
+        #: This attempt's one deadline for the API request, TCP, proxy, TLS and the WebSocket handshake.
+        self.deadline: Optional[AttemptDeadline] = None
         self._ping_interval = ping_interval
         self._post = post
         #: The hub's dialect, from its ``connected`` message (receiver.py); None until then. It decides
@@ -100,6 +107,7 @@ class Connection:
         self.peer_address: Optional[tuple] = None
         self._last_keep_alive = 0.0  # when we last wrote what extends the hub's read deadline (monotonic)
         self._pong_payload: Optional[bytes] = None  # the latest ping of the hub's, not answered yet
+        self._max_frame_bytes = max_frame_bytes
         self._binary = False
         self._sock: Optional[socket.socket] = None
         # Held around every frame we write, and the check before it: once closing_since is set,
@@ -264,6 +272,8 @@ class Connection:
     def abort(self) -> None:
         """Tear the TCP connection down without a close frame (dead or stalled path)."""
         self._app.keep_running = False
+        if self.deadline is not None:
+            self.deadline.cut()  # still connecting: the API request's socket too (stop() must not wait for it)
         sock = self._sock
         if sock is not None:
             try:
@@ -274,9 +284,17 @@ class Connection:
     # -- the connection thread -------------------------------------------------------------
 
     def _run(self) -> None:
+        deadline = self.deadline = AttemptDeadline(self._connect_timeout, name=f"octohub-deadline-{self.number}")
         try:
-            self._app.url = self._address()
-            self._sock = self._open_socket(self._app.url)
+            self._connect(deadline)
+        finally:
+            deadline.finish()
+
+    def _connect(self, deadline: AttemptDeadline) -> None:
+        try:
+            with deadline.current():  # the API request's sockets are cut with the deadline too
+                self._app.url = self._address()
+            self._sock = self._open_socket(self._app.url, deadline)
         except OctoHubError as exc:
             hint = getattr(exc, "hint", "")
             self.error = f"{exc}{' - ' + hint if hint else ''}"
@@ -309,13 +327,16 @@ class Connection:
             # websocket-client's teardown does not always close the descriptor (after our close frame).
             self._sock.close()
 
-    def _open_socket(self, url: str) -> socket.socket:
-        # Our own socket, so that connect, proxy and handshakes are bounded by connect_timeout
+    def _open_socket(self, url: str, deadline: AttemptDeadline) -> socket.socket:
+        # Our own socket, so that connect, proxy and handshakes are bounded by the attempt's deadline
         # (websocket-client would use the process-wide default timeout, None, and its own proxy rules).
         self.route = self._route(url)
-        return open_socket(url, proxy=self.route.proxy, ssl_context=self._ssl_context, timeout=self._connect_timeout)
+        return open_socket(url, proxy=self.route.proxy, ssl_context=self._ssl_context, timeout=self._connect_timeout,
+                           deadline=deadline)
 
     def _opened(self, app: websocket.WebSocketApp) -> None:
+        if self.deadline is not None:
+            self.deadline.finish()  # connected: from now on the keep-alive judges the path
         # The upgrade had what was left of the connect budget; from now on a blocked read or send gets all of it.
         if self._sock is not None:
             bound_writes(self._sock, self._connect_timeout)
@@ -326,10 +347,42 @@ class Connection:
             except OSError:  # already gone: the session ends at the first read
                 pass
         if app.sock is not None:
+            # Frames are judged by their header, fragments joined in linear time: wsread.py says why.
+            ws = app.sock
+            ws.frame_buffer = BoundedFrames(ws.frame_buffer.recv_strict, bound=self._max_frame_bytes,
+                                            refuse=self._refuse)
+            ws.cont_frame = Fragments()
             # websocket-client answers a ping on the reading thread, under the lock of every write:
             # its one call of pong() (recv_data_frame) gets ours, which writes on the send thread.
             app.sock.pong = self._answer_ping  # type: ignore[method-assign]
         self._on_open(self)
+
+    def _refuse(self, code: int, why: str) -> NoReturn:
+        """(The connection thread.) End the connection over a frame the hub sent: close frame ``code``, then raise.
+
+        The close frame is written only if no other write is under way and the socket takes it at once:
+        this thread never waits for a write. websocket-client is then told the socket is no longer
+        connected, so that its teardown neither sends a second close frame (1000) nor reads on for 3 s.
+        """
+        with self._close_lock:
+            first = self.closing_since is None
+            if first:
+                self.closing_since = time.monotonic()  # from here nothing else is written
+        ws = self._app.sock
+        if first and ws is not None and ws.sock is not None and self._write_lock.acquire(blocking=False):
+            try:
+                reason = b"message too big" if code == CLOSE_TOO_BIG else b"protocol error"
+                payload = code.to_bytes(2, "big") + reason
+                frame = websocket.ABNF.create_frame(payload, websocket.ABNF.OPCODE_CLOSE).format()
+                ws.sock.setblocking(False)
+                ws.sock.send(frame)
+            except (OSError, ValueError) as exc:  # full or dead: the hub sees the connection end without it
+                logger.debug("close frame %s on connection %s not written: %s", code, self.number, exc)
+            finally:
+                self._write_lock.release()
+        if ws is not None:
+            ws.connected = False
+        raise websocket.WebSocketProtocolException(f"{why} (close code {code})")
 
     def _answer_ping(self, payload: "str | bytes" = b"") -> None:
         # Only the latest ping is answered (RFC 6455 §5.5.3 allows it): however many the hub sends while
@@ -368,6 +421,11 @@ class Connection:
             return
         self.error = _describe(exc)
         self.error_kind = _kind(exc)
+        if self.opened_at is None and self.deadline is not None and self.deadline.expired:
+            # The deadline cut the socket; what websocket-client says of it ("connection lost") would mislead.
+            self.error = (f"timeout: the WebSocket handshake did not finish within OCTOHUB_CONNECT_TIMEOUT "
+                          f"({self._connect_timeout:g} s)")
+            self.error_kind = "timeout"
         if self.opened_at is None and getattr(exc, "status_code", None) == 401:
             self.error += (" - the WebSocket server refused the signature: check the key it uses "
                            "(OCTOHUB_WS_SIGNATURE_KEY in direct mode) and this machine's clock")

@@ -12,6 +12,7 @@ import logging
 import time
 from typing import Optional
 
+from .api import plaintext_host
 from .connection import Connection
 from .reconnect import Decision
 from .stats import Stats
@@ -31,6 +32,18 @@ class ConnectionLog:
         self._log = log
         self._opened_before = False
         self._warned: dict[str, tuple[float, int]] = {}  # failure kind -> (last WARNING, repeats since)
+        self._plaintext_warned = False
+
+    def address(self, url: str) -> None:
+        """The node will talk to ``url`` (the API's at start, each WebSocket address): one WARNING, the
+        first time one is plaintext to a host off this machine. Never logs the URL (it carries a signature)."""
+        host = plaintext_host(url)
+        if host is None or self._plaintext_warned:
+            return
+        self._plaintext_warned = True
+        self._log.warning("talking to %s without TLS (%s://): anyone on the path can read tasks and results and, "
+                          "since only the URL is signed, inject tasks; set OCTOHUB_TLS=true (https/wss) for a hub "
+                          "off this machine", host, url.split(":", 1)[0].lower())
 
     def opened(self, conn: Connection) -> None:
         """``conn`` completed its handshake (connection thread)."""

@@ -18,7 +18,7 @@ from typing import Iterable, Mapping, NamedTuple, Optional
 
 from .stats import NodeState
 
-__all__ = ["MAX_TICK_AGE", "Heartbeats", "Verdict", "liveness", "readiness"]
+__all__ = ["MAX_TICK_AGE", "Attempt", "Heartbeats", "Verdict", "liveness", "readiness"]
 
 #: A loop this many seconds late for the tick it announced is wedged.
 MAX_TICK_AGE = 10.0
@@ -78,7 +78,16 @@ def liveness(state: NodeState, ages: Mapping[str, float], *, max_age: Optional[f
     return Verdict(True, f"{state.value}; loops ticking")
 
 
-def readiness(state: NodeState, *, ready: bool, silent_for: Optional[float], ping_interval: float) -> Verdict:
+class Attempt(NamedTuple):
+    """A connect attempt still under way: its number, how long it has run and its deadline (seconds)."""
+
+    number: int
+    running: float
+    deadline: float
+
+
+def readiness(state: NodeState, *, ready: bool, silent_for: Optional[float], ping_interval: float,
+              attempt: Optional[Attempt] = None) -> Verdict:
     """Can the node take tasks now: connected, ``node_ready`` sent, the hub heard within two ping intervals?
 
     Args:
@@ -86,8 +95,13 @@ def readiness(state: NodeState, *, ready: bool, silent_for: Optional[float], pin
         ready: ``node_ready`` went out on the current connection.
         silent_for: seconds since the last frame or pong from the hub on it (None: nothing yet).
         ping_interval: OCTOHUB_PING_INTERVAL; a live path answers a ping frame within one.
+        attempt: the connect attempt under way, if any (one past its deadline is named: a name
+            resolution or a SOCKS5 proxy's handshake can outlast it).
     """
     if state is not NodeState.CONNECTED or not ready:
+        if attempt is not None and attempt.running > attempt.deadline:
+            return Verdict(False, f"connecting: attempt {attempt.number} running for {attempt.running:.1f} s, "
+                                  f"past its {attempt.deadline:g} s deadline (OCTOHUB_CONNECT_TIMEOUT)")
         return Verdict(False, f"the node is {state.value}")
     if silent_for is None or silent_for > 2 * ping_interval:
         heard = "nothing" if silent_for is None else f"no frame or pong for {silent_for:.1f} s"

@@ -43,9 +43,13 @@ class Deadline:
             raise socket.timeout("timed out")
         return left
 
+    def add(self, sock: socket.socket) -> None:
+        """A socket of the steps this deadline bounds; this one leaves it to each step's timeout
+        (an attempt's deadline also cuts it when it passes: connect_deadline.py)."""
+
 
 def open_socket(url: str, *, proxy: Optional[Proxy], ssl_context: Optional[ssl.SSLContext],
-                timeout: float) -> socket.socket:
+                timeout: float, deadline: Optional[Deadline] = None) -> socket.socket:
     """A connected socket for the ``ws://`` or ``wss://`` ``url``, ready for the WebSocket upgrade.
 
     Args:
@@ -53,13 +57,14 @@ def open_socket(url: str, *, proxy: Optional[Proxy], ssl_context: Optional[ssl.S
         proxy: the proxy to tunnel through, or None to connect directly.
         ssl_context: for ``wss`` (default: the system's CAs).
         timeout: OCTOHUB_CONNECT_TIMEOUT; the socket keeps what is left of it.
+        deadline: the attempt's, when it began before this call (the API request took part of it).
 
     Raises:
         ProxyError: the proxy refused or could not be reached.
         socket.timeout: a step did not finish in time (the message names it).
         OSError, ssl.SSLError: the connection or TLS failed.
     """
-    deadline = Deadline(timeout)
+    deadline = Deadline(timeout) if deadline is None else deadline
     parts = urlsplit(url)
     host, port = parts.hostname or "", port_of(parts)
     step = f"connecting to {host_for_url(host)}:{port}"
@@ -67,6 +72,7 @@ def open_socket(url: str, *, proxy: Optional[Proxy], ssl_context: Optional[ssl.S
     try:
         if proxy is None:
             sock = socket.create_connection((host, port), timeout=deadline.left())
+            deadline.add(sock)
         else:
             step = f"connecting through the proxy {proxy}"
             sock = _through_proxy(proxy, host, port, deadline)
@@ -75,14 +81,18 @@ def open_socket(url: str, *, proxy: Optional[Proxy], ssl_context: Optional[ssl.S
         if parts.scheme == "wss":
             step = f"the TLS handshake with {host}"
             sock.settimeout(deadline.left())
-            sock = (ssl_context or ssl.create_default_context()).wrap_socket(sock, server_hostname=host)
+            sock = (ssl_context or ssl.create_default_context()).wrap_socket(
+                sock, server_hostname=host, do_handshake_on_connect=False)
+            deadline.add(sock)  # before the handshake: the wrapped socket took the descriptor over
+            sock.do_handshake()
         step = "the WebSocket handshake"
         sock.settimeout(deadline.left())
-    except socket.timeout:
+    except BaseException as exc:
         _close(sock)
-        raise socket.timeout(f"{step} did not finish within OCTOHUB_CONNECT_TIMEOUT ({timeout:g} s)") from None
-    except BaseException:
-        _close(sock)
+        # An attempt's deadline that passed cut the socket: whatever the step then raised, time is what failed.
+        if isinstance(exc, socket.timeout) or getattr(deadline, "expired", False):
+            limit = f"OCTOHUB_CONNECT_TIMEOUT ({deadline.seconds:g} s)"
+            raise socket.timeout(f"{step} did not finish within {limit}") from None
         raise
     return sock
 
@@ -125,6 +135,7 @@ def _through_proxy(proxy: Proxy, host: str, port: int, deadline: Deadline) -> so
             raise
         except OSError as exc:
             raise _unreachable(proxy, exc) from None
+        deadline.add(sock)
         try:
             _http_connect(sock, proxy, host, port, deadline)
         except BaseException:
