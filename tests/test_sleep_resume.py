@@ -67,3 +67,68 @@ def test_sigstop_while_the_path_dies_reconnects_at_once_after_sigcont(tmp_path: 
             node.kill()
             proxy.close()
     assert code == 0, err[-3000:]
+
+
+#: A pause shorter than the default keep-alive (30 s): no longer waits for the keep-alive to fail.
+SHORT_PAUSE = 15.0
+#: Resume to node_ready on a new connection, default settings: the probe's deadline and a reconnect.
+PROBE_BOUND = 5.0
+
+
+def test_a_short_sigstop_on_a_dead_path_is_probed_and_reconnected_within_5_s(tmp_path: Path) -> None:
+    """Default keep-alive settings, the go dialect with its hazards: the probe is a JSON ping, never a ping frame."""
+    with LocalHub(KEY, dialect="go") as hub:
+        proxy = StallProxy(hub.ws_port)
+        hub.ws_port = proxy.port
+        node = spawn(hub, tmp_path, "node_napping")
+        try:
+            assert hub.wait_for(lambda: ready_count(hub, "node_napping") == 1, 20), log_text(node)
+            process = psutil.Process(node.pid)
+            node.send_signal(signal.SIGSTOP)
+            proxy.stall()
+            keep_stopped(process, SHORT_PAUSE)
+            node.send_signal(signal.SIGCONT)
+            resumed = time.monotonic()
+            assert hub.wait_for(lambda: ready_count(hub, "node_napping") == 2, 20), log_text(node)
+            took = time.monotonic() - resumed
+            print(f"15 s SIGSTOP, default settings: resume to node_ready on a new connection in {took:.3f} s")
+            assert took < PROBE_BOUND, log_text(node)
+            text = log_text(node)
+            assert "checking the connection to the hub" in text and "no answer from the hub within" in text, text
+            # (The go table may now have forgotten the new connection when the stalled one ended: the ghost of
+            # docs/protocol.md §5, which re-registration ends; tests/test_reregister.py.)
+            assert hub.crashes == [] and hub.frames("ping") == 0
+            node.send_signal(signal.SIGTERM)
+            code, err = finish(node)
+        finally:
+            node.kill()
+            proxy.close()
+    assert code == 0, err[-3000:]
+
+
+def test_a_short_sigstop_on_a_live_path_keeps_the_connection(tmp_path: Path) -> None:
+    """The probe is answered: the connection stays, nothing reconnects."""
+    with LocalHub(KEY, dialect="go") as hub:
+        node = spawn(hub, tmp_path, "node_dozing")
+        try:
+            assert hub.wait_for(lambda: ready_count(hub, "node_dozing") == 1, 20), log_text(node)
+            process = psutil.Process(node.pid)
+            node.send_signal(signal.SIGSTOP)
+            keep_stopped(process, MIN_PAUSE + 1.0)
+            node.send_signal(signal.SIGCONT)
+            assert wait_for_log(node, "the hub answered: the connection is fine", 10), log_text(node)
+            assert len(hub.connections) == 1 and hub.connections[0]["closed"] is None
+            node.send_signal(signal.SIGTERM)
+            code, err = finish(node)
+        finally:
+            node.kill()
+    assert code == 0, err[-3000:]
+
+
+def wait_for_log(node, text: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in log_text(node):
+            return True
+        time.sleep(0.05)  # polling the log file with a deadline
+    return False
