@@ -27,6 +27,9 @@ __all__ = ["Watchdog"]
 
 #: Longest sleep between two looks (seconds): how late a pause or a network change is noticed.
 TICK = 1.0
+#: Sleep between two looks while a connection this loop aborted is ending (seconds): its thread's end may
+#: come just after the wake-up it sends.
+ENDING_LOOK = 0.05
 
 
 class Watchdog:
@@ -88,6 +91,7 @@ class Watchdog:
         self._slept = self._tick  # how long the loop last asked to sleep
         self._resumed = False  # the current connection is dropped because of a pause or a failed probe
         self._path = path
+        self._ending: Optional[Connection] = None  # the connection this loop aborted, whose thread is ending
         # Daemon: if the program exits without stop(), this thread must not hold it open.
         self.thread = threading.Thread(target=self._run, name="octohub-watchdog", daemon=True)
 
@@ -146,6 +150,8 @@ class Watchdog:
         if self.conn is None:
             return min(self._tick, max(0.0, self._next_attempt - now))
         conn = self.conn
+        if conn is not None and conn is self._ending:
+            return min(self._tick, ENDING_LOOK)
         due = conn.last_pong + self._dead_after if conn is not None and conn.opened_at is not None else None
         probe_due = None if self._path is None else self._path.due
         if probe_due is not None:
@@ -193,7 +199,7 @@ class Watchdog:
             # Between connections the wait goes on as it was; a connection still opening starts again.
             if conn is not None and not path.start(conn, tick.monotonic, f"{pause.kind.value} for {pause.seconds:.1f} s"):
                 self._resumed = True
-                conn.abort()
+                self._abort(conn)
             return
         # The hub is not at fault, so no backoff: the next attempt starts now, with a new signed address.
         self._log.info("%s for %.1f s, longer than the keep-alive allows: the connection is probably dead; "
@@ -202,26 +208,26 @@ class Watchdog:
             self._next_attempt = tick.monotonic
         else:
             self._resumed = True
-            conn.abort()
+            self._abort(conn)
 
     def _check_alive(self, conn: Connection, now: float) -> None:
         if conn.opened_at is None:
             return  # the socket's own timeout bounds the handshake
         if conn.closing_since is not None:
             if now - conn.closing_since > CLOSE_TIMEOUT:
-                conn.abort()  # the hub did not answer our close frame
+                self._abort(conn)  # the hub did not answer our close frame
             return
         if self._replaced:
             self._close(conn, "replaced", "closing the connection the hub replaced")
             return
         if self._path is not None and self._path.dead(conn, now):
             self._resumed = True  # not the hub's fault: no backoff
-            conn.abort()
+            self._abort(conn)
             return
         silent = now - conn.last_pong
         if silent > self._dead_after:
             self._log.warning("no pong for %.1f s: the path to the hub is dead; reconnecting", silent)
-            conn.abort()
+            self._abort(conn)
             return
         self.policy, due = self.policy.reregister_due(conn.opened_at, now)
         if due:
@@ -233,6 +239,11 @@ class Watchdog:
             return
         if now - conn.opened_at >= self.policy.stable_after:
             self.policy = self.policy.stayed_up()
+
+    def _abort(self, conn: Connection) -> None:
+        """End ``conn`` without a close handshake; the next attempt follows as soon as its thread ended."""
+        self._ending = conn
+        conn.abort()
 
     def _close(self, conn: Connection, why: str, message: str) -> None:
         """Close ``conn`` with a close handshake; the next connection opens only after it ended."""

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import psutil
 import pytest
@@ -21,18 +21,19 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def spawn(hub: LocalHub, tmp_path: Path, pc_id: Optional[str], *flags: str, log_name: str = "",
-          **env_extra: str) -> subprocess.Popen:
+          host: str = "127.0.0.1", prefix: Sequence[str] = (), **env_extra: str) -> subprocess.Popen:
     """``python -m tests.node_process`` against ``hub``, its ledger in ``tmp_path/state``, its log in
     ``tmp_path/<log_name or pc_id>.log``; ``env_extra`` adds environment variables. ``pc_id`` None:
-    the node finds its own (identity.py)."""
+    the node finds its own (identity.py). ``host``: the hub's address; ``prefix``: a command that
+    runs the node (``ip netns exec NAME``)."""
     env_file = tmp_path / "empty.env"
     env_file.write_text("")
     env = {k: v for k, v in os.environ.items() if not k.startswith("OCTOHUB_")}
     env.update(OCTOHUB_SIGNATURE_KEY=KEY, OCTOHUB_LOG_LEVEL="INFO", OCTOHUB_STATUS_INTERVAL="0",
                OCTOHUB_STATE_DIR=str(tmp_path / "state"))
     env.update(env_extra)
-    cmd = [sys.executable, "-m", "tests.node_process", "--env-file", str(env_file),
-           "--server-host", "127.0.0.1", "--server-port", str(hub.api_port), *(["--pc-id", pc_id] if pc_id else []),
+    cmd = [*prefix, sys.executable, "-m", "tests.node_process", "--env-file", str(env_file),
+           "--server-host", host, "--server-port", str(hub.api_port), *(["--pc-id", pc_id] if pc_id else []),
            "--reconnect-interval", "0.2", "--reconnect-max-interval", "1", "--stable-after", "1", *flags]
     # stderr goes to a file so that tests can watch the log while the node runs.
     with open(tmp_path / f"{log_name or pc_id}.log", "w") as log:  # the child keeps its own copy of the descriptor
