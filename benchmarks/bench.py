@@ -408,6 +408,10 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--node-repo", type=Path, help="run the node from this copy of the repo (the hub stays ours)")
     parser.add_argument("--set", type=_setting, action="append", default=[], metavar="NAME=VALUE",
                         help="extra node setting, e.g. --set MAX_PENDING=64 (repeatable; MAX_WORKERS is --workers)")
+    parser.add_argument("--idle", type=float, metavar="SECONDS",
+                        help="only the wake-ups of an idle connected node per thread (idle_wakeups.py)")
+    parser.add_argument("--baseline-repo", type=Path, help="with --idle: also this copy of the repo, same run")
+    parser.add_argument("--dialect", choices=("seed", "go"), default="seed", help="with --idle: the hub's dialect")
     parser.add_argument("--minimal-loop", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--pool-loop", type=int, metavar="WORKERS", help=argparse.SUPPRESS)
     parser.add_argument("--seed-loop", action="store_true", help=argparse.SUPPRESS)
@@ -435,6 +439,11 @@ def main(argv: Optional[list[str]] = None) -> int:
 
         return seed_loop.run(args.api, args.pc_id)
     signal.signal(signal.SIGTERM, _terminate)
+    if args.idle:
+        import idle_wakeups
+
+        print(idle_wakeups.idle_wakeups(args.idle, baseline_repo=args.baseline_repo, dialect=args.dialect))
+        return 0
     plan = Plan.quick() if args.quick else Plan()
     plan.tasks = args.tasks or plan.tasks
     plan.rounds = args.rounds or plan.rounds

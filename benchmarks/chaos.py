@@ -5,8 +5,9 @@
     python benchmarks/chaos.py --seconds 60 --fast    # one minute, the test suite's fast timing
     python benchmarks/chaos.py --seed 8 --keep DIR    # another fault sequence; keep the logs in DIR
 
-A LocalHub runs in this process in the Go server's dialect (a read deadline; a connection table that
-forgets a node after a dead path). The node is the real program in its own process (``python -m
+A LocalHub runs in this process in the Go server's dialect (``--dialect go``, the default: a read
+deadline; a connection table that forgets a node after a dead path; the server's crash on a ping frame
+that meets its own write, docs/protocol.md §4, counted as "hub crashes": target 0), or the seed's. The node is the real program in its own process (``python -m
 octohub_sync --app benchmarks.chaos_app``; POSIX), with a fixed pc_id and its ledger in a temporary
 OCTOHUB_STATE_DIR, behind a StallProxy whose address the hub's API hands out. Load: ``chaos`` tasks of
 20 ms, ``--rate`` a second, at most ``--inflight`` unanswered. Every few seconds a random fault
@@ -292,7 +293,7 @@ def report(args, settings: dict, hub: ChaosHub, books: Books, node: Node, runs: 
     print("  faults: " + ", ".join(f"{k} {counts.pop((k, 'applied'), 0)}" for k in KINDS)
           + "".join(f"; {k} {how} {n}" for (k, how), n in sorted(counts.items())))
     closes = Counter(c["close_code"] and int(c["close_code"]) for c in hub.connections)
-    print(f"  hub: {len(hub.connections)} connections (close codes {dict(closes)}), {len(hub.forgotten)} forgotten "
+    print(f"  hub ({args.dialect} dialect): {len(hub.crashes)} CRASHES, {len(hub.connections)} connections (close codes {dict(closes)}), {len(hub.forgotten)} forgotten "
           f"by its table; at the end the node was {'' if known else 'NOT '}in it, {len(hub.pending)} tasks pending")
     print(f"  node: {node.starts} processes, {len(node.killed)} killed -9, exited by itself {dict(node.exits) or 0}, "
           f"last exit code {code}; its log: {log.count('re-registering')} re-registrations, "
@@ -300,7 +301,8 @@ def report(args, settings: dict, hub: ChaosHub, books: Books, node: Node, runs: 
     for label, ids in [*lost.items(), ("run twice", twice), ("re-run although in the ledger", survived)]:
         if ids:
             print(f"  {label}: {', '.join(sorted(ids, key=lambda t: int(t[1:]))[:10])}")
-    return bool(unanswered or twice or survived or any(n for cause, n in dups.items() if "suspect" in cause))
+    return bool(unanswered or twice or survived or hub.crashes
+                or any(n for cause, n in dups.items() if "suspect" in cause))
 
 
 def dump(path: Path, hub: ChaosHub, books: Books, runs: dict, t0: float) -> None:
@@ -324,6 +326,8 @@ def main() -> int:
     parser.add_argument("--inflight", type=int, default=100, help="most tasks without an answer (default 100)")
     parser.add_argument("--task-seconds", type=float, default=0.02, help="what each task sleeps (default 0.02)")
     parser.add_argument("--keep", metavar="DIR", help="keep the logs, journal, ledger and tasks.json in DIR")
+    parser.add_argument("--dialect", choices=("go", "seed"), default="go",
+                        help="the hub's dialect (default go, with the Go server's hazards)")
     args = parser.parse_args()
     if args.keep and Path(args.keep).exists() and any(Path(args.keep).iterdir()):
         parser.error(f"--keep {args.keep}: not empty (a ledger or journal left there would mix two runs)")
@@ -337,7 +341,7 @@ def main() -> int:
     (workdir / "empty.env").write_text("")
     logging.basicConfig(filename=workdir / "hub.log", level=logging.INFO,
                         format="%(asctime)s %(threadName)s %(name)s %(levelname)s %(message)s")
-    hub = ChaosHub(secrets.token_hex(16), dialect="go", read_deadline=deadline)
+    hub = ChaosHub(secrets.token_hex(16), dialect=args.dialect, read_deadline=deadline)
     node, counts, stop, bad = None, Counter(), threading.Event(), False
     try:
         hub.start()

@@ -48,6 +48,10 @@ __all__ = ["NodeWebSocketClient"]
 
 logger = logging.getLogger("octohub_sync")
 
+#: Steps of wait_stopped() (seconds): how late it notices ``until`` or a give-up, and how often an idle
+#: program's main thread wakes (Windows cannot interrupt a wait without a timeout with Ctrl-C).
+WAIT_STEP = 1.0
+
 #: What a probe asks the hub to answer with (watchdog.py): a ping frame's payload, or a JSON ping's request_id.
 PROBE_PAYLOAD = b"octohub-probe"
 
@@ -381,9 +385,9 @@ class NodeWebSocketClient:
     def wait_stopped(self, until: Optional[threading.Event] = None) -> None:
         """Block until the node was stopped, gave up reconnecting, or ``until`` is set.
 
-        Waits in short steps, so that Ctrl-C interrupts it where ``Event.wait()`` alone cannot.
+        Waits in steps of :data:`WAIT_STEP`, so that Ctrl-C interrupts it where ``Event.wait()`` alone cannot.
         """
-        while not self._finished.wait(0.5):
+        while not self._finished.wait(WAIT_STEP):
             if self.failure is not None or (until is not None and until.is_set()):
                 return
 

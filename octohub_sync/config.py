@@ -69,7 +69,8 @@ class Settings:
     max_reconnect_attempts: int = _opt(0, "consecutive failed attempts before the node gives up (0 = never)", kind="int>=0")
     stable_after: float = _opt(30.0, "a connection up this long resets the backoff (s)", kind="float>0")
     connect_timeout: float = _opt(10.0, "one deadline for each connect: API request, TCP, proxy, TLS, WebSocket handshake (s)", kind="float>0")
-    ping_interval: float = _opt(30.0, "WebSocket ping frame interval (s)", kind="float>0")
+    ping_interval: float = _opt(30.0, "keep-alive interval (s): a ping frame (seed hub), or a pong frame and a JSON "
+                                      "ping (Go server)", kind="float>0")
     ping_timeout: float = _opt(10.0, "how long past a ping interval the hub may stay silent: no pong for OCTOHUB_PING_INTERVAL + this + 1 s = dead connection (s)", kind="float>0")
     hub_read_timeout: float = _opt(60.0, "the hub's read deadline: re-register this long (plus a margin) after abandoning a connection (s, 0 = never)", kind="float>=0")
     max_workers: int = _opt(8, "tasks run at once", kind="int>=1")
