@@ -36,6 +36,20 @@ def keep_stopped(proc: psutil.Process, seconds: float) -> None:
     assert proc.status() == psutil.STATUS_STOPPED
 
 
+def stop_while_the_path_dies(hub: LocalHub, node, proxy: StallProxy, pc_id: str, seconds: float) -> float:
+    """SIGSTOP ``node``, kill its path, SIGCONT after ``seconds``; return the resume's moment (monotonic)
+    once ``node_ready`` went out on a new connection."""
+    assert hub.wait_for(lambda: ready_count(hub, pc_id) == 1, 20), log_text(node)
+    process = psutil.Process(node.pid)
+    node.send_signal(signal.SIGSTOP)
+    proxy.stall()  # the path dies while the node cannot notice
+    keep_stopped(process, seconds)
+    node.send_signal(signal.SIGCONT)
+    resumed = time.monotonic()
+    assert hub.wait_for(lambda: ready_count(hub, pc_id) == 2, 20), log_text(node)
+    return resumed
+
+
 def test_sigstop_while_the_path_dies_reconnects_at_once_after_sigcont(tmp_path: Path) -> None:
     with LocalHub(KEY) as hub:
         proxy = StallProxy(hub.ws_port)
@@ -44,14 +58,7 @@ def test_sigstop_while_the_path_dies_reconnects_at_once_after_sigcont(tmp_path: 
         node = spawn(hub, tmp_path, "node_sleepy", "--ping-interval", str(PING_INTERVAL),
                      "--ping-timeout", str(PING_TIMEOUT), "--metrics-port", str(metrics))
         try:
-            assert hub.wait_for(lambda: ready_count(hub, "node_sleepy") == 1, 20), log_text(node)
-            process = psutil.Process(node.pid)
-            node.send_signal(signal.SIGSTOP)
-            proxy.stall()  # the path dies while the node cannot notice
-            keep_stopped(process, PAUSE)
-            node.send_signal(signal.SIGCONT)
-            resumed = time.monotonic()
-            assert hub.wait_for(lambda: ready_count(hub, "node_sleepy") == 2, 20), log_text(node)
+            resumed = stop_while_the_path_dies(hub, node, proxy, "node_sleepy", PAUSE)
             took = time.monotonic() - resumed
             print(f"resume to node_ready on a new connection: {took:.3f} s")
             assert took < BOUND, log_text(node)
@@ -82,14 +89,7 @@ def test_a_short_sigstop_on_a_dead_path_is_probed_and_reconnected_within_5_s(tmp
         hub.ws_port = proxy.port
         node = spawn(hub, tmp_path, "node_napping")
         try:
-            assert hub.wait_for(lambda: ready_count(hub, "node_napping") == 1, 20), log_text(node)
-            process = psutil.Process(node.pid)
-            node.send_signal(signal.SIGSTOP)
-            proxy.stall()
-            keep_stopped(process, SHORT_PAUSE)
-            node.send_signal(signal.SIGCONT)
-            resumed = time.monotonic()
-            assert hub.wait_for(lambda: ready_count(hub, "node_napping") == 2, 20), log_text(node)
+            resumed = stop_while_the_path_dies(hub, node, proxy, "node_napping", SHORT_PAUSE)
             took = time.monotonic() - resumed
             print(f"15 s SIGSTOP, default settings: resume to node_ready on a new connection in {took:.3f} s")
             assert took < PROBE_BOUND, log_text(node)
