@@ -104,8 +104,10 @@ class FrameAttack:
         ended: set when every attacked connection has ended.
     """
 
-    def __init__(self, upstream_port: int, attack: Callable[[socket.socket], None], attacks: int = 1) -> None:
+    def __init__(self, upstream_port: int, attack: Callable[[socket.socket], None], attacks: int = 1,
+                 *, reads: bool = True) -> None:
         self._upstream = upstream_port
+        self._reads = reads  # False: the attacked connection never reads what the node writes
         self._attack = attack
         self._left = attacks
         self.close_codes: list[Optional[int]] = []
@@ -149,12 +151,14 @@ class FrameAttack:
         try:
             sock.sendall(handshake_answer(_read_request(sock)))
             reader = threading.Thread(target=self._collect, args=(sock, got), name="attack-read", daemon=True)
-            reader.start()
+            if self._reads:
+                reader.start()
             try:
                 self._attack(sock)
             except OSError:
                 pass  # the node ended the connection: the point of the attack
-            reader.join(10)
+            if self._reads:
+                reader.join(10)
         except OSError:
             pass
         finally:

@@ -133,10 +133,11 @@ node.stop(timeout=5)
 
 
 def peak_rss_growth(attack: Callable[[Any], None], *, limit: int, seconds: float = 10.0,
-                    repo: Path = ROOT) -> tuple[int, list]:
+                    repo: Path = ROOT, reads: bool = True) -> tuple[int, list]:
     """Run a node (of the copy of the project at ``repo``) in a child process against ``attack``:
-    its peak RSS growth (bytes) and the close codes (benchmarks/hostile_frames.py uses it too)."""
-    with LocalHub(KEY) as hub, FrameAttack(hub.ws_port, attack) as front:
+    its peak RSS growth (bytes) and the close codes (benchmarks/hostile_frames.py uses it too).
+    ``reads=False``: the attacker never reads what the node writes."""
+    with LocalHub(KEY) as hub, FrameAttack(hub.ws_port, attack, reads=reads) as front:
         child = subprocess.Popen([sys.executable, "-c", NODE, str(front.port), str(hub.api_port), KEY, str(limit)],
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=repo,
                                  env={**os.environ, "PYTHONPATH": str(repo)})
@@ -172,3 +173,22 @@ def test_the_node_process_peak_rss_stays_within_a_small_multiple_of_the_limit(at
     # The bound is 4 x 64 KiB; reading, joining and copying a message costs a few times that.
     assert growth < 16 * 2**20, f"peak RSS grew by {growth / 2**20:.1f} MiB"
     assert codes == [CLOSE_TOO_BIG]
+
+
+def ping_flood(seconds: float) -> Callable[[Any], None]:
+    """An attack: ping frames of 125 bytes and JSON pings with a 1 MB request_id, for ``seconds``."""
+    def attack(sock: Any) -> None:
+        ping = header(0x9, 125) + b"p" * 125
+        json_ping = b'{"action":"ping","request_id":"' + b"r" * 2**20 + b'"}'
+        json_frame = header(0x1, len(json_ping)) + json_ping
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            sock.sendall(ping * 200 + json_frame)
+    return attack
+
+
+def test_a_ping_flood_from_a_hub_that_never_reads_costs_bounded_memory() -> None:
+    """At most one pong waits (RFC 6455 §5.5.3) and the answers to JSON pings are bounded in bytes."""
+    growth, _ = peak_rss_growth(ping_flood(8.0), limit=4 * 2**20, seconds=8.0, reads=False)
+    print(f"ping flood, 8 s, a hub that never reads: peak RSS growth {growth / 2**20:.1f} MiB")
+    assert growth < 48 * 2**20, f"peak RSS grew by {growth / 2**20:.1f} MiB"
