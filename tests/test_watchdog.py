@@ -10,6 +10,7 @@ import pytest
 from octohub_sync.backoff import Backoff
 from octohub_sync.clock import Pause, PauseKind
 from octohub_sync.connection import CLOSE_TIMEOUT
+from octohub_sync.netpath import PROBE_TIMEOUT, PathCheck
 from octohub_sync.reconnect import CLEANUP_SETTLE, Decision, ReconnectPolicy
 from octohub_sync.watchdog import TICK, Watchdog
 
@@ -272,3 +273,79 @@ def test_without_the_wall_clock_or_a_threshold_nothing_is_judged() -> None:
     h.conn.open(at=0.5)
     h.step(30.0, wall=EPOCH + 3600.0)
     assert not h.conn.aborted and h.pauses == []
+
+
+# -- probes after a short pause or a network change (netpath.py) -----------------------------------
+
+class Probed(Harness):
+    """A watchdog with a path check whose probes and routes the test controls."""
+
+    def __init__(self) -> None:
+        self.probes: list[FakeConnection] = []
+        self.route = "192.0.2.10"  # what the system would use now towards the hub
+        path = PathCheck(probe=self.probes.append, log=logging.LoggerAdapter(logging.getLogger("t"), {}),
+                         local_address=lambda peer: self.route)
+        super().__init__(replace(POLICY, retries=3), dead_after=SLOW_DEATH, pause_after=PAUSE_AFTER)
+        self.watchdog = Watchdog(connect=self.connect, policy=replace(POLICY, retries=3), dead_after=SLOW_DEATH,
+                                 on_ended=lambda c, d: self.ended.append((c, d)), on_reregister=self.reregister,
+                                 log=logging.LoggerAdapter(logging.getLogger("t"), {}), pause_after=PAUSE_AFTER,
+                                 on_pause=self.pauses.append, path=path)
+
+    def open(self, at: float) -> None:
+        self.conn.open(at)
+        self.conn.peer_address, self.conn.local_address = ("192.0.2.1", 8000), ("192.0.2.10", 50000)
+
+
+@pytest.fixture
+def probed() -> Probed:
+    h = Probed()
+    h.steps(0.0, 1.0)
+    h.open(at=0.5)
+    h.steps(1.0, 3.0)
+    return h
+
+
+def test_a_short_pause_is_probed_and_an_answer_keeps_the_connection(probed: Probed) -> None:
+    h = probed
+    h.step(3.0 + 7.0, wall=EPOCH + 10.0)  # stopped for 7 s: less than the keep-alive interval
+    assert h.probes == [h.conn] and not h.conn.aborted and h.pauses[0].kind is PauseKind.PROCESS
+    h.conn.last_pong = 10.2  # the answer
+    h.steps(10.5, 14.0)
+    assert not h.conn.aborted and len(h.made) == 1
+
+
+def test_a_short_pause_without_an_answer_reconnects_without_backoff(probed: Probed) -> None:
+    h = probed
+    h.step(10.0, wall=EPOCH + 10.0)
+    assert h.probes == [h.conn]
+    h.step(10.0 + PROBE_TIMEOUT - 0.1, wall=EPOCH + 10.0 + PROBE_TIMEOUT - 0.1)
+    assert not h.conn.aborted
+    h.step(10.0 + PROBE_TIMEOUT, wall=EPOCH + 10.0 + PROBE_TIMEOUT)
+    assert h.conn.aborted
+    h.conn.end()
+    h.step(13.0, wall=EPOCH + 13.0)
+    [(_, decision)] = h.ended
+    assert decision.delay == 0.0 and len(h.made) == 2  # at once: the hub is not at fault
+
+
+def test_a_new_local_address_towards_the_hub_is_probed_once(probed: Probed) -> None:
+    h = probed
+    h.route = "198.51.100.7"  # a VPN came up
+    h.step(3.5, wall=EPOCH + 3.5)
+    h.step(4.0, wall=EPOCH + 4.0)
+    assert h.probes == [h.conn]  # once, not at every look
+    h.conn.last_pong = 4.1
+    h.steps(4.5, 8.0)
+    assert not h.conn.aborted and h.probes == [h.conn]
+
+
+def test_a_new_route_ends_the_wait_for_the_next_attempt(probed: Probed) -> None:
+    h = probed
+    h.conn.end()  # lost: the backoff (retries=3) waits at least 2 s
+    h.step(3.25, wall=EPOCH + 3.25)
+    assert len(h.made) == 1
+    h.step(3.5, wall=EPOCH + 3.5)
+    assert len(h.made) == 1  # same route: the wait goes on
+    h.route = "198.51.100.7"  # the network came back another way
+    h.step(3.75, wall=EPOCH + 3.75)
+    assert len(h.made) == 2
