@@ -50,7 +50,11 @@ class Alarm:
         self._dozing = True
 
     def sleep(self, seconds: float) -> None:
-        """(The loop.) Sleep up to ``seconds``, less if rung since :meth:`doze`."""
+        """(The loop.) Sleep up to ``seconds``, less if rung since :meth:`doze` (a sleep of a
+        :data:`TICK` or less is not cut short: the work that rings comes once a task arrives, and a
+        busy loop ticks anyway)."""
+        if seconds <= TICK:
+            self._dozing = False
         self._event.wait(seconds)
         self._dozing = False
 
