@@ -110,6 +110,7 @@ def test_the_go_hub_queue_drops_what_finds_it_full(go_hub: LocalHub) -> None:
     """A node that does not read: past 256 queued messages the Go server drops, and so does the hub."""
     ws = websocket.create_connection(go_hub.ws_url("node_deaf"), timeout=IO_TIMEOUT,
                                      sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),))
+    assert go_hub.wait_for(lambda: go_hub.connected("node_deaf"), IO_TIMEOUT)  # registered after the upgrade
     [session] = go_hub.sessions("node_deaf")
     big = "x" * 65536
     for n in range(300):
