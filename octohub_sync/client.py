@@ -151,7 +151,9 @@ class NodeWebSocketClient:
         self._connection_log = ConnectionLog(pc_id=self.pc_id, stats=self._stats, log=self.log)
         # The loops whose ticks make the node alive (liveness.py): /livez and systemd's watchdog.
         self._beats = Heartbeats(("octohub-watchdog", "octohub-timers"))
-        self._watchdog_tick_max = min(WATCHDOG_TICK, (systemd_notify and systemd_notify.watchdog_interval) or WATCHDOG_TICK)
+        # The watchdog loop's longest sleep: systemd's watchdog pings go out on its ticks.
+        systemd_interval = None if systemd_notify is None else systemd_notify.watchdog_interval
+        self._watchdog_tick_max = min(WATCHDOG_TICK, systemd_interval or WATCHDOG_TICK)
         self._notifier = None if systemd_notify is None else SystemdNotifier(
             send=systemd_notify.send, alive=self.liveness, stats=self.stats,
             watchdog_interval=systemd_notify.watchdog_interval, log=self.log)

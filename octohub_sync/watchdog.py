@@ -147,17 +147,16 @@ class Watchdog:
 
     def _sleep_time(self) -> float:
         now = time.monotonic()
-        if self.conn is None:
-            return min(self._tick, max(0.0, self._next_attempt - now))
         conn = self.conn
-        if conn is not None and conn is self._ending:
+        if conn is None:
+            return min(self._tick, max(0.0, self._next_attempt - now))
+        if conn is self._ending:
             return min(self._tick, ENDING_LOOK)
-        due = conn.last_pong + self._dead_after if conn is not None and conn.opened_at is not None else None
-        probe_due = None if self._path is None else self._path.due
-        if probe_due is not None:
-            due = probe_due if due is None else min(due, probe_due)
-        # A little past the moment, so that the look finds it passed.
-        return self._tick if due is None else min(self._tick, max(0.0, due - now) + 0.01)
+        dues = [] if conn.opened_at is None else [conn.last_pong + self._dead_after]
+        if self._path is not None and self._path.due is not None:
+            dues.append(self._path.due)
+        # A little past the earliest deadline, so that the look finds it passed.
+        return min([self._tick] + [max(0.0, due - now) + 0.01 for due in dues])
 
     def step(self, now: float, *, wall: Optional[float] = None) -> None:
         """One look at the connection at time ``now`` (the loop calls it; tests drive it directly).
@@ -255,6 +254,7 @@ class Watchdog:
         if self._stopping.is_set():
             return
         why, self._closing_for = self._closing_for, None
+        self._ending = None
         resumed, self._resumed = self._resumed, False
         ending = Ending(lived=None if conn.opened_at is None else now - conn.opened_at,
                         close_code=conn.close_code, replaced=self._replaced,
