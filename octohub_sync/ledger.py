@@ -120,6 +120,9 @@ class Ledger(MemoryStore):
             except OSError:
                 pass  # an empty file needs no space, only an inode; without it the next start re-registers once more
         except BaseException:
+            if self._db is not None:  # a marker refused after the file was opened
+                self._db.close()
+                self._db = None
             self._unlock()
             raise
         self._seq = itertools.count(max((seq for seq, _, _ in snapshot.pending), default=0) + 1)
