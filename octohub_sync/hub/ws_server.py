@@ -16,6 +16,7 @@ import functools
 import itertools
 import json
 import logging
+import os
 import selectors
 import socket
 import ssl
@@ -256,6 +257,7 @@ class WsServer:
             return
         deadline = time.monotonic() + timeout
         server.socket.close()
+        _close_shutdown_pair(server)
         wakeup, self._wakeup = self._wakeup, None
         if wakeup is not None:
             with contextlib.suppress(OSError):  # the accept loop may already be gone
@@ -351,3 +353,15 @@ class WsServer:
             state.detach(session)
             logger.info("node %s disconnected", pc_id)
 
+
+
+def _close_shutdown_pair(server: Server) -> None:
+    """Close the wake-up pair websockets made for its own accept loop, which this server never runs
+    (a socket pair in websockets 16-17, a pipe's descriptors in 13-15; none on Windows)."""
+    for name in ("shutdown_watcher", "shutdown_notifier"):
+        end = getattr(server, name, None)
+        with contextlib.suppress(OSError):
+            if isinstance(end, int):
+                os.close(end)
+            elif end is not None:
+                end.close()
