@@ -19,7 +19,7 @@ import os
 import re
 from typing import Iterator
 
-__all__ = ["SafeLogFilter", "escape_controls", "install", "library_loggers"]
+__all__ = ["GoodbyeFilter", "SafeLogFilter", "escape_controls", "install", "library_loggers"]
 
 #: Other libraries' loggers whose records can quote what the hub sent or the signed URL.
 THIRD_PARTY_LOGGERS = ("websocket",)
@@ -52,6 +52,18 @@ class SafeLogFilter(logging.Filter):
         return True
 
 
+class GoodbyeFilter(logging.Filter):
+    """websocket-client's ``... - goodbye`` at the end of every session, an ERROR even after a clean
+    close, becomes DEBUG: the node logs each end of a connection itself, at the level it deserves
+    (connection_log.py). Shown only where the ``websocket`` logger is enabled for DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.ERROR or not str(record.msg).endswith(" - goodbye"):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
 def _redact(text: str) -> str:
     # Imported here, not with the package: importing octohub_sync stays light (pytest imports it in
     # every run of every project that installed it, for its plugin).
@@ -60,6 +72,7 @@ def _redact(text: str) -> str:
 
 
 _FILTER = SafeLogFilter()
+_GOODBYE = GoodbyeFilter()
 
 
 def library_loggers() -> Iterator[str]:
@@ -88,3 +101,5 @@ def install() -> None:
     """Put the one :class:`SafeLogFilter` on each of :func:`library_loggers`; calling it again changes nothing."""
     for name in library_loggers():
         logging.getLogger(name).addFilter(_FILTER)  # addFilter() skips a filter already there
+    for name in THIRD_PARTY_LOGGERS:
+        logging.getLogger(name).addFilter(_GOODBYE)

@@ -212,3 +212,20 @@ def test_the_programs_log_lines_are_never_split_by_hub_text(hub: LocalHub, tmp_p
     forged += [line for line in text.splitlines() if line.startswith(FORGED)]
     assert not forged, forged[:5]
     assert "\x1b" not in text and "\r" not in text and "\u2028" not in text
+
+
+def test_a_clean_stop_logs_no_error_from_websocket_client(make_node, caplog: pytest.LogCaptureFixture) -> None:
+    """websocket-client's "... - goodbye" after every session is DEBUG, shown only where that is enabled."""
+    caplog.set_level(logging.INFO)
+    client = make_node()
+    assert client.wait_connected(10)
+    client.stop(timeout=5)
+    loud = [r for r in caplog.records if r.name == "websocket" and r.levelno >= logging.WARNING]
+    assert loud == [], [r.getMessage() for r in loud]
+    caplog.clear()
+    caplog.set_level(logging.DEBUG, logger="websocket")
+    client = make_node()
+    assert client.wait_connected(10)
+    client.stop(timeout=5)
+    assert any(r.name == "websocket" and r.levelno == logging.DEBUG and r.getMessage().endswith(" - goodbye")
+               for r in caplog.records)
