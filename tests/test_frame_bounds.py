@@ -22,7 +22,7 @@ from websocket import ABNF
 from octohub_sync.hub import LocalHub
 from octohub_sync.wsread import CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG, BoundedFrames, Fragments, frame_bound
 
-from .conftest import KEY, wait_until
+from .conftest import KEY
 from .hostile_server import GIB, FrameAttack, declare, fragments, header
 
 pytestmark = pytest.mark.timeout(60)
