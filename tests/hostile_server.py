@@ -55,6 +55,16 @@ def fragments(size: int, total: int) -> Callable[[socket.socket], None]:
     return attack
 
 
+def accept_each(listener: socket.socket, take: Callable[[socket.socket], None]) -> None:
+    """Hand every connection ``listener`` accepts to ``take``, until the listener is closed."""
+    while True:
+        try:
+            client, _ = listener.accept()
+        except OSError:
+            return
+        take(client)
+
+
 def _read_request(sock: socket.socket) -> bytes:
     head = b""
     while b"\r\n\r\n" not in head:
@@ -133,18 +143,16 @@ class FrameAttack:
             sock.close()
 
     def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            self._sockets.append(client)
-            if self._left > 0:
-                self._left -= 1
-                target = self._attacked
-            else:
-                target = self._relay
-            threading.Thread(target=target, args=(client,), name="attack-conn", daemon=True).start()
+        accept_each(self._listener, self._take)
+
+    def _take(self, client: socket.socket) -> None:
+        self._sockets.append(client)
+        if self._left > 0:
+            self._left -= 1
+            target = self._attacked
+        else:
+            target = self._relay
+        threading.Thread(target=target, args=(client,), name="attack-conn", daemon=True).start()
 
     def _attacked(self, sock: socket.socket) -> None:
         got = bytearray()
@@ -236,13 +244,11 @@ class DripServer:
         self._listener.close()
 
     def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            self.accepted.set()
-            threading.Thread(target=self._drip, args=(client,), name="drip-conn", daemon=True).start()
+        accept_each(self._listener, self._take)
+
+    def _take(self, client: socket.socket) -> None:
+        self.accepted.set()
+        threading.Thread(target=self._drip, args=(client,), name="drip-conn", daemon=True).start()
 
     def _drip(self, sock: socket.socket) -> None:
         started = time.monotonic()

@@ -30,6 +30,13 @@ PAUSE = PING_INTERVAL + 1.5
 BOUND = 2.5
 
 
+def stop_cleanly(node) -> None:
+    """SIGTERM: the node must stop by itself with exit code 0."""
+    node.send_signal(signal.SIGTERM)
+    code, err = finish(node)
+    assert code == 0, err[-3000:]
+
+
 def keep_stopped(proc: psutil.Process, seconds: float) -> None:
     """The fault itself: the process stays stopped for ``seconds`` (nothing to wait for meanwhile)."""
     time.sleep(seconds)
@@ -68,12 +75,10 @@ def test_sigstop_while_the_path_dies_reconnects_at_once_after_sigcont(tmp_path: 
             with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5) as response:
                 assert 'octohub_node_pauses_total{pc_id="node_sleepy"} 1' in response.read().decode()
             assert hub.wait_result(hub.send_task("echo", {"n": 1}, pc_id="node_sleepy"))["status"] == "completed"
-            node.send_signal(signal.SIGTERM)
-            code, err = finish(node)
+            stop_cleanly(node)
         finally:
             node.kill()
             proxy.close()
-    assert code == 0, err[-3000:]
 
 
 #: A pause shorter than the default keep-alive (30 s): no longer waits for the keep-alive to fail.
@@ -98,12 +103,10 @@ def test_a_short_sigstop_on_a_dead_path_is_probed_and_reconnected_within_5_s(tmp
             # (The go table may now have forgotten the new connection when the stalled one ended: the ghost of
             # docs/protocol.md §5, which re-registration ends; tests/test_reregister.py.)
             assert hub.crashes == [] and hub.frames("ping") == 0
-            node.send_signal(signal.SIGTERM)
-            code, err = finish(node)
+            stop_cleanly(node)
         finally:
             node.kill()
             proxy.close()
-    assert code == 0, err[-3000:]
 
 
 def test_a_short_sigstop_on_a_live_path_keeps_the_connection(tmp_path: Path) -> None:
@@ -118,11 +121,9 @@ def test_a_short_sigstop_on_a_live_path_keeps_the_connection(tmp_path: Path) -> 
             node.send_signal(signal.SIGCONT)
             assert wait_for_log(node, "the hub answered: the connection is fine", 10), log_text(node)
             assert len(hub.connections) == 1 and hub.connections[0]["closed"] is None
-            node.send_signal(signal.SIGTERM)
-            code, err = finish(node)
+            stop_cleanly(node)
         finally:
             node.kill()
-    assert code == 0, err[-3000:]
 
 
 def wait_for_log(node, text: str, timeout: float) -> bool:
