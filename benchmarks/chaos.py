@@ -68,7 +68,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 from harness import _die_with_parent  # noqa: E402
-from octohub_sync import signing  # noqa: E402
+from octohub_sync._wire import signing  # noqa: E402
 from octohub_sync.hub import LocalHub, messages  # noqa: E402
 from tests.proxy import StallProxy  # noqa: E402
 

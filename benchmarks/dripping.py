@@ -21,7 +21,7 @@ from tests.hostile_server import DripServer, api_answer, handshake_answer  # noq
 NODE = """
 import sys, time
 from octohub_sync import NodeWebSocketClient
-from octohub_sync.config import load_settings
+from octohub_sync._config.settings import load_settings
 values = dict(server_host="127.0.0.1", signature_key="k" * 32, pc_id="node_drip", status_interval=0,
               connect_timeout=float(sys.argv[3]), reconnect_interval=60, reconnect_max_interval=60)
 values["connect_mode" if sys.argv[1] == "ws" else "api_url"] = "direct" if sys.argv[1] == "ws" else f"http://127.0.0.1:{sys.argv[2]}"

@@ -34,8 +34,8 @@ def p(values: list[float], q: float) -> float:
 
 def child_starts(n: int) -> list[float]:
     """Seconds from starting an IsolatedHandler's child to its first answer, minus a warm answer."""
-    from octohub_sync.handlers import echo
-    from octohub_sync.process_pool import IsolatedHandler
+    from octohub_sync._execution.builtin_tasks import echo
+    from octohub_sync._isolation.pool import IsolatedHandler
 
     starts = []
     for _ in range(n):

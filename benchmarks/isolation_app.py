@@ -10,7 +10,7 @@ import time
 from typing import Any, Mapping
 
 from octohub_sync import current_task
-from octohub_sync.handlers import echo
+from octohub_sync._execution.builtin_tasks import echo
 
 
 def nap(task: Mapping[str, Any]) -> None:

@@ -28,12 +28,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)
     sys.path.insert(0, str(args.repo.resolve()))
-    from octohub_sync.runner import TaskRunner
+    from octohub_sync._execution.runner import TaskRunner
 
     variants = ["unlimited"]
     TaskOptions = None
-    if hasattr(TaskRunner, "configure"):  # a tree from before limits.py has only the first
-        from octohub_sync.limits import TaskOptions
+    if hasattr(TaskRunner, "configure"):  # a tree from before _execution/limits.py has only the first
+        from octohub_sync._execution.limits import TaskOptions
         variants += ["limited", "keyed"]
     print(f"tree {args.repo}: best of {args.rounds} rounds of {args.tasks} echo tasks; CPU us per task of the "
           "submitting thread (the connection thread's share) and of the whole process")
@@ -44,9 +44,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 def run_round(runner_class, options_class, variant: str, n: int) -> tuple[float, float]:
-    from octohub_sync.protocol import Task
-    from octohub_sync.stats import Stats
-    from octohub_sync.store import MemoryStore
+    from octohub_sync._wire.protocol import Task
+    from octohub_sync._ops.stats import Stats
+    from octohub_sync._delivery.store import MemoryStore
 
     done = threading.Semaphore(0)
     runner = runner_class(deliver=lambda tid, frame, finished=False: done.release(), stats=Stats(), max_workers=8,

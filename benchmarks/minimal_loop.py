@@ -15,7 +15,7 @@ import time
 import requests
 import websocket
 
-from octohub_sync.signing import api_headers
+from octohub_sync._wire.signing import api_headers
 
 __all__ = ["run"]
 
@@ -29,7 +29,7 @@ def _ws_url(api: str, key: str, pc_id: str) -> str:
 
 
 def _dumps(obj: object) -> str:
-    # Same options as octohub_sync.protocol._dumps, so both sides pay for the same JSON.
+    # Same options as octohub_sync._wire.protocol._dumps, so both sides pay for the same JSON.
     return json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 

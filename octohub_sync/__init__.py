@@ -10,15 +10,15 @@ import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from . import log_safety as _log_safety
+from ._ops import log_safety as _log_safety
 from ._version import __version__
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports them
     from .app import Handlers
     from .client import NodeWebSocketClient
-    from .config import Settings, load_settings
+    from ._config.settings import Settings, load_settings
     from .exceptions import ApiError, AuthError, ConfigError, GaveUpError, OctoHubError, ProtocolError, ProxyError, TaskCancelled
-    from .task_control import TaskControl, current_task
+    from ._execution.task_control import TaskControl, current_task
 
 __all__ = [
     "ApiError",
@@ -42,10 +42,10 @@ __all__ = [
 _HOMES = {
     "Handlers": "app",
     "NodeWebSocketClient": "client",
-    "Settings": "config",
-    "load_settings": "config",
-    "TaskControl": "task_control",
-    "current_task": "task_control",
+    "Settings": "_config.settings",
+    "load_settings": "_config.settings",
+    "TaskControl": "_execution.task_control",
+    "current_task": "_execution.task_control",
     **dict.fromkeys(["ApiError", "AuthError", "ConfigError", "GaveUpError", "OctoHubError", "ProtocolError",
                      "ProxyError", "TaskCancelled"], "exceptions"),
 }
@@ -67,5 +67,5 @@ def __dir__() -> list[str]:
 # A library never configures logging; the program that runs it does (see octohub_sync.cli).
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 # Filters only: whatever handlers the program installs, the library's records reach them with
-# signatures masked and the hub's control characters escaped (log_safety.py).
+# signatures masked and the hub's control characters escaped (_ops/log_safety.py).
 _log_safety.install()

@@ -14,9 +14,9 @@ import sys
 import traceback
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 
-from .config import APP_SPEC
+from ._config.settings import APP_SPEC
 from .exceptions import ConfigError
-from .options import TaskOptions
+from ._execution.options import TaskOptions
 
 if TYPE_CHECKING:
     from .client import NodeWebSocketClient

@@ -14,14 +14,14 @@ from typing import Any, Optional, Sequence
 from ._version import __version__
 from .app import Setup, install_app, load_app
 from .client import NodeWebSocketClient
-from .config import Settings, credential_name, env_name, load_settings, setting_help, setting_names
-from .console import tolerant_console
+from ._config.settings import Settings, credential_name, env_name, load_settings, setting_help, setting_names
+from ._platform.console import tolerant_console
 from .exceptions import ConfigError, LedgerUnavailable
-from .exitcodes import ExitCode
-from .ledger import default_state_dir
-from .log_safety import SafeLogFilter
+from ._program.exit_codes import ExitCode
+from ._delivery.ledger import default_state_dir
+from ._ops.log_safety import SafeLogFilter
 from .sdnotify import NotifySocket
-from .stop_signals import StopRequests
+from ._program.stop_signals import StopRequests
 
 __all__ = ["main"]
 
@@ -31,7 +31,7 @@ LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
 
 def setup_logging(level: str) -> None:
     """``time - logger - LEVEL - message`` lines on stderr, with signatures masked and control characters
-    escaped in the records of every logger (the library's loggers filter their own: log_safety.py).
+    escaped in the records of every logger (the library's loggers filter their own: _ops/log_safety.py).
 
     The stream escapes what its encoding cannot show (``tolerant_console``, called by ``main``).
     """
@@ -89,7 +89,7 @@ def main(argv: Optional[Sequence[str]] = None, *, setup: Optional[Setup] = None)
     args = build_parser().parse_args(argv)
     try:
         if args.demo:
-            from .demo import run_demo
+            from ._program.demo import run_demo
             setup_logging((args.log_level or "WARNING").upper())
             return run_demo(_overrides(args))
         settings = load_settings(_overrides(args), env_file=args.env_file, override_source="flag")
@@ -99,7 +99,7 @@ def main(argv: Optional[Sequence[str]] = None, *, setup: Optional[Setup] = None)
             settings = replace(settings, state_dir=str(default_state_dir()),
                                sources={**settings.sources, "state_dir": "program default"})
         if args.check:  # with the node's state directory: it says where the node's pc_id is kept
-            from .doctor import run_check
+            from ._program.doctor import run_check
             if settings.app:
                 load_app(settings.app)  # a module that does not load fails --check too (exit 2)
             return run_check(settings)
@@ -126,7 +126,7 @@ def run_node(settings: Settings, *, setup: Optional[Setup] = None) -> int:
     """Run until asked to stop (warm stop; a second request exits at once) or until giving up.
 
     SIGTERM, SIGINT (Ctrl+C), SIGBREAK (Ctrl+Break, Windows) and Windows' console close, logoff
-    and shutdown events ask for the stop (see :mod:`octohub_sync.stop_signals`).
+    and shutdown events ask for the stop (see :mod:`octohub_sync._program.stop_signals`).
 
     Raises:
         ConfigError: the app (``OCTOHUB_APP``) does not load or registers nothing.

@@ -2,7 +2,7 @@
 
 Why one module: it is the public API, in the seed's names, with its docstrings (the reference users
 read), and the wiring of every part; the parts themselves are elsewhere, and so is the order of
-stop() (stop_sequence.py). Split, one public method would be read in two files.
+stop() (_node/stop_sequence.py). Split, one public method would be read in two files.
 """
 from __future__ import annotations
 
@@ -12,37 +12,37 @@ import threading
 import time
 from typing import Any, Optional
 
-from . import stop_sequence
-from .api import resolve_address, ssl_context
-from .clock import pause_threshold
-from .config import Settings, load_settings, require_key
-from .connect_deadline import deadline_session
-from .connection import Connection
-from .connection_log import ConnectionLog
-from .delivery import ResultDelivery
+from ._node import stop_sequence
+from ._transport.api_lookup import resolve_address, ssl_context
+from ._node.clock_jumps import pause_threshold
+from ._config.settings import Settings, load_settings, require_key
+from ._transport.connect_deadline import deadline_session
+from ._transport.connection import Connection
+from ._node.connection_log import ConnectionLog
+from ._delivery.delivery import ResultDelivery
 from .exceptions import GaveUpError
-from .handlers import TaskHandler
-from .identity import resolve_pc_id
-from .process_pool import isolate, isolation_view, stop_children
-from .ledger import Ledger
-from .lifecycle import TaskRegistry
-from .link import Link
-from .liveness import Attempt, Heartbeats, Verdict, liveness, readiness
-from .options import Key, TaskOptions
-from .receiver import FrameReceiver, MessageHandler
-from .recycle import Recycler
-from .reconnect import Decision, ReconnectPolicy
-from .runner import TaskRunner
+from ._execution.builtin_tasks import TaskHandler
+from ._config.identity import resolve_pc_id
+from ._isolation.pool import isolate, isolation_view, stop_children
+from ._delivery.ledger import Ledger
+from ._execution.task_run import TaskRegistry
+from ._transport.link import Link
+from ._ops.liveness import Attempt, Heartbeats, Verdict, liveness, readiness
+from ._execution.options import Key, TaskOptions
+from ._node.receiver import FrameReceiver, MessageHandler
+from ._node.recycle import Recycler
+from ._node.reconnect import Decision, ReconnectPolicy
+from ._execution.runner import TaskRunner
 from .sdnotify import NotifySocket, SystemdNotifier
-from .sender import Sender
-from .netpath import PathCheck
-from .node_state import NodeStatus
-from .stats import Stats
-from .store import MemoryStore
-from .task_board import TaskBoard
-from .timers import Alarm, Timers
-from .watchdog import TICK as WATCHDOG_TICK, Watchdog
-from .wsread import frame_bound
+from ._transport.sender import Sender
+from ._transport.netpath import PathCheck
+from ._ops.node_state import NodeStatus
+from ._ops.stats import Stats
+from ._delivery.store import MemoryStore
+from ._execution.handler_calls import TaskBoard
+from ._node.timers import Alarm, Timers
+from ._node.watchdog import TICK as WATCHDOG_TICK, Watchdog
+from ._transport.frame_reader import frame_bound
 
 __all__ = ["NodeWebSocketClient"]
 
@@ -52,7 +52,7 @@ logger = logging.getLogger("octohub_sync")
 #: program's main thread wakes (Windows cannot interrupt a wait without a timeout with Ctrl-C).
 WAIT_STEP = 1.0
 
-#: What a probe asks the hub to answer with (watchdog.py): a ping frame's payload, or a JSON ping's request_id.
+#: What a probe asks the hub to answer with (_node/watchdog.py): a ping frame's payload, or a JSON ping's request_id.
 PROBE_PAYLOAD = b"octohub-probe"
 
 
@@ -96,12 +96,12 @@ class NodeWebSocketClient:
             settings = load_settings(overrides, env_file=env_file)
         require_key(settings)
         self.settings = settings
-        #: Where the pc_id came from (identity.py): set, kept in the state directory, or derived.
+        #: Where the pc_id came from (_config/identity.py): set, kept in the state directory, or derived.
         self.identity = resolve_pc_id(pc_id=settings.pc_id, instance=settings.instance,
                                       state_dir=settings.state_dir, log=logger)
         self.pc_id = self.identity.value
         self.log = _NodeLog(logger, {"pc_id": self.pc_id})
-        #: The node's state: node_state.py alone changes it, on this class's calls.
+        #: The node's state: _ops/node_state.py alone changes it, on this class's calls.
         self._status = NodeStatus()
         self._stats = Stats(self._status)
         #: The current connection: the watchdog attaches each attempt, the delivery says when it is ready.
@@ -113,9 +113,9 @@ class NodeWebSocketClient:
                              stats=self._stats, log=self.log, max_result_bytes=settings.max_result_bytes))
         #: A path silent this long (no pong of any kind, or no confirmation while they are due) is dead.
         self._dead_after = settings.ping_interval + settings.ping_timeout + 1.0
-        # Writes the liveness loops must not wait for (sender.py): started and stopped with the node.
+        # Writes the liveness loops must not wait for (_transport/sender.py): started and stopped with the node.
         self._sender = Sender(log=self.log)
-        # Wakes an idle node's timers loop when work arrives (timers.py).
+        # Wakes an idle node's timers loop when work arrives (_node/timers.py).
         self._alarm = Alarm()
         self.delivery = ResultDelivery(outbox_size=settings.outbox_size, store=self.store, stats=self._stats,
                                        log=self.log, post=self._sender.post,
@@ -149,7 +149,7 @@ class NodeWebSocketClient:
         self._timers: Optional[Timers] = None
         self._metrics: Any = None
         self._connection_log = ConnectionLog(pc_id=self.pc_id, stats=self._stats, log=self.log)
-        # The loops whose ticks make the node alive (liveness.py): /livez and systemd's watchdog.
+        # The loops whose ticks make the node alive (_ops/liveness.py): /livez and systemd's watchdog.
         self._beats = Heartbeats(("octohub-watchdog", "octohub-timers"))
         # The watchdog loop's longest sleep: systemd's watchdog pings go out on its ticks.
         systemd_interval = None if systemd_notify is None else systemd_notify.watchdog_interval
@@ -188,7 +188,7 @@ class NodeWebSocketClient:
                 read is answered ``failed`` ``TaskKeyError`` without running.
             rate: ``"N/s"``, ``"N/m"`` or ``"N/h"``: at most N tasks begin within any such period
                 (per key value with ``key``); the others wait and begin as soon as allowed, in order.
-            isolation: ``"process"`` runs the handler in a child process (isolation.py; README
+            isolation: ``"process"`` runs the handler in a child process (_isolation/boundary.py; README
                 "Process isolation"); None runs it on the worker thread.
             max_tasks_per_child: with isolation, replace a child after this many tasks.
             max_memory_per_child: with isolation, replace a child whose memory after a task is above this (MB).
@@ -239,7 +239,7 @@ class NodeWebSocketClient:
             self.runner.restore(snapshot.finished, snapshot.started)
             self.delivery.restore(snapshot.pending)
             if self.settings.metrics_port:
-                from .health import MetricsServer  # only nodes that serve metrics pay for it
+                from ._ops.status_server import MetricsServer  # only nodes that serve metrics pay for it
                 metrics = MetricsServer(stats=self.stats, failed=lambda: self.failure is not None,
                                         host=self.settings.metrics_host, port=self.settings.metrics_port, log=self.log,
                                         alive=self.liveness, ready=self.readiness, tasks=self.running_tasks,
@@ -287,7 +287,7 @@ class NodeWebSocketClient:
     def stop(self, timeout: Optional[float] = None) -> bool:
         """Stop gracefully: refuse new tasks, let running ones finish, send results, close.
 
-        The steps and why each comes where it does: stop_sequence.py (README "How it works").
+        The steps and why each comes where it does: _node/stop_sequence.py (README "How it works").
         New tasks are answered ``NodeShuttingDown``; running and queued tasks get up to
         ``timeout`` (a task already answered ``TaskTimeout`` is not waited for); tasks that never
         started are answered; every result goes out before the close handshake. A task or an
@@ -336,7 +336,7 @@ class NodeWebSocketClient:
             self.log.info("node stopped%s", f" (recycled: {self.recycle})" if self.recycle else "")
             return clean
 
-    # -- the steps of stop() (stop_sequence.py says why in this order) ---------------------------------
+    # -- the steps of stop() (_node/stop_sequence.py says why in this order) ---------------------------------
 
     def _say_stopping(self) -> None:
         if self._notifier is not None:
@@ -559,7 +559,7 @@ class NodeWebSocketClient:
             conn.abort()
 
     def _keep_alive(self) -> None:
-        """A keep-alive at least every OCTOHUB_PING_INTERVAL on the current connection (connection.py)."""
+        """A keep-alive at least every OCTOHUB_PING_INTERVAL on the current connection (_transport/connection.py)."""
         conn = self._link.conn
         if conn is None:
             return

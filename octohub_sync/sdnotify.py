@@ -8,7 +8,7 @@ an abstract address written with a leading ``@``), and the watchdog interval sys
   until then ``EXTEND_TIMEOUT_USEC=`` while the node is alive, so that a hub outage at boot
   does not make systemd kill a node that is doing the right thing (retrying);
 - ``WATCHDOG=1`` every half ``WatchdogSec=``, only while the node is alive
-  (:func:`~octohub_sync.liveness.liveness`): a wedged process misses it and systemd restarts it;
+  (:func:`~octohub_sync._ops.liveness.liveness`): a wedged process misses it and systemd restarts it;
 - ``STATUS=`` with the state and counts, on a change (at most every :data:`STATUS_EVERY` s);
 - ``STOPPING=1`` when the node starts to stop.
 
@@ -24,7 +24,7 @@ import socket
 import threading
 from typing import Any, Callable, Mapping, Optional
 
-from .liveness import Verdict
+from ._ops.liveness import Verdict
 
 __all__ = ["NotifySocket", "SystemdNotifier", "status_text"]
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
 
 from .app import Setup, install_app, load_app
 from .client import NodeWebSocketClient
-from .config import load_settings
+from ._config.settings import load_settings
 from .exceptions import TaskFailed
 
 if TYPE_CHECKING:

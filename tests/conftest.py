@@ -11,10 +11,10 @@ from typing import Any, Callable, Iterator, Optional
 import pytest
 
 from octohub_sync import NodeWebSocketClient, load_settings
-from octohub_sync.delivery import ResultDelivery
+from octohub_sync._delivery.delivery import ResultDelivery
 from octohub_sync.hub import LocalHub
-from octohub_sync.ledger import MemoryStore
-from octohub_sync.stats import Stats
+from octohub_sync._delivery.ledger import MemoryStore
+from octohub_sync._ops.stats import Stats
 
 KEY = "test-key-0123456789abcdef"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from octohub_sync.api import _skew, _ws_url
+from octohub_sync._transport.api_lookup import _skew, _ws_url
 from octohub_sync.exceptions import ApiError
 
 

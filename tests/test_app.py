@@ -14,7 +14,7 @@ import pytest
 
 from octohub_sync import ConfigError, Handlers, NodeWebSocketClient, load_settings
 from octohub_sync.app import install_app, load_app
-from octohub_sync.handlers import BUILTIN_HANDLERS
+from octohub_sync._execution.builtin_tasks import BUILTIN_HANDLERS
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -85,8 +85,9 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 def test_collaborators_get_no_client() -> None:
     # The watchdog, the metrics server, the receiver and the delivery know nothing of the facade.
     known = module_names()
-    for name in ("watchdog", "health", "receiver", "delivery", "runner", "timers", "reconnect"):
-        module = f"octohub_sync.{name}"
+    for module in ("octohub_sync._node.watchdog", "octohub_sync._ops.status_server", "octohub_sync._node.receiver",
+                   "octohub_sync._delivery.delivery", "octohub_sync._execution.runner", "octohub_sync._node.timers",
+                   "octohub_sync._node.reconnect"):
         assert "octohub_sync.client" not in imports(module, known[module], known), module
 
 
@@ -152,11 +153,11 @@ def test_the_posix_rule_finds_what_runs_at_import() -> None:
 
 
 #: The programs (they may handle signals); everything else is library code, which never does.
-PROGRAMS = {"octohub_sync.cli", "octohub_sync.stop_signals", "octohub_sync.__main__", "octohub_sync.hub.__main__",
-            "octohub_sync.child"}  # child: the program of an isolated handler's child process
+PROGRAMS = {"octohub_sync.cli", "octohub_sync._program.stop_signals", "octohub_sync.__main__", "octohub_sync.hub.__main__",
+            "octohub_sync._isolation.child"}  # child: the program of an isolated handler's child process
 
 #: Library modules that import signal only to name one (how a child process died): they use signal.Signals only.
-NAMES_SIGNALS = {"octohub_sync.isolation"}
+NAMES_SIGNALS = {"octohub_sync._isolation.boundary"}
 
 
 def test_only_the_programs_handle_signals() -> None:
@@ -169,17 +170,18 @@ def test_only_the_programs_handle_signals() -> None:
             used = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
                     and isinstance(node.value, ast.Name) and node.value.id == "signal"}
             assert used == {"Signals"}, f"{name} may only name signals, it uses signal.{used}"
-            assert "octohub_sync.stop_signals" not in imports(name, path, known), name
+            assert "octohub_sync._program.stop_signals" not in imports(name, path, known), name
         elif name not in PROGRAMS:
             assert not uses_signal, f"{name} imports signal: only {sorted(PROGRAMS)} may"
-            assert "octohub_sync.stop_signals" not in imports(name, path, known), name
+            assert "octohub_sync._program.stop_signals" not in imports(name, path, known), name
 
 
 # -- one owner per concern ---------------------------------------------------------------------------
 
 #: Pure decisions: values in, values out. They never touch a thread, a socket, a file or the network,
 #: so they are tested without one (and a change to them cannot hang the node).
-DECISION_MODULES = ("protocol", "dispatch", "signing", "reconnect", "backoff", "clock", "urls", "stop_sequence")
+DECISION_MODULES = ("_wire.protocol", "_node.dispatch", "_wire.signing", "_node.reconnect", "_node.backoff",
+                    "_node.clock_jumps", "_wire.addresses", "_node.stop_sequence")
 #: What a decision module never imports.
 IO_MODULES = {"threading", "socket", "ssl", "select", "selectors", "websocket", "requests", "sqlite3", "subprocess",
               "multiprocessing", "concurrent", "asyncio", "http", "urllib3"}
@@ -220,7 +222,7 @@ def modules_calling(attribute: str, owner_suffix: str) -> set[str]:
 
 
 def test_the_node_state_has_one_writer() -> None:
-    # node_state.py alone changes the state; its transitions are called by the node's facade only,
+    # _ops/node_state.py alone changes the state; its transitions are called by the node's facade only,
     # which hears of the events from the parts that see them (receiver, watchdog, its own stop).
     for transition in ("starting", "ready", "lost", "gave_up", "stopping", "stopped"):
         assert modules_calling(transition, "_status") <= {"octohub_sync.client"}, transition
@@ -231,8 +233,8 @@ def test_the_node_state_has_one_writer() -> None:
             if isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(node.value, ast.Attribute) and \
                     isinstance(node.value.value, ast.Name) and node.value.value.id == "NodeState":
                 writes.setdefault(name, []).append(ast.unparse(node))
-    assert set(writes) == {"octohub_sync.node_state"}, writes
-    from octohub_sync.node_state import NodeStatus
+    assert set(writes) == {"octohub_sync._ops.node_state"}, writes
+    from octohub_sync._ops.node_state import NodeStatus
     status = NodeStatus()
     with pytest.raises(AttributeError):
         status.state = "connected"  # type: ignore[misc]  # the point: there is no setter
@@ -244,12 +246,12 @@ def test_the_rule_sees_a_second_writer() -> None:
 
 
 def test_one_owner_of_the_current_connection() -> None:
-    # link.py holds which connection is current and whether it is ready; the watchdog says which,
+    # _transport/link.py holds which connection is current and whether it is ready; the watchdog says which,
     # the delivery says whether. Nobody else keeps a connection of the node's, or a ready flag.
-    assert modules_calling("attach", "_link") == {"octohub_sync.watchdog"}
-    assert modules_calling("set_ready", "link") == {"octohub_sync.delivery"}
+    assert modules_calling("attach", "_link") == {"octohub_sync._node.watchdog"}
+    assert modules_calling("set_ready", "link") == {"octohub_sync._delivery.delivery"}
     for name, path in module_names().items():
-        if name.startswith("octohub_sync.hub") or name == "octohub_sync.link":
+        if name.startswith("octohub_sync.hub") or name == "octohub_sync._transport.link":
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Assign):
@@ -259,17 +261,17 @@ def test_one_owner_of_the_current_connection() -> None:
 
 
 def test_one_registry_of_tasks() -> None:
-    # lifecycle.py's TaskRun is a task from admission to its answer; only the runner admits tasks.
+    # _execution/task_run.py's TaskRun is a task from admission to its answer; only the runner admits tasks.
     for name, path in module_names().items():
         tree = ast.parse(path.read_text(encoding="utf-8"))
         made = [node for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
                 and node.func.id == "TaskRun"]
-        if name != "octohub_sync.runner":
+        if name != "octohub_sync._execution.runner":
             assert made == [], f"{name} makes a TaskRun: only the runner admits tasks"
         dicts = [ast.unparse(node) for node in ast.walk(tree) if isinstance(node, ast.AnnAssign)
                  and "dict[str" in ast.unparse(node.annotation) and ("_Slot" in ast.unparse(node.annotation)
                                                                       or "TaskRun" in ast.unparse(node.annotation))]
-        assert name == "octohub_sync.lifecycle" or dicts == [], f"{name} keeps its own registry of tasks: {dicts}"
+        assert name == "octohub_sync._execution.task_run" or dicts == [], f"{name} keeps its own registry of tasks: {dicts}"
 
 
 #: Windows-only names of ctypes, which a type checker on another platform does not know.

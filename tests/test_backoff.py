@@ -1,7 +1,7 @@
 """Reconnect delays: the first retry is short and random, later ones grow, cap, and jitter within a range."""
 from __future__ import annotations
 
-from octohub_sync.backoff import Backoff
+from octohub_sync._node.backoff import Backoff
 
 
 def test_first_retry_is_short_and_random() -> None:

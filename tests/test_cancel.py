@@ -17,13 +17,14 @@ from typing import Any, Callable
 
 import pytest
 
-from octohub_sync import NodeWebSocketClient, ProtocolError, TaskCancelled, current_task, protocol
-from octohub_sync.dispatch import dispatch
+from octohub_sync import NodeWebSocketClient, ProtocolError, TaskCancelled, current_task
+from octohub_sync._wire import protocol
+from octohub_sync._node.dispatch import dispatch
 from octohub_sync.hub import LocalHub
-from octohub_sync.lifecycle import TaskRegistry, TaskRun
-from octohub_sync.protocol import Task
-from octohub_sync.task_board import TaskBoard, _HardStop
-from octohub_sync.task_control import TaskControl
+from octohub_sync._execution.task_run import TaskRegistry, TaskRun
+from octohub_sync._wire.protocol import Task
+from octohub_sync._execution.handler_calls import TaskBoard, _HardStop
+from octohub_sync._execution.task_control import TaskControl
 
 from .conftest import connected, wait_until
 
@@ -36,7 +37,7 @@ def untraced(test: Callable[..., None]) -> Callable[..., None]:
 
     Coverage's tracer and a hard stop (an exception raised into a spinning handler's thread) do not
     mix: under the tracer the exception never lands and the thread spins, holding the GIL (the node
-    itself refuses hard stops while a tracer runs, see task_board.py). These tests are about the
+    itself refuses hard stops while a tracer runs, see _execution/handler_calls.py). These tests are about the
     hard stop itself, so they run where nothing traces.
     """
     @functools.wraps(test)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from octohub_sync.clock import MIN_PAUSE, Pause, PauseKind, Tick, detect_pause, pause_threshold
+from octohub_sync._node.clock_jumps import MIN_PAUSE, Pause, PauseKind, Tick, detect_pause, pause_threshold
 
 #: The watchdog's usual sleep, and a keep-alive of 30 s (OCTOHUB_PING_INTERVAL's default).
 SLEEP, THRESHOLD = 0.25, pause_threshold(30.0)

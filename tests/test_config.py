@@ -61,7 +61,7 @@ def test_env_example_lists_every_setting_with_its_default() -> None:
     import re
     from pathlib import Path
 
-    from octohub_sync.config import Settings, env_name, setting_names
+    from octohub_sync._config.settings import Settings, env_name, setting_names
 
     path = Path(__file__).resolve().parent.parent / "env.example"
     lines = re.findall(r"^(?:# )?(OCTOHUB_\w+)=(.*)$", path.read_text(), re.MULTILINE)

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from octohub_sync.liveness import Attempt, readiness
-from octohub_sync.stats import NodeState
+from octohub_sync._ops.liveness import Attempt, readiness
+from octohub_sync._ops.stats import NodeState
 
 from .conftest import wait_until
 from .hostile_server import DripServer, api_answer, handshake_answer, socks5_answer

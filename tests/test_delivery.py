@@ -10,11 +10,11 @@ import time
 import pytest
 
 from octohub_sync import ConfigError, load_settings
-from octohub_sync.connection_log import REPEAT_WARNING_INTERVAL, ConnectionLog
-from octohub_sync.delivery import ACK_PREFIX, CONFIRM_TIMEOUT, WRITE_BYTES, ResultDelivery, _writes
+from octohub_sync._node.connection_log import REPEAT_WARNING_INTERVAL, ConnectionLog
+from octohub_sync._delivery.delivery import ACK_PREFIX, CONFIRM_TIMEOUT, WRITE_BYTES, ResultDelivery, _writes
 from octohub_sync.hub import LocalHub
-from octohub_sync.outbox import Outbox, Result
-from octohub_sync.stats import Stats
+from octohub_sync._delivery.outbox import Outbox, Result
+from octohub_sync._ops.stats import Stats
 
 from .conftest import (KEY, Gate, RecordingConnection, RecordingStore, connected_node, make_delivery, result_frame,
                        wait_until)
@@ -461,7 +461,7 @@ def test_a_close_the_hub_never_answered_sends_everything_again() -> None:
 def test_a_pong_confirms_every_result_up_to_its_number_and_an_unanswered_ping_is_sent_again(monkeypatch) -> None:
     delivery, conn, store = ready_delivery()
     clock = [1000.0]
-    monkeypatch.setattr("octohub_sync.delivery.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("octohub_sync._delivery.delivery.time.monotonic", lambda: clock[0])
     delivery.deliver("a", result_frame("a"))
     assert conn.pings == [ACK_PREFIX + b"1"]
     delivery.deliver("b", result_frame("b"))  # covered by the next ping

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from octohub_sync import ProtocolError, protocol
-from octohub_sync.dispatch import Plan, dispatch
-from octohub_sync.protocol import MAX_TASK_ID, Dialect
+from octohub_sync import ProtocolError
+from octohub_sync._wire import protocol
+from octohub_sync._node.dispatch import Plan, dispatch
+from octohub_sync._wire.protocol import MAX_TASK_ID, Dialect
 
 MAX = 1 << 20
 
@@ -448,7 +449,7 @@ def test_recursion_while_routing_is_a_protocol_error(monkeypatch: pytest.MonkeyP
     # json.loads can decode a value nested just below its limit, and str() or json.dumps() of it
     # while routing can then hit the limit first. At which depth depends on the stack the frame
     # arrives on (test_hostile_input scans the depths), so the error is forced here.
-    import octohub_sync.dispatch as routing
+    import octohub_sync._node.dispatch as routing
 
     def too_deep(msg: Any, handlers: Any) -> Plan:
         raise RecursionError("maximum recursion depth exceeded")

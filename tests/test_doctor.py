@@ -19,8 +19,8 @@ import pytest
 import websocket
 
 from octohub_sync import load_settings
-from octohub_sync.config import PUBLIC_EXAMPLE_KEY
-from octohub_sync.doctor import _ws_hint, run_check
+from octohub_sync._config.settings import PUBLIC_EXAMPLE_KEY
+from octohub_sync._program.doctor import _ws_hint, run_check
 from octohub_sync.hub import LocalHub
 
 from .conftest import FAST, KEY, free_port

@@ -165,7 +165,7 @@ def test_handler_registration_refuses_what_cannot_be_called(make_node) -> None:
 
 def test_public_example_key_warns(caplog) -> None:
     from octohub_sync import load_settings
-    from octohub_sync.config import PUBLIC_EXAMPLE_KEY
+    from octohub_sync._config.settings import PUBLIC_EXAMPLE_KEY
 
     caplog.set_level(logging.WARNING, logger="octohub_sync")
     NodeWebSocketClient(settings=load_settings({"signature_key": PUBLIC_EXAMPLE_KEY, "pc_id": "node_pub"},

@@ -8,9 +8,9 @@ import threading
 import time
 from typing import Any
 
-from octohub_sync.delivery import CONFIRM_TIMEOUT
+from octohub_sync._delivery.delivery import CONFIRM_TIMEOUT
 from octohub_sync.hub import LocalHub, messages
-from octohub_sync.task_control import current_task
+from octohub_sync._execution.task_control import current_task
 
 from .conftest import KEY, Gate, connected, wait_until
 from .proxy import StallProxy

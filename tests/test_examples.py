@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from octohub_sync.cli import build_parser
-from octohub_sync.config import Settings
+from octohub_sync._config.settings import Settings
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

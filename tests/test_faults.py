@@ -9,7 +9,7 @@ import time
 import pytest
 
 from octohub_sync import GaveUpError, NodeWebSocketClient
-from octohub_sync.connection import CLOSE_TIMEOUT
+from octohub_sync._transport.connection import CLOSE_TIMEOUT
 from octohub_sync.hub import LocalHub
 
 from .conftest import KEY, node_threads, wait_until

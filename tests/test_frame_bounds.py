@@ -20,7 +20,7 @@ import pytest
 from websocket import ABNF
 
 from octohub_sync.hub import LocalHub
-from octohub_sync.wsread import CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG, BoundedFrames, Fragments, frame_bound
+from octohub_sync._transport.frame_reader import CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG, BoundedFrames, Fragments, frame_bound
 
 from .conftest import KEY
 from .hostile_server import GIB, FrameAttack, declare, fragments, header
@@ -119,7 +119,7 @@ def test_an_oversized_frame_ends_the_connection_with_1009_and_the_node_serves_on
 NODE = """
 import sys
 from octohub_sync import NodeWebSocketClient
-from octohub_sync.config import load_settings
+from octohub_sync._config.settings import load_settings
 port, hub_port = int(sys.argv[1]), int(sys.argv[2])
 node = NodeWebSocketClient(settings=load_settings(dict(
     server_host="127.0.0.1", server_port=hub_port, ws_port=port, connect_mode="direct", signature_key=sys.argv[3],

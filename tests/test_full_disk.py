@@ -16,12 +16,12 @@ from typing import Iterator
 
 import pytest
 
-from octohub_sync import protocol
+from octohub_sync._wire import protocol
 from octohub_sync.exceptions import LedgerUnavailable
 from octohub_sync.hub import LocalHub
-from octohub_sync.ledger import Ledger
-from octohub_sync.ledger_file import is_corrupt
-from octohub_sync.stats import Stats
+from octohub_sync._delivery.ledger import Ledger
+from octohub_sync._delivery.ledger_file import is_corrupt
+from octohub_sync._ops.stats import Stats
 
 from .conftest import wait_until
 from .test_ledger import rows

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from octohub_sync.handlers import BUILTIN_HANDLERS, default, echo, sleep
+from octohub_sync._execution.builtin_tasks import BUILTIN_HANDLERS, default, echo, sleep
 
 
 def test_builtins_are_echo_sleep_and_default() -> None:

@@ -17,10 +17,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from octohub_sync import NodeWebSocketClient, ProtocolError, protocol
-from octohub_sync.dispatch import Plan, dispatch
+from octohub_sync import NodeWebSocketClient, ProtocolError
+from octohub_sync._wire import protocol
+from octohub_sync._node.dispatch import Plan, dispatch
 from octohub_sync.hub import LocalHub
-from octohub_sync.protocol import MAX_TASK_ID
+from octohub_sync._wire.protocol import MAX_TASK_ID
 
 from .conftest import KEY, node_threads, wait_until
 

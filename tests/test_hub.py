@@ -16,7 +16,7 @@ import requests
 import trustme
 import websocket
 
-from octohub_sync import signing
+from octohub_sync._wire import signing
 from octohub_sync.hub import GO_READ_DEADLINE, LocalHub
 from octohub_sync.hub.table import ConnectionTable, NodeSession
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from octohub_sync import identity
-from octohub_sync.doctor import run_check
+from octohub_sync._config import identity
+from octohub_sync._program.doctor import run_check
 from octohub_sync.hub import LocalHub
-from octohub_sync.identity import PcIdSource, identity_file, machine_pc_id, resolve_pc_id
+from octohub_sync._config.identity import PcIdSource, identity_file, machine_pc_id, resolve_pc_id
 
 from .conftest import KEY, wait_until
 from .test_doctor import check_settings, run_cli_check
@@ -38,7 +38,7 @@ def test_pc_id_distinct_per_host_mac_and_instance() -> None:
 
 
 def pc_id_in_a_new_process(prelude: str = "") -> str:
-    code = f"{prelude}\nfrom octohub_sync.identity import machine_pc_id\nprint(machine_pc_id())"
+    code = f"{prelude}\nfrom octohub_sync._config.identity import machine_pc_id\nprint(machine_pc_id())"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
@@ -54,7 +54,7 @@ def test_a_machine_without_a_mac_gets_the_same_pc_id_in_two_processes(tmp_path: 
     # process: only the machine id keeps the pc_id stable.
     def without_a_mac(machine_id: str) -> str:
         (tmp_path / machine_id).write_text(machine_id + "\n")
-        return ("import random, uuid\nfrom octohub_sync import identity\n"
+        return ("import random, uuid\nfrom octohub_sync._config import identity\n"
                 "uuid.getnode = lambda: (1 << 40) | random.getrandbits(40)\n"
                 f"identity._MACHINE_ID_FILES = ({str(tmp_path / machine_id)!r},)")
 

@@ -1,4 +1,4 @@
-"""isolation="process" against the local hub: real children, real segfaults, real kills (isolation.py, child.py)."""
+"""isolation="process" against the local hub: real children, real segfaults, real kills (_isolation/boundary.py, _isolation/child.py)."""
 from __future__ import annotations
 
 import os
@@ -16,7 +16,7 @@ import requests
 
 from octohub_sync import Handlers, NodeWebSocketClient
 from octohub_sync.hub import LocalHub
-from octohub_sync.isolation import describe_exit
+from octohub_sync._isolation.boundary import describe_exit
 
 from . import isolated_handlers as handlers
 from .conftest import free_port, wait_until
@@ -121,7 +121,7 @@ def test_the_signals_that_drain_the_node_do_not_end_a_childs_task(make_node, hub
 ORPHAN_SCRIPT = """
 import sys, threading, time
 sys.path.insert(0, sys.argv[1])
-from octohub_sync.process_pool import IsolatedHandler
+from octohub_sync._isolation.pool import IsolatedHandler
 from tests.isolated_handlers import sleep_forever
 
 if __name__ == "__main__":

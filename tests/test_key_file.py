@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from octohub_sync import ConfigError, load_settings
-from octohub_sync.config import MAX_KEY_FILE_BYTES
+from octohub_sync._config.settings import MAX_KEY_FILE_BYTES
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "file-key-0123456789abcdef"

@@ -16,8 +16,8 @@ import pytest
 
 from octohub_sync import ConfigError
 from octohub_sync.hub import LocalHub
-from octohub_sync.ledger import TRIM_EVERY, Ledger, default_state_dir
-from octohub_sync.stats import Stats
+from octohub_sync._delivery.ledger import TRIM_EVERY, Ledger, default_state_dir
+from octohub_sync._ops.stats import Stats
 
 from .conftest import KEY, wait_until
 from .test_process import finish, log_text, spawn
@@ -378,7 +378,7 @@ def test_a_ledger_never_closed_says_so_at_the_next_open(state: Path) -> None:
     import sys
 
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import logging, sys, time; from octohub_sync.ledger import Ledger; from octohub_sync.stats import Stats\n"
+        "import logging, sys, time; from octohub_sync._delivery.ledger import Ledger; from octohub_sync._ops.stats import Stats\n"
         f"Ledger({str(state)!r}, 'node_dirty', cache_size=10, stats=Stats(), "
         "log=logging.LoggerAdapter(logging.getLogger('t'), {})).open()\n"
         "print('open', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)

@@ -13,7 +13,7 @@ import requests
 
 from octohub_sync import NodeWebSocketClient
 from octohub_sync.app import Handlers
-from octohub_sync.health import MetricsServer
+from octohub_sync._ops.status_server import MetricsServer
 from octohub_sync.hub import LocalHub
 
 from .conftest import run_readme_example, wait_until

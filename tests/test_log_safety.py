@@ -1,5 +1,5 @@
 """Log records of a node embedded in a script (no CLI, no filter of the program's own): signatures
-masked and the hub's control characters escaped by the library itself (log_safety.py), and the
+masked and the hub's control characters escaped by the library itself (_ops/log_safety.py), and the
 program's log lines never split by what the hub sent."""
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import pytest
 
 from octohub_sync import NodeWebSocketClient, load_settings
 from octohub_sync.hub import LocalHub
-from octohub_sync.log_safety import escape_controls, library_loggers
+from octohub_sync._ops.log_safety import escape_controls, library_loggers
 
 from .conftest import FAST, wait_until
 from .test_process import finish, log_text, spawn
@@ -152,7 +152,7 @@ def test_embedded_node_logs_no_signature_when_the_hub_quotes_it(capture: Capture
 def test_every_logger_of_the_package_has_the_filter() -> None:
     import importlib
     names = list(library_loggers())
-    assert "octohub_sync.connection" in names and "octohub_sync.hub.ws_server" in names and "websocket" in names
+    assert "octohub_sync._transport.connection" in names and "octohub_sync.hub.ws_server" in names and "websocket" in names
     for name in names:
         if name.startswith("octohub_sync.") and not name.endswith("__main__"):
             importlib.import_module(name)  # a module imported late keeps the logger made at package import

@@ -15,9 +15,9 @@ import psutil
 import pytest
 import requests
 
-from octohub_sync.health import REQUEST_TIMEOUT, MetricsServer
+from octohub_sync._ops.status_server import REQUEST_TIMEOUT, MetricsServer
 from octohub_sync.hub import LocalHub
-from octohub_sync.metrics_guard import MAX_CONNECTIONS, Slots, allowed_host
+from octohub_sync._ops.status_guard import MAX_CONNECTIONS, Slots, allowed_host
 
 from .conftest import KEY, free_port, wait_until
 from .test_log_safety import read_until
@@ -189,7 +189,7 @@ def test_out_of_descriptors_the_api_failure_says_so(hub: LocalHub, tmp_path: Pat
         import os, resource
         import requests
         from octohub_sync import load_settings
-        from octohub_sync.api import resolve_address
+        from octohub_sync._transport.api_lookup import resolve_address
         from octohub_sync.exceptions import ApiError
         import logging
         settings = load_settings({{"server_host": "127.0.0.1", "server_port": {hub.api_port},

@@ -3,7 +3,7 @@
 Two namespaces joined by two veth pairs stand for a laptop with two ways to the hub (Wi-Fi and
 Ethernet, or a VPN): the hub listens in one on an address of its loopback, the node runs in the
 other, where a route of lower metric on path 1 is preferred to path 2. Taking path 1 down moves
-the route: the local address the system would use towards the hub changes (netpath.py), the
+the route: the local address the system would use towards the hub changes (_transport/netpath.py), the
 node probes its connection, gets no answer on the dead path, and connects again on path 2.
 
 The addresses (198.18.0.0/15, set aside for tests of networks) exist only inside these

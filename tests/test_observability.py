@@ -12,9 +12,9 @@ import pytest
 import requests
 
 from octohub_sync import ConfigError, NodeWebSocketClient
-from octohub_sync.health import MetricsServer, health, render_metrics
+from octohub_sync._ops.status_server import MetricsServer, health, render_metrics
 from octohub_sync.hub import LocalHub
-from octohub_sync.stats import Stats
+from octohub_sync._ops.stats import Stats
 
 from .conftest import free_port, wait_until
 

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 import trustme
 
-from octohub_sync.api import plaintext_host
+from octohub_sync._transport.api_lookup import plaintext_host
 from octohub_sync.client import _NodeLog
-from octohub_sync.connection_log import ConnectionLog
+from octohub_sync._node.connection_log import ConnectionLog
 from octohub_sync.hub import LocalHub
-from octohub_sync.stats import Stats
+from octohub_sync._ops.stats import Stats
 
 from .conftest import KEY, wait_until
 

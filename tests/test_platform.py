@@ -17,9 +17,9 @@ import platformdirs.windows
 import pytest
 
 from octohub_sync.hub import LocalHub
-from octohub_sync.ledger import default_state_dir
-from octohub_sync import stop_signals
-from octohub_sync.stop_signals import (
+from octohub_sync._delivery.ledger import default_state_dir
+from octohub_sync._program import stop_signals
+from octohub_sync._program.stop_signals import (
     CTRL_BREAK_EVENT, CTRL_C_EVENT, CTRL_CLOSE_EVENT, CTRL_SHUTDOWN_EVENT, GRANT_MARGIN, StopRequests)
 
 from .conftest import wait_until
@@ -61,8 +61,8 @@ def test_a_ledger_locks_without_fcntl(tmp_path: Path) -> None:
     proc = simulated(
         "import logging, sys\n"
         "from octohub_sync import ConfigError\n"
-        "from octohub_sync.ledger import Ledger\n"
-        "from octohub_sync.stats import Stats\n"
+        "from octohub_sync._delivery.ledger import Ledger\n"
+        "from octohub_sync._ops.stats import Stats\n"
         "log = logging.LoggerAdapter(logging.getLogger('t'), {})\n"
         "make = lambda: Ledger(sys.argv[1], 'node_sim', cache_size=10, stats=Stats(), log=log)\n"
         "first = make(); first.open()\n"

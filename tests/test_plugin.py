@@ -141,7 +141,7 @@ def test_the_plugin_imports_nothing_optional(tmp_path: Path) -> None:
 
 #: What pytest must not import for the plugin: the node's transports, SQLite, the optional extras.
 HEAVY = ("websocket", "requests", "urllib3", "sqlite3", "websockets", "dotenv", "filelock", "platformdirs",
-         "python_socks", "socks", "prometheus_client", "octohub_sync.client", "octohub_sync.ledger")
+         "python_socks", "socks", "prometheus_client", "octohub_sync.client", "octohub_sync._delivery.ledger")
 
 
 def fresh_python(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:

@@ -24,7 +24,7 @@ def spawn(hub: LocalHub, tmp_path: Path, pc_id: Optional[str], *flags: str, log_
           host: str = "127.0.0.1", prefix: Sequence[str] = (), **env_extra: str) -> subprocess.Popen:
     """``python -m tests.node_process`` against ``hub``, its ledger in ``tmp_path/state``, its log in
     ``tmp_path/<log_name or pc_id>.log``; ``env_extra`` adds environment variables. ``pc_id`` None:
-    the node finds its own (identity.py). ``host``: the hub's address; ``prefix``: a command that
+    the node finds its own (_config/identity.py). ``host``: the hub's address; ``prefix``: a command that
     runs the node (``ip netns exec NAME``)."""
     env_file = tmp_path / "empty.env"
     env_file.write_text("")

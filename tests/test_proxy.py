@@ -29,11 +29,11 @@ import trustme
 
 from octohub_sync import load_settings
 from octohub_sync.cli import main as cli_main
-from octohub_sync.doctor import run_check
+from octohub_sync._program.doctor import run_check
 from octohub_sync.exceptions import ConfigError, ProxyError
 from octohub_sync.hub import LocalHub
-from octohub_sync.proxies import EnvironmentProxies, Proxy, bypasses, route
-from octohub_sync.tunnel import open_socket
+from octohub_sync._config.proxies import EnvironmentProxies, Proxy, bypasses, route
+from octohub_sync._transport.tunnel import open_socket
 
 from .conftest import KEY, wait_until
 
@@ -328,7 +328,7 @@ def test_unusable_proxy_is_a_config_error_naming_the_variable(variable: str, val
 
 
 def test_socks_proxy_without_the_extra_is_a_config_error(monkeypatch) -> None:
-    monkeypatch.setattr("octohub_sync.proxies.socks_available", lambda: False)
+    monkeypatch.setattr("octohub_sync._config.proxies.socks_available", lambda: False)
     with pytest.raises(ConfigError, match=r"^ALL_PROXY=.*socks extra"):
         load_settings(env_file=False, environ={"ALL_PROXY": "socks5://proxy:1080"})
     with pytest.raises(ConfigError, match=r"^OCTOHUB_PROXY=.*socks extra"):
@@ -440,7 +440,7 @@ def test_a_plain_socket_reads_blocking_and_the_kernel_bounds_its_writes() -> Non
     import socket
     import struct
 
-    from octohub_sync.tunnel import bound_writes
+    from octohub_sync._transport.tunnel import bound_writes
 
     ours, theirs = socket.socketpair()
     with ours, theirs:
@@ -461,7 +461,7 @@ def test_a_tls_socket_keeps_pythons_timeout() -> None:
     import socket
     import ssl
 
-    from octohub_sync.tunnel import bound_writes
+    from octohub_sync._transport.tunnel import bound_writes
 
     raw, other = socket.socketpair()
     with other:

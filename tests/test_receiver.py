@@ -5,9 +5,9 @@ import json
 import logging
 from typing import Any
 
-from octohub_sync.protocol import Task
-from octohub_sync.receiver import FrameReceiver
-from octohub_sync.stats import Stats
+from octohub_sync._wire.protocol import Task
+from octohub_sync._node.receiver import FrameReceiver
+from octohub_sync._ops.stats import Stats
 
 from .conftest import RecordingConnection, make_delivery, result_frame, wait_until
 

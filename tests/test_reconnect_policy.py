@@ -6,8 +6,8 @@ from dataclasses import replace
 import pytest
 
 from octohub_sync import load_settings
-from octohub_sync.backoff import Backoff
-from octohub_sync.reconnect import CLEANUP_SETTLE, SHORT_DROPS_WARNING, Decision, Ending, ReconnectPolicy, reregister_margin
+from octohub_sync._node.backoff import Backoff
+from octohub_sync._node.reconnect import CLEANUP_SETTLE, SHORT_DROPS_WARNING, Decision, Ending, ReconnectPolicy, reregister_margin
 
 #: Jitter pinned to its top: every delay is its nominal value.
 TOP = lambda: 1.0  # noqa: E731

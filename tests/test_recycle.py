@@ -12,10 +12,10 @@ import psutil
 import pytest
 
 from octohub_sync import NodeWebSocketClient
-from octohub_sync.exitcodes import ExitCode
-from octohub_sync.health import render_metrics
+from octohub_sync._program.exit_codes import ExitCode
+from octohub_sync._ops.status_server import render_metrics
 from octohub_sync.hub import LocalHub
-from octohub_sync.recycle import Recycler, rss_bytes
+from octohub_sync._node.recycle import Recycler, rss_bytes
 
 from .conftest import wait_until
 from .test_process import finish, spawn

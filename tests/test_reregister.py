@@ -17,7 +17,7 @@ import pytest
 
 from octohub_sync import NodeWebSocketClient
 from octohub_sync.hub import LocalHub
-from octohub_sync.reconnect import reregister_margin
+from octohub_sync._node.reconnect import reregister_margin
 
 from .conftest import KEY, free_port
 from .proxy import StallProxy

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from octohub_sync import ConfigError, load_settings, protocol
+from octohub_sync import ConfigError, load_settings
+from octohub_sync._wire import protocol
 from octohub_sync.hub import LocalHub
-from octohub_sync.ledger import Ledger
-from octohub_sync.stats import Stats
+from octohub_sync._delivery.ledger import Ledger
+from octohub_sync._ops.stats import Stats
 
 from .conftest import KEY, wait_until
 

@@ -12,12 +12,12 @@ from typing import Iterator
 
 import pytest
 
-from octohub_sync.dispatch import dispatch
-from octohub_sync.ledger import MemoryStore
+from octohub_sync._node.dispatch import dispatch
+from octohub_sync._delivery.ledger import MemoryStore
 from octohub_sync.hub import LocalHub
-from octohub_sync.protocol import Task
-from octohub_sync.runner import TaskRunner
-from octohub_sync.stats import Stats
+from octohub_sync._wire.protocol import Task
+from octohub_sync._execution.runner import TaskRunner
+from octohub_sync._ops.stats import Stats
 
 from .conftest import Gate, connected_node, node_threads, wait_until
 

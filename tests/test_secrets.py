@@ -15,8 +15,9 @@ from urllib.parse import quote
 
 import pytest
 
-from octohub_sync import ConfigError, NodeWebSocketClient, load_settings, signing
-from octohub_sync.config import require_key
+from octohub_sync import ConfigError, NodeWebSocketClient, load_settings
+from octohub_sync._wire import signing
+from octohub_sync._config.settings import require_key
 from octohub_sync.hub import LocalHub
 
 from .conftest import wait_until

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from octohub_sync import signing
-from octohub_sync.config import PUBLIC_EXAMPLE_KEY
+from octohub_sync._wire import signing
+from octohub_sync._config.settings import PUBLIC_EXAMPLE_KEY
 
 VECTOR_KEY = PUBLIC_EXAMPLE_KEY
 

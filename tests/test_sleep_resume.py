@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from octohub_sync.clock import MIN_PAUSE
+from octohub_sync._node.clock_jumps import MIN_PAUSE
 from octohub_sync.hub import LocalHub
 
 from .conftest import KEY, free_port

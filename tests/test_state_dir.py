@@ -11,7 +11,7 @@ import pytest
 
 from octohub_sync import ConfigError
 from octohub_sync.hub import LocalHub
-from octohub_sync.identity import _stable_mac, identity_file
+from octohub_sync._config.identity import _stable_mac, identity_file
 
 pytestmark = [pytest.mark.timeout(60),
               pytest.mark.skipif(os.name != "posix", reason="mode bits and O_NOFOLLOW are POSIX's (Windows: a check)")]

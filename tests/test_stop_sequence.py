@@ -1,4 +1,4 @@
-"""stop()'s order is one sequence (stop_sequence.py): a real stop runs exactly its steps, in its
+"""stop()'s order is one sequence (_node/stop_sequence.py): a real stop runs exactly its steps, in its
 order; the README shows the same order; a step missing or unknown is a bug that fails loudly."""
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from octohub_sync import stop_sequence
+from octohub_sync._node import stop_sequence
 from octohub_sync.hub import LocalHub
-from octohub_sync.stop_sequence import STOP_SEQUENCE
+from octohub_sync._node.stop_sequence import STOP_SEQUENCE
 
 from .conftest import connected
 

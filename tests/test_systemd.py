@@ -18,10 +18,10 @@ import pytest
 import requests
 
 from octohub_sync import NodeWebSocketClient, load_settings
-from octohub_sync import liveness as liveness_module
-from octohub_sync.liveness import Heartbeats, Verdict, liveness, readiness
+from octohub_sync._ops import liveness as liveness_module
+from octohub_sync._ops.liveness import Heartbeats, Verdict, liveness, readiness
 from octohub_sync.sdnotify import NotifySocket, SystemdNotifier, status_text
-from octohub_sync.stats import NodeState
+from octohub_sync._ops.stats import NodeState
 from octohub_sync.testing import TEST_SETTINGS, LocalNode
 
 from .conftest import wait_until
@@ -309,6 +309,6 @@ def test_units_verify(unit: Path, tmp_path: Path) -> None:
 
 def test_liveness_and_notifier_know_no_client() -> None:
     # They get callables (alive, stats, send), as the watchdog and the metrics server do.
-    for name in ("liveness.py", "sdnotify.py"):
+    for name in ("_ops/liveness.py", "sdnotify.py"):
         source = (ROOT / "octohub_sync" / name).read_text()
-        assert "from .client" not in source and "import client" not in source, name
+        assert "from .client" not in source and "from ..client" not in source and "import client" not in source, name

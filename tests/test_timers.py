@@ -5,7 +5,7 @@ import logging
 import threading
 import time
 
-from octohub_sync.timers import IDLE_SLEEP, TICK, Alarm, Timers
+from octohub_sync._node.timers import IDLE_SLEEP, TICK, Alarm, Timers
 
 from .conftest import wait_until
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from octohub_sync import protocol
+from octohub_sync._wire import protocol
 from octohub_sync.hub import LocalHub
 
 from .conftest import connected_node

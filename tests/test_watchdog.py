@@ -7,12 +7,12 @@ from typing import Optional
 
 import pytest
 
-from octohub_sync.backoff import Backoff
-from octohub_sync.clock import Pause, PauseKind
-from octohub_sync.connection import CLOSE_TIMEOUT
-from octohub_sync.netpath import PROBE_TIMEOUT, PathCheck
-from octohub_sync.reconnect import CLEANUP_SETTLE, Decision, ReconnectPolicy
-from octohub_sync.watchdog import TICK, Watchdog
+from octohub_sync._node.backoff import Backoff
+from octohub_sync._node.clock_jumps import Pause, PauseKind
+from octohub_sync._transport.connection import CLOSE_TIMEOUT
+from octohub_sync._transport.netpath import PROBE_TIMEOUT, PathCheck
+from octohub_sync._node.reconnect import CLEANUP_SETTLE, Decision, ReconnectPolicy
+from octohub_sync._node.watchdog import TICK, Watchdog
 
 DEAD_AFTER = 5.0
 #: Wall-clock time at monotonic 0 in the pause tests.
@@ -209,7 +209,7 @@ def test_a_connection_that_stays_up_resets_the_policy(h: Harness) -> None:
     assert (h.watchdog.policy.retries, h.watchdog.policy.failures, h.watchdog.policy.short_drops) == (0, 0, 0)
 
 
-# -- pauses of the process, suspends of the machine (clock.py) -------------------------------------
+# -- pauses of the process, suspends of the machine (_node/clock_jumps.py) -------------------------------------
 
 #: A keep-alive of 10 s; the no-pong rule alone would wait a minute, so only the pause check acts.
 PAUSE_AFTER, SLOW_DEATH = 10.0, 60.0
@@ -275,7 +275,7 @@ def test_without_the_wall_clock_or_a_threshold_nothing_is_judged() -> None:
     assert not h.conn.aborted and h.pauses == []
 
 
-# -- probes after a short pause or a network change (netpath.py) -----------------------------------
+# -- probes after a short pause or a network change (_transport/netpath.py) -----------------------------------
 
 class Probed(Harness):
     """A watchdog with a path check whose probes and routes the test controls."""

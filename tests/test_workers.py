@@ -1,4 +1,4 @@
-"""The task pool (workers.py): loops on the executor's threads, started on demand, never stranding a task."""
+"""The task pool (_execution/pool.py): loops on the executor's threads, started on demand, never stranding a task."""
 from __future__ import annotations
 
 import logging
@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from octohub_sync.workers import Workers
+from octohub_sync._execution.pool import Workers
 
 from .conftest import wait_until
 
@@ -134,7 +134,7 @@ def test_an_interpreter_with_a_pool_never_shut_down_still_exits(loops: bool) -> 
     # A script that ran tasks and never stopped its node: idle loops must not hold its exit.
     script = (
         "import logging, threading\n"
-        "from octohub_sync.workers import Workers\n"
+        "from octohub_sync._execution.pool import Workers\n"
         "done = threading.Event()\n"
         f"w = Workers(lambda tid: done.set(), 8, log=logging.LoggerAdapter(logging.getLogger('x'), {{}}), loops={loops})\n"
         "for i in range(20): w.put(str(i))\n"

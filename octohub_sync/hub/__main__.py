@@ -14,9 +14,9 @@ import sys
 import threading
 from typing import Any, Optional, Sequence
 
-from octohub_sync.console import tolerant_console
+from octohub_sync._platform.console import tolerant_console
 from octohub_sync.hub import install_hint, lacks_websockets
-from octohub_sync.stop_signals import StopRequests
+from octohub_sync._program.stop_signals import StopRequests
 
 PROG = "python -m octohub_sync.hub"
 
@@ -78,7 +78,7 @@ def _choose_key(given: Optional[str]) -> tuple[Optional[str], str]:
     """The key and where it came from: ``--key``, else what a node here would read, else a new one."""
     if given:
         return given, "--key"
-    from octohub_sync.config import load_settings
+    from octohub_sync._config.settings import load_settings
     from octohub_sync.exceptions import ConfigError
     try:
         settings = load_settings({})  # ./.env beats the environment, exactly as for the node

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Optional, Tuple, Union
 from urllib.parse import parse_qsl, urlsplit
 
-from octohub_sync import signing
+from octohub_sync._wire import signing
 from octohub_sync.hub.state import HubState
 
 logger = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.sync.server import Server, ServerConnection, serve
 
-from octohub_sync import signing
+from octohub_sync._wire import signing
 from octohub_sync.hub import messages
 from octohub_sync.hub.go_writer import GoWriter
 from octohub_sync.hub.sockets import abort

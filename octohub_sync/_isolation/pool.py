@@ -1,0 +1,305 @@
+"""The parent's half of ``isolation="process"`` (boundary.py): :class:`IsolatedHandler` and its children.
+
+:class:`IsolatedHandler` is what the runner calls instead of the handler: a callable
+``task -> result`` that blocks its worker thread while a child (child.py) runs the task,
+so time limits, cancel, progress, the ledger and delivery work as for any handler. Its
+children start lazily, one per worker thread that runs the type at once (so never more
+than the type's concurrency, which the runner enforces before the call), and are
+replaced after ``max_tasks_per_child`` tasks, above ``max_memory_per_child`` MB, after
+a crash, or after a hard stop killed one (_execution/handler_calls.py calls :meth:`IsolatedHandler.kill`).
+
+Why one module: a child's whole life as the parent sees it (start, task, cancel, kill, replace,
+stop) shares one lock and one child record; split, each half would reach into the other's state.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import threading
+import time
+from typing import Any, Callable, Iterable, Mapping, Optional
+
+from .child import serve
+from ..exceptions import WorkerCrashed
+from .boundary import check_importable, describe_exit, remote_error
+from .._execution.options import TaskOptions
+from .._execution.handler_calls import HardStop
+from .._execution.task_control import TaskControl, current_task
+
+__all__ = ["IsolatedHandler", "isolate", "isolation_view", "stop_children"]
+
+logger = logging.getLogger(__name__)
+
+# Only spawn, on every platform: see boundary.py for why it never forks the node's threads.
+_SPAWN = multiprocessing.get_context("spawn")
+
+#: How often a waiting worker looks at its task's cancel flag to pass it on to the child.
+CANCEL_POLL = 0.05
+
+#: Seconds a new child may take to import the handler and say it is ready.
+START_TIMEOUT = 60.0
+
+#: Seconds a child is given to exit after "stop" before it is killed.
+STOP_TIMEOUT = 2.0
+
+
+class _Child:
+    """One child process and the parent's ends of its pipes."""
+
+    __slots__ = ("process", "commands", "events", "pid", "tasks", "task_id", "killed", "stopping")
+
+    def __init__(self, module: str, qualname: str, task_type: str) -> None:
+        child_commands, self.commands = _SPAWN.Pipe(duplex=False)
+        self.events, child_events = _SPAWN.Pipe(duplex=False)
+        # Daemon: if the node's process exits without stop(), multiprocessing ends the child too.
+        self.process = _SPAWN.Process(target=serve, args=(child_commands, child_events, module, qualname),
+                                      name=f"octohub-child-{task_type}", daemon=True)
+        self.process.start()
+        # Our copies of the child's ends: closed, so that its death is an EOF here and ours one there.
+        child_commands.close()
+        child_events.close()
+        self.pid: Optional[int] = self.process.pid
+        self.tasks = 0
+        self.task_id: Optional[str] = None  # the task it runs now
+        self.killed: Optional[str] = None  # the task a hard stop killed it for
+        self.stopping = False  # killed by the node's stop while it ran a task
+
+    def close(self) -> None:
+        for conn in (self.commands, self.events):
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def exitcode(self) -> Optional[int]:
+        self.process.join(1.0)  # it is dead or dying: its end of the pipe is closed
+        return self.process.exitcode
+
+
+class IsolatedHandler:
+    """Runs one task type's handler in child processes; called by the runner like the handler itself.
+
+    Args:
+        task_type: the type, for names and messages.
+        handler: a module-level function (see :func:`check_importable`).
+        max_tasks_per_child: replace a child after this many tasks (None: never).
+        max_memory_per_child: replace a child whose memory after a task is above this (MB; None: never).
+    """
+
+    def __init__(self, task_type: str, handler: Callable[..., Any], *, max_tasks_per_child: Optional[int] = None,
+                 max_memory_per_child: Optional[float] = None) -> None:
+        self.task_type = task_type
+        self.handler = handler
+        self._module, self._qualname = check_importable(task_type, handler)
+        self._max_tasks = max_tasks_per_child
+        self._max_bytes = None if max_memory_per_child is None else max_memory_per_child * 1024 * 1024
+        self._lock = threading.Lock()
+        self._idle: list[_Child] = []
+        self._busy: dict[str, _Child] = {}  # task_id -> child
+        self._retired: list[_Child] = []  # told to stop, not yet reaped
+        self._counts = {"started": 0, "crashes": 0, "recycled": 0, "killed": 0}
+
+    def __repr__(self) -> str:
+        return f"IsolatedHandler({self.task_type!r}, {self._module}.{self._qualname})"
+
+    # -- on a worker thread ----------------------------------------------------------------------
+
+    def __call__(self, task: Mapping[str, Any]) -> Any:
+        """Run ``task`` in an idle child (a new one if none is idle) and return its handler's result.
+
+        Raises:
+            WorkerCrashed: the child died while it ran the task (or could not start).
+            HardStop: the board's hard stop killed the child (answered as TaskCancelled).
+            Exception: the handler's own exception, as type name and text.
+        """
+        control = current_task()
+        task_id = control.task_id or ""
+        child = self._acquire(task_id)
+        try:
+            child.commands.send(("run", task_id, self.task_type, dict(task)))
+            outcome = self._wait(child, control)
+        except (EOFError, OSError):
+            how = describe_exit(child.exitcode())  # joined: the dead child is reaped, never a zombie
+            self._release(child, crashed=True)
+            if child.killed == task_id:
+                raise HardStop() from None  # the board's hard stop killed it: answered as TaskCancelled
+            if child.stopping:
+                how = f"was stopped with the node ({how})"
+            logger.warning("task %s (%s): child %s %s", task_id, self.task_type, child.pid, how)
+            raise WorkerCrashed(f"child process {child.pid} {how}") from None
+        kind, *rest = outcome
+        self._release(child, retire=self._worn_out(child, rest[-2]))
+        if kind == "result":
+            return rest[0]
+        raise remote_error(rest[0], rest[1])
+
+    def _wait(self, child: _Child, control: TaskControl) -> tuple:
+        """Messages from the child until its outcome; passes the cancel flag on once."""
+        told = False
+        while True:
+            if not told and control.cancel_reason is not None:
+                told = True
+                child.commands.send(("cancel", control.task_id, control.cancel_reason))
+            if not child.events.poll(CANCEL_POLL):
+                continue
+            message = child.events.recv()
+            if message[0] == "progress":
+                control.progress(message[1], message[2])
+            else:
+                return message
+
+    def _acquire(self, task_id: str) -> _Child:
+        with self._lock:
+            self._reap()
+            while self._idle:
+                child = self._idle.pop()
+                if child.process.is_alive():
+                    break
+                self._counts["crashes"] += 1  # died while idle (killed from outside, OOM killer)
+                logger.warning("%s: idle child %s %s; starting another", self.task_type, child.pid,
+                               describe_exit(child.process.exitcode))
+                child.close()
+            else:
+                child = None
+            if child is None:
+                self._counts["started"] += 1
+        if child is None:
+            child = self._start()
+        with self._lock:
+            child.task_id = task_id
+            self._busy[task_id] = child
+        return child
+
+    def _start(self) -> _Child:
+        child = _Child(self._module, self._qualname, self.task_type)
+        try:
+            if not child.events.poll(START_TIMEOUT):
+                raise WorkerCrashed(f"child process {child.pid} did not start within {START_TIMEOUT:g} s")
+            message = child.events.recv()
+        except (EOFError, OSError):
+            message = ("broken", f"child process {child.pid} {describe_exit(child.exitcode())} while starting")
+        except BaseException:
+            _kill(child)
+            raise
+        if message[0] != "ready":
+            _kill(child)
+            raise WorkerCrashed(message[1])
+        return child
+
+    def _worn_out(self, child: _Child, rss: int) -> bool:
+        child.tasks += 1
+        if self._max_tasks is not None and child.tasks >= self._max_tasks:
+            return True
+        if self._max_bytes is not None and rss > self._max_bytes:
+            logger.info("%s: child %s uses %.0f MB (max_memory_per_child %g): replaced", self.task_type,
+                        child.pid, rss / 1048576, self._max_bytes / 1048576)
+            return True
+        return False
+
+    def _release(self, child: _Child, *, crashed: bool = False, retire: bool = False) -> None:
+        with self._lock:
+            self._busy.pop(child.task_id or "", None)
+            child.task_id = None
+            if crashed or child.killed:  # killed: by a hard stop that came as the result did
+                self._counts["killed" if child.killed else "crashes"] += 1
+                child.close()
+            elif retire:
+                self._counts["recycled"] += 1
+                _tell_stop(child)
+                self._retired.append(child)
+                # Daemon: it only waits for a child told to stop (and kills it after STOP_TIMEOUT), so that
+                # the exited child is reaped at once without making this task's result wait for it.
+                threading.Thread(target=_reap_one, args=(child,), name="octohub-child-reaper", daemon=True).start()
+            else:
+                self._idle.append(child)
+
+    def _reap(self) -> None:
+        """Forget retired children that have exited (is_alive() waits for them, so none is a zombie)."""
+        self._retired = [child for child in self._retired if child.process.is_alive()]
+
+    # -- on the timers thread: the hard stop ------------------------------------------------------
+
+    def kill(self, task_id: str) -> bool:
+        """Kill the child running ``task_id`` (a real hard stop, even in C); False if none runs it."""
+        with self._lock:
+            child = self._busy.get(task_id)
+            if child is None:
+                return False
+            child.killed = task_id
+        child.process.kill()  # SIGKILL on POSIX; TerminateProcess on Windows
+        return True
+
+    def pid_of(self, task_id: str) -> Optional[int]:
+        """The pid of the child running ``task_id``, if one does."""
+        child = self._busy.get(task_id)
+        return None if child is None else child.pid
+
+    # -- observability and stop -----------------------------------------------------------------
+
+    def view(self) -> dict[str, int]:
+        """Children alive and busy now, and how many were started, crashed, recycled, killed by a hard stop."""
+        with self._lock:
+            self._reap()
+            busy = len(self._busy)
+            return {"alive": busy + len(self._idle), "busy": busy, **self._counts}
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop every child: "stop", then join for ``timeout``, then kill. A child still busy is killed."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+            busy = list(self._busy.values())
+            retired, self._retired = self._retired, []
+        for child in idle:
+            _tell_stop(child)
+        for child in busy:
+            child.stopping = True
+            child.process.kill()
+        deadline = time.monotonic() + timeout
+        for child in idle + busy + retired:
+            child.process.join(max(0.0, deadline - time.monotonic()))
+            if child.process.is_alive():
+                _kill(child)
+
+
+def _tell_stop(child: _Child) -> None:
+    try:
+        child.commands.send(("stop",))
+    except OSError:
+        pass  # it is gone already
+    child.close()
+
+
+def _reap_one(child: _Child) -> None:
+    child.process.join(STOP_TIMEOUT)
+    if child.process.is_alive():
+        _kill(child)
+
+
+def _kill(child: _Child) -> None:
+    child.process.kill()
+    child.process.join(STOP_TIMEOUT)
+    child.close()
+
+
+def isolate(task_type: str, handler: Callable[..., Any], options: TaskOptions) -> Callable[..., Any]:
+    """``handler`` as the runner should call it: itself, or an :class:`IsolatedHandler` for ``isolation="process"``.
+
+    Raises:
+        ValueError: a handler a child cannot import (the options themselves were checked by ``TaskOptions.build``).
+    """
+    if options.isolation is None:
+        return handler
+    return IsolatedHandler(task_type, handler, max_tasks_per_child=options.max_tasks_per_child,
+                           max_memory_per_child=options.max_memory_per_child)
+
+
+def isolation_view(handlers: Mapping[str, Any]) -> dict[str, dict[str, int]]:
+    """task type -> its children (alive, busy, started, crashes, recycled, killed), for isolated types."""
+    return {name: h.view() for name, h in handlers.items() if isinstance(h, IsolatedHandler)}
+
+
+def stop_children(handlers: Iterable[Any]) -> None:
+    """Stop the children of every isolated handler among ``handlers`` (the node's stop)."""
+    for handler in handlers:
+        if isinstance(handler, IsolatedHandler):
+            handler.stop()
