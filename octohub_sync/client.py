@@ -67,8 +67,10 @@ class NodeWebSocketClient:
     """An OctoHub node: connects, receives tasks, runs handlers, sends results back.
 
     Args:
-        server_host, server_port, signature_key: the original asyncio client's three positional
-            arguments, in its order; each overrides its ``OCTOHUB_*`` setting unless None.
+        server_host: the API server's host (the original asyncio client's first positional
+            argument); overrides ``OCTOHUB_SERVER_HOST`` unless None.
+        server_port: the API server's port (its second); overrides ``OCTOHUB_SERVER_PORT`` unless None.
+        signature_key: the hub's key (its third); overrides ``OCTOHUB_SIGNATURE_KEY`` unless None.
         settings: complete settings; when given, nothing is read from the environment.
         env_file: dotenv file to read (default ``./.env`` if present; ``False`` for none).
         systemd_notify: tell systemd about readiness, liveness and stopping through this socket
