@@ -81,7 +81,7 @@ class Settings:
     shutdown_timeout: float = _opt(30.0, "how long stop waits for running tasks (s)", kind="float>=0")
     outbox_size: int = _opt(1000, "results kept while disconnected", kind="int>=1")
     result_cache_size: int = _opt(1000, "finished results kept to answer redelivered task ids", kind="int>=1")
-    state_dir: Optional[str] = _opt(None, "keep unsent results and finished tasks here across restarts (off = in memory; unset: in memory for NodeWebSocketClient, the platform's state directory for the program octohub-node / run_node.py, see the README)", kind="statedir")
+    state_dir: Optional[str] = _opt(None, "keep unsent results and finished tasks here across restarts (off = in memory; unset: in memory for NodeWebSocketClient, the platform's state directory for the program octohub-node / run_node.py, see docs/crash-safety.md)", kind="statedir")
     max_tasks: int = _opt(0, "recycle: after this many tasks the node stops taking tasks, drains and exits with code 3 for its service manager to start it again (0 = never)", kind="int>=0")
     max_memory: int = _opt(0, "recycle once the process's memory (RSS, MB; peak RSS on macOS) reaches this (0 = never)", kind="int>=0")
     max_uptime: float = _opt(0.0, "recycle after running this long (s, 0 = never)", kind="float>=0")
