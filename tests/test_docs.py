@@ -10,12 +10,12 @@ import re
 import runpy
 from pathlib import Path
 
-from octohub_sync.config import Settings, env_name, setting_names
-
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 SITE = runpy.run_path(str(DOCS / "hooks" / "site.py"), run_name="site_under_test")
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+#: The settings' module, as the site's hook imports it (one import line to change if it moves).
+Settings, env_name, setting_names = (getattr(SITE["settings_source"], n) for n in ("Settings", "env_name", "setting_names"))
 LINK = re.compile(r"\[[^\]]+\]\(((?!https?:|mailto:|#)[^)\s#]+)(#[^)\s]*)?\)")
 
 
