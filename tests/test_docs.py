@@ -1,5 +1,5 @@
 """The documentation: the README stays a front door, docs/ is one site whose every page is in its
-nav, links between the files hold, and the settings tables come from the settings themselves.
+nav, links between the files hold, and the settings' defaults shown come from the settings themselves.
 
 The site itself is built by ``.ci/run`` (``mkdocs build --strict``, which needs the ``docs`` extra);
 these checks need nothing beyond the package, so that a broken link fails the suite too.
@@ -51,12 +51,12 @@ def test_relative_links_of_the_readme_and_the_docs_point_at_files_that_exist() -
 
 def test_the_settings_reference_has_every_setting_with_its_flag_and_default() -> None:
     assert SITE["SETTINGS_MARKER"] in (DOCS / "configuration.md").read_text(encoding="utf-8")
-    rows = SITE["settings_table"]().splitlines()[2:]
-    assert [re.match(r"\| `(OCTOHUB_\w+)`", row).group(1) for row in rows] == [env_name(n) for n in setting_names()]
+    sections = SITE["settings_reference"]().split("### ")[1:]
+    assert [re.match(r"`(OCTOHUB_\w+)`", s).group(1) for s in sections] == [env_name(n) for n in setting_names()]
     defaults = Settings()
-    for name, row in zip(setting_names(), rows):
-        assert f"`--{name.replace('_', '-')}`" in row
-        assert row.split(" | ")[1] == SITE["default_text"](getattr(defaults, name)), row
+    for name, section in zip(setting_names(), sections):
+        assert f"flag: `--{name.replace('_', '-')}`" in section, section
+        assert f"Default: {SITE['default_text'](getattr(defaults, name))};" in section, section
 
 
 def test_the_readmes_settings_table_names_real_settings_with_their_defaults() -> None:
@@ -85,7 +85,7 @@ def test_a_guide_named_for_a_setting_must_be_a_setting() -> None:
     try:
         SITE["GUIDES"]["no_such_setting"] = "limits.md"
         try:
-            SITE["settings_table"]()
+            SITE["settings_reference"]()
         except ValueError as exc:
             assert "no_such_setting" in str(exc)
         else:

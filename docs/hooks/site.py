@@ -1,15 +1,15 @@
-"""MkDocs hooks: the site's front page is README.md, and the settings table is generated from the settings.
+"""MkDocs hooks: the site's front page is README.md, and the settings reference is generated from the settings.
 
 Why hooks and not copies: the README is the front door on GitHub and on the package index, and
 ``octohub_sync``'s settings carry their own defaults and descriptions; a copy of either in docs/
 would drift. The build reads both sources each time instead:
 
 - ``index.md``, the site's front page, is README.md, its links turned into links of the site;
-- ``<!-- settings-table -->`` in a page (configuration.md) becomes the table of every setting;
+- ``<!-- settings-reference -->`` in a page (configuration.md) becomes a section per setting;
 - a link of a page to a file outside docs/ (``../examples/...``) becomes text naming that file,
   since the site holds only docs/.
 
-``python docs/hooks/site.py`` prints the settings table, for a reader of docs/ outside the site.
+``python docs/hooks/site.py`` prints the settings reference, for a reader of docs/ outside the site.
 This module imports no part of MkDocs at its top, so that the tests can load it without the docs extra.
 """
 from __future__ import annotations
@@ -25,8 +25,8 @@ from octohub_sync import config as settings_source
 
 ROOT = Path(__file__).resolve().parents[2]
 
-#: Where a page asks for the table of every setting.
-SETTINGS_MARKER = "<!-- settings-table -->"
+#: Where a page asks for the reference of every setting.
+SETTINGS_MARKER = "<!-- settings-reference -->"
 
 #: The guide that says more about a setting. A name that is not a setting fails the build.
 GUIDES = {
@@ -79,7 +79,7 @@ _SETTING = re.compile(r"\bOCTOHUB_[A-Z0-9_]+\b")
 
 
 def default_text(value: Any) -> str:
-    """A setting's default as the table shows it: ``(unset)`` for none, ``false``, ``30`` for 30.0."""
+    """A setting's default as the reference shows it: ``(unset)`` for none, ``false``, ``30`` for 30.0."""
     if value is None or value == "":
         return "(unset)"
     if isinstance(value, bool):
@@ -89,24 +89,37 @@ def default_text(value: Any) -> str:
     return f"`{value}`"
 
 
-def settings_table() -> str:
-    """The Markdown table of every setting, from the settings' definitions, in their order."""
+def page_title(target: str) -> str:
+    """The title of a page of docs/ (its first line, ``# Title``); the README's is "README"."""
+    page = target.split("#", 1)[0]
+    if page == "index.md":
+        return "README"
+    return (ROOT / "docs" / page).read_text(encoding="utf-8").split("\n", 1)[0].lstrip("# ")
+
+
+def settings_reference() -> str:
+    """Every setting as a section of Markdown, from the settings' definitions, in their order.
+
+    A heading per setting, as Django's settings reference has: ``#octohub_max_workers`` is its anchor.
+    """
     names = settings_source.setting_names()
     unknown = sorted(set(GUIDES) - set(names))
     if unknown:
         raise ValueError(f"docs/hooks/site.py: GUIDES names no setting: {', '.join(unknown)}")
-    rows = ["| Variable, flag | Default | Accepts | Meaning |", "|---|---|---|---|"]
+    sections = []
     for f in fields(settings_source.Settings):
         if f.name not in names:
             continue
         default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
         meaning = _SETTING.sub(lambda m: f"`{m.group(0)}`", settings_source.setting_help(f.name))
-        if f.name in GUIDES:
-            meaning += f" ([more]({GUIDES[f.name]}))"
         kind = f.metadata["kind"]
-        rows.append(f"| `{settings_source.env_name(f.name)}`<br>`--{f.name.replace('_', '-')}` | "
-                    f"{default_text(default)} | {ACCEPTS.get(kind, kind)} | {meaning.replace('|', '&#124;')} |")
-    return "\n".join(rows) + "\n"
+        facts = [f"Default: {default_text(default)}", f"accepts: {ACCEPTS.get(kind, kind)}",
+                 f"flag: `--{f.name.replace('_', '-')}`"]
+        if f.name in GUIDES:
+            facts.append(f"more in [{page_title(GUIDES[f.name])}]({GUIDES[f.name]})")
+        sections.append(f"### `{settings_source.env_name(f.name)}`\n\n{meaning}.\n\n"
+                        f"{'; '.join(facts)}.\n")
+    return "\n".join(sections)
 
 
 def site_links(markdown: str, source_dir: str, page_dir: str) -> str:
@@ -140,14 +153,14 @@ def on_files(files: Any, config: Any) -> Any:
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
-    """Links made the site's; the settings table where a page asks for it."""
+    """Links made the site's; the settings reference where a page asks for it."""
     src = page.file.src_uri
     source_dir = "" if src == "index.md" else posixpath.join("docs", posixpath.dirname(src))
     markdown = site_links(markdown, source_dir, posixpath.dirname(src))
     if SETTINGS_MARKER in markdown:
-        markdown = markdown.replace(SETTINGS_MARKER, settings_table())
+        markdown = markdown.replace(SETTINGS_MARKER, settings_reference())
     return markdown
 
 
 if __name__ == "__main__":
-    print(settings_table(), end="")
+    print(settings_reference(), end="")
