@@ -67,8 +67,10 @@ class NodeWebSocketClient:
     """An OctoHub node: connects, receives tasks, runs handlers, sends results back.
 
     Args:
-        server_host, server_port, signature_key: the original asyncio client's three positional
-            arguments, in its order; each overrides its ``OCTOHUB_*`` setting unless None.
+        server_host: the API server's host (the original asyncio client's first positional
+            argument); overrides ``OCTOHUB_SERVER_HOST`` unless None.
+        server_port: the API server's port (its second); overrides ``OCTOHUB_SERVER_PORT`` unless None.
+        signature_key: the hub's key (its third); overrides ``OCTOHUB_SIGNATURE_KEY`` unless None.
         settings: complete settings; when given, nothing is read from the environment.
         env_file: dotenv file to read (default ``./.env`` if present; ``False`` for none).
         systemd_notify: tell systemd about readiness, liveness and stopping through this socket
@@ -188,8 +190,8 @@ class NodeWebSocketClient:
                 read is answered ``failed`` ``TaskKeyError`` without running.
             rate: ``"N/s"``, ``"N/m"`` or ``"N/h"``: at most N tasks begin within any such period
                 (per key value with ``key``); the others wait and begin as soon as allowed, in order.
-            isolation: ``"process"`` runs the handler in a child process (_isolation/boundary.py; README
-                "Process isolation"); None runs it on the worker thread.
+            isolation: ``"process"`` runs the handler in a child process (_isolation/boundary.py;
+                docs/isolation.md); None runs it on the worker thread.
             max_tasks_per_child: with isolation, replace a child after this many tasks.
             max_memory_per_child: with isolation, replace a child whose memory after a task is above this (MB).
 
@@ -287,7 +289,7 @@ class NodeWebSocketClient:
     def stop(self, timeout: Optional[float] = None) -> bool:
         """Stop gracefully: refuse new tasks, let running ones finish, send results, close.
 
-        The steps and why each comes where it does: _node/stop_sequence.py (README "How it works").
+        The steps and why each comes where it does: _node/stop_sequence.py (docs/architecture.md).
         New tasks are answered ``NodeShuttingDown``; running and queued tasks get up to
         ``timeout`` (a task already answered ``TaskTimeout`` is not waited for); tasks that never
         started are answered; every result goes out before the close handshake. A task or an

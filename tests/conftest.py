@@ -40,16 +40,16 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
     return predicate()
 
 
-def run_readme_example(section: str) -> list[str]:
-    """Run the first ``python`` block of the README's ``## section`` in a fresh interpreter; its stdout lines."""
+def run_doc_example(page: str) -> list[str]:
+    """Run the first ``python`` block of ``page`` (``docs/limits.md``) in a fresh interpreter; its stdout lines."""
     import os
     import re
     import subprocess
     import sys
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    code = re.search(r"```python\n(.*?)```", readme.split(f"\n## {section}\n", 1)[1], re.DOTALL).group(1)  # type: ignore[union-attr]
+    text = (Path(__file__).resolve().parent.parent / page).read_text(encoding="utf-8")
+    code = re.search(r"```python\n(.*?)```", text, re.DOTALL).group(1)  # type: ignore[union-attr]
     env = {k: v for k, v in os.environ.items() if not k.startswith("OCTOHUB_")}
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, env=env)
     assert run.returncode == 0, run.stderr

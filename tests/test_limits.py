@@ -1,4 +1,4 @@
-"""Per-type limits against the local hub: concurrency=, key=, rate= (README "Limits"), measured from
+"""Per-type limits against the local hub: concurrency=, key=, rate= (docs/limits.md), measured from
 the handlers' own start and end times."""
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from octohub_sync.app import Handlers
 from octohub_sync._ops.status_server import MetricsServer
 from octohub_sync.hub import LocalHub
 
-from .conftest import run_readme_example, wait_until
+from .conftest import run_doc_example, wait_until
 
 #: A handler's work: long enough for two tasks that may overlap to overlap (it synchronises nothing).
 WORK = 0.05
@@ -293,8 +293,8 @@ def test_waiting_tasks_on_tasks_and_metrics(make_node, hub: LocalHub) -> None:
     results(hub, ids)
 
 
-def test_the_readme_limits_example_runs_against_the_local_hub() -> None:
-    assert run_readme_example("Limits per task type") == [
+def test_the_limits_guide_example_runs_against_the_local_hub() -> None:
+    assert run_doc_example("docs/limits.md") == [
         "['completed', 'completed', 'completed', 'completed']", "[('alice', 1), ('bob', 1)]", "True"]
 
 

@@ -14,7 +14,7 @@ import requests
 from octohub_sync import TaskControl, current_task
 from octohub_sync.hub import LocalHub
 
-from .conftest import connected, run_readme_example, wait_until
+from .conftest import connected, run_doc_example, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -209,7 +209,7 @@ def test_live_view_stats_status_line_and_tasks_page(make_node, hub: LocalHub,
     assert wait_until(lambda: client.running_tasks() == [] and client.stats()["oldest_task_age"] == 0, 10)
 
 
-def test_the_readme_long_tasks_example_runs_against_the_local_hub() -> None:
-    lines = run_readme_example("Long tasks")
+def test_the_long_tasks_guide_example_runs_against_the_local_hub() -> None:
+    lines = run_doc_example("docs/long-tasks.md")
     assert lines[:3] == ["{'pages': 2}", "{'pages': 50}", "page 50 of 50"]
     assert lines[4] == "TaskCancelled: cancelled by the hub: no longer needed"

@@ -1,5 +1,5 @@
 """stop()'s order is one sequence (_node/stop_sequence.py): a real stop runs exactly its steps, in its
-order; the README shows the same order; a step missing or unknown is a bug that fails loudly."""
+order; docs/architecture.md shows the same order; a step missing or unknown is a bug that fails loudly."""
 from __future__ import annotations
 
 import logging
@@ -15,7 +15,7 @@ from octohub_sync._node.stop_sequence import STOP_SEQUENCE
 
 from .conftest import connected
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ARCHITECTURE = Path(__file__).resolve().parent.parent / "docs" / "architecture.md"
 LOG = logging.LoggerAdapter(logging.getLogger("octohub_sync.test"), {})
 
 
@@ -58,9 +58,9 @@ def test_a_step_missing_or_unknown_fails_before_anything_runs() -> None:
         stop_sequence.run(steps, LOG)
 
 
-def test_every_step_says_why_and_the_readme_shows_the_same_order() -> None:
+def test_every_step_says_why_and_the_architecture_page_shows_the_same_order() -> None:
     assert all(step.why for step in STOP_SEQUENCE)
     assert len({step.name for step in STOP_SEQUENCE}) == len(STOP_SEQUENCE)
-    section = README.read_text(encoding="utf-8").split("### The order of a stop", 1)[1].split("\n#", 1)[0]
+    section = ARCHITECTURE.read_text(encoding="utf-8").split("## The order of a stop", 1)[1].split("\n#", 1)[0]
     listed = re.findall(r"^\d+\. \*\*(.+?)\*\*", section, flags=re.MULTILINE)
     assert listed == [step.name for step in STOP_SEQUENCE]

@@ -4,7 +4,7 @@ Pure functions and values, no I/O: the environment is read once, by ``config.loa
 into :class:`EnvironmentProxies`; :func:`route` then decides for each URL, the API's and the
 WebSocket's alike, so both take the same path. The rules are requests' (``select_proxy``,
 ``should_bypass_proxies``) and urllib's (``getproxies_environment``, ``proxy_bypass_environment``);
-see README.md "Proxies".
+see docs/proxies.md.
 """
 from __future__ import annotations
 

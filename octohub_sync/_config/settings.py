@@ -81,7 +81,7 @@ class Settings:
     shutdown_timeout: float = _opt(30.0, "how long stop waits for running tasks (s)", kind="float>=0")
     outbox_size: int = _opt(1000, "results kept while disconnected", kind="int>=1")
     result_cache_size: int = _opt(1000, "finished results kept to answer redelivered task ids", kind="int>=1")
-    state_dir: Optional[str] = _opt(None, "keep unsent results and finished tasks here across restarts (off = in memory; unset: in memory for NodeWebSocketClient, the platform's state directory for the program octohub-node / run_node.py, see the README)", kind="statedir")
+    state_dir: Optional[str] = _opt(None, "keep unsent results and finished tasks here across restarts (off = in memory; unset: in memory for NodeWebSocketClient, the platform's state directory for the program octohub-node / run_node.py, see docs/crash-safety.md)", kind="statedir")
     max_tasks: int = _opt(0, "recycle: after this many tasks the node stops taking tasks, drains and exits with code 3 for its service manager to start it again (0 = never)", kind="int>=0")
     max_memory: int = _opt(0, "recycle once the process's memory (RSS, MB; peak RSS on macOS) reaches this (0 = never)", kind="int>=0")
     max_uptime: float = _opt(0.0, "recycle after running this long (s, 0 = never)", kind="float>=0")
@@ -89,9 +89,9 @@ class Settings:
     max_result_bytes: int = _opt(2**20, "larger results are answered failed ResultTooLarge (bytes, 0 = no limit)", kind="int>=0")
     log_task_errors: str = _opt("text", "how a handler's exception is logged: text (its type and message, cut to 500 characters) or type (its type only, with the task id: the message may hold personal data)", kind="errorlog")
     status_interval: float = _opt(300.0, "log a status line every N s (0 = off)", kind="float>=0")
-    metrics_port: int = _opt(0, "serve /healthz and /metrics on this port (0 = off)", kind="port0")
+    metrics_port: int = _opt(0, "serve /livez, /readyz, /healthz, /metrics and /tasks on this port (0 = off)", kind="port0")
     metrics_host: str = _opt("127.0.0.1", "address of the metrics endpoint")
-    log_level: str = _opt("INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL", kind="level")
+    log_level: str = _opt("INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL (the demo: WARNING)", kind="level")
     app: Optional[str] = _opt(None, "serve the handlers of this module: module (its setup(client) or Handlers registry) or module:function", kind="app")
 
     #: Where each value came from ("environment", ".env", "override" or "flag"; absent: default).

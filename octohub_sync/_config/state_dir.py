@@ -4,8 +4,7 @@ What the node keeps there (the ledger ``<pc_id>.sqlite3`` with its ``-wal`` and 
 ``<pc_id>.open``, ``pc_id.json``) may hold secrets, and the node may run as root: another user able to write
 in the directory could read the results or, with a planted symbolic link, have the node write through it
 into any file. So the directory is created 0700 and refused when others can write in it or it belongs to
-another user (POSIX; on Windows its access list, not mode bits, protects it: README "What survives a
-crash"), and every file in it is opened with ``O_NOFOLLOW`` (where there is none, a link is refused first).
+another user (POSIX; on Windows its access list, not mode bits, protects it: docs/crash-safety.md), and every file in it is opened with ``O_NOFOLLOW`` (where there is none, a link is refused first).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Per-type limits: ``concurrency``, ``key`` and ``rate`` of ``register_task_handler`` (README "Limits").
+"""Per-type limits: ``concurrency``, ``key`` and ``rate`` of ``register_task_handler`` (docs/limits.md).
 
 A task of a limited type runs on a *lane*: one per (task type, key value), or one per type
 without ``key``. A lane lets at most ``concurrency`` of its tasks run at once and at most N of

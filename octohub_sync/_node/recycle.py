@@ -1,4 +1,4 @@
-"""The node recycles itself: OCTOHUB_MAX_TASKS, OCTOHUB_MAX_MEMORY, OCTOHUB_MAX_UPTIME (README "Recycling").
+"""The node recycles itself: OCTOHUB_MAX_TASKS, OCTOHUB_MAX_MEMORY, OCTOHUB_MAX_UPTIME (docs/recycling.md).
 
 Once a limit is reached the node stops taking tasks (refused as by a stopping node), drains,
 sends its results and stops; ``octohub-node`` then exits with ``ExitCode.RECYCLE`` (3), so that
