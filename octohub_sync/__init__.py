@@ -11,9 +11,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ._ops import log_safety as _log_safety
-
-#: A literal, so that setup.cfg reads it without importing the package.
-__version__ = "0.1.0"
+from ._version import __version__
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports them
     from .app import Handlers

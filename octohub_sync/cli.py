@@ -11,7 +11,7 @@ import sys
 from dataclasses import replace
 from typing import Any, Optional, Sequence
 
-from . import __version__
+from ._version import __version__
 from .app import Setup, install_app, load_app
 from .client import NodeWebSocketClient
 from ._config.settings import Settings, credential_name, env_name, load_settings, setting_help, setting_names

@@ -21,7 +21,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, List, Mapping, NamedTuple, Optional
 
-from .. import __version__
+from .._version import __version__
 from ..exceptions import ConfigError
 from .liveness import Verdict
 from .status_guard import DeadlineReader, Slots, allowed_host
