@@ -153,7 +153,7 @@ def test_the_posix_rule_finds_what_runs_at_import() -> None:
 
 
 #: The programs (they may handle signals); everything else is library code, which never does.
-PROGRAMS = {"octohub_sync.cli", "octohub_sync._program.stop_signals", "octohub_sync.__main__", "octohub_sync.hub.__main__",
+PROGRAMS = {"octohub_sync.cli", "octohub_sync._platform.stop_signals", "octohub_sync.__main__", "octohub_sync.hub.__main__",
             "octohub_sync._isolation.child"}  # child: the program of an isolated handler's child process
 
 #: Library modules that import signal only to name one (how a child process died): they use signal.Signals only.
@@ -170,10 +170,10 @@ def test_only_the_programs_handle_signals() -> None:
             used = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
                     and isinstance(node.value, ast.Name) and node.value.id == "signal"}
             assert used == {"Signals"}, f"{name} may only name signals, it uses signal.{used}"
-            assert "octohub_sync._program.stop_signals" not in imports(name, path, known), name
+            assert "octohub_sync._platform.stop_signals" not in imports(name, path, known), name
         elif name not in PROGRAMS:
             assert not uses_signal, f"{name} imports signal: only {sorted(PROGRAMS)} may"
-            assert "octohub_sync._program.stop_signals" not in imports(name, path, known), name
+            assert "octohub_sync._platform.stop_signals" not in imports(name, path, known), name
 
 
 # -- one owner per concern ---------------------------------------------------------------------------

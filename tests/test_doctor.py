@@ -20,7 +20,7 @@ import websocket
 
 from octohub_sync import load_settings
 from octohub_sync._config.settings import PUBLIC_EXAMPLE_KEY
-from octohub_sync._program.doctor import _ws_hint, run_check
+from octohub_sync.cli._doctor import _ws_hint, run_check
 from octohub_sync.hub import LocalHub
 
 from .conftest import FAST, KEY, free_port

@@ -12,7 +12,7 @@ from typing import Callable
 
 from octohub_sync.client import NodeWebSocketClient
 from octohub_sync._config.settings import load_settings
-from octohub_sync._program.doctor import run_check
+from octohub_sync.cli._doctor import run_check
 from octohub_sync.hub import LocalHub
 
 from .conftest import FAST, KEY, wait_until

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from octohub_sync._config import identity
-from octohub_sync._program.doctor import run_check
+from octohub_sync.cli._doctor import run_check
 from octohub_sync.hub import LocalHub
 from octohub_sync._config.identity import PcIdSource, identity_file, machine_pc_id, resolve_pc_id
 

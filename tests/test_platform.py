@@ -18,8 +18,8 @@ import pytest
 
 from octohub_sync.hub import LocalHub
 from octohub_sync._delivery.ledger import default_state_dir
-from octohub_sync._program import stop_signals
-from octohub_sync._program.stop_signals import (
+from octohub_sync._platform import stop_signals
+from octohub_sync._platform.stop_signals import (
     CTRL_BREAK_EVENT, CTRL_C_EVENT, CTRL_CLOSE_EVENT, CTRL_SHUTDOWN_EVENT, GRANT_MARGIN, StopRequests)
 
 from .conftest import wait_until

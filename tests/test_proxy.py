@@ -29,7 +29,7 @@ import trustme
 
 from octohub_sync import load_settings
 from octohub_sync.cli import main as cli_main
-from octohub_sync._program.doctor import run_check
+from octohub_sync.cli._doctor import run_check
 from octohub_sync.exceptions import ConfigError, ProxyError
 from octohub_sync.hub import LocalHub
 from octohub_sync._config.proxies import EnvironmentProxies, Proxy, bypasses, route

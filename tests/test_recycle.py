@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from octohub_sync import NodeWebSocketClient
-from octohub_sync._program.exit_codes import ExitCode
+from octohub_sync.cli._exit_codes import ExitCode
 from octohub_sync._ops.status_server import render_metrics
 from octohub_sync.hub import LocalHub
 from octohub_sync._node.recycle import Recycler, rss_bytes

@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence
 
 from octohub_sync._platform.console import tolerant_console
 from octohub_sync.hub import install_hint, lacks_websockets
-from octohub_sync._program.stop_signals import StopRequests
+from octohub_sync._platform.stop_signals import StopRequests
 
 PROG = "python -m octohub_sync.hub"
 

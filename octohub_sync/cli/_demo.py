@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 from ..client import NodeWebSocketClient
 from .._config.settings import load_settings
-from .exit_codes import ExitCode
+from ._exit_codes import ExitCode
 
 __all__ = ["run_demo"]
 

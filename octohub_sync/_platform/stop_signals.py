@@ -25,7 +25,6 @@ import time
 from types import ModuleType
 from typing import Any, Callable, Optional
 
-from .exit_codes import ExitCode
 
 __all__ = ["CONSOLE_GRANTS", "StopRequests"]
 
@@ -53,16 +52,18 @@ class StopRequests:
         program: the name the cold stop's line starts with.
         exit_now: ends the process at once (a cold stop): ``os._exit``.
         clock: monotonic seconds (injected by tests).
+        forced_exit: the exit status of a cold stop (the node's ``ExitCode.FAILED``).
     """
 
     def __init__(self, *, program: str = "octohub-node", exit_now: Callable[[int], Any] = os._exit,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, forced_exit: int = 1) -> None:
         self.requested = threading.Event()
         self.stopped = threading.Event()
         #: What asked first (``SIGTERM``, ``console event 2``), once :attr:`requested` is set.
         self.reason = ""
         self._program = program
         self._exit_now = exit_now
+        self._forced_exit = forced_exit
         self._clock = clock
         self._deadline: Optional[float] = None  # when Windows ends the process (a console event came)
         self._console_handler: Any = None  # the ctypes callback: kept alive for as long as Windows may call it
@@ -123,7 +124,7 @@ class StopRequests:
     def _cold_stop(self, why: str) -> None:
         # Running handlers are abandoned: the operator asked twice. No logging here (a lock may be held).
         os.write(2, f"{self._program}: {why}, exiting now\n".encode())
-        self._exit_now(ExitCode.FAILED)
+        self._exit_now(self._forced_exit)
 
     def _install_console_handler(self, kernel32: Any, functype: Any) -> bool:
         import ctypes  # Windows only, and only the program

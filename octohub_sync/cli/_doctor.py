@@ -20,7 +20,7 @@ from .._wire import protocol
 from .._transport.api_lookup import SKEW_WARNING, Address, direct_key_origin, loopback_pitfall, resolve_address, ssl_context
 from .._config.settings import Settings
 from ..exceptions import ApiError, AuthError, ProtocolError, ProxyError
-from .exit_codes import ExitCode
+from ._exit_codes import ExitCode
 from .._config.identity import PcId, resolve_pc_id
 from .._config.proxies import mask
 from .._wire.signing import MAX_SKEW, redact

@@ -1,7 +1,8 @@
 """The ``octohub-node`` program (also ``python run_node.py`` and ``python -m octohub_sync``).
 
 Everything a library must not do lives here: logging setup, signal handlers,
-printing, exit codes.
+printing, exit codes. Its parts: ``--demo`` (_demo.py), ``--check`` (_doctor.py) and the exit
+codes (_exit_codes.py); how a stop is asked for on each platform is _platform/stop_signals.py.
 """
 from __future__ import annotations
 
@@ -11,17 +12,17 @@ import sys
 from dataclasses import replace
 from typing import Any, Optional, Sequence
 
-from ._version import __version__
-from .app import Setup, install_app, load_app
-from .client import NodeWebSocketClient
-from ._config.settings import Settings, credential_name, env_name, load_settings, setting_help, setting_names
-from ._platform.console import tolerant_console
-from .exceptions import ConfigError, LedgerUnavailable
-from ._program.exit_codes import ExitCode
-from ._delivery.ledger import default_state_dir
-from ._ops.log_safety import SafeLogFilter
-from .sdnotify import NotifySocket
-from ._program.stop_signals import StopRequests
+from .._version import __version__
+from ..app import Setup, install_app, load_app
+from ..client import NodeWebSocketClient
+from .._config.settings import Settings, credential_name, env_name, load_settings, setting_help, setting_names
+from .._platform.console import tolerant_console
+from ..exceptions import ConfigError, LedgerUnavailable
+from ._exit_codes import ExitCode
+from .._delivery.ledger import default_state_dir
+from .._ops.log_safety import SafeLogFilter
+from ..sdnotify import NotifySocket
+from .._platform.stop_signals import StopRequests
 
 __all__ = ["main"]
 
@@ -89,7 +90,7 @@ def main(argv: Optional[Sequence[str]] = None, *, setup: Optional[Setup] = None)
     args = build_parser().parse_args(argv)
     try:
         if args.demo:
-            from ._program.demo import run_demo
+            from ._demo import run_demo
             setup_logging((args.log_level or "WARNING").upper())
             return run_demo(_overrides(args))
         settings = load_settings(_overrides(args), env_file=args.env_file, override_source="flag")
@@ -99,7 +100,7 @@ def main(argv: Optional[Sequence[str]] = None, *, setup: Optional[Setup] = None)
             settings = replace(settings, state_dir=str(default_state_dir()),
                                sources={**settings.sources, "state_dir": "program default"})
         if args.check:  # with the node's state directory: it says where the node's pc_id is kept
-            from ._program.doctor import run_check
+            from ._doctor import run_check
             if settings.app:
                 load_app(settings.app)  # a module that does not load fails --check too (exit 2)
             return run_check(settings)
@@ -126,7 +127,7 @@ def run_node(settings: Settings, *, setup: Optional[Setup] = None) -> int:
     """Run until asked to stop (warm stop; a second request exits at once) or until giving up.
 
     SIGTERM, SIGINT (Ctrl+C), SIGBREAK (Ctrl+Break, Windows) and Windows' console close, logoff
-    and shutdown events ask for the stop (see :mod:`octohub_sync._program.stop_signals`).
+    and shutdown events ask for the stop (see :mod:`octohub_sync._platform.stop_signals`).
 
     Raises:
         ConfigError: the app (``OCTOHUB_APP``) does not load or registers nothing.
@@ -139,7 +140,7 @@ def run_node(settings: Settings, *, setup: Optional[Setup] = None) -> int:
     if app is not None and settings.app:
         served = install_app(client, app, settings.app)
         client.log.info("serving %s: %s", settings.app, ", ".join(served))
-    stops = StopRequests()
+    stops = StopRequests(forced_exit=ExitCode.FAILED)
     client.log.debug("stopping on %s", ", ".join(stops.install()))
     client.start()
     try:
