@@ -222,11 +222,10 @@ def modules_calling(attribute: str, owner_suffix: str) -> set[str]:
 
 
 def test_the_node_state_has_one_writer() -> None:
-    # _ops/node_state.py alone changes the state; its transitions are called by the node's facade only,
-    # which hears of the events from the parts that see them (receiver, watchdog, its own stop).
+    # _ops/node_state.py alone changes the state; its transitions are called by the node's assembly
+    # only, which hears of the events from the parts that see them (receiver, watchdog, its own stop).
     for transition in ("starting", "ready", "lost", "gave_up", "stopping", "stopped"):
-        assert modules_calling(transition, "_status") <= {"octohub_sync.client"}, transition
-        assert modules_calling(transition, ".status") == set(), transition
+        assert modules_calling(transition, "status") <= {"octohub_sync._node.assembly"}, transition
     writes = {}
     for name, path in module_names().items():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):

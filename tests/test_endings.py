@@ -157,10 +157,10 @@ def test_the_liveness_loops_tick_while_a_send_is_stalled(make_node) -> None:
             proxy.stall()
             release.set()  # the big result blocks its worker in the socket's send
             assert wait_until(lambda: client.stats()["tasks_completed"] == 1, 10)
-            client._watchdog.replaced()  # type: ignore[union-attr]  # the watchdog begins a close
+            client._node.watchdog.replaced()  # type: ignore[union-attr]  # the watchdog begins a close
             oldest, deadline = 0.0, time.monotonic() + 2.5
             while time.monotonic() < deadline:
-                oldest = max(oldest, *client._beats.ages(time.monotonic()).values())
+                oldest = max(oldest, *client._node.beats.ages(time.monotonic()).values())
                 threading.Event().wait(0.05)
             assert oldest < 1.0, oldest  # both loops tick every 0.25 s
             assert client.liveness().ok

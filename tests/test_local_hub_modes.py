@@ -106,11 +106,11 @@ def test_tls_refuses_unknown_ca_then_insecure_switch_warns(make_node, ca: trustm
 def test_loopback_ws_url_from_remote_api_warns(caplog) -> None:
     # Nothing may listen off loopback here, so the check itself is driven without a socket.
     from octohub_sync._transport.api_lookup import _fix_host
-    from octohub_sync.client import _NodeLog
+    from octohub_sync._node.assembly import NodeLog
     from octohub_sync._config.settings import load_settings
 
     caplog.set_level(logging.WARNING, logger="octohub_sync")
-    log = _NodeLog(logging.getLogger("octohub_sync"), {"pc_id": "node_x"})
+    log = NodeLog(logging.getLogger("octohub_sync"), {"pc_id": "node_x"})
     remote = load_settings({"api_url": "http://hub.example:8080"}, env_file=False, environ={})
     assert _fix_host("ws://localhost:8000/ws/node?a=1", remote, log) == "ws://localhost:8000/ws/node?a=1"
     assert any("OCTOHUB_WS_HOST=hub.example" in r.getMessage() for r in caplog.records)

@@ -9,7 +9,7 @@ import pytest
 import trustme
 
 from octohub_sync._transport.api_lookup import plaintext_host
-from octohub_sync.client import _NodeLog
+from octohub_sync._node.assembly import NodeLog
 from octohub_sync._node.connection_log import ConnectionLog
 from octohub_sync.hub import LocalHub
 from octohub_sync._ops.stats import Stats
@@ -72,7 +72,7 @@ def test_plaintext_host(url: str, host: str) -> None:
 def test_a_plaintext_remote_address_is_one_warning_without_the_signature(caplog: pytest.LogCaptureFixture) -> None:
     # Nothing may listen off loopback here, so the check itself is driven without a socket.
     caplog.set_level(logging.DEBUG, logger="octohub_sync")
-    node_log = _NodeLog(logging.getLogger("octohub_sync"), {"pc_id": "node_x"})
+    node_log = NodeLog(logging.getLogger("octohub_sync"), {"pc_id": "node_x"})
     log = ConnectionLog(pc_id="node_x", stats=Stats(), log=node_log)
     log.address("https://hub.example:8443")
     log.address("ws://127.0.0.1:8000/ws/node?signature=abc")
