@@ -92,6 +92,84 @@ def test_collaborators_get_no_client() -> None:
 
 
 
+# -- the layout: packages, what each may import -----------------------------------------------
+
+#: What each part of the package may import besides itself: the layers, lowest first. A part is a
+#: subpackage or a module at the top; the programs (PROGRAM_PARTS) may import anything.
+MAY_IMPORT: dict[str, set[str]] = {
+    "exceptions": set(),
+    "_version": set(),
+    # Values and operating-system differences: no node state.
+    "_wire": {"exceptions"},
+    "_platform": {"exceptions"},
+    # Read once at start; what operators see.
+    "_config": {"_wire", "_platform", "exceptions"},
+    "_ops": {"_wire", "_platform", "_version", "exceptions"},
+    # The way to the hub, then results on it, then tasks that make them.
+    "_transport": {"_wire", "_config", "_ops", "_platform", "exceptions"},
+    "_delivery": {"_wire", "_config", "_transport", "_ops", "_platform", "exceptions"},
+    "_execution": {"_wire", "_config", "_delivery", "_ops", "_platform", "exceptions"},
+    "_isolation": {"_wire", "_config", "_execution", "_ops", "_platform", "exceptions"},
+    "sdnotify": {"_ops", "_platform", "exceptions"},
+    # The node's life joins them all; the facade stands on it; the handler modules on the facade.
+    "_node": {"_wire", "_platform", "_config", "_ops", "_transport", "_delivery", "_execution", "_isolation",
+              "sdnotify", "exceptions"},
+    "client": {"_node", "_config", "_execution", "_isolation", "_ops", "sdnotify", "exceptions"},
+    "app": {"client", "_config", "_execution", "exceptions"},
+    "__init__": {"_version", "_ops", "_config", "_execution", "app", "client", "exceptions"},
+    # The local hub is the node's peer: it shares the wire format and nothing of the node.
+    "hub": {"_wire", "exceptions"},
+    "testing": {"hub", "client", "app", "_config", "exceptions"},
+    "pytest_plugin": {"hub", "testing"},
+}
+#: The programs: they put the parts together for a command line.
+PROGRAM_PARTS = {"cli", "__main__", "hub.__main__"}
+#: At most this many modules and packages at the top of the package.
+TOP_LEVEL_MAX = 20
+#: The longest a module may be.
+MODULE_MAX_LINES = 450
+
+
+def part_of(name: str) -> str:
+    parts = name.split(".")
+    if len(parts) == 1:
+        return "__init__"
+    return "hub.__main__" if parts[1:] == ["hub", "__main__"] else parts[1]
+
+
+def test_each_part_imports_only_the_layers_below_it() -> None:
+    known = module_names()
+    parts = {part_of(name) for name in known}
+    assert parts == set(MAY_IMPORT) | PROGRAM_PARTS, "a part of the package without a place in MAY_IMPORT"
+    wrong = []
+    for name, path in known.items():
+        here = part_of(name)
+        if here in PROGRAM_PARTS:
+            continue
+        wrong += [f"{name} -> {target}" for target in sorted(imports(name, path, known))
+                  if part_of(target) != here and part_of(target) not in MAY_IMPORT[here]]
+    assert wrong == []
+
+
+def test_the_layers_have_no_cycle() -> None:
+    assert find_cycle({part: allowed & set(MAY_IMPORT) for part, allowed in MAY_IMPORT.items()}) == []
+
+
+def test_the_top_of_the_package_is_short_and_private_parts_say_what_they_hold() -> None:
+    top = sorted(entry.name for entry in ROOT.iterdir()
+                 if entry.suffix == ".py" or (entry.is_dir() and (entry / "__init__.py").exists()))
+    assert len(top) <= TOP_LEVEL_MAX, top
+    for entry in ROOT.iterdir():
+        if entry.is_dir() and entry.name.startswith("_") and entry.name != "__pycache__":
+            docstring = ast.get_docstring(ast.parse((entry / "__init__.py").read_text(encoding="utf-8")))
+            assert docstring, f"{entry.name}/__init__.py says what the package holds"
+
+
+def test_no_module_is_over_the_limit() -> None:
+    long = {name: len(path.read_text(encoding="utf-8").splitlines()) for name, path in module_names().items()}
+    assert {name: lines for name, lines in long.items() if lines > MODULE_MAX_LINES} == {}
+
+
 #: Modules CPython on Windows does not have.
 POSIX_ONLY_MODULES = {"fcntl", "termios", "pwd", "grp", "resource", "posix", "tty", "pty", "syslog", "crypt", "spwd",
                       "nis"}

@@ -1,7 +1,8 @@
 """LocalHub: a small but real OctoHub hub on 127.0.0.1, for tests, demos and benchmarks.
 
 Why one module: the test hub's public surface (tasks, waiting, faults, both dialects) is one class
-that tests read as a reference; its servers and its state are apart (servers.py, state.py).
+that tests read as a reference; its servers and its state are apart (servers.py, state.py), and so are
+the read-only views of what it recorded (recorded.py).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from octohub_sync.hub import messages
 from octohub_sync.hub.deadline import BY_DIALECT, ByDialect, read_deadline_for
 from octohub_sync.hub.servers import HubServers
 from octohub_sync.hub.sockets import abort
+from octohub_sync.hub.recorded import RecordedState
 from octohub_sync.hub.state import HubState
 from octohub_sync.hub.table import NodeSession
 from octohub_sync._wire.addresses import host_for_url
@@ -34,7 +36,7 @@ WS_FAULTS = ("401", "500")
 CLOSE_WAIT = 5.0
 
 
-class LocalHub:
+class LocalHub(RecordedState):
     """An OctoHub hub (API server + WebSocket server) that speaks the protocol of docs/protocol.md.
 
     It owns a ``HubState`` (what the hub knows and saw) and ``HubServers`` (API server,
@@ -204,76 +206,6 @@ class LocalHub:
         scheme = "wss" if self.ssl_context else "ws"
         query = signing.ws_query(self.key, pc_id, timestamp=int(self.now()))
         return f"{scheme}://{host_for_url(self.ws_url_host)}:{self.ws_port}/ws/node?{query}"
-
-    # -- recorded state ----------------------------------------------------
-
-    @property
-    def results(self) -> dict[str, list[dict]]:
-        """task_id -> every task_result received for it, duplicates included."""
-        return self._state.results
-
-    @property
-    def progress(self) -> dict[str, list[dict]]:
-        """task_id -> every task_progress received for it, in order (docs/protocol.md §3.3)."""
-        return self._state.progress
-
-    @property
-    def received(self) -> list[dict]:
-        """Every JSON object received from nodes, in order.
-
-        Each has two keys added: ``_pc_id``, the node's, and ``_bytes``, the frame's size on the wire.
-        """
-        return self._state.received
-
-    @property
-    def api_requests(self) -> list[dict]:
-        """Every API request: path, params, headers, status (0: never answered), time (monotonic)."""
-        return self._state.api_requests
-
-    @property
-    def connections(self) -> list[dict]:
-        """Every accepted WebSocket connection.
-
-        Each is a dict: pc_id, opened and closed (monotonic, closed None while open),
-        close_code and close_reason (what the node's close frame said; 1006 if none came).
-        """
-        return self._state.connections
-
-    @property
-    def forgotten(self) -> list[dict]:
-        """Records (from :attr:`connections`) that the go-dialect connection table lost while open.
-
-        The Go server removes a pc_id's entry by pc_id when any of its connections ends, so
-        the cleanup of a replaced connection forgets the newer one (docs/protocol.md §5). A
-        forgotten connection stays open, answers pings and shows ``closed`` None in its
-        record, but :meth:`connected` is False for it and no task reaches it. Always empty
-        in the seed dialect.
-        """
-        return self._state.forgotten
-
-    @property
-    def crashes(self) -> list[dict]:
-        """Every crash of the WebSocket server (go dialect, ``ping_crash``): dicts of pc_id, why and
-        time (monotonic). After one, nothing listens until :meth:`start_ws`."""
-        return self._state.crashes
-
-    def frames(self, opcode: str) -> int:
-        """How many frames of ``opcode`` (``"ping"``, ``"pong"``, ``"text"``, ...) nodes sent (go dialect only)."""
-        return self._state.frames(opcode)
-
-    @property
-    def handshakes_rejected(self) -> int:
-        """How many WebSocket handshakes were refused (400, 401, 404, 500)."""
-        return self._state.handshakes_rejected
-
-    @property
-    def pending(self) -> list[str]:
-        """Ids of tasks sent that have no result yet."""
-        return self._state.pending_ids()
-
-    def count(self, kind: str) -> int:
-        """Number of received messages of that kind (``type``, else ``action``)."""
-        return self._state.count(kind)
 
     # -- sending -----------------------------------------------------------
 
