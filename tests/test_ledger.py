@@ -172,9 +172,10 @@ def test_files_are_private_and_bounded(make_node, hub: LocalHub, state: Path) ->
     client = make_node(pc_id="node_small", state_dir=str(state), result_cache_size=20)
     assert client.wait_connected(10)
     ids = [hub.send_task("echo", {"n": n}) for n in range(300)]
-    assert all(hub.wait_result(t)["status"] == "completed" for t in ids)
+    assert [t for t in ids if hub.wait_result(t)["status"] != "completed"] == []
     db_file = state / "node_small.sqlite3"
-    assert wait_until(lambda: rows(db_file, "results") == 0, 10)
+    # Confirmed results leave the ledger (a loaded machine may take seconds for the last confirmation).
+    assert wait_until(lambda: rows(db_file, "results") == 0, 30), (rows(db_file, "results"), client.stats())
     assert rows(db_file, "finished") <= 20 + TRIM_EVERY and rows(db_file, "started") == 0
     for path in state.iterdir():
         if path.name.startswith("node_small"):
