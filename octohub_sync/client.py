@@ -10,7 +10,7 @@ import functools
 import logging
 import threading
 import time
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 from ._node import stop_sequence
 from ._transport.api_lookup import resolve_address, ssl_context
@@ -58,6 +58,8 @@ PROBE_PAYLOAD = b"octohub-probe"
 
 class _NodeLog(logging.LoggerAdapter):
     """Puts the node's pc_id in front of every line (several nodes may share a log)."""
+
+    extra: Mapping[str, object]  # always given (the pc_id), never None
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         return f"[{self.extra['pc_id']}] {msg}", kwargs
@@ -110,7 +112,7 @@ class NodeWebSocketClient:
         self._link = Link()
         # Built in the order they depend on each other: results flow runner -> delivery -> store,
         # frames flow receiver -> runner / delivery; nothing points back.
-        self.store = (MemoryStore() if settings.state_dir in (None, "off") else
+        self.store = (MemoryStore() if settings.state_dir is None or settings.state_dir == "off" else
                       Ledger(settings.state_dir, self.pc_id, cache_size=settings.result_cache_size,
                              stats=self._stats, log=self.log, max_result_bytes=settings.max_result_bytes))
         #: A path silent this long (no pong of any kind, or no confirmation while they are due) is dead.
