@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import threading
 from typing import Any, Callable, Mapping, Optional
 
@@ -38,6 +39,12 @@ EXTEND_EVERY = 10.0
 STATUS_EVERY = 2.0
 
 
+def _unix_datagram_socket() -> socket.socket:
+    if sys.platform == "win32":  # NotifySocket.from_environ() says so and returns None before this
+        raise OSError("systemd's notify socket is an AF_UNIX datagram socket: Windows has none")
+    return socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+
+
 class NotifySocket:
     """Datagrams to systemd's notify socket.
 
@@ -50,7 +57,7 @@ class NotifySocket:
         self.address = address
         self.watchdog_interval = watchdog_interval
         self._target = "\0" + address[1:] if address.startswith("@") else address
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock = _unix_datagram_socket()
         self._sock.setblocking(False)  # systemd reads at once; a full queue must not block a node thread
         self._lock = threading.Lock()
 

@@ -4,6 +4,7 @@ current connection one holder, the tasks one registry, the decisions no I/O)."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -351,22 +352,50 @@ def test_one_registry_of_tasks() -> None:
         assert name == "octohub_sync._execution.task_run" or dicts == [], f"{name} keeps its own registry of tasks: {dicts}"
 
 
-#: Windows-only names of ctypes, which a type checker on another platform does not know.
-WINDOWS_CTYPES = ("windll", "WinDLL", "WINFUNCTYPE")
+#: ctypes' Windows names (typeshed declares them for win32 only): the bindings live in one module, under a guard.
+WINDOWS_CTYPES = ("windll", "WinDLL", "WINFUNCTYPE", "wintypes", "oledll", "OleDLL", "WinError")
+#: That module.
+WINDOWS_BINDINGS = "octohub_sync._platform.windows"
+#: At most this many `type: ignore` in the package: each where a library must be patched.
+MAX_TYPE_IGNORES = 2
+#: A `type: ignore` with its error codes, then its reason on the same line.
+TYPE_IGNORE = re.compile(r"# type: ignore\[[a-z-]+(?:, [a-z-]+)*\]  # \S.{9,}$")
 
 
-def test_every_type_ignore_says_why() -> None:
-    # A `type: ignore` a better type could remove is not kept: what is left is a Windows-only ctypes
-    # name, or says on the line above why no type can say it.
-    unexplained = []
-    for name, path in module_names().items():
-        lines = path.read_text(encoding="utf-8").splitlines()
-        for number, line in enumerate(lines):
-            if "# type: ignore" not in line or any(word in line for word in WINDOWS_CTYPES):
-                continue
-            if not lines[number - 1].strip().startswith("#"):
-                unexplained.append(f"{name}:{number + 1}: {line.strip()}")
-    assert unexplained == []
+def test_at_most_two_type_ignores_each_with_its_reason_on_the_line() -> None:
+    # mypy checks the package on Linux and on win32 (.ci/run): what it cannot check is a library patched at
+    # run time, and the reason says which one.
+    found = {f"{name}:{number}": line.strip() for name, path in module_names().items()
+             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if "type: ignore" in line}
+    assert len(found) <= MAX_TYPE_IGNORES, found
+    assert [where for where, line in found.items() if not TYPE_IGNORE.search(line)] == [], found
+
+
+def test_the_rule_sees_a_type_ignore_without_its_reason() -> None:
+    assert TYPE_IGNORE.search("x.f = g  # type: ignore[method-assign]  # patches websockets: no hook")
+    assert not TYPE_IGNORE.search("x.f = g  # type: ignore[method-assign]")
+    assert not TYPE_IGNORE.search("x.f = g  # type: ignore  # patches websockets: no hook")
+
+
+def windows_names(text: str) -> set[str]:
+    """The ctypes Windows names a module's code or text uses (as words: ``wintypes``, not ``mywintypes``)."""
+    return {name for name in WINDOWS_CTYPES if re.search(rf"\b{name}\b", text)}
+
+
+def test_the_windows_bindings_are_in_one_module_under_a_platform_guard() -> None:
+    users = {name: windows_names(path.read_text(encoding="utf-8")) for name, path in module_names().items()}
+    assert {name for name, used in users.items() if used} == {WINDOWS_BINDINGS}, users
+    tree = ast.parse(module_names()[WINDOWS_BINDINGS].read_text(encoding="utf-8"))
+    # Below the docstring and the imports, the module is one `if sys.platform == "win32":`.
+    body = [node for node in tree.body if not isinstance(node, (ast.Expr, ast.Import, ast.ImportFrom))]
+    assert len(body) == 1 and isinstance(body[0], ast.If) and ast.unparse(body[0].test) == "sys.platform == 'win32'"
+    assert windows_names(ast.unparse(body[0].orelse)) == set()
+
+
+def test_the_rule_sees_a_windows_name_elsewhere() -> None:
+    assert windows_names("kernel32 = ctypes.WinDLL('kernel32')") == {"WinDLL"}
+    assert windows_names("from ctypes import wintypes") == {"wintypes"}
+    assert windows_names("handle = mywintypes.HANDLE") == set()
 
 
 #: Lines from which a module must say, at its top, why it is not split.

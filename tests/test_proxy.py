@@ -9,6 +9,7 @@ log names the hub's address.
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import os
 import re
@@ -413,6 +414,26 @@ def test_no_proxy_rules_agree_with_requests(url: str, no_proxy: str, monkeypatch
 def test_no_proxy_suffix_stops_at_a_dot() -> None:
     assert not bypasses("http://notcorp.example/", "corp.example")
     assert bypasses("http://a.b.corp.example/", "corp.example")
+
+
+#: Hosts and NO_PROXY entries for urllib's rules: cases, ports, dots, spaces, "*", IPv6 and empty entries.
+URLLIB_HOSTS = ["a.b.corp.example", "corp.example", "notcorp.example", "Corp.Example", "10.0.0.1", "::1", "host.",
+                "x:80", "x:", "a:b:1", ".", ""]
+URLLIB_ENTRIES = ["corp.example", ".corp.example", "*", "Corp.EXAMPLE", " corp.example ", ".", "", " ", "0.0.1",
+                  "x", "x:80", "1", "..corp.example", "::1"]
+
+
+@pytest.mark.parametrize("host", URLLIB_HOSTS)
+def test_no_proxy_rules_are_urllibs_own(host: str) -> None:
+    # _urllib_bypasses writes out urllib's proxy_bypass_environment (not documented, so not in typeshed):
+    # both answer alike for every pair and triple of entries, on each Python the suite runs on.
+    from octohub_sync._config.proxies import _urllib_bypasses
+
+    for count in (1, 2, 3):
+        for entries in itertools.product(URLLIB_ENTRIES, repeat=count):
+            no_proxy = ",".join(entries)
+            expected = bool(urllib.request.proxy_bypass_environment(host, {"no": no_proxy}))  # type: ignore[attr-defined]
+            assert _urllib_bypasses(host, no_proxy) is expected, (host, no_proxy)
 
 
 def test_ws_reads_http_proxy_and_wss_reads_https_proxy() -> None:

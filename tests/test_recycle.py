@@ -3,19 +3,18 @@ sends every result and stops; the program exits with ExitCode.RECYCLE for its se
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import threading
 from pathlib import Path
 
-import psutil
 import pytest
 
 from octohub_sync import NodeWebSocketClient
 from octohub_sync.cli._exit_codes import ExitCode
 from octohub_sync._ops.status_server import render_metrics
 from octohub_sync.hub import LocalHub
-from octohub_sync._node.recycle import Recycler, rss_bytes
+from octohub_sync._node.recycle import Recycler
+from octohub_sync._platform.memory import rss_bytes
 
 from .conftest import wait_until
 from .test_process import finish, spawn
@@ -87,21 +86,8 @@ def test_a_node_under_its_limits_keeps_serving(make_node, hub: LocalHub) -> None
     assert node.recycle is None and node.stats()["recycle"] is None
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/statm is Linux's")
-def test_rss_is_the_current_resident_size_on_linux() -> None:
-    measured, reference = rss_bytes(), psutil.Process(os.getpid()).memory_info().rss
-    assert measured is not None and abs(measured - reference) < 0.1 * reference
-
-
-def test_macos_measures_the_peak_from_getrusage(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Simulated on Linux: with sys.platform darwin, ru_maxrss is taken as bytes, as macOS reports it."""
-    resource = pytest.importorskip("resource")
-    monkeypatch.setattr(sys, "platform", "darwin")
-    assert rss_bytes() == resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
 def test_memory_that_cannot_be_read_never_recycles(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Simulated on Linux: "win32" without a kernel32 (ctypes.WinDLL) reads nothing: None, no recycle."""
+    """Simulated on Linux: "win32" without its bindings (_platform/windows.py) reads nothing: None, no recycle."""
     monkeypatch.setattr(sys, "platform", "win32")
     assert rss_bytes() is None
     reasons: list[str] = []

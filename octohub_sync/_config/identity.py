@@ -139,7 +139,7 @@ def resolve_pc_id(*, pc_id: Optional[str], instance: Optional[str], state_dir: O
     """
     if pc_id:
         return PcId(pc_id, PcIdSource.SETTING)
-    if state_dir in (None, "off"):
+    if state_dir is None or state_dir == "off":
         return PcId(machine_pc_id(instance, hostname=hostname, mac=mac), PcIdSource.NO_STATE)
     host = socket.gethostname() if hostname is None else hostname
     machine = _stable_mac() if mac is None else mac

@@ -9,10 +9,10 @@ see docs/proxies.md.
 from __future__ import annotations
 
 import importlib.util
+import re
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
 from urllib.parse import unquote, urlsplit, urlunsplit
-from urllib.request import proxy_bypass_environment
 
 from requests.utils import address_in_network, is_ipv4_address, is_valid_cidr, select_proxy
 
@@ -31,6 +31,9 @@ DIRECT_WORDS = ("none", "off")
 
 #: Ports of a proxy URL that names none (urllib3's for http; PySocks' for SOCKS).
 _DEFAULT_PORTS = {"http": 80, "socks5": 1080, "socks5h": 1080}
+
+#: A host followed by a port, as urllib splits it (the port may be empty).
+_HOST_PORT = re.compile(r"(.*):([0-9]*)", re.DOTALL)
 
 #: The WebSocket's schemes read the environment as the HTTP schemes they upgrade from.
 _SCHEME_KEYS = {"ws": "http", "wss": "https", "http": "http", "https": "https"}
@@ -196,7 +199,7 @@ def bypasses(url: str, no_proxy: str) -> bool:
     requests applies its own rules (IPv4 addresses and CIDR ranges, host and host:port suffixes,
     spaces ignored), then urllib's ``proxy_bypass`` with NO_PROXY put into ``os.environ`` for the
     call; a threaded library must not write the process environment, so urllib's rules run here
-    on the value itself (``proxy_bypass_environment``: ``*``, case-insensitive suffixes).
+    on the value itself (:func:`_urllib_bypasses`: ``*``, case-insensitive suffixes).
     tests/test_proxy.py checks that both agree.
     """
     parts = urlsplit(url)
@@ -214,7 +217,24 @@ def bypasses(url: str, no_proxy: str) -> bool:
             entry = entry.lstrip(".")
             if host == entry or with_port == entry or host.endswith("." + entry) or with_port.endswith("." + entry):
                 return True
-    return proxy_bypass_environment(host, {"no": no_proxy})
+    return _urllib_bypasses(host, no_proxy)
+
+
+def _urllib_bypasses(host: str, no_proxy: str) -> bool:
+    # urllib.request.proxy_bypass_environment(host, {"no": no_proxy}), the same on Python 3.9 to 3.13:
+    # that function is not documented (typeshed does not declare it), so its rules are written here.
+    if no_proxy == "*":
+        return True
+    host = host.lower()
+    with_port = _HOST_PORT.fullmatch(host)  # urllib's _splitport: "host:digits"
+    host_only = with_port.group(1) if with_port else host
+    for entry in no_proxy.split(","):
+        if not entry.strip():
+            continue
+        name = entry.strip().lstrip(".").lower()  # "." is kept as "": then a name ending in "." matches, as in urllib
+        if name in (host_only, host) or host_only.endswith("." + name) or host.endswith("." + name):
+            return True
+    return False
 
 
 def refusal_hint(proxy: Proxy) -> str:

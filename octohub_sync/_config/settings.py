@@ -166,7 +166,7 @@ def _parse_bool(text: str) -> bool:
     raise ValueError("expected true/false, 1/0, yes/no or on/off")
 
 
-def _parse_number(cast: Callable[[str], Any], minimum: float, *, above: bool = False) -> Callable[[Any], Any]:
+def _parse_number(cast: Callable[[float], Any], minimum: float, *, above: bool = False) -> Callable[[Any], Any]:
     def parse(raw: Any) -> Any:
         try:
             value = float(raw) if isinstance(raw, str) else raw

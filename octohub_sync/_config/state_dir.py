@@ -71,8 +71,8 @@ def private_directory(directory: Path) -> None:
                           f"cannot create the state directory: {exc.strerror or exc}") from None
     if not stat.S_ISDIR(info.st_mode):
         raise ConfigError(_SETTING, str(directory), "not a directory")
-    if os.name != "posix":
-        return  # Windows: mode bits mean nothing there; the folder's access list protects it
+    if sys.platform == "win32":
+        return  # mode bits mean nothing there; the folder's access list protects it
     mode = stat.S_IMODE(info.st_mode)
     if mode & 0o022:
         who = " and ".join(name for name, bit in (("group", 0o020), ("others", 0o002)) if mode & bit)

@@ -70,7 +70,7 @@ class ResultDelivery:
     """
 
     def __init__(self, *, outbox_size: int, store: MemoryStore, stats: Stats, log: logging.LoggerAdapter,
-                 post: Callable[[Callable[[], None]], None] = lambda job: job(),
+                 post: Callable[[Callable[[], object]], object] = lambda job: job(),
                  confirm_deadline: float = 30.0, link: Optional[Link] = None,
                  wake: Callable[[], None] = lambda: None) -> None:
         self._store = store

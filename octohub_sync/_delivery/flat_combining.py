@@ -29,7 +29,7 @@ class SendQueue:
     """
 
     def __init__(self, *, send: Callable[[list[Result]], None], chunks: Callable[[list[Result]], list[list[Result]]],
-                 keep: Callable[[list[Result]], None], post: Callable[[Callable[[], None]], None]) -> None:
+                 keep: Callable[[list[Result]], None], post: Callable[[Callable[[], object]], object]) -> None:
         self._send, self._chunks, self._keep, self._post = send, chunks, keep, post
         self._queue: deque[Result] = deque()
         self._sending = False  # a thread is sending

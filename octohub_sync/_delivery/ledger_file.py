@@ -74,7 +74,7 @@ def connect(path: Path) -> sqlite3.Connection:
     except BaseException:
         db.close()
         raise
-    db.isolation_level = ""  # "with db:" transactions from here on
+    db.isolation_level = "DEFERRED"  # "with db:" transactions from here on (what "" means: a plain BEGIN)
     return db
 
 

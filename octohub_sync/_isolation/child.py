@@ -19,14 +19,14 @@ from __future__ import annotations
 import importlib
 import os
 import signal
-import sys
 import threading
 import time
 from typing import Any, Callable, Optional
 
 from .._execution.task_control import TaskControl, activate, deactivate
+from .._platform.memory import rss_bytes
 
-__all__ = ["ChildControl", "resolve", "rss_bytes", "serve"]
+__all__ = ["ChildControl", "resolve", "serve"]
 
 #: Least time between two progress messages to the parent (the node's own interval applies after).
 PROGRESS_EVERY = 0.05
@@ -71,39 +71,6 @@ class ChildControl(TaskControl):
         last = self.last_progress
         if last is not None:
             self._post(("progress", last[0], last[1]))
-
-
-def rss_bytes() -> tuple[int, bool]:
-    """This process's memory: (bytes, is_peak). Resident now where the OS says it cheaply, else the peak."""
-    try:  # Linux: the second field of statm is the resident set, in pages
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"), False
-    except (OSError, ValueError, IndexError, AttributeError):
-        pass
-    if sys.platform == "win32":
-        return _windows_working_set(), False
-    import resource  # POSIX only, hence here
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # ru_maxrss is the peak, not the current size: in bytes on macOS, in KiB elsewhere.
-    return (peak if sys.platform == "darwin" else peak * 1024), True
-
-
-def _windows_working_set() -> int:
-    import ctypes
-    from ctypes import wintypes
-
-    class Counters(ctypes.Structure):  # PROCESS_MEMORY_COUNTERS
-        _fields_ = [("cb", wintypes.DWORD), ("PageFaultCount", wintypes.DWORD)] + [
-            (name, ctypes.c_size_t) for name in (
-                "PeakWorkingSetSize", "WorkingSetSize", "QuotaPeakPagedPoolUsage", "QuotaPagedPoolUsage",
-                "QuotaPeakNonPagedPoolUsage", "QuotaNonPagedPoolUsage", "PagefileUsage", "PeakPagefileUsage")]
-
-    counters = Counters()
-    counters.cb = ctypes.sizeof(counters)
-    process = ctypes.windll.kernel32.GetCurrentProcess()  # type: ignore[attr-defined]
-    if not ctypes.windll.psapi.GetProcessMemoryInfo(process, ctypes.byref(counters), counters.cb):  # type: ignore[attr-defined]
-        return 0
-    return int(counters.WorkingSetSize)
 
 
 class _Serving:
@@ -161,12 +128,12 @@ class _Serving:
             self.control = None
             control.closed = True
         control.flush()
-        rss, peak = rss_bytes()
+        rss = rss_bytes()  # for max_memory_per_child: bytes, or None if unknown
         try:
-            self.post(outcome + (rss, peak))
+            self.post(outcome + (rss,))
         except Exception as exc:  # the result cannot be pickled
             self.post(("error", "ResultNotSerializable", f"handler returned {type(outcome[1]).__name__}, "
-                                                         f"which cannot cross to the node ({exc})", rss, peak))
+                                                         f"which cannot cross to the node ({exc})", rss))
 
 
 def _leave_stopping_to_the_node() -> None:

@@ -128,7 +128,7 @@ class IsolatedHandler:
             logger.warning("task %s (%s): child %s %s", task_id, self.task_type, child.pid, how)
             raise WorkerCrashed(f"child process {child.pid} {how}") from None
         kind, *rest = outcome
-        self._release(child, retire=self._worn_out(child, rest[-2]))
+        self._release(child, retire=self._worn_out(child, rest[-1]))
         if kind == "result":
             return rest[0]
         raise remote_error(rest[0], rest[1])
@@ -186,11 +186,11 @@ class IsolatedHandler:
             raise WorkerCrashed(message[1])
         return child
 
-    def _worn_out(self, child: _Child, rss: int) -> bool:
+    def _worn_out(self, child: _Child, rss: Optional[int]) -> bool:
         child.tasks += 1
         if self._max_tasks is not None and child.tasks >= self._max_tasks:
             return True
-        if self._max_bytes is not None and rss > self._max_bytes:
+        if self._max_bytes is not None and rss is not None and rss > self._max_bytes:
             logger.info("%s: child %s uses %.0f MB (max_memory_per_child %g): replaced", self.task_type,
                         child.pid, rss / 1048576, self._max_bytes / 1048576)
             return True

@@ -15,7 +15,7 @@ import functools
 import logging
 import threading
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from .._config.identity import resolve_pc_id
 from .._config.settings import Settings, require_key
@@ -57,6 +57,8 @@ PROBE_PAYLOAD = b"octohub-probe"
 class NodeLog(logging.LoggerAdapter):
     """Puts the node's pc_id in front of every line (several nodes may share a log)."""
 
+    extra: Mapping[str, object]  # always given (the pc_id), never None
+
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         return f"[{self.extra['pc_id']}] {msg}", kwargs
 
@@ -85,7 +87,7 @@ class Node:
         #: The current connection: the watchdog attaches each attempt, the delivery says when it is ready.
         self.link = Link()
         self.store: MemoryStore = (
-            MemoryStore() if settings.state_dir in (None, "off") else
+            MemoryStore() if settings.state_dir is None or settings.state_dir == "off" else
             Ledger(settings.state_dir, self.pc_id, cache_size=settings.result_cache_size, stats=self.counters,
                    log=self.log, max_result_bytes=settings.max_result_bytes))
         #: A path silent this long (no pong of any kind, or no confirmation while they are due) is dead.

@@ -2,68 +2,23 @@
 
 Once a limit is reached the node stops taking tasks (refused as by a stopping node), drains,
 sends its results and stops; ``octohub-node`` then exits with ``ExitCode.RECYCLE`` (3), so that
-its service manager starts it again, with its ledger. What is measured as memory:
-
-- Linux: the current resident set size, from ``/proc/self/statm`` (no psutil).
-- Windows: the current working set, ``GetProcessMemoryInfo`` through ctypes.
-- macOS and other systems: the *peak* resident set size, ``resource.getrusage().ru_maxrss``
-  (bytes on macOS, KiB elsewhere). The current size needs ``task_info`` through the Mach API,
-  which is not worth its weight here: a peak that reached the ceiling is a fair reason to
-  recycle, and it never goes down, so the node does not recycle later than it would on Linux.
+its service manager starts it again, with its ledger. What is measured as memory is
+``rss_bytes()`` of _platform/memory.py: the current resident size on Linux and Windows, the peak on
+macOS.
 """
 from __future__ import annotations
 
 import logging
-import os
-import sys
 import threading
 import time
 from typing import Callable, Optional
 
-__all__ = ["Recycler", "rss_bytes"]
+from .._platform.memory import rss_bytes
+
+__all__ = ["Recycler"]
 
 #: How often the memory is read (on the watchdog thread's tick).
 MEMORY_EVERY = 1.0
-
-
-def rss_bytes() -> Optional[int]:
-    """The process's memory as this platform measures it (see the module's docstring); None if unknown."""
-    try:
-        if sys.platform.startswith("linux"):
-            with open("/proc/self/statm", "rb") as statm:
-                return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        if sys.platform == "win32":
-            return _windows_working_set()
-        import resource  # POSIX only: imported here, never on Windows
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return int(peak) if sys.platform == "darwin" else int(peak) * 1024
-    except (OSError, ValueError, ImportError, AttributeError):
-        return None
-
-
-def _windows_working_set() -> Optional[int]:
-    import ctypes
-    from ctypes import wintypes
-
-    class Counters(ctypes.Structure):  # PROCESS_MEMORY_COUNTERS (psapi.h)
-        _fields_ = [("cb", wintypes.DWORD), ("PageFaultCount", wintypes.DWORD),
-                    ("PeakWorkingSetSize", ctypes.c_size_t), ("WorkingSetSize", ctypes.c_size_t),
-                    ("QuotaPeakPagedPoolUsage", ctypes.c_size_t), ("QuotaPagedPoolUsage", ctypes.c_size_t),
-                    ("QuotaPeakNonPagedPoolUsage", ctypes.c_size_t), ("QuotaNonPagedPoolUsage", ctypes.c_size_t),
-                    ("PagefileUsage", ctypes.c_size_t), ("PeakPagefileUsage", ctypes.c_size_t)]
-
-    counters = Counters()
-    counters.cb = ctypes.sizeof(Counters)
-    kernel32 = ctypes.WinDLL("kernel32")  # type: ignore[attr-defined]
-    kernel32.GetCurrentProcess.restype = wintypes.HANDLE
-    # K32GetProcessMemoryInfo: kernel32's export of psapi's function (Windows 7 and later).
-    get_info = kernel32.K32GetProcessMemoryInfo
-    get_info.argtypes = [wintypes.HANDLE, ctypes.POINTER(Counters), wintypes.DWORD]
-    get_info.restype = wintypes.BOOL
-    if not get_info(kernel32.GetCurrentProcess(), ctypes.byref(counters), counters.cb):
-        return None
-    return int(counters.WorkingSetSize)
 
 
 class Recycler:
@@ -75,7 +30,7 @@ class Recycler:
         close: stops the node taking tasks; called first, before the reason shows, on the thread that
             noticed (holding the runner's lock for OCTOHUB_MAX_TASKS): must not take that lock.
         on_recycle: called once with the reason, next, on the same thread; must not block.
-        rss: reads the memory in bytes (:func:`rss_bytes`; a test may pass another).
+        rss: reads the memory in bytes (``rss_bytes()``; a test may pass another).
     """
 
     def __init__(self, *, max_tasks: int, max_memory: int, max_uptime: float, close: Callable[[], None],

@@ -19,7 +19,7 @@ import math
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, List, Mapping, NamedTuple, Optional
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
 
 from .._version import __version__
 from ..exceptions import ConfigError
@@ -31,7 +31,7 @@ from .._wire.addresses import host_for_url
 
 __all__ = ["MetricsServer", "health", "probe", "render_metrics"]
 
-TaskList = Callable[[], List[Mapping[str, Any]]]
+TaskList = Callable[[], Sequence[Mapping[str, Any]]]
 
 logger = logging.getLogger(__name__)
 

@@ -75,8 +75,8 @@ class StopRequests:
         Args:
             signals: the :mod:`signal` module (tests pass one with other names).
             platform: ``sys.platform``; on ``win32`` the console control handler is registered too.
-            kernel32: Windows' kernel32 (default: loaded through ctypes).
-            functype: the ctypes type of a ``HandlerRoutine`` (default: ``WINFUNCTYPE(BOOL, DWORD)``).
+            kernel32: Windows' kernel32 (default: _platform/windows.py's).
+            functype: the ctypes type of a ``HandlerRoutine`` (default: _platform/windows.py's).
         """
         handled = []
         for name in SIGNAL_NAMES:
@@ -127,18 +127,18 @@ class StopRequests:
         self._exit_now(self._forced_exit)
 
     def _install_console_handler(self, kernel32: Any, functype: Any) -> bool:
-        import ctypes  # Windows only, and only the program
+        last_error: Callable[[], object] = lambda: "unknown"
+        if sys.platform == "win32":  # the real bindings, unless a test gave its own
+            from . import windows
 
-        if functype is None:
-            functype = ctypes.WINFUNCTYPE(ctypes.c_int, ctypes.c_ulong)  # type: ignore[attr-defined]
-        if kernel32 is None:
-            kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
+            kernel32 = windows.kernel32 if kernel32 is None else kernel32
+            functype = windows.HandlerRoutine if functype is None else functype
+            last_error = windows.last_error
         self._console_handler = functype(self.on_console_event)
         if kernel32.SetConsoleCtrlHandler(self._console_handler, True):
             return True
         logger.warning("could not register a console control handler (error %s): closing the console window "
-                       "ends the node without a drain", ctypes.get_last_error() if hasattr(ctypes, "get_last_error")
-                       else "unknown")
+                       "ends the node without a drain", last_error())
         return False
 
 

@@ -146,13 +146,14 @@ def _ask_api(settings: Settings, pc_id: str, session: requests.Session, log: log
     return Address(url=_fix_host(ws_url, settings, log), skew=skew, api_seconds=elapsed)
 
 
-def requests_proxies(proxy: Optional[Proxy]) -> dict[str, Optional[str]]:
+def requests_proxies(proxy: Optional[Proxy]) -> dict[str, str]:
     """The ``proxies=`` argument that makes requests take exactly the route the node chose.
 
     requests adds the environment's proxies for every key not given (its ``trust_env``); naming
-    all three keys it reads, ``None`` for "direct", leaves it nothing to add.
+    all three keys it reads leaves it nothing to add. An empty URL is "direct": requests goes
+    through a proxy only for a URL that is not empty (``select_proxy``, then ``if proxy:``).
     """
-    url = None if proxy is None else proxy.url
+    url = "" if proxy is None else proxy.url
     return {"http": url, "https": url, "all": url}
 
 

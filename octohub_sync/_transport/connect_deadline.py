@@ -16,10 +16,11 @@ import socket
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool
 
 from .tunnel import Deadline
 
@@ -143,25 +144,35 @@ def _watch(manager: Any) -> None:
     manager.pool_classes_by_scheme = {scheme: _watched_pool(cls) for scheme, cls in pools.items()}
 
 
+if TYPE_CHECKING:
+    # What _Watching is mixed into: urllib3's HTTP, HTTPS or SOCKS connection, all HTTPConnections.
+    from urllib3.connection import HTTPConnection as _Connection
+else:
+    _Connection = object
+
+
+class _Watching(_Connection):
+    """Registers each socket of a urllib3 connection with the attempt's deadline (mixed in before the class)."""
+
+    def _new_conn(self) -> Any:
+        # A new socket: registered before the proxy's or TLS's handshake, which urllib3 runs on it next.
+        sock = super()._new_conn()
+        _register(sock)
+        return sock
+
+    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+        _register(getattr(self, "sock", None))  # a kept-alive connection of an earlier attempt
+        return super().getresponse(*args, **kwargs)
+
+
 @functools.lru_cache(maxsize=None)
-def _watched_pool(pool_cls: type) -> type:
+def _watched_pool(pool_cls: type[HTTPConnectionPool]) -> type[HTTPConnectionPool]:
     if getattr(pool_cls, "_octohub_watched", False):
         return pool_cls
-
-    # The base class is known only at run time (urllib3's HTTP, HTTPS or SOCKS connection), which mypy cannot follow.
-    class Watched(pool_cls.ConnectionCls):  # type: ignore[name-defined, misc]
-        def _new_conn(self) -> Any:
-            # A new socket: registered before the proxy's or TLS's handshake, which urllib3 runs on it next.
-            sock = super()._new_conn()
-            _register(sock)
-            return sock
-
-        def getresponse(self, *args: Any, **kwargs: Any) -> Any:
-            _register(getattr(self, "sock", None))  # a kept-alive connection of an earlier attempt
-            return super().getresponse(*args, **kwargs)
-
-    Watched.__name__ = Watched.__qualname__ = f"Watched{pool_cls.ConnectionCls.__name__}"
-    return type(f"Watched{pool_cls.__name__}", (pool_cls,), {"ConnectionCls": Watched, "_octohub_watched": True})
+    # The connection class is known only at run time (the pool's): the mixin goes in front of it.
+    base = pool_cls.ConnectionCls
+    watched = type(f"Watched{base.__name__}", (_Watching, base), {})
+    return type(f"Watched{pool_cls.__name__}", (pool_cls,), {"ConnectionCls": watched, "_octohub_watched": True})
 
 
 def _register(sock: Optional[socket.socket]) -> None:

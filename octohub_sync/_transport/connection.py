@@ -27,7 +27,7 @@ from .._wire.protocol import Dialect
 from .._config.proxies import Route
 from .._wire.signing import redact
 from .tunnel import bound_writes, open_socket
-from .frame_reader import CLOSE_TOO_BIG, BoundedFrames, Fragments
+from .frame_reader import CLOSE_TOO_BIG, BoundedFrames, Fragments, payload_bytes
 
 __all__ = ["Connection"]
 
@@ -349,12 +349,10 @@ class Connection:
         if app.sock is not None:
             # Frames are judged by their header, fragments joined in linear time: frame_reader.py says why.
             ws = app.sock
-            ws.frame_buffer = BoundedFrames(ws.frame_buffer.recv_strict, bound=self._max_frame_bytes,
-                                            refuse=self._refuse)
-            ws.cont_frame = Fragments()
+            frames_in = BoundedFrames(ws.frame_buffer.recv_strict, bound=self._max_frame_bytes, refuse=self._refuse)
             # websocket-client answers a ping on the reading thread, under the lock of every write:
             # its one call of pong() (recv_data_frame) gets ours, which writes on the send thread.
-            app.sock.pong = self._answer_ping  # type: ignore[method-assign]
+            ws.frame_buffer, ws.cont_frame, ws.pong = frames_in, Fragments(), self._answer_ping  # type: ignore[assignment, method-assign]  # patches websocket-client: its reader has no hook
         self._on_open(self)
 
     def _refuse(self, code: int, why: str) -> NoReturn:
@@ -415,7 +413,7 @@ class Connection:
         if isinstance(exc, websocket.ABNF) and exc.opcode == websocket.ABNF.OPCODE_CLOSE:
             # websocket-client before 1.9.2 (the last for Python 3.9) hands the hub's close frame to
             # on_error and gives on_close no code: read it here, or a clean close looks like a drop.
-            data = bytes(exc.data or b"")
+            data = payload_bytes(exc)
             self.close_code = int.from_bytes(data[:2], "big") if len(data) >= 2 else CLOSE_NO_STATUS
             self.error = f"closed by the hub (code {self.close_code})"
             return

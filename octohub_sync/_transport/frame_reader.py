@@ -20,7 +20,7 @@ from typing import Callable, NoReturn, Optional
 
 from websocket import ABNF, WebSocketProtocolException
 
-__all__ = ["BoundedFrames", "Fragments", "frame_bound", "CLOSE_PROTOCOL_ERROR", "CLOSE_TOO_BIG"]
+__all__ = ["BoundedFrames", "Fragments", "frame_bound", "payload_bytes", "CLOSE_PROTOCOL_ERROR", "CLOSE_TOO_BIG"]
 
 #: Close code: a message too big to process (RFC 6455 §7.4.1).
 CLOSE_TOO_BIG = 1009
@@ -40,6 +40,12 @@ _UNPACK64 = struct.Struct("!Q").unpack
 def frame_bound(max_message_bytes: int) -> int:
     """The most bytes a frame, or a message's fragments together, may declare before the connection ends."""
     return max(BOUND_FACTOR * max_message_bytes, MIN_BOUND)
+
+
+def payload_bytes(frame: ABNF) -> bytes:
+    """A frame's payload as bytes: what the wire carries (websocket-client's type allows text too)."""
+    data = frame.data
+    return data.encode("utf-8") if isinstance(data, str) else bytes(data or b"")
 
 
 class BoundedFrames:
@@ -116,9 +122,9 @@ class Fragments:
         if frame.opcode != ABNF.OPCODE_CONT:
             self._opcode = frame.opcode
             if not frame.fin:
-                self._parts = bytearray(frame.data)
+                self._parts = bytearray(payload_bytes(frame))
         elif self._parts is not None:
-            self._parts += frame.data
+            self._parts += payload_bytes(frame)
 
     def is_fire(self, frame: ABNF) -> bool:
         """Is the message complete?"""

@@ -14,7 +14,8 @@ from typing import Callable, Optional
 
 __all__ = ["Sender"]
 
-Job = Callable[[], None]
+#: A job; what it returns is ignored (delivery posts send_outbox, which says how many results went).
+Job = Callable[[], object]
 
 
 class Sender:

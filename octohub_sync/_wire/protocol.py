@@ -14,7 +14,7 @@ import math
 import re
 import time
 from enum import Enum
-from typing import Any, Mapping, NamedTuple, Optional
+from typing import Any, AnyStr, Mapping, NamedTuple, Optional
 
 from ..exceptions import ProtocolError
 
@@ -42,8 +42,8 @@ _TASK_ID = r'"task_id"\s*:\s*("(?:[^"\\]|\\.){1,%d}")' % MAX_TASK_ID
 _TASK_KIND = r'"(?:type|action)"\s*:\s*"task"'
 # The start of a task_result as _dumps writes it, up to its status.
 _RESULT_HEAD = re.compile(r'\{"type":"task_result","task_id":"(?:[^"\\]|\\.)*","status":"(\w+)"')
-_PEEK = {str: (re.compile(_TASK_ID), re.compile(_TASK_KIND)),
-         bytes: (re.compile(_TASK_ID.encode()), re.compile(_TASK_KIND.encode()))}
+_PEEK_TEXT = (re.compile(_TASK_ID), re.compile(_TASK_KIND))
+_PEEK_BYTES = (re.compile(_TASK_ID.encode()), re.compile(_TASK_KIND.encode()))
 
 
 class FrameTooLarge(ProtocolError):
@@ -128,18 +128,22 @@ def peek_task_id(frame: str | bytes) -> Optional[str]:
     Only an unambiguous answer counts: the frame says it is a task and names exactly one
     task_id (an id also found inside ``data`` could belong to another task).
     """
-    ids, kind = _PEEK[str if isinstance(frame, str) else bytes]
-    if not kind.search(frame):
+    literal = _only_task_id(frame, *_PEEK_TEXT) if isinstance(frame, str) else _only_task_id(frame, *_PEEK_BYTES)
+    if literal is None:
         return None
-    found = {m.group(1) for m in ids.finditer(frame)}
-    if len(found) != 1:
-        return None
-    literal = found.pop()
     try:
         task_id = json.loads(literal)
     except ValueError:  # e.g. invalid UTF-8 or a bad escape
         return None
     return task_id if isinstance(task_id, str) and task_id else None
+
+
+def _only_task_id(frame: AnyStr, ids: re.Pattern[AnyStr], kind: re.Pattern[AnyStr]) -> Optional[AnyStr]:
+    # The one task_id literal of a frame that says it is a task, else None.
+    if not kind.search(frame):
+        return None
+    found = {m.group(1) for m in ids.finditer(frame)}
+    return found.pop() if len(found) == 1 else None
 
 
 def parse_task(msg: Message) -> Task:

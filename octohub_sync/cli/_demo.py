@@ -13,7 +13,7 @@ from ._exit_codes import ExitCode
 __all__ = ["run_demo"]
 
 #: (task_type, data, expected status): the built-ins, a custom handler, and two failures.
-SAMPLES = (
+SAMPLES: tuple[tuple[str, dict[str, Any], str], ...] = (
     ("echo", {"hello": "octohub"}, "completed"),
     ("sleep", {"sleep_time": 0.5}, "completed"),
     ("default", {}, "completed"),

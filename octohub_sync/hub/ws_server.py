@@ -12,7 +12,6 @@ Why one module: the connection class and the server share the bookkeeping of liv
 from __future__ import annotations
 
 import contextlib
-import functools
 import itertools
 import json
 import logging
@@ -87,8 +86,7 @@ class HubConnection(ServerConnection):
         #: The Go server's writer (go dialect), else None: messages go out directly.
         self.writer = GoWriter(super().send, name=f"hub-ws-write-{number}") if server_side.go else None
         self._recv_frame = self.protocol.recv_frame
-        # Replacing a method of websockets' protocol object is the hook itself; no type says that.
-        self.protocol.recv_frame = self._hooked_recv_frame  # type: ignore[method-assign]
+        self.protocol.recv_frame = self._hooked_recv_frame  # type: ignore[method-assign]  # patches websockets: its reader has no hook
 
     def send(self, message: Any, *, text: Optional[bool] = None) -> None:
         """Send a message; in the go dialect, queue it for the writer (dropped if the queue is full)."""
@@ -110,7 +108,8 @@ class HubConnection(ServerConnection):
             elif frame.opcode is Opcode.PING and self._server_side.ping_crash and self.writer.meets_write():
                 self._server_side.panic(self, "concurrent write to websocket connection")
                 return  # no pong: the process is gone
-        if frame.opcode is Opcode.PING and self.pongs_to_skip and frame.data.startswith(self.skip_prefix):
+        if (frame.opcode is Opcode.PING and self.pongs_to_skip
+                and frame.data[:len(self.skip_prefix)] == self.skip_prefix):
             self.pongs_to_skip -= 1
             self.protocol.events.append(frame)  # still seen by process_event (the read deadline)
             return
@@ -131,8 +130,9 @@ class HubConnection(ServerConnection):
 
     def close_socket(self) -> None:
         super().close_socket()
-        if getattr(self, "writer", None) is not None:
-            self.writer.close()
+        writer = getattr(self, "writer", None)  # not set if __init__ failed before it
+        if writer is not None:
+            writer.close()
         self._server_side.untrack(self)
 
 
@@ -240,8 +240,7 @@ class WsServer:
             sock=sock,
             ssl=self._ssl_context,
             process_request=self._check_request,
-            # A factory of connections where websockets' types name a class: it calls it the same way.
-            create_connection=functools.partial(HubConnection, self),  # type: ignore[arg-type]
+            create_connection=self._connection_class(),
             compression=None,
             max_size=self._max_size,
             ping_interval=None,  # the Go server never pings: the node must
@@ -249,6 +248,16 @@ class WsServer:
             close_timeout=CLOSE_TIMEOUT,
             logger=_wire_logger,
         )
+
+    def _connection_class(self) -> type[HubConnection]:
+        # websockets makes each connection from a class, with its own arguments only: this one adds the server.
+        server_side = self
+
+        class Connection(HubConnection):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(server_side, *args, **kwargs)
+
+        return Connection
 
     def stop(self, timeout: float) -> None:
         """Stop accepting, abort every connection, join the threads (bounded by ``timeout``)."""
