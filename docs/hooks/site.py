@@ -72,6 +72,9 @@ ACCEPTS = {
     "float>=0": "number >= 0", "int>=0": "whole number >= 0", "int>=1": "whole number >= 1",
     "level": "a log level", "errorlog": "`text` or `type`", "statedir": "a directory, or `off`",
     "proxy": "a proxy URL, or `none`", "app": "`module` or `module:function`",
+    "host": "a host name or IP address (`::1` or `[::1]`), no scheme, port or path",
+    "wshost": "a host name or IP address, no scheme, port or path",
+    "metricshost": "an IP address or host name, no port",
 }
 
 _LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")

@@ -22,7 +22,7 @@ from dotenv import dotenv_values
 from ..exceptions import ConfigError
 from .proxies import EnvironmentProxies, Route, mask, parse_setting, route
 from .._wire.signing import redact
-from .._wire.addresses import host_for_url
+from .._wire.addresses import check_host, host_for_url
 
 __all__ = ["PUBLIC_EXAMPLE_KEY", "Settings", "credential_name", "load_settings", "read_key_file", "setting_names"]
 
@@ -48,10 +48,10 @@ def _opt(default: Any, help: str, *, kind: str = "str", secret: bool = False, re
 class Settings:
     """Every setting of a node. Field ``x`` is read from ``OCTOHUB_X``."""
 
-    server_host: str = _opt("localhost", "API server host (and WS host in direct mode)")
+    server_host: str = _opt("localhost", "API server host name or IP address, without a scheme or port (and WS host in direct mode)", kind="host")
     server_port: int = _opt(8080, "API server port", kind="port")
     ws_port: int = _opt(8000, "WebSocket server port (direct mode)", kind="port")
-    ws_host: Optional[str] = _opt(None, "replace the host of every WebSocket address with this one")
+    ws_host: Optional[str] = _opt(None, "replace the host of every WebSocket address with this one", kind="wshost")
     api_url: Optional[str] = _opt(None, "full API base URL, e.g. https://hub.example:8443 (overrides host/port/TLS for the API)", kind="url")
     connect_mode: str = _opt("api", "api: ask the API server for the address; direct: sign the WS URL yourself", kind="mode")
     signature_key: str = field(default="", repr=False, metadata={"help": "HMAC key of the API server (required; in direct mode the fallback for OCTOHUB_WS_SIGNATURE_KEY)", "kind": "str", "secret": True})
@@ -90,7 +90,7 @@ class Settings:
     log_task_errors: str = _opt("text", "how a handler's exception is logged: text (its type and message, cut to 500 characters) or type (its type only, with the task id: the message may hold personal data)", kind="errorlog")
     status_interval: float = _opt(300.0, "log a status line every N s (0 = off)", kind="float>=0")
     metrics_port: int = _opt(0, "serve /livez, /readyz, /healthz, /metrics and /tasks on this port (0 = off)", kind="port0")
-    metrics_host: str = _opt("127.0.0.1", "address of the metrics endpoint")
+    metrics_host: str = _opt("127.0.0.1", "address of the metrics endpoint", kind="metricshost")
     log_level: str = _opt("INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL (the demo: WARNING)", kind="level")
     app: Optional[str] = _opt(None, "serve the handlers of this module: module (its setup(client) or Handlers registry) or module:function", kind="app")
 
@@ -220,8 +220,15 @@ def _parse_port(minimum: int) -> Callable[[Any], int]:
     return parse
 
 
+def _parse_host(url_setting: str, port_setting: str) -> Callable[[Any], str]:
+    return lambda raw: check_host(str(raw).strip(), url_setting=url_setting, port_setting=port_setting)
+
+
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "str": _parse_text(),
+    "host": _parse_host("OCTOHUB_API_URL", "OCTOHUB_SERVER_PORT"),
+    "wshost": _parse_host("OCTOHUB_API_URL (the WebSocket address comes from the API)", "OCTOHUB_WS_PORT"),
+    "metricshost": _parse_host("nothing: the metrics server listens on an address", "OCTOHUB_METRICS_PORT"),
     "port": _parse_port(1),
     "port0": _parse_port(0),
     "url": _parse_text(_is_http_url, "expected http://host:port or https://host:port"),
