@@ -160,6 +160,8 @@ class NodeWebSocketClient:
             send=systemd_notify.send, alive=self.liveness, stats=self.stats,
             watchdog_interval=systemd_notify.watchdog_interval, log=self.log)
         self.log.info("initialised NodeWebSocketClient, PC ID: %s (%s)", self.pc_id, self.identity.describe())
+        for warning in settings.warnings:  # an unknown OCTOHUB_* name: a typo, said once, at start
+            self.log.warning("%s", warning)
         if settings.uses_public_key:
             self.log.warning("OCTOHUB_SIGNATURE_KEY is the public example key from env.example: "
                              "anyone can impersonate this hub; set a secret key in production")
@@ -170,12 +172,13 @@ class NodeWebSocketClient:
                               retry_interrupted: bool = True, concurrency: Optional[int] = None,
                               key: Optional[Key] = None, rate: Optional[str] = None,
                               isolation: Optional[str] = None, max_tasks_per_child: Optional[int] = None,
-                              max_memory_per_child: Optional[float] = None) -> Any:
+                              max_memory_per_child: Optional[float] = None, **unknown: Any) -> Any:
         """Run ``handler(task)`` for tasks of ``task_type``; without ``handler``, a decorator.
 
         The handler receives the whole task message (``task["data"]`` holds the
         parameters) and returns a JSON-serialisable result; raising an exception
-        answers the hub ``failed``. It runs on a worker thread.
+        answers the hub ``failed``. It runs on a worker thread. The result travels as JSON:
+        a dict's int keys arrive as strings (``{1: "a"}`` -> ``{"1": "a"}``), tuples as lists.
 
         Args:
             retry_interrupted: with a ledger (OCTOHUB_STATE_DIR), a task of this type that was
@@ -199,13 +202,14 @@ class NodeWebSocketClient:
             The handler, unchanged (so the decorator form leaves it callable and testable).
 
         Raises:
-            ValueError, TypeError: a keyword's value is invalid (the message names the task type
-                and the value), or ``isolation="process"`` with a handler a child process cannot
-                import (a lambda, a closure).
+            ValueError, TypeError: a keyword's value is invalid (the message names the task type,
+                the value and the file and line of the call), ``key`` without ``concurrency`` or
+                ``rate``, no such keyword (with the one meant), or ``isolation="process"`` with a
+                handler a child process cannot import (a lambda, a closure).
         """
         options = TaskOptions.build(task_type, retry_interrupted=retry_interrupted, concurrency=concurrency,
                                     key=key, rate=rate, isolation=isolation, max_tasks_per_child=max_tasks_per_child,
-                                    max_memory_per_child=max_memory_per_child)
+                                    max_memory_per_child=max_memory_per_child, **unknown)
         if handler is None:
             return lambda fn: self._register(task_type, fn, options)
         return self._register(task_type, handler, options)

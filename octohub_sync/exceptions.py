@@ -17,10 +17,13 @@ class ConfigError(OctoHubError):
     the key, the offending value.
     """
 
-    def __init__(self, variable: str, value: object, reason: str) -> None:
+    def __init__(self, variable: str, value: object, reason: str, *, show_value: bool = True) -> None:
         self.variable = variable
         self.value = value
         self.reason = reason
+        if not show_value:  # an unknown keyword: its value may be a key under a mistyped name
+            super().__init__(f"{variable}: {reason}")
+            return
         # A key's value is hidden; a key file's value is its path, which the operator needs to see.
         secret = "KEY" in variable and not variable.endswith("_FILE")
         shown = "(not set)" if value in (None, "") else "<hidden>" if secret else repr(value)

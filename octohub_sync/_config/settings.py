@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 
 from ..exceptions import ConfigError
+from .suggest import did_you_mean
 from .proxies import EnvironmentProxies, Route, mask, parse_setting, route
 from .._wire.signing import redact
 from .._wire.addresses import check_host, host_for_url
@@ -96,6 +97,8 @@ class Settings:
 
     #: Where each value came from ("environment", ".env", "override" or "flag"; absent: default).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    #: What reading found wrong but not fatal: an unknown ``OCTOHUB_*`` name (a typo); the node logs each at WARNING.
+    warnings: tuple = field(default=(), compare=False, repr=False)
     #: The proxy variables of the environment, read with the settings (only when OCTOHUB_PROXY is unset).
     environment: EnvironmentProxies = field(default_factory=EnvironmentProxies, compare=False, repr=False)
 
@@ -290,9 +293,10 @@ def load_settings(
         (".env", _read_env_file(env_file)),
         ("environment", environ),
     )
-    unknown = set((overrides or {})) - set(setting_names())
-    if unknown:
-        raise ConfigError(env_name(sorted(unknown)[0]), None, "unknown setting")
+    unknown = sorted(set((overrides or {})) - set(setting_names()))
+    if unknown:  # a keyword argument or a flag: named as the caller wrote it, not as an OCTOHUB_* variable
+        raise ConfigError(unknown[0], None, "no such setting" + did_you_mean(unknown[0], setting_names()),
+                          show_value=False)
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     ranks: dict[str, int] = {}  # field -> the precedence of the layer its value came from (0 is highest)
@@ -312,9 +316,23 @@ def load_settings(
     _keys_from_files(values, sources, ranks, environ)
     # OCTOHUB_PROXY set: the environment's proxy variables are not used, so not checked either.
     environment = EnvironmentProxies() if "proxy" in values else EnvironmentProxies.read(environ)
-    settings = replace(Settings(), **values, sources=sources, environment=environment)
+    settings = replace(Settings(), **values, sources=sources, environment=environment,
+                       warnings=_unknown_names(layers[1:]))
     _check_together(settings)
     return settings
+
+
+#: ``OCTOHUB_TEST_*``: the test suite's own hooks (a fake host name, MAC or journal), not settings.
+_NOT_SETTINGS = "OCTOHUB_TEST_"
+
+
+def _unknown_names(layers: tuple) -> tuple:
+    """One warning per ``OCTOHUB_*`` name of ``.env`` or the environment that is no setting: a typo
+    (``OCTOHUB_MAX_WORKER``) would otherwise leave the default in force without a word."""
+    known = [env_name(name) for name in setting_names()]
+    return tuple(f"{name} in {source} is not a setting; it is ignored{did_you_mean(name, known)}"
+                 for source, layer in layers for name in sorted(layer)
+                 if name.startswith("OCTOHUB_") and name not in known and not name.startswith(_NOT_SETTINGS))
 
 
 #: A key file larger than this is not a key file (a wrong path, say): it is refused unread.
