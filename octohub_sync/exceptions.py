@@ -82,11 +82,15 @@ class TaskFailed(OctoHubError):
 
     Attributes:
         result: the whole ``task_result`` message; ``result["error"]`` says why.
+        traceback: the handler's traceback, as the node logged it (a failing test shows its line).
     """
 
-    def __init__(self, result: dict) -> None:
+    def __init__(self, result: dict, traceback: str = "") -> None:
         self.result = result
-        super().__init__(f"task {result.get('task_id')} failed: {result.get('error')}")
+        #: The handler's traceback as the node logged it ("" if none: a timeout, a cancel).
+        self.traceback = traceback
+        message = f"task {result.get('task_id')} failed: {result.get('error')}"
+        super().__init__(f"{message}\n{traceback}" if traceback else message)
 
 
 class TaskCancelled(BaseException):

@@ -131,7 +131,7 @@ class IsolatedHandler:
         self._release(child, retire=self._worn_out(child, rest[-2]))
         if kind == "result":
             return rest[0]
-        raise remote_error(rest[0], rest[1])
+        raise remote_error(rest[0], rest[1], rest[2])
 
     def _wait(self, child: _Child, control: TaskControl) -> tuple:
         """Messages from the child until its outcome; passes the cancel flag on once."""
