@@ -368,8 +368,15 @@ class NodeWebSocketClient:
     def run_forever(self) -> None:
         """Start (if needed) and block until the node is stopped.
 
+        Returns once the node stopped: by :meth:`stop` from another thread, or by itself (a recycle).
+        Ctrl+C (KeyboardInterrupt in the main thread) stops the node gracefully first (running tasks
+        get up to OCTOHUB_SHUTDOWN_TIMEOUT), then raises the KeyboardInterrupt again, as Python's own
+        ``serve_forever()`` does: code after the call does not run as if nothing happened. A script
+        ends quietly with ``except KeyboardInterrupt: return 130`` (examples/simple_client.py).
+
         Raises:
             GaveUpError: OCTOHUB_MAX_RECONNECT_ATTEMPTS consecutive attempts failed.
+            KeyboardInterrupt: after Ctrl+C, once the node stopped (a second Ctrl+C cuts the stop short).
         """
         self.start()
         try:
