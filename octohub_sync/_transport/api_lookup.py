@@ -139,8 +139,10 @@ def _ask_api(settings: Settings, pc_id: str, session: requests.Session, log: log
                  + (f" (measured skew {skew:+.0f} s)" if skew is not None and abs(skew) >= 2 else ""),
         )
     if response.status_code != 200 or body is None:
-        what = "a non-JSON body" if body is None else f"errcode {body.get('errcode')}{_errmsg(body)}"
-        raise ApiError(f"API answered HTTP {response.status_code} with {what}", status=response.status_code)
+        what = ("a non-JSON body" if body is None else f"errcode {body['errcode']}{_errmsg(body)}" if "errcode" in body
+                else "a JSON body without errcode")
+        raise ApiError(f"API answered HTTP {response.status_code} with {what}", status=response.status_code,
+                       hint=_not_the_api(settings, response))
     ws_url = _ws_url(body, response.status_code)
     _refuse_downgrade(settings, ws_url)
     return Address(url=_fix_host(ws_url, settings, log), skew=skew, api_seconds=elapsed)
@@ -264,6 +266,24 @@ def _skew(response: requests.Response, *, started_wall: float) -> Optional[float
         return parsedate_to_datetime(date).timestamp() - started_wall
     except (TypeError, ValueError):
         return None
+
+
+def _not_the_api(settings: Settings, response: requests.Response) -> str:
+    """What to do when the server at the API's address answered, but not as the API (a 404, a 426)."""
+    if settings.api_url is None and settings.server_port == settings.ws_port or _speaks_websocket(response):
+        return (f"that is the WebSocket server (port {urlsplit(response.url).port or settings.server_port}); "
+                "OCTOHUB_SERVER_PORT is the API server's port (8080 by default), or set OCTOHUB_API_URL")
+    if response.status_code == 404:
+        return ("the server has no /node/ws: check that OCTOHUB_SERVER_PORT (or OCTOHUB_API_URL) points at the "
+                "OctoHub API server, not the WebSocket server or a proxy")
+    return ""
+
+
+def _speaks_websocket(response: requests.Response) -> bool:
+    # A WebSocket server asks for an upgrade (426) or names itself (websockets' "Server: ... websockets/N",
+    # the local hub's and the seed's WebSocket servers, which answer a plain GET with 404).
+    return (response.status_code == 426 or "websocket" in response.headers.get("Upgrade", "").lower()
+            or "websocket" in response.headers.get("Server", "").lower())
 
 
 def _network_hint(exc: requests.RequestException) -> str:
