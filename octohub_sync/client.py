@@ -217,7 +217,7 @@ class NodeWebSocketClient:
     def _register(self, task_type: str, handler: TaskHandler, options: TaskOptions) -> TaskHandler:
         if not callable(handler):
             raise TypeError(f"task handler for {task_type!r} is not callable")
-        replaced = self.runner.register(task_type, isolate(task_type, handler, options), options)
+        replaced = self.runner.register(task_type, isolate(task_type, handler, options, log=self.log), options)
         stop_children([replaced])  # a replaced isolated handler's children
         return handler
 

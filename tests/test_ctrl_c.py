@@ -41,3 +41,5 @@ def test_ctrl_c_stops_without_a_traceback(hub: LocalHub, tmp_path: Path, script:
     assert code in (0, 130), text
     assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
     assert "node stopped" in text
+    if script == "run_node.py":  # the program's signal handling logs with the node's pc_id, as every node line
+        assert "[node_ctrl_c] received SIGINT: stopping" in text

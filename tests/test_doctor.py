@@ -270,3 +270,15 @@ def test_a_url_or_a_port_in_the_host_is_a_config_error_naming_where_it_belongs(v
 def test_ipv6_literals_stay_valid_hosts(value: str) -> None:
     settings = load_settings({"server_host": value, "server_port": 8080}, env_file=False, environ={})
     assert settings.api_base == "http://[::1]:8080"
+
+
+def test_the_sources_check_prints_are_the_ones_the_docs_name(hub: LocalHub, tmp_path: Path) -> None:
+    env_file = tmp_path / "node.env"
+    env_file.write_text(f"OCTOHUB_SIGNATURE_KEY={KEY}\n")
+    done = run_cli_check("--server-host", "127.0.0.1", "--server-port", str(hub.api_port), env_file=env_file)
+    printed = set(re.findall(r"^  OCTOHUB_\w+\s+= .* \[([a-z. ]+)\]$", done.stdout, re.M))
+    assert {"flag", ".env", "default", "program default"} <= printed, done.stdout
+    docs = (ROOT / "docs" / "running-nodes.md").read_text()
+    sentence = docs[docs.index("It prints every setting with its source"):][:200]
+    named = set(re.findall(r"`\[([a-z. ]+)\]`", sentence))
+    assert printed <= named, (printed, named)

@@ -106,3 +106,10 @@ def test_the_plugins_task_failed_carries_the_traceback(hub: LocalHub) -> None:
         node.stop()
     assert "in _page" in info.value.traceback and info.value.traceback.endswith("KeyError: 'missing'")
     assert "# the line a user needs to see" in str(info.value)
+
+
+def test_the_process_pools_lines_carry_the_pc_id(make_node, hub: LocalHub, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="octohub_sync")
+    _run(make_node, hub, "exit3", isolated_handlers.exit3, isolated=True, pc_id="node_pool_lines")
+    crashed = [r.getMessage() for r in caplog.records if "child" in r.getMessage() and "exit" in r.getMessage()]
+    assert crashed and all(m.startswith("[node_pool_lines] task ") for m in crashed), crashed

@@ -1,4 +1,8 @@
-"""Where to connect: the signed API request of docs/protocol.md §1, or a self-signed URL (§2)."""
+"""Where to connect: the signed API request of docs/protocol.md §1, or a self-signed URL (§2).
+
+Why one module: the API's answer is read in one pass (status, body, address, clock), and each way it
+can be wrong gets its hint here, naming the setting to change; split, the hints would drift apart.
+"""
 from __future__ import annotations
 
 import errno
@@ -270,20 +274,15 @@ def _skew(response: requests.Response, *, started_wall: float) -> Optional[float
 
 def _not_the_api(settings: Settings, response: requests.Response) -> str:
     """What to do when the server at the API's address answered, but not as the API (a 404, a 426)."""
-    if settings.api_url is None and settings.server_port == settings.ws_port or _speaks_websocket(response):
+    # A WebSocket server asks for an upgrade (426) or names itself ("Server: ... websockets/N": the local
+    # hub's and the seed's WebSocket servers answer a plain GET with 404).
+    websocket = response.status_code == 426 or "websocket" in response.headers.get("Server", "").lower()
+    if websocket or (settings.api_url is None and settings.server_port == settings.ws_port):
         return (f"that is the WebSocket server (port {urlsplit(response.url).port or settings.server_port}); "
                 "OCTOHUB_SERVER_PORT is the API server's port (8080 by default), or set OCTOHUB_API_URL")
-    if response.status_code == 404:
-        return ("the server has no /node/ws: check that OCTOHUB_SERVER_PORT (or OCTOHUB_API_URL) points at the "
-                "OctoHub API server, not the WebSocket server or a proxy")
-    return ""
-
-
-def _speaks_websocket(response: requests.Response) -> bool:
-    # A WebSocket server asks for an upgrade (426) or names itself (websockets' "Server: ... websockets/N",
-    # the local hub's and the seed's WebSocket servers, which answer a plain GET with 404).
-    return (response.status_code == 426 or "websocket" in response.headers.get("Upgrade", "").lower()
-            or "websocket" in response.headers.get("Server", "").lower())
+    return "" if response.status_code != 404 else (
+        "the server has no /node/ws: check that OCTOHUB_SERVER_PORT (or OCTOHUB_API_URL) points at the OctoHub "
+        "API server, not the WebSocket server or a proxy")
 
 
 def _network_hint(exc: requests.RequestException) -> str:
