@@ -282,3 +282,12 @@ def test_the_sources_check_prints_are_the_ones_the_docs_name(hub: LocalHub, tmp_
     sentence = docs[docs.index("It prints every setting with its source"):][:200]
     named = set(re.findall(r"`\[([a-z. ]+)\]`", sentence))
     assert printed <= named, (printed, named)
+
+
+def test_check_notes_an_unknown_octohub_name(hub: LocalHub, tmp_path: Path) -> None:
+    env_file = tmp_path / "node.env"
+    env_file.write_text(f"OCTOHUB_SIGNATURE_KEY={KEY}\nOCTOHUB_MAX_WORKER=16\n")
+    done = run_cli_check("--server-host", "127.0.0.1", "--server-port", str(hub.api_port), env_file=env_file)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert ("OCTOHUB_MAX_WORKER in .env is not a setting; it is ignored (did you mean OCTOHUB_MAX_WORKERS?)"
+            in done.stdout)
