@@ -220,6 +220,7 @@ BAD_VALUES = dict(
     max_message_bytes="0", max_result_bytes="-1", log_task_errors="full", status_interval="-1",
     metrics_port="70000", metrics_host="a b", log_level="LOUD", app="1mod",
     server_host_with_port="127.0.0.1:8080", server_host_with_path="hub.example/api",
+    ca_file_with_garbage="{tmp}/a-file",  # exists, holds no certificate: the node would crash on its first connect
 )
 #: Settings any text is valid for (a key; a state directory the node creates): odd values still end without a traceback.
 ANY_TEXT = dict(signature_key="ключ é\t", ws_signature_key="ключ", state_dir="{tmp}/a-file")
@@ -228,7 +229,7 @@ ANY_TEXT = dict(signature_key="ключ é\t", ws_signature_key="ключ", stat
 def test_check_never_ends_in_a_traceback(tmp_path: Path) -> None:
     from octohub_sync._config.settings import setting_names
     assert set(setting_names()) <= set(BAD_VALUES) | set(ANY_TEXT)
-    (tmp_path / "a-file").write_text("")
+    (tmp_path / "a-file").write_text("not a certificate\n")
     base = {k: v for k, v in os.environ.items() if not k.startswith("OCTOHUB_") and "proxy" not in k.lower()}
     base.update(OCTOHUB_SIGNATURE_KEY=KEY, OCTOHUB_SERVER_HOST="127.0.0.1", OCTOHUB_SERVER_PORT=str(free_port()),
                 OCTOHUB_CONNECT_TIMEOUT="2", OCTOHUB_STATE_DIR=str(tmp_path / "state"))

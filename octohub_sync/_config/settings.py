@@ -60,7 +60,7 @@ class Settings:
     ws_signature_key: str = field(default="", repr=False, metadata={"help": "HMAC key of the WebSocket server, for direct mode (default: OCTOHUB_SIGNATURE_KEY)", "kind": "str", "secret": True})
     ws_signature_key_file: Optional[str] = _opt(None, "read OCTOHUB_WS_SIGNATURE_KEY from this file (default: the systemd credential octohub_ws_signature_key, if any)", kind="path")
     tls: bool = _opt(False, "use https/wss", kind="bool")
-    ca_file: Optional[str] = _opt(None, "CA bundle to verify the hub's certificate (private CA)", kind="file")
+    ca_file: Optional[str] = _opt(None, "CA bundle to verify the hub's certificate (private CA)", kind="cafile")
     tls_insecure: bool = _opt(False, "do not verify certificates (logs a warning on every connect)", kind="bool")
     proxy: Optional[str] = _opt(None, "proxy for the API and the WebSocket: http://[user:password@]host:port, socks5://..., socks5h://... or none (unset: HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY)", kind="proxy", repr=False)
     pc_id: Optional[str] = _opt(None, "node id; default node_<hash of host name and MAC>, kept in the state directory from the first start", kind="name")
@@ -223,6 +223,19 @@ def _parse_port(minimum: int) -> Callable[[Any], int]:
     return parse
 
 
+def _parse_ca_file(raw: Any) -> str:
+    """An existing file that holds certificates: a wrong one fails here, once, not on every connect."""
+    import ssl  # here: only a node given a CA file pays for it
+    path = str(raw).strip()
+    if not os.path.isfile(path):
+        raise ValueError("no such file")
+    try:
+        ssl.create_default_context(cafile=path)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise ValueError(f"not a CA bundle (PEM certificates): {getattr(exc, 'reason', None) or exc}") from None
+    return path
+
+
 def _parse_host(url_setting: str, port_setting: str) -> Callable[[Any], str]:
     return lambda raw: check_host(str(raw).strip(), url_setting=url_setting, port_setting=port_setting)
 
@@ -237,7 +250,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "url": _parse_text(_is_http_url, "expected http://host:port or https://host:port"),
     "mode": _parse_choice(("api", "direct")),
     "bool": lambda raw: raw if isinstance(raw, bool) else _parse_bool(str(raw)),
-    "file": _parse_text(os.path.isfile, "no such file"),
+    "cafile": _parse_ca_file,
     "path": _parse_text(),  # read later, with its own errors (see _keys_from_files)
     "name": _parse_text(SAFE_NAME.match, "use 1-64 characters from A-Z a-z 0-9 _ . -"),
     "float>0": _parse_number(float, 0, above=True),
