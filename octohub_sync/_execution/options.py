@@ -146,14 +146,12 @@ class TaskOptions:
         return value
 
 
-#: This package's directory: frames inside it are ours, the first one outside is the user's call.
-_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
-
 
 def _callers_line() -> str:
     """``file.py, line 12``: where the user's code called into the package (for an error message)."""
+    from .._ops.log_safety import PACKAGE_DIR  # only on an error
     frame = sys._getframe(1)
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(PACKAGE_DIR):
         frame = frame.f_back
     if frame is None:
         return "called from inside octohub_sync"

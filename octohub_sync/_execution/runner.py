@@ -310,6 +310,8 @@ class TaskRunner:
         if isinstance(exc, TaskCancelled):
             self._log.info("task %s (%s) failed: %s", tid, task_type, shown)
             return
+        if not self._log.isEnabledFor(logging.WARNING):
+            return  # the traceback is formatted only for a line that is written
         trace = format_traceback(exc, with_text=self._log_error_text, max_chars=LOGGED_ERROR_CHARS)
         self._log.warning("task %s (%s) failed: %s", tid, task_type, shown, extra={TRACEBACK: trace, "task_id": tid})
 

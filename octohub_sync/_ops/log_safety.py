@@ -19,7 +19,7 @@ import os
 import re
 from typing import Iterator
 
-__all__ = ["GoodbyeFilter", "SafeLogFilter", "TRACEBACK", "escape_controls", "format_traceback", "install",
+__all__ = ["GoodbyeFilter", "PACKAGE_DIR", "SafeLogFilter", "TRACEBACK", "escape_controls", "format_traceback", "install",
            "library_loggers", "user_frames"]
 
 #: The record attribute (``extra={TRACEBACK: text}``) of a traceback :func:`format_traceback` made safe;
@@ -111,7 +111,7 @@ def format_traceback(exc: BaseException, *, with_text: bool = True, max_chars: i
 def user_frames(exc: BaseException) -> str:
     """The frames of ``exc``'s traceback outside this package, as Python prints them (``""``: none)."""
     import traceback  # here: only a failure pays for it
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(_PACKAGE_DIR)]
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(PACKAGE_DIR)]
     return "".join(traceback.StackSummary.from_list(frames).format())
 
 
@@ -125,7 +125,7 @@ def _redact(text: str) -> str:
 #: The package whose loggers get the filter: this module's, two levels up.
 _PACKAGE = __name__.split(".")[0]
 #: Its directory: a frame under it is the node's, not the user's.
-_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 _FILTER = SafeLogFilter()
 _GOODBYE = GoodbyeFilter()
 
