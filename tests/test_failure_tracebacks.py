@@ -113,3 +113,22 @@ def test_the_process_pools_lines_carry_the_pc_id(make_node, hub: LocalHub, caplo
     _run(make_node, hub, "exit3", isolated_handlers.exit3, isolated=True, pc_id="node_pool_lines")
     crashed = [r.getMessage() for r in caplog.records if "child" in r.getMessage() and "exit" in r.getMessage()]
     assert crashed and all(m.startswith("[node_pool_lines] task ") for m in crashed), crashed
+
+
+def test_a_chain_of_causes_is_shown_oldest_first_with_control_characters_escaped() -> None:
+    from octohub_sync._ops.log_safety import format_traceback
+
+    def parse(text: str) -> int:
+        return int(text)
+
+    try:
+        try:
+            parse("x\n2026-01-01 - forged line")
+        except ValueError as exc:
+            raise LookupError("price missing") from exc
+    except LookupError as exc:
+        shown = format_traceback(exc)
+    first, second = shown.split("The above exception was the direct cause of the following exception:")
+    assert "in parse" in first and first.rstrip().endswith("\\n2026-01-01 - forged line'")
+    assert "\n2026-01-01" not in shown  # the hub's newline cannot start a line of its own
+    assert second.strip().endswith("LookupError: price missing")

@@ -79,8 +79,8 @@ _CHAIN = 5
 def format_traceback(exc: BaseException, *, with_text: bool = True, max_chars: int = 500) -> str:
     """A handler's traceback as a log may carry it: only frames outside this package, its chain of causes.
 
-    Every frame line (the user's code) has its control characters escaped; each exception's last line,
-    ``Type: message``, is masked (signatures), escaped and cut to ``max_chars``, or ``Type`` alone
+    Every frame line (the user's code) has its control characters escaped and signatures masked; each
+    exception's last line, ``Type: message``, is masked, escaped and cut to ``max_chars``, or ``Type`` alone
     when ``with_text`` is False (OCTOHUB_LOG_TASK_ERRORS=type: a message may hold personal data).
     Returns ``""`` when no frame is the user's (the node's own error, a crashed child).
     """
@@ -103,7 +103,7 @@ def format_traceback(exc: BaseException, *, with_text: bool = True, max_chars: i
         text = f"{type(item).__name__}: {item}" if with_text and str(item) else type(item).__name__
         if len(text) > max_chars:
             text = text[:max_chars] + "..."
-        lines = "".join(escape_controls(line) + "\n" for line in lines.rstrip("\n").split("\n"))
+        lines = "".join(_redact(escape_controls(line)) + "\n" for line in lines.rstrip("\n").split("\n"))
         parts.append("Traceback (most recent call last):\n" + lines + _redact(escape_controls(text)) + "\n")
     return "".join(parts).rstrip("\n")
 
