@@ -99,7 +99,7 @@ class Books:
         self.first: dict[str, float] = {}
         self.answers: dict[str, list[tuple[float, dict, dict]]] = defaultdict(list)  # (when, message, connection)
         self.deliveries: dict[str, list[tuple[float, dict]]] = defaultdict(list)  # (when, connection)
-        self.hub_closed: set[int] = set()  # ids of the connection records hub.close() ended
+        self.hub_closed: set[int] = set()  # ids of the connection records hub.close_connections() ended
         state = hub._state  # noqa: SLF001 - a measurement hook, not an API
         receive, send = state.on_frame, state._send_quietly  # noqa: SLF001
 
@@ -182,7 +182,7 @@ def strike(kind: str, hub: ChaosHub, node: Node, books: Books, rng: random.Rando
     if kind == "hub close":
         with books.lock:
             books.hub_closed.update(id(s.info) for s in hub.sessions(PC_ID))
-        return hub.close(PC_ID) > 0
+        return hub.close_connections(PC_ID) > 0
     if kind == "kill -9":
         return node.kill9(restart_after=rng.uniform(0, 2))
     if kind == "node close":

@@ -29,7 +29,10 @@ def main() -> int:
             print(f"configuration error: {exc} (or run with --local)", file=sys.stderr)
             return 2
         client.register_task_handler("reverse", reverse)
-        client.run_forever()  # Ctrl-C stops it gracefully
+        try:
+            client.run_forever()  # until Ctrl+C, which stops the node gracefully, then raises KeyboardInterrupt
+        except KeyboardInterrupt:
+            return 130  # the shell's code for "ended by Ctrl+C"; the log already says "node stopped"
         return 0
 
     from octohub_sync.hub import LocalHub

@@ -65,6 +65,8 @@ class NodeWebSocketClient:
         self.store, self.delivery, self.runner = node.store, node.delivery, node.runner
         self.task_board, self.receiver = node.task_board, node.receiver
         self.log.info("initialised NodeWebSocketClient, PC ID: %s (%s)", self.pc_id, self.identity.describe())
+        for warning in settings.warnings:  # an unknown OCTOHUB_* name: a typo, said once, at start
+            self.log.warning("%s", warning)
         if settings.uses_public_key:
             self.log.warning("OCTOHUB_SIGNATURE_KEY is the public example key from env.example: "
                              "anyone can impersonate this hub; set a secret key in production")
@@ -75,12 +77,13 @@ class NodeWebSocketClient:
                               retry_interrupted: bool = True, concurrency: Optional[int] = None,
                               key: Optional[Key] = None, rate: Optional[str] = None,
                               isolation: Optional[str] = None, max_tasks_per_child: Optional[int] = None,
-                              max_memory_per_child: Optional[float] = None) -> Any:
+                              max_memory_per_child: Optional[float] = None, **unknown: Any) -> Any:
         """Run ``handler(task)`` for tasks of ``task_type``; without ``handler``, a decorator.
 
         The handler receives the whole task message (``task["data"]`` holds the
         parameters) and returns a JSON-serialisable result; raising an exception
-        answers the hub ``failed``. It runs on a worker thread.
+        answers the hub ``failed``. It runs on a worker thread. The result travels as JSON:
+        a dict's int keys arrive as strings (``{1: "a"}`` -> ``{"1": "a"}``), tuples as lists.
 
         Args:
             retry_interrupted: with a ledger (OCTOHUB_STATE_DIR), a task of this type that was
@@ -104,13 +107,14 @@ class NodeWebSocketClient:
             The handler, unchanged (so the decorator form leaves it callable and testable).
 
         Raises:
-            ValueError, TypeError: a keyword's value is invalid (the message names the task type
-                and the value), or ``isolation="process"`` with a handler a child process cannot
-                import (a lambda, a closure).
+            ValueError, TypeError: a keyword's value is invalid (the message names the task type,
+                the value and the file and line of the call), ``key`` without ``concurrency`` or
+                ``rate``, no such keyword (with the one meant), or ``isolation="process"`` with a
+                handler a child process cannot import (a lambda, a closure).
         """
         options = TaskOptions.build(task_type, retry_interrupted=retry_interrupted, concurrency=concurrency,
                                     key=key, rate=rate, isolation=isolation, max_tasks_per_child=max_tasks_per_child,
-                                    max_memory_per_child=max_memory_per_child)
+                                    max_memory_per_child=max_memory_per_child, **unknown)
         if handler is None:
             return lambda fn: self._register(task_type, fn, options)
         return self._register(task_type, handler, options)
@@ -118,7 +122,7 @@ class NodeWebSocketClient:
     def _register(self, task_type: str, handler: TaskHandler, options: TaskOptions) -> TaskHandler:
         if not callable(handler):
             raise TypeError(f"task handler for {task_type!r} is not callable")
-        replaced = self.runner.register(task_type, isolate(task_type, handler, options), options)
+        replaced = self.runner.register(task_type, isolate(task_type, handler, options, log=self.log), options)
         stop_children([replaced])  # a replaced isolated handler's children
         return handler
 
@@ -176,8 +180,15 @@ class NodeWebSocketClient:
     def run_forever(self) -> None:
         """Start (if needed) and block until the node is stopped.
 
+        Returns once the node stopped: by :meth:`stop` from another thread, or by itself (a recycle).
+        Ctrl+C (KeyboardInterrupt in the main thread) stops the node gracefully first (running tasks
+        get up to OCTOHUB_SHUTDOWN_TIMEOUT), then raises the KeyboardInterrupt again, as Python's own
+        ``serve_forever()`` does: code after the call does not run as if nothing happened. A script
+        ends quietly with ``except KeyboardInterrupt: return 130`` (examples/simple_client.py).
+
         Raises:
             GaveUpError: OCTOHUB_MAX_RECONNECT_ATTEMPTS consecutive attempts failed.
+            KeyboardInterrupt: after Ctrl+C, once the node stopped (a second Ctrl+C cuts the stop short).
         """
         self.start()
         try:

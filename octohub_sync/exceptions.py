@@ -17,10 +17,13 @@ class ConfigError(OctoHubError):
     the key, the offending value.
     """
 
-    def __init__(self, variable: str, value: object, reason: str) -> None:
+    def __init__(self, variable: str, value: object, reason: str, *, show_value: bool = True) -> None:
         self.variable = variable
         self.value = value
         self.reason = reason
+        if not show_value:  # an unknown keyword: its value may be a key under a mistyped name
+            super().__init__(f"{variable}: {reason}")
+            return
         # A key's value is hidden; a key file's value is its path, which the operator needs to see.
         secret = "KEY" in variable and not variable.endswith("_FILE")
         shown = "(not set)" if value in (None, "") else "<hidden>" if secret else repr(value)
@@ -79,11 +82,15 @@ class TaskFailed(OctoHubError):
 
     Attributes:
         result: the whole ``task_result`` message; ``result["error"]`` says why.
+        traceback: the handler's traceback, as the node logged it (a failing test shows its line).
     """
 
-    def __init__(self, result: dict) -> None:
+    def __init__(self, result: dict, traceback: str = "") -> None:
         self.result = result
-        super().__init__(f"task {result.get('task_id')} failed: {result.get('error')}")
+        #: The handler's traceback as the node logged it ("" if none: a timeout, a cancel).
+        self.traceback = traceback
+        message = f"task {result.get('task_id')} failed: {result.get('error')}"
+        super().__init__(f"{message}\n{traceback}" if traceback else message)
 
 
 class TaskCancelled(BaseException):

@@ -11,12 +11,14 @@ This module imports the hub (and so the ``websockets`` library) only when a node
 from __future__ import annotations
 
 import itertools
+import logging
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
 
 from .app import Setup, install_app, load_app
 from .client import NodeWebSocketClient
 from ._config.settings import load_settings
 from .exceptions import TaskFailed
+from ._ops.log_safety import TRACEBACK
 
 if TYPE_CHECKING:
     from .hub import LocalHub
@@ -33,6 +35,19 @@ TEST_SETTINGS: Mapping[str, Any] = dict(
 WAIT = 10.0
 
 _numbers = itertools.count(1)
+
+
+class _Tracebacks(logging.Handler):
+    """Keeps the traceback of each ``failed`` line the node logs, by task id (for :class:`TaskFailed`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: dict[str, str] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        trace = getattr(record, TRACEBACK, None)
+        if trace:
+            self.found[getattr(record, "task_id", "")] = trace
 
 
 class LocalNode:
@@ -74,9 +89,14 @@ class LocalNode:
             TaskFailed: the node answered ``failed`` (``.result["error"]`` says why).
             TimeoutError: no result within ``timeout`` seconds.
         """
-        answer = self.result(task_type, data, timeout=timeout, task_timeout=task_timeout)
+        traces = _Tracebacks()
+        logging.getLogger("octohub_sync").addHandler(traces)  # the node's failed line carries the traceback
+        try:
+            answer = self.result(task_type, data, timeout=timeout, task_timeout=task_timeout)
+        finally:
+            logging.getLogger("octohub_sync").removeHandler(traces)
         if answer.get("status") != "completed":
-            raise TaskFailed(answer)
+            raise TaskFailed(answer, traces.found.get(str(answer.get("task_id")), ""))
         return answer.get("result")
 
     def drop(self, *, reconnect: bool = True, timeout: float = WAIT) -> None:

@@ -41,3 +41,22 @@ def test_skew_from_the_date_header() -> None:
     assert _skew(answer("Mon, 20 Sep 2021 07:39:36 GMT"), started_wall=1632123456.0) == 120.0
     assert _skew(answer(None), started_wall=1632123456.0) is None  # unknown, not zero
     assert _skew(answer("yesterday"), started_wall=1632123456.0) is None
+
+
+@pytest.mark.parametrize("how", ["server_port", "api_url"])
+def test_the_websocket_port_as_the_apis_is_named_once_in_the_nodes_log(make_node, hub, caplog, how: str) -> None:
+    import logging
+
+    from .conftest import wait_until
+
+    caplog.set_level(logging.INFO, logger="octohub_sync")
+    # api_url: the ports differ from the settings' view, so the node knows it from the server's answer alone.
+    where = {"server_port": hub.ws_port} if how == "server_port" else {"api_url": f"http://127.0.0.1:{hub.ws_port}"}
+    client = make_node(**where, reconnect_interval=0.05, reconnect_max_interval=0.1)
+    assert wait_until(lambda: client.stats()["connect_failures"] >= 3, 10)
+    client.stop(5)
+    failed = [r for r in caplog.records if "connection" in r.getMessage() and "failed" in r.getMessage()]
+    told = [r for r in failed if r.levelno == logging.WARNING]
+    assert len(told) == 1, [r.getMessage() for r in failed]  # news once; the repeats at INFO
+    assert (f"API answered HTTP 404 with a JSON body without errcode - that is the WebSocket server (port {hub.ws_port}); "
+            "OCTOHUB_SERVER_PORT is the API server's port") in told[0].getMessage()

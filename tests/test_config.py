@@ -44,8 +44,34 @@ def test_bad_key_value_is_not_echoed() -> None:
 
 
 def test_unknown_override_is_refused() -> None:
-    with pytest.raises(ConfigError, match="OCTOHUB_SERVER_HOSTNAME"):
+    with pytest.raises(ConfigError, match=r"^server_hostname: no such setting \(did you mean server_host\?\)"):
         load_settings({"server_hostname": "x"}, environ={})
+
+
+def test_a_mistyped_keyword_is_named_with_the_one_meant_and_no_value() -> None:
+    from octohub_sync import NodeWebSocketClient
+    with pytest.raises(ConfigError) as info:
+        NodeWebSocketClient(signature_key="k", max_worker=16, env_file=False)
+    assert str(info.value) == "max_worker: no such setting (did you mean max_workers?)"
+    with pytest.raises(ConfigError) as info:
+        NodeWebSocketClient(signature_key="k", signatur_key="s3cr3t", env_file=False)
+    assert "s3cr3t" not in str(info.value) and "OCTOHUB_" not in str(info.value)
+
+
+def test_an_unknown_octohub_name_in_the_environment_or_env_file_is_a_warning(tmp_path, caplog) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("OCTOHUB_SEVER_HOST=hub.example\n")
+    settings = load_settings(env_file=env_file, environ={"OCTOHUB_MAX_WORKER": "16", "OCTOHUB_TEST_MAC": "x",
+                                                         "OCTOHUB_SIGNATURE_KEY": "k"})
+    assert settings.warnings == (
+        "OCTOHUB_SEVER_HOST in .env is not a setting; it is ignored (did you mean OCTOHUB_SERVER_HOST?)",
+        "OCTOHUB_MAX_WORKER in environment is not a setting; it is ignored (did you mean OCTOHUB_MAX_WORKERS?)",
+    )
+    from octohub_sync import NodeWebSocketClient
+    with caplog.at_level("WARNING", logger="octohub_sync"):
+        NodeWebSocketClient(settings=settings)
+    logged = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "did you mean" in r.getMessage()]
+    assert len(logged) == 2 and "OCTOHUB_MAX_WORKERS?" in logged[1]
 
 
 def test_missing_env_file_is_an_error(tmp_path) -> None:

@@ -2,6 +2,7 @@
 and the step it names when one fails."""
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import io
 import os
@@ -204,3 +205,90 @@ def test_check_against_a_websocket_service_that_closes_at_once(hub: LocalHub) ->
         code, output = in_process_check(check_settings(hub, connect_mode="direct", ws_port=port))
     last = output.strip().splitlines()[-1]
     assert code != 0 and last.startswith("FAILED at step 'WebSocket': the hub closed the connection before confirming it")
+
+
+#: A bad value for every setting (tests/test_doctor.py::test_check_never_ends_in_a_traceback checks the list is whole).
+BAD_VALUES = dict(
+    server_host="http://127.0.0.1", server_port="http", ws_port="0", ws_host="127.0.0.1:8000",
+    api_url="localhost:8080", connect_mode="websocket", signature_key_file="/nonexistent/key",
+    ws_signature_key_file="/nonexistent/key", tls="maybe", ca_file="/nonexistent/ca.pem",
+    tls_insecure="2", proxy="ftp://proxy:21", pc_id="a b", instance="a/b", reconnect_interval="0",
+    reconnect_max_interval="-1", max_reconnect_attempts="1.5", stable_after="x", connect_timeout="inf",
+    ping_interval="nan", ping_timeout="-1", hub_read_timeout="x", max_workers="0", max_pending="-1",
+    task_timeout="x", cancel_grace="-1", progress_interval="-1", shutdown_timeout="x", outbox_size="0",
+    result_cache_size="0", max_tasks="-1", max_memory="x", max_uptime="-1",
+    max_message_bytes="0", max_result_bytes="-1", log_task_errors="full", status_interval="-1",
+    metrics_port="70000", metrics_host="a b", log_level="LOUD", app="1mod",
+    server_host_with_port="127.0.0.1:8080", server_host_with_path="hub.example/api",
+    ca_file_with_garbage="{tmp}/a-file",  # exists, holds no certificate: the node would crash on its first connect
+)
+#: Settings any text is valid for (a key; a state directory the node creates): odd values still end without a traceback.
+ANY_TEXT = dict(signature_key="ключ é\t", ws_signature_key="ключ", state_dir="{tmp}/a-file")
+
+
+def test_check_never_ends_in_a_traceback(tmp_path: Path) -> None:
+    from octohub_sync._config.settings import setting_names
+    assert set(setting_names()) <= set(BAD_VALUES) | set(ANY_TEXT)
+    (tmp_path / "a-file").write_text("not a certificate\n")
+    base = {k: v for k, v in os.environ.items() if not k.startswith("OCTOHUB_") and "proxy" not in k.lower()}
+    base.update(OCTOHUB_SIGNATURE_KEY=KEY, OCTOHUB_SERVER_HOST="127.0.0.1", OCTOHUB_SERVER_PORT=str(free_port()),
+                OCTOHUB_CONNECT_TIMEOUT="2", OCTOHUB_STATE_DIR=str(tmp_path / "state"))
+
+    def check(name: str, value: str) -> tuple[int, str]:
+        setting = name.split("_with_")[0]
+        env = dict(base, **{"OCTOHUB_" + setting.upper(): value.format(tmp=tmp_path)})
+        if setting == "signature_key_file":
+            del env["OCTOHUB_SIGNATURE_KEY"]
+        run = subprocess.run([sys.executable, str(ROOT / "run_node.py"), "--check"], cwd=str(tmp_path), env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60)
+        return run.returncode, run.stdout
+
+    # Three at a time: 44 interpreters at once would starve the tests running beside this one.
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        runs = {name: pool.submit(check, name, value) for name, value in {**BAD_VALUES, **ANY_TEXT}.items()}
+    for name, future in runs.items():
+        code, out = future.result()
+        assert "Traceback" not in out, (name, out)
+        if name in BAD_VALUES:
+            assert code == 2, (name, out)
+            assert "configuration error: OCTOHUB_" + name.split("_with_")[0].upper() in out, (name, out)
+        else:
+            assert code == 1, (name, out)  # nothing listens: the API step fails, with its reason
+
+
+@pytest.mark.parametrize("value, names", [
+    ("http://127.0.0.1", "OCTOHUB_API_URL"), ("https://hub.example:8443/", "OCTOHUB_API_URL"),
+    ("127.0.0.1:8080", "put 8080 in OCTOHUB_SERVER_PORT"), ("hub.example:8080", "put 8080 in OCTOHUB_SERVER_PORT"),
+    ("[::1]:8080", "put 8080 in OCTOHUB_SERVER_PORT"), ("hub.example/api", "OCTOHUB_API_URL"),
+])
+def test_a_url_or_a_port_in_the_host_is_a_config_error_naming_where_it_belongs(value: str, names: str) -> None:
+    from octohub_sync.exceptions import ConfigError
+    with pytest.raises(ConfigError, match="OCTOHUB_SERVER_HOST=.*" + re.escape(names)):
+        load_settings({"server_host": value}, env_file=False, environ={})
+
+
+@pytest.mark.parametrize("value", ["::1", "[::1]"])
+def test_ipv6_literals_stay_valid_hosts(value: str) -> None:
+    settings = load_settings({"server_host": value, "server_port": 8080}, env_file=False, environ={})
+    assert settings.api_base == "http://[::1]:8080"
+
+
+def test_the_sources_check_prints_are_the_ones_the_docs_name(hub: LocalHub, tmp_path: Path) -> None:
+    env_file = tmp_path / "node.env"
+    env_file.write_text(f"OCTOHUB_SIGNATURE_KEY={KEY}\n")
+    done = run_cli_check("--server-host", "127.0.0.1", "--server-port", str(hub.api_port), env_file=env_file)
+    printed = set(re.findall(r"^  OCTOHUB_\w+\s+= .* \[([a-z. ]+)\]$", done.stdout, re.M))
+    assert {"flag", ".env", "default", "program default"} <= printed, done.stdout
+    docs = (ROOT / "docs" / "running-nodes.md").read_text()
+    sentence = docs[docs.index("It prints every setting with its source"):][:200]
+    named = set(re.findall(r"`\[([a-z. ]+)\]`", sentence))
+    assert printed <= named, (printed, named)
+
+
+def test_check_notes_an_unknown_octohub_name(hub: LocalHub, tmp_path: Path) -> None:
+    env_file = tmp_path / "node.env"
+    env_file.write_text(f"OCTOHUB_SIGNATURE_KEY={KEY}\nOCTOHUB_MAX_WORKER=16\n")
+    done = run_cli_check("--server-host", "127.0.0.1", "--server-port", str(hub.api_port), env_file=env_file)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert ("OCTOHUB_MAX_WORKER in .env is not a setting; it is ignored (did you mean OCTOHUB_MAX_WORKERS?)"
+            in done.stdout)

@@ -40,7 +40,7 @@ def test_reconnects_after_ws_server_restart(node: NodeWebSocketClient, hub: Loca
 
 def test_clean_close_by_hub_also_reconnects(node: NodeWebSocketClient, hub: LocalHub) -> None:
     # websocket-client's own reconnect= would stop here: a clean close ends its loop.
-    assert hub.close(node.pc_id, code=1000) == 1
+    assert hub.close_connections(node.pc_id, code=1000) == 1
     assert hub.wait_for(lambda: ready_count(hub, node.pc_id) == 2, 10)
 
 

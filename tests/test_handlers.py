@@ -25,3 +25,21 @@ def test_echo_and_default() -> None:
 def test_sleep_time_that_is_not_a_number_fails_naming_it(raw: object) -> None:
     with pytest.raises(ValueError, match="sleep_time must be a number, got " + re.escape(repr(raw))):
         sleep({"task_id": "t", "data": {"sleep_time": raw}})
+
+
+def test_int_keys_come_back_as_strings_as_the_docs_and_the_docstring_say(hub) -> None:
+    from pathlib import Path
+
+    from octohub_sync import NodeWebSocketClient
+    from octohub_sync.testing import make_local_node
+
+    node = make_local_node(hub)
+    try:
+        node.register("numbers", lambda task: {1: "a", "t": (1, 2)})
+        assert node.run("numbers") == {"1": "a", "t": [1, 2]}
+    finally:
+        node.stop()
+    docs = Path(__file__).resolve().parent.parent / "docs"
+    for page in ("messages.md", "guarantees.md"):
+        assert '`{1: "a"}`' in (docs / page).read_text() and "int keys" in (docs / page).read_text(), page
+    assert 'int keys arrive as strings' in NodeWebSocketClient.register_task_handler.__doc__

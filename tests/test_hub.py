@@ -558,14 +558,14 @@ def test_drop_and_close(make_hub: HubFactory) -> None:
     frames: list[tuple[int, bytes]] = []
 
     def read_close() -> None:
-        # hub.close() waits for the node to answer the close frame and close TCP, as a real node does.
+        # hub.close_connections() waits for the node to answer the close frame and close TCP, as a real node does.
         frames.append(node.ws.recv_data(control_frame=True))
         node.ws.shutdown()
 
     reader = threading.Thread(target=read_close)
     reader.start()
     started = time.monotonic()
-    assert hub.close("node_a", code=4000) == 1
+    assert hub.close_connections("node_a", code=4000) == 1
     assert time.monotonic() - started < 1.0
     reader.join(IO_TIMEOUT)
     opcode, data = frames[0]

@@ -125,3 +125,44 @@ def test_check_direct_mode_401_names_where_the_ws_key_came_from(hub: LocalHub, t
     assert last.startswith("FAILED at step 'WebSocket'") and "HTTP 401" in last
     assert "this node signed with OCTOHUB_WS_SIGNATURE_KEY, read from the .env file" in last
     assert "yesterdays-ws-key" not in out.getvalue() and KEY not in out.getvalue()
+
+
+def test_send_your_own_task_types_from_the_command_line(tmp_path: Path) -> None:
+    """``--send TYPE JSON`` (repeatable) and ``--count N``: an ``--app`` node's own types, tried without a script."""
+    hub_out = tmp_path / "hub.out"
+    with open(hub_out, "w") as out:
+        hub = subprocess.Popen([sys.executable, "-m", "octohub_sync.hub", "--api-port", "0", "--ws-port", "0",
+                                "--key", KEY, "--send", "reverse", '{"text": "octohub"}',
+                                "--send", "word_count", '{"text": "a b a"}', "--count", "2"],
+                               cwd=tmp_path, env=plain_env(), stdout=out, stderr=subprocess.DEVNULL)
+    node = None
+    try:
+        assert wait_until(lambda: "--server-port" in hub_out.read_text(), 20)
+        assert "4 task(s) waiting for the first node that is ready" in hub_out.read_text()
+        command = next(line.split() for line in hub_out.read_text().splitlines() if "--server-port" in line)
+        flags = command[command.index("--server-host"):]
+        node = subprocess.Popen([sys.executable, str(ROOT / "run_node.py"), "--app", "examples.tasks", *flags],
+                                cwd=ROOT, env=plain_env(OCTOHUB_STATE_DIR="off", OCTOHUB_SIGNATURE_KEY=KEY),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert wait_until(lambda: hub_out.read_text().count('"status": "completed"') == 4, 20), hub_out.read_text()
+    finally:
+        codes = [stop(proc) for proc in (node, hub) if proc is not None]
+    assert codes == [0, 0]
+    results = [line for line in hub_out.read_text().splitlines() if line.startswith("result:")]
+    assert sum('"result": "buhotco"' in line for line in results) == 2
+    assert sum('"result": {"words": 3, "distinct": 2}' in line for line in results) == 2
+
+
+def test_send_with_data_that_is_not_json_names_the_task(tmp_path: Path) -> None:
+    run = subprocess.run([sys.executable, "-m", "octohub_sync.hub", "--send", "resize", "{path: a.png}"],
+                         cwd=tmp_path, env=plain_env(), capture_output=True, text=True, timeout=30)
+    assert run.returncode == 2 and "--send resize '{path: a.png}': not JSON" in run.stderr
+
+
+def test_local_hub_close_stops_the_hub_as_stop_does() -> None:
+    hub = LocalHub(KEY).start()
+    api = hub.api_port
+    hub.close()
+    import socket
+    with socket.socket() as probe:  # the API's port no longer answers: the hub ended, not only its connections
+        assert probe.connect_ex(("127.0.0.1", api)) != 0

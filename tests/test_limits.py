@@ -3,6 +3,7 @@ the handlers' own start and end times."""
 from __future__ import annotations
 
 import re
+import sys
 import threading
 import time
 from typing import Any, Callable
@@ -187,6 +188,9 @@ def test_a_key_function_that_raises_is_answered_failed(make_node, hub: LocalHub)
     ({"concurrency": 0}, ValueError, "task type 'post': concurrency=0 must be >= 1"),
     ({"concurrency": "2"}, TypeError, "concurrency='2'"),
     ({"key": 5}, TypeError, "task type 'post': key=5 is neither"),
+    ({"key": "account"}, ValueError, "task type 'post': key= holds concurrency= or rate= per key value"),
+    ({"concurency": 2}, TypeError, "no keyword 'concurency' (did you mean concurrency?)"),
+    ({"max_task_per_child": 2}, TypeError, "no keyword 'max_task_per_child' (did you mean max_tasks_per_child?)"),
 ])
 def test_bad_options_are_refused_at_registration(make_node, options: dict, kind: type, text: str) -> None:
     node = make_node(_start=False)
@@ -194,9 +198,23 @@ def test_bad_options_are_refused_at_registration(make_node, options: dict, kind:
         node.register_task_handler("post", lambda task: None, **options)
     assert "post" not in node.runner.handlers
     registry = Handlers()
-    with pytest.raises(kind):
+    with pytest.raises(kind, match=re.escape(text)):
         registry.task("post", **options)(lambda task: None)
     assert "post" not in registry.tasks
+
+
+@pytest.mark.parametrize("options", [{"rate": "fast"}, {"concurrency": 0}, {"key": "account"}, {"concurency": 1}])
+def test_a_bad_option_names_the_users_file_and_line(make_node, options: dict) -> None:
+    node = make_node(_start=False)
+    line = sys._getframe().f_lineno + 2  # the call's line
+    with pytest.raises((TypeError, ValueError)) as info:
+        node.register_task_handler("post", lambda task: None, **options)
+    assert str(info.value).endswith(f"({__file__}, line {line})")
+    registry = Handlers()
+    line = sys._getframe().f_lineno + 2
+    with pytest.raises((TypeError, ValueError)) as info:
+        registry.task("post", **options)(lambda task: None)
+    assert str(info.value).endswith(f"({__file__}, line {line})")
 
 
 def test_handlers_registry_passes_the_keywords_on(make_node, hub: LocalHub) -> None:

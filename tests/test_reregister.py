@@ -96,7 +96,7 @@ def test_node_reregisters_and_is_reachable_again(make_node, go_hub: LocalHub, pr
 def test_clean_closes_schedule_no_reregistration(make_node, go_hub: LocalHub) -> None:
     client = make_node(_hub=go_hub, hub_read_timeout=READ_TIMEOUT, ping_interval=0.3, ping_timeout=0.2)
     assert client.wait_connected(10)
-    go_hub.close(client.pc_id)  # a close handshake: the hub cleaned up before we reconnect
+    go_hub.close_connections(client.pc_id)  # a close handshake: the hub cleaned up before we reconnect
     assert go_hub.wait_for(lambda: len(go_hub.connections) == 2 and go_hub.connected(client.pc_id), 10)
     # Longer than a re-registration would take: the second connection stays.
     assert not go_hub.wait_for(lambda: len(go_hub.connections) > 2, READ_TIMEOUT + reregister_margin(READ_TIMEOUT) + 1)

@@ -188,7 +188,7 @@ def test_session_with_drops_and_reconnects(capture: Capture, make_node: Any, dia
         assert hub.drop(node.pc_id) == 1  # TCP abort, no close frame
         assert reconnected(node, hub, 2), node.stats()
         run_some_tasks(node, hub)
-        assert hub.close(node.pc_id) == 1  # clean close handshake
+        assert hub.close_connections(node.pc_id) == 1  # clean close handshake
         assert reconnected(node, hub, 3), node.stats()
         hub.stop_ws()  # the API still hands out addresses that refuse connections
         assert wait_until(lambda: node.stats()["connect_failures"] >= 1, 5), node.stats()

@@ -67,11 +67,14 @@ GUIDES = {
 #: What a setting's kind of value accepts, in words (an unknown kind is shown as its name).
 ACCEPTS = {
     "str": "text", "port": "port, 1-65535", "port0": "port, 0 = off", "url": "http(s)://host[:port]",
-    "mode": "`api` or `direct`", "bool": "true/false, 1/0, yes/no, on/off", "file": "an existing file",
+    "mode": "`api` or `direct`", "bool": "true/false, 1/0, yes/no, on/off", "cafile": "an existing file of PEM certificates",
     "path": "a file", "name": "1-64 of `A-Z a-z 0-9 _ . -`", "float>0": "number > 0",
     "float>=0": "number >= 0", "int>=0": "whole number >= 0", "int>=1": "whole number >= 1",
     "level": "a log level", "errorlog": "`text` or `type`", "statedir": "a directory, or `off`",
     "proxy": "a proxy URL, or `none`", "app": "`module` or `module:function`",
+    "host": "a host name or IP address (`::1` or `[::1]`), no scheme, port or path",
+    "wshost": "a host name or IP address, no scheme, port or path",
+    "metricshost": "an IP address or host name, no port",
 }
 
 _LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")

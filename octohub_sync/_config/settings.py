@@ -20,9 +20,10 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 
 from ..exceptions import ConfigError
+from .suggest import did_you_mean
 from .proxies import EnvironmentProxies, Route, mask, parse_setting, route
 from .._wire.signing import redact
-from .._wire.addresses import host_for_url
+from .._wire.addresses import check_host, host_for_url
 
 __all__ = ["PUBLIC_EXAMPLE_KEY", "Settings", "credential_name", "load_settings", "read_key_file", "setting_names"]
 
@@ -48,10 +49,10 @@ def _opt(default: Any, help: str, *, kind: str = "str", secret: bool = False, re
 class Settings:
     """Every setting of a node. Field ``x`` is read from ``OCTOHUB_X``."""
 
-    server_host: str = _opt("localhost", "API server host (and WS host in direct mode)")
+    server_host: str = _opt("localhost", "API server host name or IP address, without a scheme or port (and WS host in direct mode)", kind="host")
     server_port: int = _opt(8080, "API server port", kind="port")
     ws_port: int = _opt(8000, "WebSocket server port (direct mode)", kind="port")
-    ws_host: Optional[str] = _opt(None, "replace the host of every WebSocket address with this one")
+    ws_host: Optional[str] = _opt(None, "replace the host of every WebSocket address with this one", kind="wshost")
     api_url: Optional[str] = _opt(None, "full API base URL, e.g. https://hub.example:8443 (overrides host/port/TLS for the API)", kind="url")
     connect_mode: str = _opt("api", "api: ask the API server for the address; direct: sign the WS URL yourself", kind="mode")
     signature_key: str = field(default="", repr=False, metadata={"help": "HMAC key of the API server (required; in direct mode the fallback for OCTOHUB_WS_SIGNATURE_KEY)", "kind": "str", "secret": True})
@@ -59,7 +60,7 @@ class Settings:
     ws_signature_key: str = field(default="", repr=False, metadata={"help": "HMAC key of the WebSocket server, for direct mode (default: OCTOHUB_SIGNATURE_KEY)", "kind": "str", "secret": True})
     ws_signature_key_file: Optional[str] = _opt(None, "read OCTOHUB_WS_SIGNATURE_KEY from this file (default: the systemd credential octohub_ws_signature_key, if any)", kind="path")
     tls: bool = _opt(False, "use https/wss", kind="bool")
-    ca_file: Optional[str] = _opt(None, "CA bundle to verify the hub's certificate (private CA)", kind="file")
+    ca_file: Optional[str] = _opt(None, "CA bundle to verify the hub's certificate (private CA)", kind="cafile")
     tls_insecure: bool = _opt(False, "do not verify certificates (logs a warning on every connect)", kind="bool")
     proxy: Optional[str] = _opt(None, "proxy for the API and the WebSocket: http://[user:password@]host:port, socks5://..., socks5h://... or none (unset: HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY)", kind="proxy", repr=False)
     pc_id: Optional[str] = _opt(None, "node id; default node_<hash of host name and MAC>, kept in the state directory from the first start", kind="name")
@@ -90,12 +91,14 @@ class Settings:
     log_task_errors: str = _opt("text", "how a handler's exception is logged: text (its type and message, cut to 500 characters) or type (its type only, with the task id: the message may hold personal data)", kind="errorlog")
     status_interval: float = _opt(300.0, "log a status line every N s (0 = off)", kind="float>=0")
     metrics_port: int = _opt(0, "serve /livez, /readyz, /healthz, /metrics and /tasks on this port (0 = off)", kind="port0")
-    metrics_host: str = _opt("127.0.0.1", "address of the metrics endpoint")
+    metrics_host: str = _opt("127.0.0.1", "address of the metrics endpoint", kind="metricshost")
     log_level: str = _opt("INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL (the demo: WARNING)", kind="level")
     app: Optional[str] = _opt(None, "serve the handlers of this module: module (its setup(client) or Handlers registry) or module:function", kind="app")
 
     #: Where each value came from ("environment", ".env", "override" or "flag"; absent: default).
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    #: What reading found wrong but not fatal: an unknown ``OCTOHUB_*`` name (a typo); the node logs each at WARNING.
+    warnings: tuple = field(default=(), compare=False, repr=False)
     #: The proxy variables of the environment, read with the settings (only when OCTOHUB_PROXY is unset).
     environment: EnvironmentProxies = field(default_factory=EnvironmentProxies, compare=False, repr=False)
 
@@ -220,14 +223,34 @@ def _parse_port(minimum: int) -> Callable[[Any], int]:
     return parse
 
 
+def _parse_ca_file(raw: Any) -> str:
+    """An existing file that holds certificates: a wrong one fails here, once, not on every connect."""
+    import ssl  # here: only a node given a CA file pays for it
+    path = str(raw).strip()
+    if not os.path.isfile(path):
+        raise ValueError("no such file")
+    try:
+        ssl.create_default_context(cafile=path)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise ValueError(f"not a CA bundle (PEM certificates): {getattr(exc, 'reason', None) or exc}") from None
+    return path
+
+
+def _parse_host(url_setting: str, port_setting: str) -> Callable[[Any], str]:
+    return lambda raw: check_host(str(raw).strip(), url_setting=url_setting, port_setting=port_setting)
+
+
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "str": _parse_text(),
+    "host": _parse_host("OCTOHUB_API_URL", "OCTOHUB_SERVER_PORT"),
+    "wshost": _parse_host("OCTOHUB_API_URL (the WebSocket address comes from the API)", "OCTOHUB_WS_PORT"),
+    "metricshost": _parse_host("nothing: the metrics server listens on an address", "OCTOHUB_METRICS_PORT"),
     "port": _parse_port(1),
     "port0": _parse_port(0),
     "url": _parse_text(_is_http_url, "expected http://host:port or https://host:port"),
     "mode": _parse_choice(("api", "direct")),
     "bool": lambda raw: raw if isinstance(raw, bool) else _parse_bool(str(raw)),
-    "file": _parse_text(os.path.isfile, "no such file"),
+    "cafile": _parse_ca_file,
     "path": _parse_text(),  # read later, with its own errors (see _keys_from_files)
     "name": _parse_text(SAFE_NAME.match, "use 1-64 characters from A-Z a-z 0-9 _ . -"),
     "float>0": _parse_number(float, 0, above=True),
@@ -283,9 +306,10 @@ def load_settings(
         (".env", _read_env_file(env_file)),
         ("environment", environ),
     )
-    unknown = set((overrides or {})) - set(setting_names())
-    if unknown:
-        raise ConfigError(env_name(sorted(unknown)[0]), None, "unknown setting")
+    unknown = sorted(set((overrides or {})) - set(setting_names()))
+    if unknown:  # a keyword argument or a flag: named as the caller wrote it, not as an OCTOHUB_* variable
+        raise ConfigError(unknown[0], None, "no such setting" + did_you_mean(unknown[0], setting_names()),
+                          show_value=False)
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     ranks: dict[str, int] = {}  # field -> the precedence of the layer its value came from (0 is highest)
@@ -305,9 +329,23 @@ def load_settings(
     _keys_from_files(values, sources, ranks, environ)
     # OCTOHUB_PROXY set: the environment's proxy variables are not used, so not checked either.
     environment = EnvironmentProxies() if "proxy" in values else EnvironmentProxies.read(environ)
-    settings = replace(Settings(), **values, sources=sources, environment=environment)
+    settings = replace(Settings(), **values, sources=sources, environment=environment,
+                       warnings=_unknown_names(layers[1:]))
     _check_together(settings)
     return settings
+
+
+#: ``OCTOHUB_TEST_*``: the test suite's own hooks (a fake host name, MAC or journal), not settings.
+_NOT_SETTINGS = "OCTOHUB_TEST_"
+
+
+def _unknown_names(layers: tuple) -> tuple:
+    """One warning per ``OCTOHUB_*`` name of ``.env`` or the environment that is no setting: a typo
+    (``OCTOHUB_MAX_WORKER``) would otherwise leave the default in force without a word."""
+    known = [env_name(name) for name in setting_names()]
+    return tuple(f"{name} in {source} is not a setting; it is ignored{did_you_mean(name, known)}"
+                 for source, layer in layers for name in sorted(layer)
+                 if name.startswith("OCTOHUB_") and name not in known and not name.startswith(_NOT_SETTINGS))
 
 
 #: A key file larger than this is not a key file (a wrong path, say): it is refused unread.

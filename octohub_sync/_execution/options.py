@@ -7,8 +7,11 @@ import, for ``@handlers.task``) with the task type and the value in the message.
 """
 from __future__ import annotations
 
+import os
 import re
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, fields
+from types import FrameType
 from typing import Any, Callable, Hashable, Mapping, Optional, Union
 
 __all__ = ["Key", "NO_KEY", "Rate", "TaskKeyError", "TaskOptions"]
@@ -60,17 +63,33 @@ class TaskOptions:
     max_memory_per_child: Optional[float] = None
 
     @classmethod
-    def build(cls, task_type: str, *, retry_interrupted: bool = True, concurrency: Optional[int] = None,
-              key: Optional[Key] = None, rate: Optional[str] = None, isolation: Optional[str] = None,
-              max_tasks_per_child: Optional[int] = None,
-              max_memory_per_child: Optional[float] = None) -> "TaskOptions":
+    def build(cls, task_type: str, **options: Any) -> "TaskOptions":
         """Validate the keywords of ``register_task_handler``.
+
+        An error's message ends with the file and line of the user's call (the first frame outside
+        this package): the traceback's last lines are this module's, the mistake is in theirs.
 
         Raises:
             ValueError: ``concurrency`` below 1, a bad ``rate``, an unknown ``isolation``, a per-child
-                limit that is not a positive number or is given without ``isolation="process"``.
-            TypeError: ``concurrency`` not an int, ``key`` neither a str nor a callable.
+                limit that is not a positive number or is given without ``isolation="process"``,
+                ``key`` without ``concurrency`` or ``rate``.
+            TypeError: ``concurrency`` not an int, ``key`` neither a str nor a callable, no such keyword.
         """
+        try:
+            return cls._build(task_type, **options)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{exc} ({_callers_line()})") from None
+
+    @classmethod
+    def _build(cls, task_type: str, *, retry_interrupted: bool = True, concurrency: Optional[int] = None,
+               key: Optional[Key] = None, rate: Optional[str] = None, isolation: Optional[str] = None,
+               max_tasks_per_child: Optional[int] = None, max_memory_per_child: Optional[float] = None,
+               **unknown: Any) -> "TaskOptions":
+        if unknown:
+            from .._config.suggest import did_you_mean  # only on this error: the task path never gets here
+            name = sorted(unknown)[0]
+            raise TypeError(f"task type {task_type!r}: register_task_handler has no keyword {name!r}"
+                            f"{did_you_mean(name, [f.name for f in fields(cls)])}")
         if isolation not in (None, "process"):
             raise ValueError(f"task type {task_type!r}: isolation must be 'process' or None, not {isolation!r}")
         per_child = {"max_tasks_per_child": max_tasks_per_child, "max_memory_per_child": max_memory_per_child}
@@ -89,6 +108,9 @@ class TaskOptions:
         if key is not None and not (isinstance(key, str) and key) and not callable(key):
             raise TypeError(f"task type {task_type!r}: key={key!r} is neither a field name of task['data'] "
                             "nor a callable task -> hashable")
+        if key is not None and concurrency is None and rate is None:  # it would do nothing
+            raise ValueError(f"task type {task_type!r}: key= holds concurrency= or rate= per key value; "
+                             "give one of them with it")
         return cls(retry_interrupted=retry_interrupted, concurrency=concurrency, key=key,
                    rate=None if rate is None else Rate.parse(task_type, rate), isolation=isolation,
                    max_tasks_per_child=max_tasks_per_child, max_memory_per_child=max_memory_per_child)
@@ -123,3 +145,15 @@ class TaskOptions:
         except TypeError:
             raise TaskKeyError(f"task type {task_type!r}: key value {value!r} is not hashable") from None
         return value
+
+
+
+def _callers_line() -> str:
+    """``file.py, line 12``: where the user's code called into the package (for an error message)."""
+    from .._ops.log_safety import PACKAGE_DIR  # only on an error
+    frame: Optional[FrameType] = sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(PACKAGE_DIR):
+        frame = frame.f_back
+    if frame is None:
+        return "called from inside octohub_sync"
+    return f"{frame.f_code.co_filename}, line {frame.f_lineno}"

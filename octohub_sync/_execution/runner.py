@@ -19,6 +19,8 @@ from .options import TaskKeyError, TaskOptions
 from .._delivery.store import MemoryStore
 from .._wire.protocol import Task
 from .._ops.stats import Stats
+from .._ops.log_safety import TRACEBACK, format_traceback
+from ..exceptions import TaskCancelled
 from .task_run import TaskRegistry, TaskRun
 from .pool import Workers
 
@@ -282,11 +284,7 @@ class TaskRunner:
             result = self._call_handler(job, handler, task.message)
         except BaseException as exc:  # anything, SystemExit from a sys.exit() included: the hub gets "failed"
             error = f"{type(exc).__name__}: {exc}"
-            if self._log_error_text:  # cut: an exception quoting a whole HTML page is no log line
-                self._log.info("task %s (%s) failed: %s", task.task_id, task.task_type,
-                               protocol.cut_text(error, LOGGED_ERROR_CHARS))
-            else:  # its text may hold personal data or secrets (a login, a query): its type only
-                self._log.info("task %s (%s) failed: %s", task.task_id, task.task_type, type(exc).__name__)
+            self._log_failure(task.task_id, task.task_type, exc, error)
             return self._failed(task.task_id, error), False
         try:
             frame = protocol.task_completed(task.task_id, result)
@@ -302,6 +300,20 @@ class TaskRunner:
             self._log.warning("task %s (%s): %s", task.task_id, task.task_type, error)
             return self._failed(task.task_id, error), False
         return frame, True
+
+    def _log_failure(self, tid: str, task_type: str, exc: BaseException, error: str) -> None:
+        """The ``failed`` line: WARNING with the handler's traceback below it, once (docs/observability.md);
+        INFO without one for a cancel (TaskCancelled: asked for, not a fault)."""
+        # Cut: an exception quoting a whole HTML page is no log line. OCTOHUB_LOG_TASK_ERRORS=type: its text
+        # may hold personal data or secrets (a login, a query), so its type only, in the traceback too.
+        shown = protocol.cut_text(error, LOGGED_ERROR_CHARS) if self._log_error_text else type(exc).__name__
+        if isinstance(exc, TaskCancelled):
+            self._log.info("task %s (%s) failed: %s", tid, task_type, shown)
+            return
+        if not self._log.isEnabledFor(logging.WARNING):
+            return  # the traceback is formatted only for a line that is written
+        trace = format_traceback(exc, with_text=self._log_error_text, max_chars=LOGGED_ERROR_CHARS)
+        self._log.warning("task %s (%s) failed: %s", tid, task_type, shown, extra={TRACEBACK: trace, "task_id": tid})
 
     def _failed(self, tid: str, error: str) -> str:
         """A ``failed`` result whose frame fits OCTOHUB_MAX_RESULT_BYTES (a long error is cut)."""

@@ -80,9 +80,14 @@ def check_importable(task_type: str, handler: Callable[..., Any]) -> tuple[str, 
 _ERRORS: dict[str, type] = {}
 
 
-def remote_error(name: str, text: str) -> Exception:
-    """An exception whose type name is the child's, so the hub reads ``KeyError: ...`` as from a thread."""
+def remote_error(name: str, text: str, frames: str = "") -> Exception:
+    """An exception whose type name is the child's, so the hub reads ``KeyError: ...`` as from a thread.
+
+    ``frames``, the child's traceback as text, rides as ``child_traceback``: the node logs it as its own.
+    """
     cls = _ERRORS.get(name)
     if cls is None:
         cls = _ERRORS.setdefault(name, type(name, (Exception,), {"__module__": "octohub_sync._isolation.child"}))
-    return cls(text)
+    error = cls(text)
+    error.child_traceback = frames
+    return error

@@ -25,6 +25,7 @@ from typing import Any, Callable, Optional
 
 from .._execution.task_control import TaskControl, activate, deactivate
 from .._platform.memory import rss_bytes
+from .._ops.log_safety import user_frames
 
 __all__ = ["ChildControl", "resolve", "serve"]
 
@@ -122,7 +123,8 @@ class _Serving:
             result = self.handler(message)
             outcome: tuple = ("result", result)
         except BaseException as exc:  # SystemExit included: the parent answers "failed", the child serves on
-            outcome = ("error", type(exc).__name__, str(exc))
+            # Its frames as text: a traceback cannot cross to the node, and the node logs it (docs/observability.md).
+            outcome = ("error", type(exc).__name__, str(exc), user_frames(exc))
         finally:
             deactivate(token)
             self.control = None
@@ -133,7 +135,7 @@ class _Serving:
             self.post(outcome + (rss,))
         except Exception as exc:  # the result cannot be pickled
             self.post(("error", "ResultNotSerializable", f"handler returned {type(outcome[1]).__name__}, "
-                                                         f"which cannot cross to the node ({exc})", rss))
+                                                         f"which cannot cross to the node ({exc})", "", rss))
 
 
 def _leave_stopping_to_the_node() -> None:

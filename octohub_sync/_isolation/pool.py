@@ -84,11 +84,13 @@ class IsolatedHandler:
         handler: a module-level function (see :func:`check_importable`).
         max_tasks_per_child: replace a child after this many tasks (None: never).
         max_memory_per_child: replace a child whose memory after a task is above this (MB; None: never).
+        log: where its lines go: the node's logger, which puts the pc_id in front of each.
     """
 
     def __init__(self, task_type: str, handler: Callable[..., Any], *, max_tasks_per_child: Optional[int] = None,
-                 max_memory_per_child: Optional[float] = None) -> None:
+                 max_memory_per_child: Optional[float] = None, log: Any = logger) -> None:
         self.task_type = task_type
+        self._log = log
         self.handler = handler
         self._module, self._qualname = check_importable(task_type, handler)
         self._max_tasks = max_tasks_per_child
@@ -125,13 +127,13 @@ class IsolatedHandler:
                 raise HardStop() from None  # the board's hard stop killed it: answered as TaskCancelled
             if child.stopping:
                 how = f"was stopped with the node ({how})"
-            logger.warning("task %s (%s): child %s %s", task_id, self.task_type, child.pid, how)
+            self._log.warning("task %s (%s): child %s %s", task_id, self.task_type, child.pid, how)
             raise WorkerCrashed(f"child process {child.pid} {how}") from None
         kind, *rest = outcome
         self._release(child, retire=self._worn_out(child, rest[-1]))
         if kind == "result":
             return rest[0]
-        raise remote_error(rest[0], rest[1])
+        raise remote_error(rest[0], rest[1], rest[2])
 
     def _wait(self, child: _Child, control: TaskControl) -> tuple:
         """Messages from the child until its outcome; passes the cancel flag on once."""
@@ -156,7 +158,7 @@ class IsolatedHandler:
                 if child.process.is_alive():
                     break
                 self._counts["crashes"] += 1  # died while idle (killed from outside, OOM killer)
-                logger.warning("%s: idle child %s %s; starting another", self.task_type, child.pid,
+                self._log.warning("%s: idle child %s %s; starting another", self.task_type, child.pid,
                                describe_exit(child.process.exitcode))
                 child.close()
             else:
@@ -191,7 +193,7 @@ class IsolatedHandler:
         if self._max_tasks is not None and child.tasks >= self._max_tasks:
             return True
         if self._max_bytes is not None and rss is not None and rss > self._max_bytes:
-            logger.info("%s: child %s uses %.0f MB (max_memory_per_child %g): replaced", self.task_type,
+            self._log.info("%s: child %s uses %.0f MB (max_memory_per_child %g): replaced", self.task_type,
                         child.pid, rss / 1048576, self._max_bytes / 1048576)
             return True
         return False
@@ -281,8 +283,9 @@ def _kill(child: _Child) -> None:
     child.close()
 
 
-def isolate(task_type: str, handler: Callable[..., Any], options: TaskOptions) -> Callable[..., Any]:
-    """``handler`` as the runner should call it: itself, or an :class:`IsolatedHandler` for ``isolation="process"``.
+def isolate(task_type: str, handler: Callable[..., Any], options: TaskOptions, *, log: Any = logger) -> Callable[..., Any]:
+    """``handler`` as the runner should call it: itself, or an :class:`IsolatedHandler` for ``isolation="process"``
+    (logging on ``log``, the node's logger).
 
     Raises:
         ValueError: a handler a child cannot import (the options themselves were checked by ``TaskOptions.build``).
@@ -290,7 +293,7 @@ def isolate(task_type: str, handler: Callable[..., Any], options: TaskOptions) -
     if options.isolation is None:
         return handler
     return IsolatedHandler(task_type, handler, max_tasks_per_child=options.max_tasks_per_child,
-                           max_memory_per_child=options.max_memory_per_child)
+                           max_memory_per_child=options.max_memory_per_child, log=log)
 
 
 def isolation_view(handlers: Mapping[str, Any]) -> dict[str, dict[str, int]]:

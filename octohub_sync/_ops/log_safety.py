@@ -17,9 +17,14 @@ from __future__ import annotations
 import logging
 import os
 import re
-from typing import Iterator
+from typing import Iterator, Optional
 
-__all__ = ["GoodbyeFilter", "SafeLogFilter", "escape_controls", "install", "library_loggers"]
+__all__ = ["GoodbyeFilter", "PACKAGE_DIR", "SafeLogFilter", "TRACEBACK", "escape_controls", "format_traceback", "install",
+           "library_loggers", "user_frames"]
+
+#: The record attribute (``extra={TRACEBACK: text}``) of a traceback :func:`format_traceback` made safe;
+#: :class:`SafeLogFilter` shows it where a formatter shows ``exc_info``, below the message.
+TRACEBACK = "octohub_traceback"
 
 #: Other libraries' loggers whose records can quote what the hub sent or the signed URL.
 THIRD_PARTY_LOGGERS = ("websocket",)
@@ -49,6 +54,9 @@ class SafeLogFilter(logging.Filter):
         clean = _redact(escape_controls(text))
         if clean != text:
             record.msg, record.args = clean, None
+        shown = getattr(record, TRACEBACK, None)
+        if shown and not record.exc_text:  # Formatter.format() appends exc_text, exc_info or not
+            record.exc_text = shown
         return True
 
 
@@ -64,6 +72,50 @@ class GoodbyeFilter(logging.Filter):
         return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
 
 
+#: Causes and contexts followed at most this deep: the first few explain, the rest is noise.
+_CHAIN = 5
+
+
+def format_traceback(exc: BaseException, *, with_text: bool = True, max_chars: int = 500) -> str:
+    """A handler's traceback as a log may carry it: only frames outside this package, its chain of causes.
+
+    Every frame line (the user's code) has its control characters escaped and signatures masked; each
+    exception's last line, ``Type: message``, is masked, escaped and cut to ``max_chars``, or ``Type`` alone
+    when ``with_text`` is False (OCTOHUB_LOG_TASK_ERRORS=type: a message may hold personal data).
+    Returns ``""`` when no frame is the user's (the node's own error, a crashed child).
+    """
+    chain: list[BaseException] = []
+    seen = set()
+    cause: Optional[BaseException] = exc
+    while cause is not None and id(cause) not in seen and len(chain) < _CHAIN:
+        seen.add(id(cause))
+        chain.append(cause)
+        cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
+    parts: list[str] = []
+    for item in reversed(chain):  # the oldest first, as Python prints them
+        # An isolated handler's frames were formatted in its child (_isolation/child.py).
+        lines = getattr(item, "child_traceback", "") or user_frames(item)
+        if not lines:
+            continue
+        if parts:
+            parts.append("\nThe above exception was the direct cause of the following exception:\n\n"
+                         if item.__cause__ is not None else
+                         "\nDuring handling of the above exception, another exception occurred:\n\n")
+        text = f"{type(item).__name__}: {item}" if with_text and str(item) else type(item).__name__
+        if len(text) > max_chars:
+            text = text[:max_chars] + "..."
+        lines = "".join(_redact(escape_controls(line)) + "\n" for line in lines.rstrip("\n").split("\n"))
+        parts.append("Traceback (most recent call last):\n" + lines + _redact(escape_controls(text)) + "\n")
+    return "".join(parts).rstrip("\n")
+
+
+def user_frames(exc: BaseException) -> str:
+    """The frames of ``exc``'s traceback outside this package, as Python prints them (``""``: none)."""
+    import traceback  # here: only a failure pays for it
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(PACKAGE_DIR)]
+    return "".join(traceback.StackSummary.from_list(frames).format())
+
+
 def _redact(text: str) -> str:
     # Imported here, not with the package: importing octohub_sync stays light (pytest imports it in
     # every run of every project that installed it, for its plugin).
@@ -73,6 +125,8 @@ def _redact(text: str) -> str:
 
 #: The package whose loggers get the filter: this module's, two levels up.
 _PACKAGE = __name__.split(".")[0]
+#: Its directory: a frame under it is the node's, not the user's.
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 _FILTER = SafeLogFilter()
 _GOODBYE = GoodbyeFilter()
 

@@ -53,10 +53,12 @@ class StopRequests:
         exit_now: ends the process at once (a cold stop): ``os._exit``.
         clock: monotonic seconds (injected by tests).
         forced_exit: the exit status of a cold stop (the node's ``ExitCode.FAILED``).
+        log: where its lines go (the node's logger, with the pc_id in front of each; default this module's).
     """
 
     def __init__(self, *, program: str = "octohub-node", exit_now: Callable[[int], Any] = os._exit,
-                 clock: Callable[[], float] = time.monotonic, forced_exit: int = 1) -> None:
+                 clock: Callable[[], float] = time.monotonic, forced_exit: int = 1, log: Any = logger) -> None:
+        self._log = log
         self.requested = threading.Event()
         self.stopped = threading.Event()
         #: What asked first (``SIGTERM``, ``console event 2``), once :attr:`requested` is set.
@@ -94,7 +96,7 @@ class StopRequests:
             self._cold_stop("second signal")
             return
         self.reason = _signal_name(signum)
-        logger.info("received %s: stopping (send it again to exit at once)", self.reason)
+        self._log.info("received %s: stopping (send it again to exit at once)", self.reason)
         self.requested.set()
 
     def on_console_event(self, ctrl_type: int) -> bool:
@@ -107,7 +109,7 @@ class StopRequests:
         held = grant - GRANT_MARGIN
         if self._deadline is None:
             self._deadline = self._clock() + held
-        logger.info("console event %d (window closed, logoff or shutdown): stopping within %.0f s, what "
+        self._log.info("console event %d (window closed, logoff or shutdown): stopping within %.0f s, what "
                     "Windows grants", ctrl_type, held)
         self.reason = self.reason or f"console event {ctrl_type}"
         self.requested.set()
@@ -137,8 +139,8 @@ class StopRequests:
         self._console_handler = functype(self.on_console_event)
         if kernel32.SetConsoleCtrlHandler(self._console_handler, True):
             return True
-        logger.warning("could not register a console control handler (error %s): closing the console window "
-                       "ends the node without a drain", last_error())
+        self._log.warning("could not register a console control handler (error %s): closing the console window "
+                          "ends the node without a drain", last_error())
         return False
 
 

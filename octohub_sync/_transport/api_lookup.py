@@ -1,4 +1,8 @@
-"""Where to connect: the signed API request of docs/protocol.md §1, or a self-signed URL (§2)."""
+"""Where to connect: the signed API request of docs/protocol.md §1, or a self-signed URL (§2).
+
+Why one module: the API's answer is read in one pass (status, body, address, clock), and each way it
+can be wrong gets its hint here, naming the setting to change; split, the hints would drift apart.
+"""
 from __future__ import annotations
 
 import errno
@@ -139,8 +143,10 @@ def _ask_api(settings: Settings, pc_id: str, session: requests.Session, log: log
                  + (f" (measured skew {skew:+.0f} s)" if skew is not None and abs(skew) >= 2 else ""),
         )
     if response.status_code != 200 or body is None:
-        what = "a non-JSON body" if body is None else f"errcode {body.get('errcode')}{_errmsg(body)}"
-        raise ApiError(f"API answered HTTP {response.status_code} with {what}", status=response.status_code)
+        what = ("a non-JSON body" if body is None else f"errcode {body['errcode']}{_errmsg(body)}" if "errcode" in body
+                else "a JSON body without errcode")
+        raise ApiError(f"API answered HTTP {response.status_code} with {what}", status=response.status_code,
+                       hint=_not_the_api(settings, response))
     ws_url = _ws_url(body, response.status_code)
     _refuse_downgrade(settings, ws_url)
     return Address(url=_fix_host(ws_url, settings, log), skew=skew, api_seconds=elapsed)
@@ -265,6 +271,19 @@ def _skew(response: requests.Response, *, started_wall: float) -> Optional[float
         return parsedate_to_datetime(date).timestamp() - started_wall
     except (TypeError, ValueError):
         return None
+
+
+def _not_the_api(settings: Settings, response: requests.Response) -> str:
+    """What to do when the server at the API's address answered, but not as the API (a 404, a 426)."""
+    # A WebSocket server asks for an upgrade (426) or names itself ("Server: ... websockets/N": the local
+    # hub's and the seed's WebSocket servers answer a plain GET with 404).
+    websocket = response.status_code == 426 or "websocket" in response.headers.get("Server", "").lower()
+    if websocket or (settings.api_url is None and settings.server_port == settings.ws_port):
+        return (f"that is the WebSocket server (port {urlsplit(response.url).port or settings.server_port}); "
+                "OCTOHUB_SERVER_PORT is the API server's port (8080 by default), or set OCTOHUB_API_URL")
+    return "" if response.status_code != 404 else (
+        "the server has no /node/ws: check that OCTOHUB_SERVER_PORT (or OCTOHUB_API_URL) points at the OctoHub "
+        "API server, not the WebSocket server or a proxy")
 
 
 def _network_hint(exc: requests.RequestException) -> str:

@@ -140,7 +140,7 @@ def run_node(settings: Settings, *, setup: Optional[Setup] = None) -> int:
     if app is not None and settings.app:
         served = install_app(client, app, settings.app)
         client.log.info("serving %s: %s", settings.app, ", ".join(served))
-    stops = StopRequests(forced_exit=ExitCode.FAILED)
+    stops = StopRequests(forced_exit=ExitCode.FAILED, log=client.log)  # its lines with the node's pc_id
     client.log.debug("stopping on %s", ", ".join(stops.install()))
     client.start()
     try:

@@ -125,6 +125,8 @@ def _print_settings(settings: Settings, identity: PcId, p: _Printer) -> None:
         p.line(f"  {name:<{width}} = {value} [environment]")
     instance = f", instance {settings.instance!r}" if settings.instance and not settings.pc_id else ""
     p.line(f"  pc_id in use: {identity.value} ({identity.describe()}{instance})")
+    for warning in settings.warnings:  # an unknown OCTOHUB_* name: the default above is in force
+        p.note(warning)
     p.line()
 
 

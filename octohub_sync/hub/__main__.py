@@ -1,7 +1,8 @@
 """``python -m octohub_sync.hub``: run the local hub on its own, to try a node against it.
 
 It prints the settings a node needs, optionally sends an ``echo`` task to every
-connected node every few seconds, prints each result, and runs until Ctrl-C or SIGTERM.
+connected node every few seconds, or your own tasks (``--send TYPE JSON``, ``--count N``),
+prints each result, and runs until Ctrl-C or SIGTERM.
 """
 from __future__ import annotations
 
@@ -37,7 +38,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dialect", choices=("seed", "go"), default="seed")
     parser.add_argument("--echo-every", type=float, default=0, metavar="SECONDS",
                         help="send an echo task to each connected node this often (0: never)")
+    parser.add_argument("--send", nargs=2, action="append", default=[], metavar=("TYPE", "JSON"),
+                        help="send a task of this type with this JSON data to the first node that is ready "
+                             "(repeatable: --send resize '{\"path\": \"a.png\"}' --send echo '{}')")
+    parser.add_argument("--count", type=int, default=1, metavar="N",
+                        help="send each --send task N times (default 1)")
     return parser
+
+
+def _tasks(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[tuple[str, Any]]:
+    """The ``--send`` tasks, their JSON parsed; a mistake is argparse's error (exit 2), naming the task."""
+    if args.count < 1:
+        parser.error(f"--count {args.count}: must be at least 1")
+    tasks = []
+    for task_type, text in args.send:
+        try:
+            tasks.append((task_type, json.loads(text)))
+        except ValueError as exc:
+            parser.error(f"--send {task_type} {text!r}: not JSON ({exc}); quote it for the shell: '{{\"k\": 1}}'")
+    return tasks * args.count
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -49,7 +68,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise
         print(f"{PROG}: the local hub needs the websockets package: {install_hint()}", file=sys.stderr)
         return 2
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    tasks = _tasks(parser, args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
     key, source = _choose_key(args.key)
     if key is None:
@@ -66,6 +87,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     try:
         _print_hint(hub, args, key, source)
+        for task_type, data in tasks:  # pending until a node is ready: then it gets them, in this order
+            hub.send_task(task_type, data)
+        if tasks:
+            print(f"{len(tasks)} task(s) waiting for the first node that is ready", flush=True)
         _serve(hub, stops.requested, args.echo_every)
     finally:
         hub.stop()

@@ -360,8 +360,16 @@ class LocalHub(RecordedState):
         self._wait_closed(sessions)
         return len(sessions)
 
-    def close(self, pc_id: Optional[str] = None, code: int = 1000) -> int:
-        """Close the connection(s) of ``pc_id`` (or all) with a clean close handshake.
+    def close(self) -> None:
+        """The same as :meth:`stop`: the hub ends, as a server's ``close()`` ends it.
+
+        It once closed the nodes' connections only and left the hub running, which is not what
+        ``close()`` means anywhere else; that is now :meth:`close_connections`.
+        """
+        self.stop()
+
+    def close_connections(self, pc_id: Optional[str] = None, code: int = 1000) -> int:
+        """Close the connection(s) of ``pc_id`` (or all) with a clean close handshake; the hub runs on.
 
         Returns:
             How many connections were closed.
