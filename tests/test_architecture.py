@@ -120,7 +120,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "__init__": {"_version", "_ops", "_config", "_execution", "app", "client", "exceptions"},
     # The local hub is the node's peer: it shares the wire format and nothing of the node.
     "hub": {"_wire", "exceptions"},
-    "testing": {"hub", "client", "app", "_config", "exceptions"},
+    "testing": {"hub", "client", "app", "_config", "_ops", "exceptions"},
     "pytest_plugin": {"hub", "testing"},
 }
 #: The programs: they put the parts together for a command line.
