@@ -26,6 +26,7 @@ from ._config.identity import resolve_pc_id
 from ._isolation.pool import isolate, isolation_view, stop_children
 from ._delivery.ledger import Ledger
 from ._execution.task_run import TaskRegistry
+from ._execution.resources import ResourceRegistry, ResourceSpec
 from ._transport.link import Link
 from ._ops.liveness import Attempt, Heartbeats, Verdict, liveness, readiness
 from ._execution.options import Key, TaskOptions
@@ -130,13 +131,15 @@ class NodeWebSocketClient:
         self._recycler = Recycler(max_tasks=settings.max_tasks, max_memory=settings.max_memory,
                                   max_uptime=settings.max_uptime, close=lambda: self.runner.stop_accepting(),
                                   on_recycle=self._recycle, log=self.log)
+        #: Resources handlers use (register_resource): made on the worker that uses them, torn down there.
+        self.resources = ResourceRegistry()
         self.runner = TaskRunner(
             deliver=self.delivery.deliver, stats=self._stats, max_workers=settings.max_workers,
             max_pending=settings.max_pending, task_timeout=settings.task_timeout,
             cache_size=settings.result_cache_size, max_result_bytes=settings.max_result_bytes,
             store=self.store, log=self.log, call=self.task_board.call, max_tasks=settings.max_tasks,
             on_max_tasks=self._recycler.tasks_reached, tasks=self._tasks,
-            log_errors=settings.log_task_errors)
+            log_errors=settings.log_task_errors, on_thread_exit=self.resources.release_thread)
         self.receiver = FrameReceiver(
             pc_id=self.pc_id, max_message_bytes=settings.max_message_bytes, capacity=settings.max_workers,
             delivery=self.delivery, submit=self._submit, refuse_unread=self.runner.refuse_unread, cancel=self.runner.cancel,
@@ -170,7 +173,7 @@ class NodeWebSocketClient:
                               retry_interrupted: bool = True, concurrency: Optional[int] = None,
                               key: Optional[Key] = None, rate: Optional[str] = None,
                               isolation: Optional[str] = None, max_tasks_per_child: Optional[int] = None,
-                              max_memory_per_child: Optional[float] = None) -> Any:
+                              max_memory_per_child: Optional[float] = None, uses: Optional[list[str]] = None) -> Any:
         """Run ``handler(task)`` for tasks of ``task_type``; without ``handler``, a decorator.
 
         The handler receives the whole task message (``task["data"]`` holds the
@@ -194,6 +197,8 @@ class NodeWebSocketClient:
                 docs/isolation.md); None runs it on the worker thread.
             max_tasks_per_child: with isolation, replace a child after this many tasks.
             max_memory_per_child: with isolation, replace a child whose memory after a task is above this (MB).
+            uses: names of resources (:meth:`register_resource`, registered before) the handler gets
+                as keyword arguments: ``handler(task, browser=...)`` (docs/resources.md).
 
         Returns:
             The handler, unchanged (so the decorator form leaves it callable and testable).
@@ -201,11 +206,11 @@ class NodeWebSocketClient:
         Raises:
             ValueError, TypeError: a keyword's value is invalid (the message names the task type
                 and the value), or ``isolation="process"`` with a handler a child process cannot
-                import (a lambda, a closure).
+                import (a lambda, a closure), or ``uses`` names a resource not registered.
         """
         options = TaskOptions.build(task_type, retry_interrupted=retry_interrupted, concurrency=concurrency,
                                     key=key, rate=rate, isolation=isolation, max_tasks_per_child=max_tasks_per_child,
-                                    max_memory_per_child=max_memory_per_child)
+                                    max_memory_per_child=max_memory_per_child, uses=uses)
         if handler is None:
             return lambda fn: self._register(task_type, fn, options)
         return self._register(task_type, handler, options)
@@ -213,9 +218,36 @@ class NodeWebSocketClient:
     def _register(self, task_type: str, handler: TaskHandler, options: TaskOptions) -> TaskHandler:
         if not callable(handler):
             raise TypeError(f"task handler for {task_type!r} is not callable")
-        replaced = self.runner.register(task_type, isolate(task_type, handler, options), options)
+        replaced = self.runner.register(task_type, isolate(task_type, handler, options, self.resources), options)
         stop_children([replaced])  # a replaced isolated handler's children
         return handler
+
+    def register_resource(self, name: str, factory: Optional[Any] = None, *, max_uses: Optional[int] = None,
+                          max_age: Optional[float] = None) -> Any:
+        """Make ``factory`` a resource that handlers registered with ``uses=[name]`` get as keyword ``name``.
+
+        ``factory`` is a generator function written like a pytest fixture: setup before ``yield``
+        (the value handlers get), teardown after. One is made lazily on each worker thread (or
+        isolated child) that runs a task using it, reused by later tasks there, and torn down there:
+        at the node's stop, after ``max_uses`` tasks or ``max_age`` seconds, or when a handler
+        raises :class:`~octohub_sync.ResourceBroken` (docs/resources.md).
+
+        Args:
+            name: the keyword argument handlers get it as (an identifier).
+            factory: the generator function; for ``isolation="process"`` types, a module-level function.
+            max_uses: tear it down after this many tasks (None: never).
+            max_age: tear it down once it is this many seconds old (None: never).
+
+        Returns:
+            The factory, unchanged; without ``factory``, a decorator.
+
+        Raises:
+            ValueError, TypeError: a bad name, factory or limit (the message names the resource).
+        """
+        if factory is None:
+            return lambda fn: self.register_resource(name, fn, max_uses=max_uses, max_age=max_age)
+        self.resources.register(ResourceSpec.build(name, factory, max_uses=max_uses, max_age=max_age))
+        return factory
 
     def register_message_handler(self, kind: str, handler: Optional[MessageHandler] = None) -> Any:
         """Call ``handler(message)`` for hub messages of ``kind`` (one at a time, in order).
@@ -456,6 +488,7 @@ class NodeWebSocketClient:
                     oldest_task_age=round(self._tasks.oldest_age(), 3),
                     tasks_waiting=sum(by_type.values()), waiting_by_type=by_type, recycle=self.recycle)
         snap["isolation"] = isolation_view(self.runner.handlers)  # children per isolated type
+        snap["resources"] = self.resources.view()  # live, made, torn down per resource name
         return snap
 
     def waiting_tasks(self) -> list[dict[str, Any]]:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable, Mapping, Optional, Union
+from typing import Any, Callable, Hashable, Mapping, Optional, Sequence, Union
+
+from .resources import check_uses
 
 __all__ = ["Key", "NO_KEY", "Rate", "TaskKeyError", "TaskOptions"]
 
@@ -58,18 +60,20 @@ class TaskOptions:
     isolation: Optional[str] = None
     max_tasks_per_child: Optional[int] = None
     max_memory_per_child: Optional[float] = None
+    uses: tuple[str, ...] = ()  # the resources its handler gets as keyword arguments (resources.py)
 
     @classmethod
     def build(cls, task_type: str, *, retry_interrupted: bool = True, concurrency: Optional[int] = None,
               key: Optional[Key] = None, rate: Optional[str] = None, isolation: Optional[str] = None,
               max_tasks_per_child: Optional[int] = None,
-              max_memory_per_child: Optional[float] = None) -> "TaskOptions":
+              max_memory_per_child: Optional[float] = None, uses: Optional[Sequence[str]] = None) -> "TaskOptions":
         """Validate the keywords of ``register_task_handler``.
 
         Raises:
             ValueError: ``concurrency`` below 1, a bad ``rate``, an unknown ``isolation``, a per-child
                 limit that is not a positive number or is given without ``isolation="process"``.
-            TypeError: ``concurrency`` not an int, ``key`` neither a str nor a callable.
+            TypeError: ``concurrency`` not an int, ``key`` neither a str nor a callable, ``uses`` not a
+                list of names.
         """
         if isolation not in (None, "process"):
             raise ValueError(f"task type {task_type!r}: isolation must be 'process' or None, not {isolation!r}")
@@ -91,7 +95,8 @@ class TaskOptions:
                             "nor a callable task -> hashable")
         return cls(retry_interrupted=retry_interrupted, concurrency=concurrency, key=key,
                    rate=None if rate is None else Rate.parse(task_type, rate), isolation=isolation,
-                   max_tasks_per_child=max_tasks_per_child, max_memory_per_child=max_memory_per_child)
+                   max_tasks_per_child=max_tasks_per_child, max_memory_per_child=max_memory_per_child,
+                   uses=check_uses(task_type, uses))
 
     @property
     def limited(self) -> bool:

@@ -11,7 +11,11 @@ seconds, the last value always before the result).
 A child ignores Ctrl+C, Ctrl+Break and SIGTERM (sent to the whole console or service
 with the node): the node drains, then stops its children. Messages are tuples on two one-way pipes (parent -> child: ``commands``; child ->
 parent: ``events``); see boundary.py for the parent's half. Reaching the end of the
-commands pipe means the parent is gone: the child exits, so it is never an orphan.
+commands pipe means the parent is gone: the child asks its running handler to stop, runs its
+resources' teardowns within :data:`PARENT_GONE_GRACE` seconds, and ends its whole process tree
+(_platform/process_tree.py), so neither it nor what its handler started is ever an orphan.
+Resources (_execution/resources.py) live in the child that made them: made on the main thread, which
+runs every task, and torn down there when the node says ``stop`` (the child's end or recycling).
 This module is imported in every child: it imports little.
 """
 from __future__ import annotations
@@ -24,12 +28,17 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
+from .._execution.resources import Held, ResourceSpec, UsingResources
 from .._execution.task_control import TaskControl, activate, deactivate
+from .._platform import process_tree
 
 __all__ = ["ChildControl", "resolve", "rss_bytes", "serve"]
 
 #: Least time between two progress messages to the parent (the node's own interval applies after).
 PROGRESS_EVERY = 0.05
+
+#: Seconds a child whose node died gives its handler to return and its resources' teardowns to run.
+PARENT_GONE_GRACE = 5.0
 
 
 def resolve(module: str, qualname: str) -> Callable[..., Any]:
@@ -117,6 +126,7 @@ class _Serving:
         self.control: Optional[ChildControl] = None
         self.tasks: list[tuple] = []  # at most one "run" the reader took while the main thread was busy
         self.wake = threading.Condition()
+        self.leaving = threading.Lock()  # taken once, by whoever first learns that the child ends
 
     def post(self, message: tuple) -> None:
         with self.send_lock:
@@ -128,17 +138,34 @@ class _Serving:
             try:
                 message = self.commands.recv()
             except (EOFError, OSError):
-                os._exit(0)  # the parent is gone (or closed our pipe): nothing left to serve
+                self.parent_gone()  # the parent is gone (or closed our pipe): nothing left to serve
+                return
             if message[0] == "stop":
-                os._exit(0)
+                self.hand_over(message)  # the main thread tears down what it made, then ends the tree
+                return
             if message[0] == "cancel":
                 control = self.control
                 if control is not None and control.task_id == message[1]:
                     control.request_cancel(message[2])
                 continue
-            with self.wake:
-                self.tasks.append(message)
-                self.wake.notify()
+            self.hand_over(message)
+
+    def hand_over(self, message: tuple) -> None:
+        with self.wake:
+            self.tasks.append(message)
+            self.wake.notify()
+
+    def parent_gone(self) -> None:
+        """The node died: stop the task, let the main thread tear down, and end the tree after the grace."""
+        if not self.leaving.acquire(blocking=False):
+            return  # the pipe's end and the death signal both tell it; once is enough
+        control = self.control
+        if control is not None:
+            control.request_cancel("the node is gone")
+        self.hand_over(("stop",))
+        # Daemon: it only bounds the wait; the main thread ends the process sooner if it can.
+        threading.Thread(target=_end_after, args=(PARENT_GONE_GRACE,), name="octohub-child-grace",
+                         daemon=True).start()
 
     def next_task(self) -> tuple:
         with self.wake:
@@ -169,6 +196,11 @@ class _Serving:
                                                          f"which cannot cross to the node ({exc})", rss, peak))
 
 
+def _end_after(seconds: float) -> None:
+    time.sleep(seconds)  # the grace itself, on a thread of its own: nothing to wait for but time
+    process_tree.end_own_tree()  # the handler or a teardown did not return in time
+
+
 def _leave_stopping_to_the_node() -> None:
     """Ignore the signals that ask the node to drain: Ctrl+C (and Ctrl+Break) reach every process of a
     console, systemd's SIGTERM every process of the unit; the node's stop then ends its children itself,
@@ -179,19 +211,52 @@ def _leave_stopping_to_the_node() -> None:
             signal.signal(number, signal.SIG_IGN)
 
 
-def serve(commands: Any, events: Any, module: str, qualname: str) -> None:
-    """The child process: import the handler, say ready, run tasks until told to stop or the parent goes."""
+def serve(commands: Any, events: Any, module: str, qualname: str, resources: tuple = ()) -> None:
+    """The child process: import the handler, say ready, run tasks until told to stop or the parent goes.
+
+    Args:
+        resources: (name, module, qualname, max_uses, max_age) of each resource the handler uses.
+    """
     _leave_stopping_to_the_node()  # this is the child process's program: the one place it decides signals
+    process_tree.own_tree()  # before the handler can start anything
     try:
         handler = resolve(module, qualname)
+        specs = [ResourceSpec(name, resolve(mod, qual), uses, age) for name, mod, qual, uses, age in resources]
     except BaseException as exc:
         events.send(("broken", f"cannot import the handler {module}.{qualname} in the child: "
                                f"{type(exc).__name__}: {exc}"))
         return
     serving = _Serving(commands, events, handler)
+    held = Held(_Counts(serving.post))
+    if specs:
+        serving.handler = UsingResources(handler, specs, lambda: held)
+    process_tree.watch_parent(serving.parent_gone)
     # Daemon: it only reads the parent's pipe, and it ends the process itself when that pipe ends.
     threading.Thread(target=serving.read, name="octohub-child-reader", daemon=True).start()
     serving.post(("ready", os.getpid()))
     while True:
-        _, task_id, task_type, message = serving.next_task()
+        command = serving.next_task()
+        if command[0] == "stop":
+            held.close()  # on the thread that made them, as the resources' teardowns expect
+            process_tree.end_own_tree()
+        _, task_id, task_type, message = command
         serving.run(task_id, task_type, message)
+
+
+class _Counts:
+    """The child's resource counts go to the node, which adds them to its own (stats, /metrics)."""
+
+    def __init__(self, post: Callable[[tuple], None]) -> None:
+        self._post = post
+
+    def made(self, name: str) -> None:
+        self._quietly(("resource", name, 1))
+
+    def torn(self, name: str, count: int = 1) -> None:
+        self._quietly(("resource", name, -count))
+
+    def _quietly(self, message: tuple) -> None:
+        try:
+            self._post(message)
+        except OSError:
+            pass  # the node is gone: it counts nothing any more

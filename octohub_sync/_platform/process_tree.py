@@ -1,0 +1,126 @@
+"""A child process's whole tree ends with it: what an isolated child does at start, and how its tree is killed.
+
+A handler's own processes (chromedriver, and the Chrome processes it starts) are not ours to track
+one by one: the child puts itself, and so everything it starts, in one unit the OS kills as one.
+
+- POSIX: the child makes a session of its own (``os.setsid``): it leads a process group that its
+  descendants inherit, and ``killpg(child_pid, SIGKILL)`` ends them all, even while the child is
+  blocked in C. A descendant that makes a session of its own leaves the group (few do; Chrome does not).
+- Windows: the child makes a Job Object with ``JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE`` and joins it; its
+  descendants join at birth. The child holds the only handle, so however the child ends (its own exit,
+  ``TerminateProcess`` from the node), the OS closes the handle and ends the whole job.
+- Linux: the child also asks for a signal when its parent dies (``PR_SET_PDEATHSIG``). That signal
+  comes when the *thread* that started the child ends, too, so the handler checks that the parent
+  process really is gone (``os.getppid()`` changed) before it acts.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Any, Callable
+
+__all__ = ["end_own_tree", "kill_tree", "own_tree", "watch_parent"]
+
+_state = {"leader": False, "job": None}  # this process's unit: a process group it leads, or a job handle
+
+if sys.platform == "win32":
+    import ctypes
+    from ctypes import wintypes
+
+    _JobObjectExtendedLimitInformation = 9
+    _JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE = 0x2000
+
+    class _IoCounters(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_ulonglong) for name in (
+            "ReadOperationCount", "WriteOperationCount", "OtherOperationCount",
+            "ReadTransferCount", "WriteTransferCount", "OtherTransferCount")]
+
+    class _BasicLimits(ctypes.Structure):
+        _fields_ = [("PerProcessUserTimeLimit", ctypes.c_int64), ("PerJobUserTimeLimit", ctypes.c_int64),
+                    ("LimitFlags", wintypes.DWORD), ("MinimumWorkingSetSize", ctypes.c_size_t),
+                    ("MaximumWorkingSetSize", ctypes.c_size_t), ("ActiveProcessLimit", wintypes.DWORD),
+                    ("Affinity", ctypes.c_size_t), ("PriorityClass", wintypes.DWORD),
+                    ("SchedulingClass", wintypes.DWORD)]
+
+    class _ExtendedLimits(ctypes.Structure):
+        _fields_ = [("BasicLimitInformation", _BasicLimits), ("IoInfo", _IoCounters),
+                    ("ProcessMemoryLimit", ctypes.c_size_t), ("JobMemoryLimit", ctypes.c_size_t),
+                    ("PeakProcessMemoryUsed", ctypes.c_size_t), ("PeakJobMemoryUsed", ctypes.c_size_t)]
+
+    def _join_new_job() -> Any:
+        """A job that ends its processes when its last handle closes, with this process in it (None if refused)."""
+        kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
+        kernel32.CreateJobObjectW.restype = wintypes.HANDLE
+        kernel32.GetCurrentProcess.restype = wintypes.HANDLE
+        job = kernel32.CreateJobObjectW(None, None)
+        if not job:
+            return None
+        limits = _ExtendedLimits()
+        limits.BasicLimitInformation.LimitFlags = _JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE
+        if not kernel32.SetInformationJobObject(wintypes.HANDLE(job), _JobObjectExtendedLimitInformation,
+                                                ctypes.byref(limits), ctypes.sizeof(limits)):
+            kernel32.CloseHandle(wintypes.HANDLE(job))
+            return None
+        # Refused inside a job that forbids nesting (before Windows 8): the tree then ends as the OS ends it.
+        if not kernel32.AssignProcessToJobObject(wintypes.HANDLE(job), wintypes.HANDLE(kernel32.GetCurrentProcess())):
+            kernel32.CloseHandle(wintypes.HANDLE(job))
+            return None
+        return job
+
+
+def own_tree() -> None:
+    """In a new child: make this process and all it will start one unit that is killed as one."""
+    if sys.platform == "win32":
+        _state["job"] = _join_new_job()
+        return
+    try:
+        os.setsid()
+        _state["leader"] = True
+    except OSError:  # already a group leader (not as the node starts its children): keep the node's group
+        _state["leader"] = False
+
+
+def end_own_tree() -> None:
+    """End this process and every process of its unit, now (no Python cleanup runs)."""
+    if _state["leader"]:
+        os.killpg(os.getpgrp(), signal.SIGKILL)  # this process too: SIGKILL to the group it leads
+    os._exit(0)  # Windows: the job's only handle closes with us, and the job ends the rest
+
+
+def kill_tree(pid: int, kill: Callable[[], None]) -> None:
+    """From the node: kill child ``pid``'s whole unit; ``kill`` kills the child itself (always called).
+
+    On POSIX a group whose id is the child's pid exists only if the child made it (:func:`own_tree`).
+    """
+    if sys.platform != "win32" and pid > 0:  # never 0: that would be the node's own group
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass  # it has not made its group yet (so it started nothing), or it is gone with its group
+    kill()  # Windows: TerminateProcess; the job ends with the child's handle to it
+
+
+def watch_parent(on_gone: Callable[[], None]) -> None:
+    """Linux: call ``on_gone`` (on the main thread, as a signal handler) when the parent process dies.
+
+    A complement to the end of the parent's pipe, which the child reads too: that one works everywhere.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return
+    parent = os.getppid()
+
+    def gone(signum: int, frame: Any) -> None:
+        if os.getppid() != parent:  # not merely the end of the parent's thread that started us
+            on_gone()
+
+    signal.signal(signal.SIGUSR1, gone)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, int(signal.SIGUSR1), 0, 0, 0)
+    if os.getppid() != parent:  # it died before the request took hold
+        on_gone()
