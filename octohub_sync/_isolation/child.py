@@ -30,6 +30,7 @@ from typing import Any, Callable, Optional
 
 from .._execution.resources import Held, ResourceSpec, UsingResources
 from .._execution.task_control import TaskControl, activate, deactivate
+from ..exceptions import TaskCancelled
 from .._platform import process_tree
 
 __all__ = ["ChildControl", "resolve", "rss_bytes", "serve"]
@@ -127,6 +128,7 @@ class _Serving:
         self.tasks: list[tuple] = []  # at most one "run" the reader took while the main thread was busy
         self.wake = threading.Condition()
         self.leaving = threading.Lock()  # taken once, by whoever first learns that the child ends
+        self.in_handler = False  # the main thread is inside the handler (a death signal may stop it there)
 
     def post(self, message: tuple) -> None:
         with self.send_lock:
@@ -167,6 +169,13 @@ class _Serving:
         threading.Thread(target=_end_after, args=(PARENT_GONE_GRACE,), name="octohub-child-grace",
                          daemon=True).start()
 
+    def death_signal(self) -> None:
+        """Linux's parent-death signal, on the main thread: it also stops a handler blocked in C there,
+        so that the resources' teardowns run before the grace ends."""
+        self.parent_gone()
+        if self.in_handler:
+            raise TaskCancelled("the node is gone")
+
     def next_task(self) -> tuple:
         with self.wake:
             while not self.tasks:
@@ -179,18 +188,28 @@ class _Serving:
         self.control = control
         token = activate(control)
         try:
+            self.in_handler = True
             result = self.handler(message)
             outcome: tuple = ("result", result)
         except BaseException as exc:  # SystemExit included: the parent answers "failed", the child serves on
             outcome = ("error", type(exc).__name__, str(exc))
         finally:
+            self.in_handler = False
             deactivate(token)
             self.control = None
             control.closed = True
+        try:
+            self.answer(control, outcome)
+        except OSError:
+            pass  # the node is gone: the reader has queued the "stop" that ends this child
+
+    def answer(self, control: ChildControl, outcome: tuple) -> None:
         control.flush()
         rss, peak = rss_bytes()
         try:
             self.post(outcome + (rss, peak))
+        except OSError:
+            raise
         except Exception as exc:  # the result cannot be pickled
             self.post(("error", "ResultNotSerializable", f"handler returned {type(outcome[1]).__name__}, "
                                                          f"which cannot cross to the node ({exc})", rss, peak))
@@ -204,11 +223,20 @@ def _end_after(seconds: float) -> None:
 def _leave_stopping_to_the_node() -> None:
     """Ignore the signals that ask the node to drain: Ctrl+C (and Ctrl+Break) reach every process of a
     console, systemd's SIGTERM every process of the unit; the node's stop then ends its children itself,
-    after their tasks finished. The hard stop and a kill still end a child at once (SIGKILL, TerminateProcess)."""
+    after their tasks finished. The hard stop and a kill still end a child at once (SIGKILL, TerminateProcess).
+
+    A handler that does nothing, not ``SIG_IGN``: an ignored signal stays ignored across ``exec``, so every
+    process a handler starts (chromedriver, a browser) would ignore SIGTERM too, and a teardown's
+    ``terminate()`` would not end it; a handler is reset to the default at ``exec``.
+    """
     for name in ("SIGINT", "SIGTERM", "SIGBREAK"):  # SIGBREAK: Windows only
         number = getattr(signal, name, None)
         if number is not None:
-            signal.signal(number, signal.SIG_IGN)
+            signal.signal(number, _drain_signal)
+
+
+def _drain_signal(signum: int, frame: Any) -> None:
+    """The node's to act on, not the child's (see :func:`_leave_stopping_to_the_node`)."""
 
 
 def serve(commands: Any, events: Any, module: str, qualname: str, resources: tuple = ()) -> None:
@@ -230,7 +258,7 @@ def serve(commands: Any, events: Any, module: str, qualname: str, resources: tup
     held = Held(_Counts(serving.post))
     if specs:
         serving.handler = UsingResources(handler, specs, lambda: held)
-    process_tree.watch_parent(serving.parent_gone)
+    process_tree.watch_parent(serving.death_signal)
     # Daemon: it only reads the parent's pipe, and it ends the process itself when that pipe ends.
     threading.Thread(target=serving.read, name="octohub-child-reader", daemon=True).start()
     serving.post(("ready", os.getpid()))
