@@ -13,6 +13,7 @@ import time
 from typing import Any, Optional
 
 from ._node import stop_sequence
+from ._platform import node_guard
 from ._transport.api_lookup import resolve_address, ssl_context
 from ._node.clock_jumps import pause_threshold
 from ._config.settings import Settings, load_settings, require_key
@@ -151,6 +152,7 @@ class NodeWebSocketClient:
         self._stopped_clean = True  # what the last stop() returned, for a second call
         self._lifecycle = threading.Lock()
         self._watchdog: Optional[Watchdog] = None
+        self._guarded = False  # this node holds the process's tree guard (_platform/node_guard.py)
         self._timers: Optional[Timers] = None
         self._metrics: Any = None
         self._connection_log = ConnectionLog(pc_id=self.pc_id, stats=self._stats, log=self.log)
@@ -291,6 +293,9 @@ class NodeWebSocketClient:
             self._beats.reset(time.monotonic())
             self._recycler.started(time.monotonic())
             self.runner.start()
+            if self.resources.specs:  # what handlers start on threads ends with the node, even a killed one
+                node_guard.acquire()
+                self._guarded = True
             s = self.settings
             self._sender.start()
             self._timers = Timers(expire=self.runner.expire, status=self.log_status, status_interval=s.status_interval,
@@ -363,6 +368,9 @@ class NodeWebSocketClient:
                 unfinished=unfinished, overdue=[tid for tid in self._tasks.overdue() if tid not in unfinished],
                 turned_away=len(self.runner.turned_away(self.delivery.unsent())), unsent=self.delivery.waiting(),
                 kept=self.settings.state_dir not in (None, "off"), log=self.log)
+            if self._guarded:
+                self._guarded = False
+                node_guard.release()
             self._status.stopped()
             self._stopped_clean = clean
             self._finished.set()

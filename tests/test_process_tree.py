@@ -120,6 +120,7 @@ if __name__ == "__main__":
                               "pc_id": "doomed", "state_dir": "off"}, env_file=False, environ={})
     node = NodeWebSocketClient(settings=settings)
     node.register_task_handler("spawn", tree_handlers.spawn, isolation="process")
+    node.register_task_handler("thread_spawn", tree_handlers.spawn)  # on a worker thread of the node
     if hasattr(node, "register_resource"):
         node.register_resource("helper", tree_handlers.helper)
         node.register_task_handler("work", tree_handlers.use_helper, isolation="process", uses=["helper"])
@@ -162,5 +163,15 @@ def test_kill_9_of_the_node_lets_a_child_tear_down_its_resources_first(hub: Loca
     with_resource = pids_of(hub, hub.send_task("work", {"block": True}, pc_id="doomed"))
     kill_9()
     assert all_gone(with_resource, within=10)
-    # The child's handler was blocked in C; the child stopped it, tore its resource down in itself, then ended.
-    assert ["torn", *map(str, with_resource)] in lines(trace)
+    # The child's handler was blocked in C; the child stopped it, tore its resource down in itself, then ended
+    # (the line is written just after the helper ended).
+    assert wait_until(lambda: ["torn", *map(str, with_resource)] in lines(trace), 5)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the node's watcher finds its tree through /proc")
+def test_kill_9_of_the_node_ends_what_its_worker_threads_started(hub: LocalHub, trace: Path, kill_9: Any) -> None:
+    """A helper a handler started on a worker thread is the node's own child: the node's watcher ends it."""
+    node_pid, *helpers = pids_of(hub, hub.send_task("thread_spawn", {"block": True}, pc_id="doomed"))
+    assert {psutil.Process(pid).ppid() for pid in helpers} == {node_pid}  # started on a thread of the node itself
+    kill_9()
+    assert all_gone(helpers, within=10)

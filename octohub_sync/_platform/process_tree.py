@@ -9,6 +9,7 @@ one by one: the child puts itself, and so everything it starts, in one unit the 
 - Windows: the child makes a Job Object with ``JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE`` and joins it; its
   descendants join at birth. The child holds the only handle, so however the child ends (its own exit,
   ``TerminateProcess`` from the node), the OS closes the handle and ends the whole job.
+- The same Job Object guards a node's own tree on Windows (node_guard.py: :func:`join_new_job`).
 - Linux: the child also asks for a signal when its parent dies (``PR_SET_PDEATHSIG``). That signal
   comes when the *thread* that started the child ends, too, so the handler checks that the parent
   process really is gone (``os.getppid()`` changed) before it acts.
@@ -48,7 +49,7 @@ if sys.platform == "win32":
                     ("ProcessMemoryLimit", ctypes.c_size_t), ("JobMemoryLimit", ctypes.c_size_t),
                     ("PeakProcessMemoryUsed", ctypes.c_size_t), ("PeakJobMemoryUsed", ctypes.c_size_t)]
 
-    def _join_new_job() -> Any:
+    def join_new_job() -> Any:
         """A job that ends its processes when its last handle closes, with this process in it (None if refused)."""
         kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
         kernel32.CreateJobObjectW.restype = wintypes.HANDLE
@@ -72,7 +73,7 @@ if sys.platform == "win32":
 def own_tree() -> None:
     """In a new child: make this process and all it will start one unit that is killed as one."""
     if sys.platform == "win32":
-        _state["job"] = _join_new_job()
+        _state["job"] = join_new_job()
         return
     try:
         os.setsid()
