@@ -113,10 +113,10 @@ def main() -> None:
             cold = run_tasks(hub, pc, "visit_cold", url, cold_n, 4)
             print(f"load a local page, 4 workers: browser per worker {warm:.1f} tasks/s ({warm_n} tasks), "
                   f"browser per task {cold:.1f} tasks/s ({cold_n} tasks): x{warm / cold:.1f}")
-            tree = [subject.ps] + subject.ps.children(recursive=True)
-            pss = sum(p.memory_full_info().pss for p in tree if p.is_running())  # shared pages counted once
+            tree = [p for p in subject.ps.children(recursive=True) if p.name().startswith("chrom")]
+            pss = sum(p.memory_full_info().pss for p in [subject.ps] + tree)  # shared pages counted once
             print(f"RSS with 4 warm browsers: the node {subject.ps.memory_info().rss / 1048576:.0f} MB; the node and "
-                  f"its {len(tree) - 1} browser processes {pss / 1048576:.0f} MB (PSS)")
+                  f"its {len(tree)} browser processes {pss / 1048576:.0f} MB (PSS)")
 
             tid = hub.send_task("hold", {"url": url}, pc_id=pc)
             hub.wait_progress(tid, lambda f: str(f.get("message", "")).startswith("loaded"), timeout=60)
@@ -126,9 +126,11 @@ def main() -> None:
             hub.cancel(tid, "bench")
             answer = hub.wait_result(tid, timeout=30)
             answered = time.perf_counter() - began
-            psutil.wait_procs(held, timeout=10)
+            deadline = time.monotonic() + 10
+            while any(alive(p) for p in held) and time.monotonic() < deadline:
+                time.sleep(0.01)  # polling the process table: nothing to wait on
             gone = time.perf_counter() - began
-            left = sum(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in held)
+            left = sum(alive(p) for p in held)
             print(f"hard stop (grace 0.5 s): task_cancel -> answer {answered * 1e3:.0f} ms "
                   f"({answer['error'][:40]}), -> last of its {len(held)} browser processes gone "
                   f"{gone * 1e3:.0f} ms; left: {left}")
@@ -163,6 +165,13 @@ def main() -> None:
     finally:
         hub.stop()
         server.shutdown()
+
+
+def alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def child_of_isolated(proc: psutil.Process, subject) -> bool:
