@@ -37,7 +37,10 @@ class _Page(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/html")
         self.send_header("Content-Length", str(len(PAGE)))
         self.end_headers()
-        self.wfile.write(PAGE)
+        try:
+            self.wfile.write(PAGE)
+        except BrokenPipeError:
+            pass  # a browser the hard stop killed while it loaded the page
 
     def log_message(self, *args: object) -> None:
         pass

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
 import time
 from typing import Any, Callable
 
+import psutil
 import pytest
 import requests
 
@@ -39,6 +41,17 @@ class Trace:
             self.torn.append((number, threading.get_ident()))
 
 
+def watchers() -> list[psutil.Process]:
+    found = []
+    for child in psutil.Process().children():
+        try:
+            if "octohub_sync._platform.node_guard" in child.cmdline() and child.status() != psutil.STATUS_ZOMBIE:
+                found.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
 def use(task: dict, browser: dict) -> dict:
     if (task.get("data") or {}).get("broken"):
         raise ResourceBroken("the browser crashed")
@@ -68,8 +81,11 @@ def test_a_resource_is_made_lazily_on_the_worker_reused_there_and_torn_down_ther
     assert [r["number"] for r in results] == [1, 1, 1]  # one made, reused by the later tasks
     assert all(r["made_on"] == r["run_on"] for r in results)
     assert client.stats()["resources"] == {"browser": {"live": 1, "made": 1, "torn_down": 0}}
+    if sys.platform.startswith("linux"):  # the node's tree guard: a watcher process while it runs
+        assert watchers()
     assert client.stop(timeout=5)
     assert trace.torn == trace.made  # torn down at the stop, on the thread that made it
+    assert wait_until(lambda: not watchers(), 5)  # a stop says goodbye: the watcher leaves, killing nothing
     assert client.stats()["resources"]["browser"] == {"live": 0, "made": 1, "torn_down": 1}
 
 
@@ -175,3 +191,26 @@ def test_bad_declarations_name_what_is_wrong(make_node) -> None:
         client.register_resource("my browser", Trace().factory)
     with pytest.raises(TypeError, match="is not callable"):
         client.register_resource("browser", "chrome")
+
+
+def test_a_teardown_that_raises_is_logged_and_the_others_still_run(caplog: pytest.LogCaptureFixture) -> None:
+    from octohub_sync._execution.resources import Held, ResourceSpec, Tally
+
+    order: list[str] = []
+
+    def good() -> Any:
+        yield "good"
+        order.append("good torn")
+
+    def bad() -> Any:
+        yield "bad"
+        raise OSError("driver already gone")
+
+    tally = Tally()
+    held = Held(tally)
+    specs = [ResourceSpec.build("good", good), ResourceSpec.build("bad", bad), ResourceSpec.build("plain", dict)]
+    assert held.acquire(specs) == {"good": "good", "bad": "bad", "plain": {}}  # a plain factory needs no yield
+    held.close()  # the last made first
+    assert order == ["good torn"]
+    assert "tearing down resource bad failed" in caplog.text and "driver already gone" in caplog.text
+    assert tally.view() == {name: {"live": 0, "made": 1, "torn_down": 1} for name in ("bad", "good", "plain")}

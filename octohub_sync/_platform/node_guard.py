@@ -52,7 +52,9 @@ def acquire() -> None:
             return
         if not sys.platform.startswith("linux"):
             return
-        token = os.environ.setdefault(TOKEN_VARIABLE, secrets.token_hex(16))
+        # A new token, never one inherited: a node started by another guarded node (or by a test process
+        # that ran one) must not name its parent's tree, nor its parent its own.
+        token = os.environ[TOKEN_VARIABLE] = secrets.token_hex(16)
         _state["watcher"] = subprocess.Popen(
             [sys.executable, "-m", "octohub_sync._platform.node_guard", token], stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
@@ -66,6 +68,7 @@ def release() -> None:
         if watcher is None:
             return
         _state["watcher"] = None
+        os.environ.pop(TOKEN_VARIABLE, None)  # what starts from now on is no guarded node's
     try:
         assert watcher.stdin is not None
         watcher.stdin.write(_BYE)
