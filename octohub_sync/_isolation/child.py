@@ -168,6 +168,8 @@ class _Serving:
         # Daemon: it only bounds the wait; the main thread ends the process sooner if it can.
         threading.Thread(target=_end_after, args=(PARENT_GONE_GRACE,), name="octohub-child-grace",
                          daemon=True).start()
+        if self.in_handler and threading.current_thread() is not threading.main_thread():
+            process_tree.interrupt_main()  # stops a handler blocked in C; its death_signal does the rest
 
     def death_signal(self) -> None:
         """Linux's parent-death signal, on the main thread: it also stops a handler blocked in C there,

@@ -12,7 +12,9 @@ one by one: the child puts itself, and so everything it starts, in one unit the 
 - The same Job Object guards a node's own tree on Windows (node_guard.py: :func:`join_new_job`).
 - Linux: the child also asks for a signal when its parent dies (``PR_SET_PDEATHSIG``). That signal
   comes when the *thread* that started the child ends, too, so the handler checks that the parent
-  process really is gone (``os.getppid()`` changed) before it acts.
+  process really is gone (``os.getppid()`` changed) before it acts. The kernel may hand that signal
+  to any thread of the child, so the child's pipe reader sends it again to the main thread
+  (:func:`interrupt_main`), the one a Python signal handler runs on.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import signal
 import sys
 from typing import Any, Callable
 
-__all__ = ["end_own_tree", "kill_tree", "own_tree", "watch_parent"]
+__all__ = ["end_own_tree", "interrupt_main", "join_new_job", "kill_tree", "own_tree", "watch_parent"]
 
 _state = {"leader": False, "job": None}  # this process's unit: a process group it leads, or a job handle
 
@@ -103,25 +105,40 @@ def kill_tree(pid: int, kill: Callable[[], None]) -> None:
 
 
 def watch_parent(on_gone: Callable[[], None]) -> None:
-    """Linux: call ``on_gone`` (on the main thread, as a signal handler) when the parent process dies.
+    """POSIX: call ``on_gone`` on the main thread, as a signal handler, once the parent process is dead.
 
-    A complement to the end of the parent's pipe, which the child reads too: that one works everywhere.
+    The signal is SIGUSR1: on Linux the kernel sends it when the parent dies (``PR_SET_PDEATHSIG``);
+    everywhere :func:`interrupt_main` sends it, for the thread that read the end of the parent's pipe,
+    which works on every platform. A signal handler, because only a signal stops a main thread that
+    is blocked in C (``time.sleep``, a socket read).
     """
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-    except OSError:
+    if sys.platform == "win32":
         return
     parent = os.getppid()
 
     def gone(signum: int, frame: Any) -> None:
-        if os.getppid() != parent:  # not merely the end of the parent's thread that started us
+        # Not merely the end of the parent's thread that started us: the parent process is gone (the
+        # pipe's reader said so; it may read the end before the kernel gives us a new parent).
+        if _state.get("parent_gone") or os.getppid() != parent:
             on_gone()
 
     signal.signal(signal.SIGUSR1, gone)
-    pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, int(signal.SIGUSR1), 0, 0, 0)
+    _state["watching"] = True
+    if sys.platform.startswith("linux"):
+        import ctypes
+        try:
+            pr_set_pdeathsig = 1
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGUSR1), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # the pipe's end still tells
     if os.getppid() != parent:  # it died before the request took hold
         on_gone()
+
+
+def interrupt_main() -> None:
+    """Run :func:`watch_parent`'s handler on the main thread now (the kernel may deliver a signal
+    to any thread of the process: this one goes to the main thread)."""
+    if _state.get("watching"):
+        import threading
+        _state["parent_gone"] = True
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)
