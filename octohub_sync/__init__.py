@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
     from .app import Handlers
     from .client import NodeWebSocketClient
     from ._config.settings import Settings, load_settings
-    from .exceptions import ApiError, AuthError, ConfigError, GaveUpError, OctoHubError, ProtocolError, ProxyError, TaskCancelled
+    from .exceptions import ApiError, AuthError, ConfigError, GaveUpError, OctoHubError, ProtocolError, ProxyError, ResourceBroken, ResourceError, TaskCancelled
     from ._execution.task_control import TaskControl, current_task
 
 __all__ = [
@@ -30,6 +30,8 @@ __all__ = [
     "OctoHubError",
     "ProtocolError",
     "ProxyError",
+    "ResourceBroken",
+    "ResourceError",
     "Settings",
     "TaskCancelled",
     "TaskControl",
@@ -47,7 +49,7 @@ _HOMES = {
     "TaskControl": "_execution.task_control",
     "current_task": "_execution.task_control",
     **dict.fromkeys(["ApiError", "AuthError", "ConfigError", "GaveUpError", "OctoHubError", "ProtocolError",
-                     "ProxyError", "TaskCancelled"], "exceptions"),
+                     "ProxyError", "ResourceBroken", "ResourceError", "TaskCancelled"], "exceptions"),
 }
 
 

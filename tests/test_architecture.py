@@ -233,7 +233,10 @@ def test_the_posix_rule_finds_what_runs_at_import() -> None:
 
 #: The programs (they may handle signals); everything else is library code, which never does.
 PROGRAMS = {"octohub_sync.cli", "octohub_sync._platform.stop_signals", "octohub_sync.__main__", "octohub_sync.hub.__main__",
-            "octohub_sync._isolation.child"}  # child: the program of an isolated handler's child process
+            "octohub_sync._isolation.child",  # child: the program of an isolated handler's child process
+            # the child's process tree: its death signal (in the child only), and SIGKILL to a child's group
+            "octohub_sync._platform.process_tree",
+            "octohub_sync._platform.node_guard"}  # the watcher's program: SIGKILL to what a dead node left
 
 #: Library modules that import signal only to name one (how a child process died): they use signal.Signals only.
 NAMES_SIGNALS = {"octohub_sync._isolation.boundary"}

@@ -68,6 +68,7 @@ class TaskRunner:
         on_max_tasks: Callable[[], None] = lambda: None,
         tasks: Optional[TaskRegistry] = None,
         log_errors: str = "text",
+        on_thread_exit: Callable[[], None] = lambda: None,
     ) -> None:
         self.handlers: dict[str, TaskHandler] = dict(BUILTIN_HANDLERS)
         # Task types whose handler must not run again after a restart interrupted it.
@@ -98,6 +99,7 @@ class TaskRunner:
         # OCTOHUB_MAX_TASKS: tasks this run may still accept (0: no limit); then on_max_tasks (_node/recycle.py).
         self._max_tasks = self._tasks_left = max_tasks
         self._on_max_tasks = on_max_tasks
+        self._on_thread_exit = on_thread_exit  # each worker thread's last act: its resources' teardowns
 
     def register(self, task_type: str, handler: TaskHandler, options: TaskOptions) -> Optional[TaskHandler]:
         """Run ``handler`` for tasks of ``task_type`` from now on, with ``register_task_handler``'s options.
@@ -136,7 +138,7 @@ class TaskRunner:
             self._tasks_left = self._max_tasks
             self.limits.reopen()
             if self._pool is None:
-                self._pool = Workers(self._run, self._max_workers, log=self._log)
+                self._pool = Workers(self._run, self._max_workers, log=self._log, on_exit=self._on_thread_exit)
 
     # -- called on the connection thread -------------------------------------------------
 
