@@ -165,7 +165,7 @@ def test_kill_9_of_the_node_lets_a_child_tear_down_its_resources_first(hub: Loca
     assert all_gone(with_resource, within=10)
     # The child's handler was blocked in C; the child stopped it, tore its resource down in itself, then ended
     # (the line is written just after the helper ended).
-    assert wait_until(lambda: ["torn", *map(str, with_resource)] in lines(trace), 5)
+    assert wait_until(lambda: ["torn", *map(str, with_resource)] in lines(trace), 5), (with_resource, lines(trace))
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the node's watcher finds its tree through /proc")
