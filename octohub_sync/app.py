@@ -15,9 +15,9 @@ import traceback
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 
 from ._config.settings import APP_SPEC
-from .exceptions import ConfigError
 from ._execution.options import TaskOptions
 from ._execution.resources import ResourceSpec
+from .exceptions import ConfigError
 
 if TYPE_CHECKING:
     from .client import NodeWebSocketClient

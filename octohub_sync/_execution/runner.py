@@ -12,17 +12,17 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable, Mapping, Optional
 
+from .._delivery.store import MemoryStore
+from .._ops.log_safety import TRACEBACK, format_traceback
+from .._ops.stats import Stats
 from .._wire import protocol
+from .._wire.protocol import Task
+from ..exceptions import TaskCancelled
 from .builtin_tasks import BUILTIN_HANDLERS, TaskHandler
 from .limits import Limits
 from .options import TaskKeyError, TaskOptions
-from .._delivery.store import MemoryStore
-from .._wire.protocol import Task
-from .._ops.stats import Stats
-from .._ops.log_safety import TRACEBACK, format_traceback
-from ..exceptions import TaskCancelled
-from .task_run import TaskRegistry, TaskRun
 from .pool import Workers
+from .task_run import TaskRegistry, TaskRun
 
 __all__ = ["TaskRunner"]
 

@@ -19,14 +19,14 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Mapping, Optional
 
-from .child import serve
+from .._execution.handler_calls import HardStop
+from .._execution.options import TaskOptions
+from .._execution.resources import ResourceRegistry, ResourceSpec, Tally, UsingResources
+from .._execution.task_control import TaskControl, current_task
+from .._platform.process_tree import kill_tree
 from ..exceptions import WorkerCrashed
 from .boundary import check_importable, describe_exit, remote_error
-from .._execution.options import TaskOptions
-from .._execution.handler_calls import HardStop
-from .._execution.resources import ResourceRegistry, ResourceSpec, Tally, UsingResources
-from .._platform.process_tree import kill_tree
-from .._execution.task_control import TaskControl, current_task
+from .child import serve
 
 __all__ = ["IsolatedHandler", "isolate", "isolation_view", "stop_children"]
 

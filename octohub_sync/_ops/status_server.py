@@ -22,12 +22,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
 
 from .._version import __version__
+from .._wire.addresses import host_for_url
+from .._wire.signing import redact
 from ..exceptions import ConfigError
 from .liveness import Verdict
-from .status_guard import DeadlineReader, Slots, allowed_host
-from .._wire.signing import redact
 from .stats import COUNTERS, NodeState
-from .._wire.addresses import host_for_url
+from .status_guard import DeadlineReader, Slots, allowed_host
 
 __all__ = ["MetricsServer", "health", "probe", "render_metrics"]
 
