@@ -85,11 +85,13 @@ class TaskFailed(OctoHubError):
         traceback: the handler's traceback, as the node logged it (a failing test shows its line).
     """
 
-    def __init__(self, result: dict, traceback: str = "") -> None:
+    def __init__(self, result: dict, traceback: str = "", *, hint: str = "") -> None:
         self.result = result
         #: The handler's traceback as the node logged it ("" if none: a timeout, a cancel).
         self.traceback = traceback
         message = f"task {result.get('task_id')} failed: {result.get('error')}"
+        if hint:
+            message += f" ({hint})"
         super().__init__(f"{message}\n{traceback}" if traceback else message)
 
 

@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 
 __all__ = ["TEST_SETTINGS", "LocalNode", "TaskFailed", "make_local_node"]
 
+#: What a test that runs an unregistered type most likely lacks.
+NO_HANDLER_HINT = ("this node has no handler for it: name your module of handlers with octohub_app = "
+                   "mypackage.tasks in the pytest configuration, or --octohub-app, or register it with "
+                   "octohub_node.register(task_type, fn)")
+
 #: Settings of test nodes: they notice a drop, reconnect and stop within a test's patience.
 TEST_SETTINGS: Mapping[str, Any] = dict(
     ping_interval=2.0, ping_timeout=1.0, reconnect_interval=0.2, reconnect_max_interval=1.0,
@@ -96,7 +101,8 @@ class LocalNode:
         finally:
             logging.getLogger("octohub_sync").removeHandler(traces)
         if answer.get("status") != "completed":
-            raise TaskFailed(answer, traces.found.get(str(answer.get("task_id")), ""))
+            hint = NO_HANDLER_HINT if str(answer.get("error", "")).startswith("UnknownTaskType") else ""
+            raise TaskFailed(answer, traces.found.get(str(answer.get("task_id")), ""), hint=hint)
         return answer.get("result")
 
     def drop(self, *, reconnect: bool = True, timeout: float = WAIT) -> None:

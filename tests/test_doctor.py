@@ -292,3 +292,6 @@ def test_check_notes_an_unknown_octohub_name(hub: LocalHub, tmp_path: Path) -> N
     assert done.returncode == 0, done.stdout + done.stderr
     assert ("OCTOHUB_MAX_WORKER in .env is not a setting; it is ignored (did you mean OCTOHUB_MAX_WORKERS?)"
             in done.stdout)
+    # And again at the end, where a reader looks: the check passed, but not with the setting meant.
+    assert done.stdout.rstrip().splitlines()[-1] == ("but: OCTOHUB_MAX_WORKER in .env is not a setting; it is "
+                                                     "ignored (did you mean OCTOHUB_MAX_WORKERS?)")

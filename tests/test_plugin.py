@@ -40,8 +40,9 @@ def test_the_entry_point_is_registered() -> None:
 def test_octohub_node_runs_tasks(octohub_node: LocalNode) -> None:
     assert octohub_node.run("echo", {"x": 1})["echo"] == {"x": 1}
     assert octohub_node.result("nope")["error"] == "UnknownTaskType: no handler for task_type 'nope'"
-    with pytest.raises(TaskFailed, match="failed: UnknownTaskType"):
+    with pytest.raises(TaskFailed, match="failed: UnknownTaskType") as failed:
         octohub_node.run("nope")
+    assert "octohub_app = mypackage.tasks" in str(failed.value)  # what such a test most likely lacks
     octohub_node.register("twice", lambda task: task["data"]["n"] * 2)
     assert octohub_node.run("twice", {"n": 21}) == 42
 

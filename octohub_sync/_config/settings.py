@@ -92,7 +92,7 @@ class Settings:
     status_interval: float = _opt(300.0, "log a status line every N s (0 = off)", kind="float>=0")
     metrics_port: int = _opt(0, "serve /livez, /readyz, /healthz, /metrics and /tasks on this port (0 = off)", kind="port0")
     metrics_host: str = _opt("127.0.0.1", "address of the metrics endpoint", kind="metricshost")
-    log_level: str = _opt("INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL (the demo: WARNING)", kind="level")
+    log_level: str = _opt("INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL (the demo: ERROR)", kind="level")
     app: Optional[str] = _opt(None, "serve the handlers of this module: module (its setup(client) or Handlers registry) or module:function", kind="app")
 
     #: Where each value came from ("environment", ".env", "override" or "flag"; absent: default).

@@ -91,7 +91,7 @@ def main(argv: Optional[Sequence[str]] = None, *, setup: Optional[Setup] = None)
     try:
         if args.demo:
             from ._demo import run_demo
-            setup_logging((args.log_level or "WARNING").upper())
+            setup_logging((args.log_level or "ERROR").upper())  # the demo prints every answer itself
             return run_demo(_overrides(args))
         settings = load_settings(_overrides(args), env_file=args.env_file, override_source="flag")
         setup_logging(settings.log_level)

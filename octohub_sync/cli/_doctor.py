@@ -111,6 +111,8 @@ def run_check(settings: Settings, *, out: Optional[TextIO] = None) -> int:
         return ExitCode.FAILED
     p.line()
     p.line(f"all checks passed: node {pc_id} can connect")
+    for warning in settings.warnings:  # a typo stays in force unseen unless the last lines repeat it
+        p.line(f"but: {warning}")
     return ExitCode.OK
 
 

@@ -28,7 +28,7 @@ KEY_SOURCES = {".env": "./.env", "environment": "the environment", "key file": "
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0].replace("``", ""))
     parser.add_argument("--key", help="signature key (default: OCTOHUB_SIGNATURE_KEY as a node started in this "
                                       "directory reads it, from ./.env or the environment; else a new random "
                                       "one on every start, printed)")
