@@ -72,6 +72,8 @@ def test_the_entry_points_load() -> None:
         if hasattr(selected, "select") else [ep for ep in selected["console_scripts"] if ep.name == "octohub-node"]
     plugins = [ep for ep in selected.select(group="pytest11") if ep.name == "octohub"] \
         if hasattr(selected, "select") else [ep for ep in selected["pytest11"] if ep.name == "octohub"]
-    assert [ep.value for ep in scripts] == ["octohub_sync.cli:main"] and callable(scripts[0].load())
-    assert [ep.value for ep in plugins] == ["octohub_sync.pytest_plugin"]
+    # (A set: Python 3.9's importlib.metadata may list a distribution twice, e.g. an editable install's
+    # egg-info beside its dist-info.)
+    assert {ep.value for ep in scripts} == {"octohub_sync.cli:main"} and callable(scripts[0].load())
+    assert {ep.value for ep in plugins} == {"octohub_sync.pytest_plugin"}
     assert plugins[0].load().__name__ == "octohub_sync.pytest_plugin"
