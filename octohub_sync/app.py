@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 
 from ._config.settings import APP_SPEC
 from .exceptions import ConfigError
+from ._execution.middleware import check_middleware
 from ._execution.options import TaskOptions
 
 if TYPE_CHECKING:
@@ -55,6 +56,8 @@ class Handlers:
         self.options: dict[str, dict[str, Any]] = {}
         #: message kind -> handler.
         self.messages: dict[str, Callable[..., Any]] = {}
+        #: Middleware, the outermost first (``client.add_middleware``).
+        self.middlewares: list[Callable[..., Any]] = []
 
     def task(self, task_type: Union[str, Callable[..., Any], None] = None, **options: Any) -> Any:
         """Decorator: ``@handlers.task("resize")``, ``@handlers.task()`` or ``@handlers.task``.
@@ -79,11 +82,24 @@ class Handlers:
             return fn
         return declare
 
+    def middleware(self, fn: F) -> F:
+        """Decorator (or call): run ``fn(task, call_next)`` around every handler (``client.add_middleware``).
+
+        The first declared is the outermost. ``handlers(client)`` adds them before the handlers.
+
+        Raises:
+            TypeError: ``fn`` is not callable.
+        """
+        self.middlewares.append(check_middleware(fn))
+        return fn
+
     def message(self, kind: str) -> Callable[[F], F]:
         """Decorator: ``@handlers.message("notification")`` handles hub messages of that kind."""
         return lambda fn: self._add(self.messages, "message kind", kind, fn)
 
     def __call__(self, client: "NodeWebSocketClient") -> None:
+        for fn in self.middlewares:
+            client.add_middleware(fn)
         for task_type, handler in self.tasks.items():
             client.register_task_handler(task_type, handler, **self.options.get(task_type, {}))
         for kind, handler in self.messages.items():

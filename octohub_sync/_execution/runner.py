@@ -15,7 +15,9 @@ from typing import Any, Callable, Mapping, Optional
 from .._wire import protocol
 from .builtin_tasks import BUILTIN_HANDLERS, TaskHandler
 from .limits import Limits
-from .options import TaskKeyError, TaskOptions
+from .middleware import Middleware, check_middleware, compose
+from .options import NO_KEY, TaskKeyError, TaskOptions
+from .task_control import activate, deactivate
 from .._delivery.store import MemoryStore
 from .._wire.protocol import Task
 from .._ops.stats import Stats
@@ -70,6 +72,9 @@ class TaskRunner:
         log_errors: str = "text",
     ) -> None:
         self.handlers: dict[str, TaskHandler] = dict(BUILTIN_HANDLERS)
+        #: What a task of each type calls: its handler inside the middleware (middleware.py), composed once.
+        self._calls: dict[str, TaskHandler] = dict(self.handlers)
+        self._middleware: tuple[Middleware, ...] = ()
         # Task types whose handler must not run again after a restart interrupted it.
         self._no_retry: set[str] = set()
         self._store = store
@@ -105,9 +110,11 @@ class TaskRunner:
         Returns:
             The handler it replaces, if any (an isolated one's children are the caller's to stop).
         """
+        call = self._wrap(handler, self._middleware)  # before any change: a child may refuse a middleware
         with self._lock:
             replaced = self.handlers.get(task_type)
             self.handlers[task_type] = handler
+            self._calls[task_type] = call
             if options.retry_interrupted:
                 self._no_retry.discard(task_type)
             else:
@@ -120,6 +127,36 @@ class TaskRunner:
                 limited.pop(task_type, None)
             self._limited = limited
         return replaced
+
+    def add_middleware(self, fn: Middleware) -> None:
+        """Run ``fn(task, call_next)`` around every handler from now on, inside those added before.
+
+        Raises:
+            TypeError: ``fn`` is not callable.
+            ValueError: an isolated type's child cannot import ``fn`` (a lambda, a closure).
+            RuntimeError: the node already started (an isolated type's children hold their chain).
+        """
+        check_middleware(fn)
+        with self._lock:
+            if self._pool is not None:
+                raise RuntimeError("add_middleware() must be called before the node starts")
+            middleware = self._middleware + (fn,)
+            # Composed for every type before any is changed: one refusal leaves them all as they were.
+            calls = {task_type: self._wrap(handler, middleware, apply=False)
+                     for task_type, handler in self.handlers.items()}
+            for handler in self.handlers.values():
+                self._wrap(handler, middleware)
+            self._middleware, self._calls = middleware, calls
+
+    @staticmethod
+    def _wrap(handler: TaskHandler, middleware: tuple[Middleware, ...], *, apply: bool = True) -> TaskHandler:
+        """What a task calls: an isolated handler takes the chain into its children (``use_middleware``),
+        any other is composed here; ``apply=False`` only checks an isolated handler can take it."""
+        use = getattr(handler, "use_middleware", None)
+        if use is None:
+            return compose(middleware, handler)
+        use(middleware, apply=apply)
+        return handler
 
     def restore(self, finished: list[tuple[str, str]], started: list[str]) -> None:
         """What a ledger held at start: finished tasks (oldest first) and tasks a restart interrupted."""
@@ -172,6 +209,8 @@ class TaskRunner:
                     pool.put(tid)
                     return
                 job = self._runs[tid] = TaskRun(task, deadline, self.limits.lane(task.task_type, lane_key))
+                if lane_key is not NO_KEY:
+                    job.control.task_key = lane_key  # the log records' task_key (log_context.py)
                 if self.limits.admit(job.lane, job):
                     pool.put(tid)
                 return
@@ -256,6 +295,15 @@ class TaskRunner:
             if job.lane is not None:
                 self.limits.begun(job.lane)
         task_type = job.task.task_type
+        # The task's own lines (its failure, a late result) carry its fields too (log_context.py).
+        token = activate(job.control)
+        try:
+            self._finish(job, task_type)
+        finally:
+            deactivate(token)
+
+    def _finish(self, job: TaskRun, task_type: str) -> None:
+        tid = job.task_id
         # Only a handler that must not run twice waits for the disk before it starts.
         self._store.started(tid, wait=task_type in self._no_retry)
         try:
@@ -280,7 +328,7 @@ class TaskRunner:
     def _call(self, job: TaskRun) -> tuple[str, bool]:
         task = job.task
         try:
-            handler = self.handlers[task.task_type]  # admitted for a registered type; a type is never removed
+            handler = self._calls[task.task_type]  # admitted for a registered type; a type is never removed
             result = self._call_handler(job, handler, task.message)
         except BaseException as exc:  # anything, SystemExit from a sys.exit() included: the hub gets "failed"
             error = f"{type(exc).__name__}: {exc}"
@@ -313,7 +361,7 @@ class TaskRunner:
         if not self._log.isEnabledFor(logging.WARNING):
             return  # the traceback is formatted only for a line that is written
         trace = format_traceback(exc, with_text=self._log_error_text, max_chars=LOGGED_ERROR_CHARS)
-        self._log.warning("task %s (%s) failed: %s", tid, task_type, shown, extra={TRACEBACK: trace, "task_id": tid})
+        self._log.warning("task %s (%s) failed: %s", tid, task_type, shown, extra={TRACEBACK: trace})
 
     def _failed(self, tid: str, error: str) -> str:
         """A ``failed`` result whose frame fits OCTOHUB_MAX_RESULT_BYTES (a long error is cut)."""

@@ -37,17 +37,20 @@ class TaskControl:
     Attributes:
         task_id: the running task's id (None outside a node).
         task_type: its type (None outside a node).
+        task_key: the value of its type's ``key=`` (None without one, or outside a node).
         cancel_reason: why it was cancelled (``"cancelled by the hub: ..."``, ``"timed out after 5 s"``),
             None while it was not.
         last_progress: the last ``(fraction, message, unix_time)`` reported, or None.
     """
 
-    __slots__ = ("task_id", "task_type", "cancel_reason", "cancel_requested_at", "last_progress", "closed",
+    __slots__ = ("task_id", "task_type", "task_key", "cancel_reason", "cancel_requested_at", "last_progress", "closed",
                  "_answered", "_event", "_unsent", "_sent_at", "_connected", "_lock")
 
     def __init__(self, task_id: Optional[str], task_type: Optional[str]) -> None:
         self.task_id = task_id
         self.task_type = task_type
+        #: Its key= value (limits.py), None for a type without one: the log records' ``task_key``.
+        self.task_key: Optional[object] = None
         self.cancel_reason: Optional[str] = None
         #: When the cancel flag was set (monotonic), for the grace period of a hard stop.
         self.cancel_requested_at: Optional[float] = None

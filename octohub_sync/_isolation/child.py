@@ -17,12 +17,15 @@ This module is imported in every child: it imports little.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import signal
 import threading
 import time
 from typing import Any, Callable, Optional
 
+from .._execution import log_context
+from .._execution.middleware import compose
 from .._execution.task_control import TaskControl, activate, deactivate
 from .._platform.memory import rss_bytes
 from .._ops.log_safety import user_frames
@@ -114,8 +117,9 @@ class _Serving:
                 self.wake.wait()
             return self.tasks.pop(0)
 
-    def run(self, task_id: str, task_type: str, message: Any) -> None:
+    def run(self, task_id: str, task_type: str, message: Any, task_key: Any = None) -> None:
         control = ChildControl(task_id, task_type, self.post)
+        control.task_key = task_key
         control.attach(lambda: True)
         self.control = control
         token = activate(control)
@@ -148,19 +152,31 @@ def _leave_stopping_to_the_node() -> None:
             signal.signal(number, signal.SIG_IGN)
 
 
-def serve(commands: Any, events: Any, module: str, qualname: str) -> None:
-    """The child process: import the handler, say ready, run tasks until told to stop or the parent goes."""
+def serve(commands: Any, events: Any, module: str, qualname: str, middleware: tuple = (),
+          log_level: int = logging.WARNING) -> None:
+    """The child process: import the handler, say ready, run tasks until told to stop or the parent goes.
+
+    Args:
+        middleware: (module, qualname) of each middleware, the outermost first (_execution/middleware.py).
+        log_level: the node's root level: records from this level up go to the node's log while a task runs.
+    """
     _leave_stopping_to_the_node()  # this is the child process's program: the one place it decides signals
     try:
-        handler = resolve(module, qualname)
+        handler = compose([resolve(*ref) for ref in middleware], resolve(module, qualname))
     except BaseException as exc:
         events.send(("broken", f"cannot import the handler {module}.{qualname} in the child: "
                                f"{type(exc).__name__}: {exc}"))
         return
     serving = _Serving(commands, events, handler)
+    # The child's records reach the node's log with the task's fields (log_context.py): its own program's
+    # logging, set here once, as the node's program (the CLI) sets the node's.
+    log_context.install()
+    root = logging.getLogger()
+    root.handlers[:] = [log_context.ToParent(serving.post, lambda: serving.control is not None, log_level)]
+    root.setLevel(log_level)
     # Daemon: it only reads the parent's pipe, and it ends the process itself when that pipe ends.
     threading.Thread(target=serving.read, name="octohub-child-reader", daemon=True).start()
     serving.post(("ready", os.getpid()))
     while True:
-        _, task_id, task_type, message = serving.next_task()
-        serving.run(task_id, task_type, message)
+        _, task_id, task_type, message, task_key = serving.next_task()
+        serving.run(task_id, task_type, message, task_key)

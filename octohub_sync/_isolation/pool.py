@@ -20,6 +20,7 @@ import time
 from typing import Any, Callable, Iterable, Mapping, Optional
 
 from .child import serve
+from .._execution.log_context import replay
 from ..exceptions import WorkerCrashed
 from .boundary import check_importable, describe_exit, remote_error
 from .._execution.options import TaskOptions
@@ -48,11 +49,12 @@ class _Child:
 
     __slots__ = ("process", "commands", "events", "pid", "tasks", "task_id", "killed", "stopping")
 
-    def __init__(self, module: str, qualname: str, task_type: str) -> None:
+    def __init__(self, module: str, qualname: str, task_type: str, middleware: tuple = ()) -> None:
         child_commands, self.commands = _SPAWN.Pipe(duplex=False)
         self.events, child_events = _SPAWN.Pipe(duplex=False)
         # Daemon: if the node's process exits without stop(), multiprocessing ends the child too.
-        self.process = _SPAWN.Process(target=serve, args=(child_commands, child_events, module, qualname),
+        self.process = _SPAWN.Process(target=serve, args=(child_commands, child_events, module, qualname,
+                                                          middleware, logging.getLogger().getEffectiveLevel()),
                                       name=f"octohub-child-{task_type}", daemon=True)
         self.process.start()
         # Our copies of the child's ends: closed, so that its death is an EOF here and ours one there.
@@ -93,6 +95,7 @@ class IsolatedHandler:
         self._log = log
         self.handler = handler
         self._module, self._qualname = check_importable(task_type, handler)
+        self._middleware: tuple[tuple[str, str], ...] = ()  # (module, qualname) of each, the outermost first
         self._max_tasks = max_tasks_per_child
         self._max_bytes = None if max_memory_per_child is None else max_memory_per_child * 1024 * 1024
         self._lock = threading.Lock()
@@ -103,6 +106,16 @@ class IsolatedHandler:
 
     def __repr__(self) -> str:
         return f"IsolatedHandler({self.task_type!r}, {self._module}.{self._qualname})"
+
+    def use_middleware(self, middleware: tuple, *, apply: bool = True) -> None:
+        """Children started from now on run the handler inside ``middleware`` (the runner's chain).
+
+        Raises:
+            ValueError: a middleware a child cannot import by module and name.
+        """
+        refs = tuple(check_importable(self.task_type, fn, "middleware") for fn in middleware)
+        if apply:
+            self._middleware = refs
 
     # -- on a worker thread ----------------------------------------------------------------------
 
@@ -118,7 +131,8 @@ class IsolatedHandler:
         task_id = control.task_id or ""
         child = self._acquire(task_id)
         try:
-            child.commands.send(("run", task_id, self.task_type, dict(task)))
+            child.commands.send(("run", task_id, self.task_type, dict(task),
+                                 None if control.task_key is None else str(control.task_key)))
             outcome = self._wait(child, control)
         except (EOFError, OSError):
             how = describe_exit(child.exitcode())  # joined: the dead child is reaped, never a zombie
@@ -147,6 +161,8 @@ class IsolatedHandler:
             message = child.events.recv()
             if message[0] == "progress":
                 control.progress(message[1], message[2])
+            elif message[0] == "log":
+                replay(message[1])
             else:
                 return message
 
@@ -173,7 +189,7 @@ class IsolatedHandler:
         return child
 
     def _start(self) -> _Child:
-        child = _Child(self._module, self._qualname, self.task_type)
+        child = _Child(self._module, self._qualname, self.task_type, self._middleware)
         try:
             if not child.events.poll(START_TIMEOUT):
                 raise WorkerCrashed(f"child process {child.pid} did not start within {START_TIMEOUT:g} s")

@@ -22,6 +22,7 @@ from .._config.settings import Settings, require_key
 from .._delivery.delivery import ResultDelivery
 from .._delivery.ledger import Ledger
 from .._delivery.store import MemoryStore
+from .._execution import log_context
 from .._execution.handler_calls import TaskBoard
 from .._execution.runner import TaskRunner
 from .._execution.task_run import TaskRegistry
@@ -75,6 +76,7 @@ class Node:
     def __init__(self, settings: Settings, *, systemd_notify: Optional[NotifySocket],
                  stop: Callable[[], Any]) -> None:
         require_key(settings)
+        log_context.install()  # the task's fields on every record of the process (_execution/log_context.py)
         self.settings = settings
         #: Where the pc_id came from (_config/identity.py): set, kept in the state directory, or derived.
         self.identity = resolve_pc_id(pc_id=settings.pc_id, instance=settings.instance,
