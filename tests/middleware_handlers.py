@@ -51,3 +51,23 @@ def logs(task: dict) -> dict:
     """Logs on a logger of its own, as a user's handler does."""
     log.warning("working on %s", task["data"].get("what"))
     return {"pid": os.getpid()}
+
+
+def flaky(task: dict) -> dict:
+    """Each attempt writes a line to data["log"]; raises data["raise"] (ConnectionError by default) until
+    attempt data["succeed_on"] (never without it). Reports progress first."""
+    data = task["data"]
+    with open(data["log"], "a") as out:
+        out.write(f"{time_now()}\n")
+    with open(data["log"]) as seen:
+        attempt = len(seen.readlines())
+    current_task().progress(0.1, f"attempt {attempt}")
+    if attempt >= data.get("succeed_on", 10**9):
+        return {"attempt": attempt, "pid": os.getpid()}
+    kind = {"ConnectionError": ConnectionError, "KeyError": KeyError}[data.get("raise", "ConnectionError")]
+    raise kind(f"blip {attempt}")
+
+
+def time_now() -> float:
+    import time
+    return time.monotonic()

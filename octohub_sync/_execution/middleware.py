@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, Callable, Mapping, Sequence
 
-__all__ = ["Middleware", "check_middleware", "compose"]
+__all__ = ["Chains", "Middleware", "check_middleware", "compose"]
 
 #: ``fn(task, call_next)``: ``call_next()`` runs the inner middlewares and the handler.
 Middleware = Callable[[Mapping[str, Any], Callable[[], Any]], Any]
@@ -47,3 +47,42 @@ class _Layer:
 
     def __call__(self, task: Mapping[str, Any]) -> Any:
         return self._fn(task, partial(self._inner, task))
+
+
+class Chains:
+    """What a task of each type calls: its handler inside the middleware, composed once per change.
+
+    ``calls`` is read without a lock on every task; it changes only before the node starts.
+    """
+
+    def __init__(self, handlers: Mapping[str, Callable[..., Any]]) -> None:
+        self.calls: dict[str, Callable[..., Any]] = dict(handlers)
+        self.middleware: tuple[Middleware, ...] = ()
+
+    def wrap(self, handler: Callable[..., Any], middleware: Sequence[Middleware] = (), *,
+             apply: bool = True) -> Callable[..., Any]:
+        """What a task calls: an isolated handler takes the chain into its children (``use_middleware``),
+        any other is composed here; ``apply=False`` only checks that an isolated one can take it.
+
+        Raises:
+            ValueError: an isolated handler's child could not import a middleware.
+        """
+        middleware = tuple(middleware or self.middleware)
+        use = getattr(handler, "use_middleware", None)
+        if use is None:
+            return compose(middleware, handler)
+        use(middleware, apply=apply)
+        return handler
+
+    def add(self, fn: Middleware, handlers: Mapping[str, Callable[..., Any]]) -> None:
+        """``fn`` inside the middleware added before, around every one of ``handlers``; all or nothing.
+
+        Raises:
+            TypeError: ``fn`` is not callable.
+            ValueError: an isolated type's child could not import ``fn`` (nothing changed then).
+        """
+        middleware = self.middleware + (check_middleware(fn),)
+        calls = {task_type: self.wrap(handler, middleware, apply=False) for task_type, handler in handlers.items()}
+        for handler in handlers.values():
+            self.wrap(handler, middleware)
+        self.middleware, self.calls = middleware, calls

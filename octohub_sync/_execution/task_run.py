@@ -31,7 +31,7 @@ class TaskRun:
     """One accepted task, from admission until its handler is done (or it is answered without running)."""
 
     __slots__ = ("task", "deadline", "lane", "control", "started", "thread", "began", "began_mono",
-                 "hard_stopped", "kill", "pid_of")
+                 "hard_stopped", "kill", "pid_of", "attempt", "waiting_retry")
 
     def __init__(self, task: Task, deadline: Optional[float], lane: Any = None) -> None:
         self.task = task
@@ -49,6 +49,8 @@ class TaskRun:
         # An isolated handler's hard stop kills its child (_isolation/pool.py): its kill(task_id), pid_of(task_id).
         self.kill: Optional[Callable[[str], bool]] = None
         self.pid_of: Optional[Callable[[str], Optional[int]]] = None
+        self.attempt = 1  # which attempt runs or waits (``retries=``: retry.py)
+        self.waiting_retry = False  # between two attempts: no worker, no limit slot
 
     @property
     def task_id(self) -> str:

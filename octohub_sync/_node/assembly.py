@@ -61,6 +61,9 @@ class NodeLog(logging.LoggerAdapter):
     extra: Mapping[str, object]  # always given (the pc_id), never None
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        # The pc_id as a field too, for the JSON lines (OCTOHUB_LOG_FORMAT=json: _ops/log_format.py).
+        extra = kwargs.get("extra")
+        kwargs["extra"] = self.extra if not extra else {**self.extra, **extra}
         return f"[{self.extra['pc_id']}] {msg}", kwargs
 
 
