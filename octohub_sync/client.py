@@ -11,7 +11,6 @@ from typing import Any, Optional
 
 from ._config.settings import Settings, load_settings
 from ._execution.builtin_tasks import TaskHandler
-from ._execution.middleware import Middleware
 from ._execution.options import Key, TaskOptions
 from ._isolation.pool import isolate, stop_children
 from ._node.assembly import Node
@@ -127,21 +126,11 @@ class NodeWebSocketClient:
         stop_children([replaced])  # a replaced isolated handler's children
         return handler
 
-    def add_middleware(self, fn: Middleware) -> Middleware:
-        """Run ``fn(task, call_next)`` around every handler call (docs/middleware.md); usable as a decorator.
+    def add_middleware(self, fn: Any) -> Any:
+        """Run ``fn(task, call_next)`` around every handler call, the first added outermost (docs/middleware.md).
 
-        ``call_next()`` runs the inner middlewares and the handler and returns its result (or raises its
-        exception); the first middleware added is the outermost. It runs on the handler's thread, or in
-        the child process of an ``isolation="process"`` type (then it must be a module-level function).
-
-        Returns:
-            ``fn``, unchanged.
-
-        Raises:
-            TypeError: ``fn`` is not callable.
-            ValueError: an isolated type's child could not import ``fn`` (a lambda, a closure).
-            RuntimeError: the node has started.
-        """
+        Returns ``fn`` (a decorator too). Raises TypeError, ValueError (a lambda for an isolated type) or
+        RuntimeError (the node has started)."""
         self.runner.add_middleware(fn)
         return fn
 

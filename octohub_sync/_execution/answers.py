@@ -33,11 +33,15 @@ class Answers:
 
     def error(self, tid: str, task_type: str, exc: BaseException, attempts: Optional[int] = None) -> str:
         """The ``failed`` frame for a handler's exception, its line logged; ``(after N attempts)`` after retries."""
-        error = f"{type(exc).__name__}: {exc}"
-        if attempts is not None and attempts > 1:
-            error = f"{error} (after {attempts} attempts)"
+        error = self.text(exc, attempts)
         self.log_failure(tid, task_type, exc, error)
         return self.failed(tid, error, attempts)
+
+    @staticmethod
+    def text(exc: BaseException, attempts: Optional[int] = None) -> str:
+        """``Type: message``, and ``(after N attempts)`` when retries made more than one."""
+        error = f"{type(exc).__name__}: {exc}"
+        return f"{error} (after {attempts} attempts)" if attempts is not None and attempts > 1 else error
 
     def result(self, tid: str, task_type: str, result: Any, attempts: Optional[int] = None) -> tuple[str, bool]:
         """``(frame, ok)`` for a handler's return value: ``completed``, or ``failed`` if it cannot be sent."""

@@ -17,7 +17,7 @@ from .builtin_tasks import BUILTIN_HANDLERS, TaskHandler
 from .limits import Limits
 from .middleware import Chains, Middleware
 from .options import NO_KEY, TaskKeyError, TaskOptions
-from .task_control import TaskControl, activate, deactivate
+from .task_control import activate, deactivate
 from .._delivery.store import MemoryStore
 from .._wire.protocol import Task
 from .._ops.stats import Stats
@@ -51,24 +51,11 @@ class TaskRunner:
     run in ``tasks`` (task_run.py) until it ends.
     """
 
-    def __init__(
-        self,
-        *,
-        deliver: Deliver,
-        stats: Stats,
-        max_workers: int,
-        max_pending: int,
-        task_timeout: float,
-        cache_size: int,
-        max_result_bytes: int = 0,
-        store: MemoryStore,
-        log: logging.LoggerAdapter,
-        call: Optional[CallHandler] = None,
-        max_tasks: int = 0,
-        on_max_tasks: Callable[[], None] = lambda: None,
-        tasks: Optional[TaskRegistry] = None,
-        log_errors: str = "text",
-    ) -> None:
+    def __init__(self, *, deliver: Deliver, stats: Stats, max_workers: int, max_pending: int, task_timeout: float,
+                 cache_size: int, max_result_bytes: int = 0, store: MemoryStore, log: logging.LoggerAdapter,
+                 call: Optional[CallHandler] = None, max_tasks: int = 0,
+                 on_max_tasks: Callable[[], None] = lambda: None, tasks: Optional[TaskRegistry] = None,
+                 log_errors: str = "text") -> None:
         self.handlers: dict[str, TaskHandler] = dict(BUILTIN_HANDLERS)
         #: What a task of each type calls: its handler inside the middleware (middleware.py), composed once.
         self._chains = Chains(self.handlers)
@@ -128,11 +115,9 @@ class TaskRunner:
         return replaced
 
     def add_middleware(self, fn: Middleware) -> None:
-        """Run ``fn(task, call_next)`` around every handler from now on, inside those added before.
+        """Run ``fn(task, call_next)`` around every handler, inside those added before (``Chains.add``).
 
         Raises:
-            TypeError: ``fn`` is not callable.
-            ValueError: an isolated type's child cannot import ``fn`` (a lambda, a closure).
             RuntimeError: the node already started (an isolated type's children hold their chain).
         """
         with self._lock:
@@ -233,10 +218,8 @@ class TaskRunner:
             self._on_max_tasks()
 
     def _launch(self, job: TaskRun) -> bool:
-        """A job a limit held back may run now (lock held); False once the pool is gone.
-
-        A job whose time limit passed while it waited never gets here: :meth:`expire` withdrew it.
-        """
+        """A job a limit held back may run now (lock held); False once the pool is gone (expire() withdrew
+        a job whose time limit passed while it waited: it never gets here)."""
         if self._pool is None:
             self._runs.pop(job.task.task_id, None)
             return False
@@ -313,7 +296,7 @@ class TaskRunner:
     def _call(self, job: TaskRun) -> tuple[str, bool, Optional[float]]:
         """(frame, ok, delay): ``delay`` is not None when the handler's exception gets another attempt."""
         task = job.task
-        retry = self._retry_of(job)
+        retry = getattr(self.limits.options.get(task.task_type), "retry", None)  # None: a built-in type
         attempts = None if retry is None else job.attempt
         try:
             handler = self._chains.calls[task.task_type]  # admitted for a registered type; never removed
@@ -324,27 +307,18 @@ class TaskRunner:
                 self._log.info("task %s (%s) attempt %d failed: %s; attempt %d in %.2f s", task.task_id,
                                task.task_type, job.attempt, self._answers.shown(exc, f"{type(exc).__name__}: {exc}"),
                                job.attempt + 1, delay)
-                return "", False, delay
+                # Its answer if the wait cannot be (a cancel, the time limit or the stop came meanwhile).
+                return self._failed(task.task_id, self._answers.text(exc, attempts), attempts), False, delay
             return self._answers.error(task.task_id, task.task_type, exc, attempts), False, None
         frame, ok = self._answers.result(task.task_id, task.task_type, result, attempts)
         return frame, ok, None
-
-    def _retry_of(self, job: TaskRun) -> Any:
-        """The job's type's RetryPolicy, or None (a built-in type, a type without ``retries=``)."""
-        options = self.limits.options.get(job.task.task_type)
-        return None if options is None else options.retry
 
     def _wait_retry(self, job: TaskRun, delay: float) -> bool:
         """Hold ``job`` for its next attempt, holding no worker and no limit slot (lock held); False if it
         cannot have one any more (answered TaskTimeout, cancelled, the node stopping): then it is answered."""
         if job.timed_out or job.control.cancel_reason is not None or not self._accepting or self._pool is None:
             return False
-        job.started = False
-        job.attempt += 1
-        old = job.control
-        job.control = TaskControl(old.task_id, old.task_type)  # a fresh flag and progress for each attempt
-        job.control.task_key, job.control.attempt = old.task_key, job.attempt
-        job.waiting_retry = True
+        job.next_attempt()
         self.retries.wait(job, delay)
         return True
 
@@ -371,7 +345,7 @@ class TaskRunner:
                 tid = job.task_id
                 limit = job.task.timeout or self._default_timeout or 0.0
                 frame = self._failed(tid, f"TaskTimeout: timed out after {limit:g} s",
-                                     None if self._retry_of(job) is None else job.attempt)
+                                     job.attempt if getattr(self.limits.options.get(job.task.task_type), "retry", None) else None)
                 self._remember(tid, frame)
                 # The hub has its answer; a cooperative handler now stops instead of running on.
                 job.control.request_cancel(f"timed out after {limit:g} s", answered=True)

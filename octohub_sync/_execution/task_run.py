@@ -56,6 +56,16 @@ class TaskRun:
     def task_id(self) -> str:
         return self.task.task_id
 
+    def next_attempt(self) -> None:
+        """Its handler failed and gets another attempt (``retries=``): it waits, holding nothing, with a
+        fresh cancel flag and progress; its time limit (``deadline``) stays, covering every attempt."""
+        self.started = False
+        self.attempt += 1
+        old = self.control
+        self.control = TaskControl(old.task_id, old.task_type)
+        self.control.task_key, self.control.attempt = old.task_key, self.attempt
+        self.waiting_retry = True
+
     @property
     def timed_out(self) -> bool:
         """The hub has this task's answer (TaskTimeout); its handler may still run."""
