@@ -14,11 +14,12 @@ from ._ops import log_safety as _log_safety
 from ._version import __version__
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports them
+    from ._config.settings import Settings, load_settings
+    from ._execution.task_control import TaskControl, current_task
     from .app import Handlers
     from .client import NodeWebSocketClient
-    from ._config.settings import Settings, load_settings
-    from .exceptions import ApiError, AuthError, ConfigError, GaveUpError, OctoHubError, ProtocolError, ProxyError, TaskCancelled
-    from ._execution.task_control import TaskControl, current_task
+    from .exceptions import (ApiError, AuthError, ConfigError, GaveUpError, OctoHubError, ProtocolError, ProxyError,
+                             ResourceBroken, ResourceError, TaskCancelled)
 
 __all__ = [
     "ApiError",
@@ -30,6 +31,8 @@ __all__ = [
     "OctoHubError",
     "ProtocolError",
     "ProxyError",
+    "ResourceBroken",
+    "ResourceError",
     "Settings",
     "TaskCancelled",
     "TaskControl",
@@ -47,7 +50,7 @@ _HOMES = {
     "TaskControl": "_execution.task_control",
     "current_task": "_execution.task_control",
     **dict.fromkeys(["ApiError", "AuthError", "ConfigError", "GaveUpError", "OctoHubError", "ProtocolError",
-                     "ProxyError", "TaskCancelled"], "exceptions"),
+                     "ProxyError", "ResourceBroken", "ResourceError", "TaskCancelled"], "exceptions"),
 }
 
 

@@ -15,9 +15,10 @@ import traceback
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 
 from ._config.settings import APP_SPEC
-from .exceptions import ConfigError
 from ._execution.middleware import check_middleware
 from ._execution.options import TaskOptions
+from ._execution.resources import ResourceSpec
+from .exceptions import ConfigError
 
 if TYPE_CHECKING:
     from .client import NodeWebSocketClient
@@ -58,6 +59,8 @@ class Handlers:
         self.messages: dict[str, Callable[..., Any]] = {}
         #: Middleware, the outermost first (``client.add_middleware``).
         self.middlewares: list[Callable[..., Any]] = []
+        #: resource name -> (generator function, its keywords of register_resource), registered first.
+        self.resources: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {}
 
     def task(self, task_type: Union[str, Callable[..., Any], None] = None, **options: Any) -> Any:
         """Decorator: ``@handlers.task("resize")``, ``@handlers.task()`` or ``@handlers.task``.
@@ -65,7 +68,7 @@ class Handlers:
         Args:
             **options: keywords of ``register_task_handler`` (``concurrency=``, ``key=``, ``rate=``,
                 ``retry_interrupted=``, ``isolation=``, ``max_tasks_per_child=``,
-                ``max_memory_per_child=``), kept per type and passed on by ``handlers(client)``.
+                ``max_memory_per_child=``, ``uses=``), kept per type and passed on by ``handlers(client)``.
 
         Raises:
             ValueError: the task type is declared twice in this registry, or an option's value is bad.
@@ -93,6 +96,23 @@ class Handlers:
         self.middlewares.append(check_middleware(fn))
         return fn
 
+    def resource(self, name: str, *, max_uses: Optional[int] = None, max_age: Optional[float] = None) -> Callable[[F], F]:
+        """Decorator of a generator function, written like a pytest fixture: ``@handlers.resource("browser")``.
+
+        Setup before ``yield``, teardown after; handlers declared with ``uses=["browser"]`` get the
+        yielded value as keyword ``browser``. ``handlers(client)`` passes it to ``register_resource``.
+
+        Raises:
+            ValueError: the name is declared twice, or a bad name or limit.
+        """
+        def declare(fn: F) -> F:
+            ResourceSpec.build(name, fn, max_uses=max_uses, max_age=max_age)  # a bad limit fails at import
+            if name in self.resources and self.resources[name][0] is not fn:
+                raise ValueError(f"resource {name!r} is declared twice")
+            self.resources[name] = (fn, {"max_uses": max_uses, "max_age": max_age})
+            return fn
+        return declare
+
     def message(self, kind: str) -> Callable[[F], F]:
         """Decorator: ``@handlers.message("notification")`` handles hub messages of that kind."""
         return lambda fn: self._add(self.messages, "message kind", kind, fn)
@@ -100,6 +120,8 @@ class Handlers:
     def __call__(self, client: "NodeWebSocketClient") -> None:
         for fn in self.middlewares:
             client.add_middleware(fn)
+        for name, (factory, keywords) in self.resources.items():  # before the task types that use them
+            client.register_resource(name, factory, **keywords)
         for task_type, handler in self.tasks.items():
             client.register_task_handler(task_type, handler, **self.options.get(task_type, {}))
         for kind, handler in self.messages.items():

@@ -3,6 +3,9 @@
 The public API, in the seed's names, with its docstrings (the reference users read). The parts and
 their wiring are :class:`~octohub_sync._node.assembly.Node`'s; the order of stop() is
 _node/stop_sequence.py's.
+
+Why one module: it is the one class users embed; its methods are a few lines each, and their
+docstrings (the API reference, docs/api.md) are most of its length.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from typing import Any, Optional
 from ._config.settings import Settings, load_settings
 from ._execution.builtin_tasks import TaskHandler
 from ._execution.options import Key, TaskOptions
+from ._execution.resources import ResourceSpec
 from ._isolation.pool import isolate, stop_children
 from ._node.assembly import Node
 from ._node.receiver import MessageHandler
@@ -77,7 +81,8 @@ class NodeWebSocketClient:
                               retry_interrupted: bool = True, concurrency: Optional[int] = None,
                               key: Optional[Key] = None, rate: Optional[str] = None,
                               isolation: Optional[str] = None, max_tasks_per_child: Optional[int] = None,
-                              max_memory_per_child: Optional[float] = None, **unknown: Any) -> Any:
+                              max_memory_per_child: Optional[float] = None, uses: Optional[list[str]] = None,
+                              **unknown: Any) -> Any:
         """Run ``handler(task)`` for tasks of ``task_type``; without ``handler``, a decorator.
 
         The handler receives the whole task message (``task["data"]`` holds the
@@ -102,6 +107,8 @@ class NodeWebSocketClient:
                 docs/isolation.md); None runs it on the worker thread.
             max_tasks_per_child: with isolation, replace a child after this many tasks.
             max_memory_per_child: with isolation, replace a child whose memory after a task is above this (MB).
+            uses: names of resources (:meth:`register_resource`, registered before) the handler gets
+                as keyword arguments: ``handler(task, browser=...)`` (docs/resources.md).
 
         Returns:
             The handler, unchanged (so the decorator form leaves it callable and testable).
@@ -110,11 +117,13 @@ class NodeWebSocketClient:
             ValueError, TypeError: a keyword's value is invalid (the message names the task type,
                 the value and the file and line of the call), ``key`` without ``concurrency`` or
                 ``rate``, no such keyword (with the one meant), or ``isolation="process"`` with a
-                handler a child process cannot import (a lambda, a closure).
+                handler a child process cannot import (a lambda, a closure), or ``uses`` names a resource
+                not registered.
         """
         options = TaskOptions.build(task_type, retry_interrupted=retry_interrupted, concurrency=concurrency,
                                     key=key, rate=rate, isolation=isolation, max_tasks_per_child=max_tasks_per_child,
-                                    max_memory_per_child=max_memory_per_child, **unknown)
+                                    max_memory_per_child=max_memory_per_child, uses=uses,
+                                    **unknown)
         if handler is None:
             return lambda fn: self._register(task_type, fn, options)
         return self._register(task_type, handler, options)
@@ -122,7 +131,7 @@ class NodeWebSocketClient:
     def _register(self, task_type: str, handler: TaskHandler, options: TaskOptions) -> TaskHandler:
         if not callable(handler):
             raise TypeError(f"task handler for {task_type!r} is not callable")
-        replaced = self.runner.register(task_type, isolate(task_type, handler, options, log=self.log), options)
+        replaced = self.runner.register(task_type, isolate(task_type, handler, options, self._node.resources, log=self.log), options)
         stop_children([replaced])  # a replaced isolated handler's children
         return handler
 
@@ -133,6 +142,33 @@ class NodeWebSocketClient:
         RuntimeError (the node has started)."""
         self.runner.add_middleware(fn)
         return fn
+
+    def register_resource(self, name: str, factory: Optional[Any] = None, *, max_uses: Optional[int] = None,
+                          max_age: Optional[float] = None) -> Any:
+        """Make ``factory`` a resource that handlers registered with ``uses=[name]`` get as keyword ``name``.
+
+        ``factory`` is a generator function written like a pytest fixture: setup before ``yield``
+        (the value handlers get), teardown after. One is made lazily on each worker thread (or
+        isolated child) that runs a task using it, reused by later tasks there, and torn down there:
+        at the node's stop, after ``max_uses`` tasks or ``max_age`` seconds, or when a handler
+        raises :class:`~octohub_sync.ResourceBroken` (docs/resources.md).
+
+        Args:
+            name: the keyword argument handlers get it as (an identifier).
+            factory: the generator function; for ``isolation="process"`` types, a module-level function.
+            max_uses: tear it down after this many tasks (None: never).
+            max_age: tear it down once it is this many seconds old (None: never).
+
+        Returns:
+            The factory, unchanged; without ``factory``, a decorator.
+
+        Raises:
+            ValueError, TypeError: a bad name, factory or limit (the message names the resource).
+        """
+        if factory is None:
+            return lambda fn: self.register_resource(name, fn, max_uses=max_uses, max_age=max_age)
+        self._node.resources.register(ResourceSpec.build(name, factory, max_uses=max_uses, max_age=max_age))
+        return factory
 
     def register_message_handler(self, kind: str, handler: Optional[MessageHandler] = None) -> Any:
         """Call ``handler(message)`` for hub messages of ``kind`` (one at a time, in order).

@@ -117,3 +117,18 @@ class WorkerCrashed(OctoHubError):
     The hub is answered ``failed`` ``WorkerCrashed: child process <pid> killed by signal SIGSEGV (11)``
     (or ``exited with code N``); the node replaces the child and serves on.
     """
+
+
+class ResourceBroken(OctoHubError):
+    """Raised by a handler whose resource no longer works (a browser that crashed, a session logged out).
+
+    The task is answered ``failed`` ``ResourceBroken: <text>``, and the resources it uses on that
+    worker are torn down: the next task there gets new ones (docs/resources.md).
+    """
+
+
+class ResourceError(OctoHubError):
+    """A resource's setup raised: the task is answered ``failed`` ``ResourceError: <name>: <cause>``.
+
+    Nothing is kept of the failed setup; the next task that uses the resource tries again.
+    """

@@ -14,11 +14,11 @@ import itertools
 import logging
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
 
+from ._config.settings import load_settings
+from ._ops.log_safety import TRACEBACK
 from .app import Setup, install_app, load_app
 from .client import NodeWebSocketClient
-from ._config.settings import load_settings
 from .exceptions import TaskFailed
-from ._ops.log_safety import TRACEBACK
 
 if TYPE_CHECKING:
     from .hub import LocalHub

@@ -233,7 +233,10 @@ def test_the_posix_rule_finds_what_runs_at_import() -> None:
 
 #: The programs (they may handle signals); everything else is library code, which never does.
 PROGRAMS = {"octohub_sync.cli", "octohub_sync._platform.stop_signals", "octohub_sync.__main__", "octohub_sync.hub.__main__",
-            "octohub_sync._isolation.child"}  # child: the program of an isolated handler's child process
+            "octohub_sync._isolation.child",  # child: the program of an isolated handler's child process
+            # the child's process tree: its death signal (in the child only), and SIGKILL to a child's group
+            "octohub_sync._platform.process_tree",
+            "octohub_sync._platform.node_guard"}  # the watcher's program: SIGKILL to what a dead node left
 
 #: Library modules that import signal only to name one (how a child process died): they use signal.Signals only.
 NAMES_SIGNALS = {"octohub_sync._isolation.boundary"}
@@ -410,3 +413,18 @@ def test_long_modules_say_why() -> None:
         if len(text.splitlines()) > LONG_MODULE and "Why one module:" not in docstring:
             unexplained.append(f"{name} ({len(text.splitlines())} lines)")
     assert unexplained == [], f"over {LONG_MODULE} lines without 'Why one module:' in the docstring"
+
+
+def test_the_architecture_page_names_every_module() -> None:
+    # docs/architecture.md lists the modules package by package: a module added or moved shows there too.
+    page = (ROOT.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    listing = page.split("Module by module:", 1)[1].split("```", 2)[1]
+    missing = []
+    for name, path in module_names().items():
+        relative = path.relative_to(ROOT)
+        if relative.parts[0] == "hub" or relative.name in ("__init__.py", "__main__.py") and relative.parent.name:
+            continue  # the local hub is listed as one package; a package's __init__ by its folder
+        folder = f"{relative.parent.as_posix()}/" if relative.parent.name else None
+        if relative.name not in listing or (folder and folder not in listing):
+            missing.append(relative.as_posix())
+    assert missing == []

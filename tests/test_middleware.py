@@ -103,7 +103,7 @@ def test_bad_middleware_is_refused_with_a_clear_error(make_node) -> None:
     with pytest.raises(TypeError, match="is not callable"):
         Handlers().middleware(None)  # type: ignore[arg-type]
     client.register_task_handler("iso", mw.handler, isolation="process")
-    with pytest.raises(ValueError, match="task type 'iso' with isolation='process': middleware .*lambda"):
+    with pytest.raises(ValueError, match="task type 'iso' with isolation='process': the middleware .*lambda"):
         client.add_middleware(lambda task, call_next: call_next())
     client.add_middleware(mw.tag_outer)  # the refused one left nothing behind
     with pytest.raises(ValueError, match="middleware"):

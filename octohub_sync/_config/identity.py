@@ -21,8 +21,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from .settings import SAFE_NAME
 from ..exceptions import ConfigError
+from .settings import SAFE_NAME
 from .state_dir import open_private, private_directory
 
 __all__ = ["PcId", "PcIdSource", "identity_file", "machine_pc_id", "resolve_pc_id"]

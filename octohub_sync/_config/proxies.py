@@ -16,8 +16,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from requests.utils import address_in_network, is_ipv4_address, is_valid_cidr, select_proxy
 
-from ..exceptions import ConfigError
 from .._wire.signing import redact
+from ..exceptions import ConfigError
 
 __all__ = [
     "EnvironmentProxies", "Proxy", "Route", "bypasses", "mask", "parse_proxy_url", "parse_setting", "refusal_hint", "route",

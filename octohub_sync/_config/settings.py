@@ -19,11 +19,11 @@ from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
-from ..exceptions import ConfigError
-from .suggest import did_you_mean
-from .proxies import EnvironmentProxies, Route, mask, parse_setting, route
-from .._wire.signing import redact
 from .._wire.addresses import check_host, host_for_url
+from .._wire.signing import redact
+from ..exceptions import ConfigError
+from .proxies import EnvironmentProxies, Route, mask, parse_setting, route
+from .suggest import did_you_mean
 
 __all__ = ["PUBLIC_EXAMPLE_KEY", "Settings", "credential_name", "load_settings", "read_key_file", "setting_names"]
 

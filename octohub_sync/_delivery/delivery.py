@@ -25,13 +25,13 @@ import time
 from collections import deque
 from typing import Callable, Optional
 
-from .flat_combining import SendQueue
-from .confirmations import CONFIRM_TIMEOUT, DEAD, ROOM, Confirmations
+from .._ops.stats import Stats
 from .._transport.connection import Connection
 from .._transport.link import Link
-from .store import MemoryStore
+from .confirmations import CONFIRM_TIMEOUT, DEAD, ROOM, Confirmations
+from .flat_combining import SendQueue
 from .outbox import Outbox, Result
-from .._ops.stats import Stats
+from .store import MemoryStore
 
 __all__ = ["ACK_PREFIX", "CONFIRM_TIMEOUT", "ResultDelivery"]
 

@@ -33,12 +33,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Optional
 
+from .._config.state_dir import default_state_dir, open_private, private_directory, refuse_links
+from .._ops.stats import Stats
 from .._wire import protocol
 from ..exceptions import ConfigError, LedgerUnavailable
 from .ledger_file import Unusable, connect, is_corrupt, move_aside, take_over_aside
 from .outbox import Result
-from .._config.state_dir import default_state_dir, open_private, private_directory, refuse_links
-from .._ops.stats import Stats
 from .store import MemoryStore, Snapshot, Then
 
 if TYPE_CHECKING:

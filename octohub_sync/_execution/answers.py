@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Optional
 
-from .._wire import protocol
 from .._ops.log_safety import TRACEBACK, format_traceback
+from .._wire import protocol
 from ..exceptions import TaskCancelled
 
 __all__ = ["Answers", "LOGGED_ERROR_CHARS"]

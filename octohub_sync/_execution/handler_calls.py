@@ -30,8 +30,8 @@ from typing import Any, Callable, Mapping, Optional
 
 from ..exceptions import TaskCancelled
 from .builtin_tasks import TaskHandler
-from .task_run import TaskRegistry, TaskRun
 from .task_control import TaskControl, activate, deactivate
+from .task_run import TaskRegistry, TaskRun
 
 __all__ = ["HardStop", "TaskBoard"]
 

@@ -23,8 +23,7 @@ import time
 from collections import deque
 from typing import Any, Callable, Hashable, Optional
 
-from .options import NO_KEY as _NO_KEY
-from .options import TaskOptions
+from .options import NO_KEY as _NO_KEY, TaskOptions
 
 __all__ = ["Limits"]
 

@@ -12,8 +12,9 @@ import re
 import sys
 from dataclasses import dataclass, fields
 from types import FrameType
-from typing import Any, Callable, Hashable, Mapping, Optional, Union
+from typing import Any, Callable, Hashable, Mapping, Optional, Sequence, Union
 
+from .resources import check_uses
 from .retry import RetryPolicy
 
 __all__ = ["Key", "NO_KEY", "Rate", "TaskKeyError", "TaskOptions"]
@@ -65,6 +66,7 @@ class TaskOptions:
     max_memory_per_child: Optional[float] = None
     #: ``retries=`` and the rest (retry.py); None: a failure is the answer (the default: posting is not idempotent).
     retry: Optional[RetryPolicy] = None
+    uses: tuple[str, ...] = ()  # the resources its handler gets as keyword arguments (resources.py)
 
     @classmethod
     def build(cls, task_type: str, **options: Any) -> "TaskOptions":
@@ -77,7 +79,8 @@ class TaskOptions:
             ValueError: ``concurrency`` below 1, a bad ``rate``, an unknown ``isolation``, a per-child
                 limit that is not a positive number or is given without ``isolation="process"``,
                 ``key`` without ``concurrency`` or ``rate``.
-            TypeError: ``concurrency`` not an int, ``key`` neither a str nor a callable, no such keyword.
+            TypeError: ``concurrency`` not an int, ``key`` neither a str nor a callable, ``uses`` not a
+                list of names, no such keyword.
         """
         try:
             return cls._build(task_type, **options)
@@ -88,8 +91,9 @@ class TaskOptions:
     def _build(cls, task_type: str, *, retry_interrupted: bool = True, concurrency: Optional[int] = None,
                key: Optional[Key] = None, rate: Optional[str] = None, isolation: Optional[str] = None,
                max_tasks_per_child: Optional[int] = None, max_memory_per_child: Optional[float] = None,
-               retries: Optional[int] = None, retry_on: Any = None, retry_backoff: Optional[float] = None,
-               retry_backoff_max: Optional[float] = None, **unknown: Any) -> "TaskOptions":
+               uses: Optional[Sequence[str]] = None, retries: Optional[int] = None, retry_on: Any = None,
+               retry_backoff: Optional[float] = None, retry_backoff_max: Optional[float] = None,
+               **unknown: Any) -> "TaskOptions":
         if unknown:
             from .._config.suggest import did_you_mean  # only on this error: the task path never gets here
             name = sorted(unknown)[0]
@@ -120,7 +124,8 @@ class TaskOptions:
         retry = _retry_policy(task_type, retries, retry_on, retry_backoff, retry_backoff_max)
         return cls(retry_interrupted=retry_interrupted, concurrency=concurrency, key=key,
                    rate=None if rate is None else Rate.parse(task_type, rate), isolation=isolation,
-                   max_tasks_per_child=max_tasks_per_child, max_memory_per_child=max_memory_per_child, retry=retry)
+                   max_tasks_per_child=max_tasks_per_child, max_memory_per_child=max_memory_per_child,
+                   uses=check_uses(task_type, uses), retry=retry)
 
     @property
     def limited(self) -> bool:

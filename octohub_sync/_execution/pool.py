@@ -52,11 +52,14 @@ class Workers:
     Args:
         run: what a worker does with a task id; an exception it raises is logged (a bug of ours:
             the runner answers every handler's failure itself).
+        on_exit: what a worker thread does last, on that thread, when the pool stops: tear down
+            its resources (_execution/resources.py). Not run where the pool has no loops.
     """
 
     def __init__(self, run: Callable[[str], None], max_workers: int, *, log: logging.LoggerAdapter,
-                 loops: bool = _register_atexit is not None) -> None:
+                 loops: bool = _register_atexit is not None, on_exit: Callable[[], None] = lambda: None) -> None:
         self._run = run
+        self._on_exit = on_exit
         self._max = max_workers
         self._log = log
         self._pool = ThreadPoolExecutor(max_workers, thread_name_prefix="octohub-task")
@@ -125,10 +128,17 @@ class Workers:
         task_id = take()  # the task that started this loop (or one as old): no token for it
         while True:
             if task_id is _STOP:
+                self._exit()
                 return
             self._call(task_id)
             idle(None)
             task_id = take()
+
+    def _exit(self) -> None:
+        try:
+            self._on_exit()
+        except BaseException:  # the thread ends either way; the pool's shutdown must not hang on it
+            self._log.exception("ending a worker thread failed")
 
     def _call(self, task_id: str) -> None:
         try:

@@ -12,20 +12,19 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable, Mapping, Optional
 
+from .._delivery.store import MemoryStore
+from .._ops.stats import Stats
 from .._wire import protocol
+from .._wire.protocol import Task
+from .answers import LOGGED_ERROR_CHARS, Answers
 from .builtin_tasks import BUILTIN_HANDLERS, TaskHandler
 from .limits import Limits
 from .middleware import Chains, Middleware
 from .options import NO_KEY, TaskKeyError, TaskOptions
-from .task_control import activate, deactivate
-from .._delivery.store import MemoryStore
-from .._wire.protocol import Task
-from .._ops.stats import Stats
-from .answers import LOGGED_ERROR_CHARS, Answers
-from .retry import RetryWaits
-from ..exceptions import TaskCancelled
-from .task_run import TaskRegistry, TaskRun
 from .pool import Workers
+from .retry import RetryWaits
+from .task_control import activate, deactivate
+from .task_run import TaskRegistry, TaskRun
 
 __all__ = ["TaskRunner"]
 
@@ -55,7 +54,7 @@ class TaskRunner:
                  cache_size: int, max_result_bytes: int = 0, store: MemoryStore, log: logging.LoggerAdapter,
                  call: Optional[CallHandler] = None, max_tasks: int = 0,
                  on_max_tasks: Callable[[], None] = lambda: None, tasks: Optional[TaskRegistry] = None,
-                 log_errors: str = "text") -> None:
+                 log_errors: str = "text", on_thread_exit: Callable[[], None] = lambda: None) -> None:
         self.handlers: dict[str, TaskHandler] = dict(BUILTIN_HANDLERS)
         #: What a task of each type calls: its handler inside the middleware (middleware.py), composed once.
         self._chains = Chains(self.handlers)
@@ -89,6 +88,7 @@ class TaskRunner:
         # OCTOHUB_MAX_TASKS: tasks this run may still accept (0: no limit); then on_max_tasks (_node/recycle.py).
         self._max_tasks = self._tasks_left = max_tasks
         self._on_max_tasks = on_max_tasks
+        self._on_thread_exit = on_thread_exit  # each worker thread's last act: its resources' teardowns
 
     def register(self, task_type: str, handler: TaskHandler, options: TaskOptions) -> Optional[TaskHandler]:
         """Run ``handler`` for tasks of ``task_type`` from now on, with ``register_task_handler``'s options.
@@ -140,7 +140,7 @@ class TaskRunner:
             self._tasks_left = self._max_tasks
             self.limits.reopen()
             if self._pool is None:
-                self._pool = Workers(self._run, self._max_workers, log=self._log)
+                self._pool = Workers(self._run, self._max_workers, log=self._log, on_exit=self._on_thread_exit)
 
     # -- called on the connection thread -------------------------------------------------
 

@@ -48,8 +48,8 @@ def describe_exit(exitcode: Optional[int]) -> str:
     return f"exited with code {exitcode}"
 
 
-def check_importable(task_type: str, handler: Callable[..., Any], what: str = "the handler") -> tuple[str, str]:
-    """The (module, qualname) a child imports ``handler`` (``what``: the handler, a middleware) by.
+def check_importable(task_type: str, handler: Callable[..., Any], what: str = "handler") -> tuple[str, str]:
+    """The (module, qualname) a child imports ``handler`` (or a resource's factory: ``what``) by.
 
     Raises:
         ValueError: the handler cannot be found again by module and name in a fresh interpreter
@@ -59,7 +59,7 @@ def check_importable(task_type: str, handler: Callable[..., Any], what: str = "t
     qualname = getattr(handler, "__qualname__", None)
 
     def refuse(why: str) -> ValueError:
-        return ValueError(f"task type {task_type!r} with isolation='process': {what} {why}; a child process "
+        return ValueError(f"task type {task_type!r} with isolation='process': the {what} {why}; a child process "
                           "imports it by module and name, so define it with def at the top level of a module")
 
     if not module or not qualname:

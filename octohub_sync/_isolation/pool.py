@@ -19,13 +19,15 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Mapping, Optional
 
-from .child import serve
+from .._execution.handler_calls import HardStop
 from .._execution.log_context import replay
+from .._execution.options import TaskOptions
+from .._execution.resources import ResourceRegistry, ResourceSpec, Tally, UsingResources
+from .._execution.task_control import TaskControl, current_task
+from .._platform.process_tree import kill_tree
 from ..exceptions import WorkerCrashed
 from .boundary import check_importable, describe_exit, remote_error
-from .._execution.options import TaskOptions
-from .._execution.handler_calls import HardStop
-from .._execution.task_control import TaskControl, current_task
+from .child import serve
 
 __all__ = ["IsolatedHandler", "isolate", "isolation_view", "stop_children"]
 
@@ -40,20 +42,21 @@ CANCEL_POLL = 0.05
 #: Seconds a new child may take to import the handler and say it is ready.
 START_TIMEOUT = 60.0
 
-#: Seconds a child is given to exit after "stop" before it is killed.
-STOP_TIMEOUT = 2.0
+#: Seconds a child is given to exit after "stop" (its resources' teardowns included) before it is killed.
+STOP_TIMEOUT = 5.0
 
 
 class _Child:
     """One child process and the parent's ends of its pipes."""
 
-    __slots__ = ("process", "commands", "events", "pid", "tasks", "task_id", "killed", "stopping")
+    __slots__ = ("process", "commands", "events", "pid", "tasks", "task_id", "killed", "stopping", "live", "tally")
 
-    def __init__(self, module: str, qualname: str, task_type: str, middleware: tuple = ()) -> None:
+    def __init__(self, module: str, qualname: str, task_type: str, resources: tuple, tally: Tally,
+                 middleware: tuple = ()) -> None:
         child_commands, self.commands = _SPAWN.Pipe(duplex=False)
         self.events, child_events = _SPAWN.Pipe(duplex=False)
         # Daemon: if the node's process exits without stop(), multiprocessing ends the child too.
-        self.process = _SPAWN.Process(target=serve, args=(child_commands, child_events, module, qualname,
+        self.process = _SPAWN.Process(target=serve, args=(child_commands, child_events, module, qualname, resources,
                                                           middleware, logging.getLogger().getEffectiveLevel()),
                                       name=f"octohub-child-{task_type}", daemon=True)
         self.process.start()
@@ -65,8 +68,27 @@ class _Child:
         self.task_id: Optional[str] = None  # the task it runs now
         self.killed: Optional[str] = None  # the task a hard stop killed it for
         self.stopping = False  # killed by the node's stop while it ran a task
+        self.live: dict[str, int] = {}  # resource name -> how many the child holds (its own messages say)
+        self.tally = tally
+
+    def counted(self, name: str, change: int) -> None:
+        """The child made (+1) or tore down (-1) a resource."""
+        self.live[name] = self.live.get(name, 0) + change
+        if change > 0:
+            self.tally.made(name)
+        else:
+            self.tally.torn(name, -change)
+
+    def kill(self) -> None:
+        """Kill the child and every process it started (_platform/process_tree.py)."""
+        kill_tree(self.pid or 0, self.process.kill)
 
     def close(self) -> None:
+        # Told to stop, or dead: what it held is torn down (or ended with its process tree).
+        for name, count in self.live.items():
+            if count > 0:
+                self.tally.torn(name, count)
+        self.live.clear()
         for conn in (self.commands, self.events):
             try:
                 conn.close()
@@ -90,12 +112,17 @@ class IsolatedHandler:
     """
 
     def __init__(self, task_type: str, handler: Callable[..., Any], *, max_tasks_per_child: Optional[int] = None,
-                 max_memory_per_child: Optional[float] = None, log: Any = logger) -> None:
+                 max_memory_per_child: Optional[float] = None, log: Any = logger,
+                 resources: tuple[ResourceSpec, ...] = (), tally: Optional[Tally] = None) -> None:
         self.task_type = task_type
         self._log = log
         self.handler = handler
         self._module, self._qualname = check_importable(task_type, handler)
         self._middleware: tuple[tuple[str, str], ...] = ()  # (module, qualname) of each, the outermost first
+        # What a child needs to make them: each factory found again by module and name, as the handler is.
+        self._resources = tuple((spec.name, *check_importable(task_type, spec.factory, f"resource {spec.name!r}"),
+                                 spec.max_uses, spec.max_age) for spec in resources)
+        self._tally = Tally() if tally is None else tally
         self._max_tasks = max_tasks_per_child
         self._max_bytes = None if max_memory_per_child is None else max_memory_per_child * 1024 * 1024
         self._lock = threading.Lock()
@@ -163,6 +190,8 @@ class IsolatedHandler:
                 control.progress(message[1], message[2])
             elif message[0] == "log":
                 replay(message[1])
+            elif message[0] == "resource":
+                child.counted(message[1], message[2])
             else:
                 return message
 
@@ -189,7 +218,7 @@ class IsolatedHandler:
         return child
 
     def _start(self) -> _Child:
-        child = _Child(self._module, self._qualname, self.task_type, self._middleware)
+        child = _Child(self._module, self._qualname, self.task_type, self._resources, self._tally, self._middleware)
         try:
             if not child.events.poll(START_TIMEOUT):
                 raise WorkerCrashed(f"child process {child.pid} did not start within {START_TIMEOUT:g} s")
@@ -244,7 +273,7 @@ class IsolatedHandler:
             if child is None:
                 return False
             child.killed = task_id
-        child.process.kill()  # SIGKILL on POSIX; TerminateProcess on Windows
+        child.kill()  # SIGKILL to its process group on POSIX; TerminateProcess (and so its job) on Windows
         return True
 
     def pid_of(self, task_id: str) -> Optional[int]:
@@ -271,7 +300,7 @@ class IsolatedHandler:
             _tell_stop(child)
         for child in busy:
             child.stopping = True
-            child.process.kill()
+            child.kill()
         deadline = time.monotonic() + timeout
         for child in idle + busy + retired:
             child.process.join(max(0.0, deadline - time.monotonic()))
@@ -294,22 +323,27 @@ def _reap_one(child: _Child) -> None:
 
 
 def _kill(child: _Child) -> None:
-    child.process.kill()
+    child.kill()
     child.process.join(STOP_TIMEOUT)
     child.close()
 
 
-def isolate(task_type: str, handler: Callable[..., Any], options: TaskOptions, *, log: Any = logger) -> Callable[..., Any]:
-    """``handler`` as the runner should call it: itself, or an :class:`IsolatedHandler` for ``isolation="process"``
-    (logging on ``log``, the node's logger).
+def isolate(task_type: str, handler: Callable[..., Any], options: TaskOptions,
+            resources: Optional[ResourceRegistry] = None, *, log: Any = logger) -> Callable[..., Any]:
+    """``handler`` as the runner should call it: itself, with its resources (``uses=``), or an
+    :class:`IsolatedHandler` for ``isolation="process"`` (logging on ``log``, the node's logger).
 
     Raises:
-        ValueError: a handler a child cannot import (the options themselves were checked by ``TaskOptions.build``).
+        ValueError: a handler (or a resource's factory) a child cannot import, a resource not registered
+            (the options themselves were checked by ``TaskOptions.build``).
     """
+    registry = ResourceRegistry() if resources is None else resources
+    specs = registry.specs_for(task_type, options.uses)
     if options.isolation is None:
-        return handler
+        return UsingResources(handler, specs, registry.held) if specs else handler
     return IsolatedHandler(task_type, handler, max_tasks_per_child=options.max_tasks_per_child,
-                           max_memory_per_child=options.max_memory_per_child, log=log)
+                           max_memory_per_child=options.max_memory_per_child, log=log, resources=specs,
+                           tally=registry.tally)
 
 
 def isolation_view(handlers: Mapping[str, Any]) -> dict[str, dict[str, int]]:

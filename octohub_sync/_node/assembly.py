@@ -24,12 +24,14 @@ from .._delivery.ledger import Ledger
 from .._delivery.store import MemoryStore
 from .._execution import log_context
 from .._execution.handler_calls import TaskBoard
+from .._execution.resources import ResourceRegistry
 from .._execution.runner import TaskRunner
 from .._execution.task_run import TaskRegistry
 from .._isolation.pool import isolation_view, stop_children
 from .._ops.liveness import Attempt, Heartbeats, Verdict, liveness, readiness
 from .._ops.node_state import NodeStatus
 from .._ops.stats import Stats
+from .._platform import node_guard
 from .._transport.api_lookup import resolve_address, ssl_context
 from .._transport.connect_deadline import deadline_session
 from .._transport.connection import Connection
@@ -113,13 +115,15 @@ class Node:
         self.recycler = Recycler(max_tasks=settings.max_tasks, max_memory=settings.max_memory,
                                  max_uptime=settings.max_uptime, close=lambda: self.runner.stop_accepting(),
                                  on_recycle=self._recycle, log=self.log)
+        #: Resources handlers use (register_resource): made on the worker that uses them, torn down there.
+        self.resources = ResourceRegistry()
         self.runner = TaskRunner(
             deliver=self.delivery.deliver, stats=self.counters, max_workers=settings.max_workers,
             max_pending=settings.max_pending, task_timeout=settings.task_timeout,
             cache_size=settings.result_cache_size, max_result_bytes=settings.max_result_bytes,
             store=self.store, log=self.log, call=self.task_board.call, max_tasks=settings.max_tasks,
             on_max_tasks=self.recycler.tasks_reached, tasks=self.tasks,
-            log_errors=settings.log_task_errors)
+            log_errors=settings.log_task_errors, on_thread_exit=self.resources.release_thread)
         self.receiver = FrameReceiver(
             pc_id=self.pc_id, max_message_bytes=settings.max_message_bytes, capacity=settings.max_workers,
             delivery=self.delivery, submit=self._submit, refuse_unread=self.runner.refuse_unread,
@@ -131,6 +135,7 @@ class Node:
         self.stopped_clean = True  # what the last stop() returned, for a second call
         self.lifecycle = threading.Lock()
         self.watchdog: Optional[Watchdog] = None
+        self._guarded = False  # this node holds the process's tree guard (_platform/node_guard.py)
         self._timers: Optional[Timers] = None
         self._metrics: Any = None
         self._connection_log = ConnectionLog(pc_id=self.pc_id, stats=self.counters, log=self.log)
@@ -171,6 +176,9 @@ class Node:
         self.beats.reset(time.monotonic())
         self.recycler.started(time.monotonic())
         self.runner.start()
+        if self.resources.specs:  # what handlers start on threads ends with the node, even a killed one
+            node_guard.acquire()
+            self._guarded = True
         self.sender.start()
         self._timers = Timers(expire=self.runner.expire, status=self.log_status, status_interval=s.status_interval,
                               log=self.log, tasks=self.task_board.tick, post=self.sender.post,
@@ -219,6 +227,9 @@ class Node:
             unfinished=unfinished, overdue=[tid for tid in self.tasks.overdue() if tid not in unfinished],
             turned_away=len(self.runner.turned_away(self.delivery.unsent())), unsent=self.delivery.waiting(),
             kept=self.settings.state_dir not in (None, "off"), log=self.log)
+        if self._guarded:
+            self._guarded = False
+            node_guard.release()
         self.status.stopped()
         self.stopped_clean = clean
         self.finished.set()
@@ -272,6 +283,7 @@ class Node:
                     oldest_task_age=round(self.tasks.oldest_age(), 3),
                     tasks_waiting=sum(by_type.values()), waiting_by_type=by_type, recycle=self.recycler.reason)
         snap["isolation"] = isolation_view(self.runner.handlers)  # children per isolated type
+        snap["resources"] = self.resources.view()  # live, made, torn down per resource name
         return snap
 
     def log_status(self) -> None:

@@ -12,10 +12,10 @@ import logging
 import time
 from typing import Optional
 
+from .._ops.stats import Stats
 from .._transport.api_lookup import plaintext_host
 from .._transport.connection import Connection
 from .reconnect import Decision
-from .._ops.stats import Stats
 
 __all__ = ["ConnectionLog", "REPEAT_WARNING_INTERVAL"]
 

@@ -10,8 +10,8 @@ import logging
 from typing import Container, NamedTuple, Optional
 
 from .._wire import protocol
-from ..exceptions import ProtocolError
 from .._wire.protocol import Message, Task
+from ..exceptions import ProtocolError
 
 __all__ = ["Plan", "dispatch"]
 

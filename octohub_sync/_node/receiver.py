@@ -11,13 +11,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Mapping, Optional
 
-from .._wire import protocol
-from .._transport.connection import Connection
 from .._delivery.delivery import ResultDelivery
-from .dispatch import Plan, dispatch
-from ..exceptions import ProtocolError
-from .._wire.protocol import Task
 from .._ops.stats import Stats
+from .._transport.connection import Connection
+from .._wire import protocol
+from .._wire.protocol import Task
+from ..exceptions import ProtocolError
+from .dispatch import Plan, dispatch
 
 __all__ = ["FrameReceiver", "MessageHandler"]
 

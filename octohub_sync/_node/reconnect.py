@@ -11,8 +11,8 @@ import random
 from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
-from .backoff import Backoff
 from .._config.settings import Settings
+from .backoff import Backoff
 
 __all__ = ["Decision", "Ending", "ReconnectPolicy", "reregister_margin"]
 

@@ -24,7 +24,8 @@ STOP_SEQUENCE = (
     Step("refuse new tasks", "from here a new task is answered NodeShuttingDown: the drain's work can only shrink"),
     Step("drain", "running and queued tasks get up to the timeout to finish; their results go out as usual"),
     Step("release the pool", "tasks that never started are answered NodeShuttingDown; the workers hand over "
-                             "their last results (only once no handler runs: one past the drain is not waited for)"),
+                             "their last results (only once no handler runs: one past the drain is not waited for); each "
+                             "worker thread tears down its resources on itself as it ends"),
     Step("stop children", "no isolated handler's child outlives the node; after the pool, so that no worker "
                           "starts another"),
     Step("settle the store", "results a ledger is still writing reach the delivery before its last sending"),

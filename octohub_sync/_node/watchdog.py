@@ -17,10 +17,10 @@ import threading
 import time
 from typing import Callable, Optional
 
-from .clock_jumps import MIN_PAUSE, Pause, Tick, detect_pause
 from .._transport.connection import CLOSE_TIMEOUT, Connection
 from .._transport.link import Link
 from .._transport.netpath import PathCheck
+from .clock_jumps import MIN_PAUSE, Pause, Tick, detect_pause
 from .reconnect import Decision, Ending, ReconnectPolicy
 
 __all__ = ["Watchdog"]

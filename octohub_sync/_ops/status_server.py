@@ -22,12 +22,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
 
 from .._version import __version__
+from .._wire.addresses import host_for_url
+from .._wire.signing import redact
 from ..exceptions import ConfigError
 from .liveness import Verdict
-from .status_guard import DeadlineReader, Slots, allowed_host
-from .._wire.signing import redact
 from .stats import COUNTERS, NodeState
-from .._wire.addresses import host_for_url
+from .status_guard import DeadlineReader, Slots, allowed_host
 
 __all__ = ["MetricsServer", "health", "probe", "render_metrics"]
 
@@ -149,7 +149,8 @@ def render_metrics(stats: Mapping[str, Any]) -> str:
         family("octohub_node_clock_skew_seconds", "gauge",
                "Hub clock minus this machine's clock, from the API's Date header.")
         lines.append(f"octohub_node_clock_skew_seconds{{{label}}} {_number(stats['clock_skew'])}")
-    _child_metrics(stats.get("isolation") or {}, label, family, lines)
+    _per_name(_CHILD_SERIES, "task_type", stats.get("isolation") or {}, label, family, lines)
+    _per_name(_RESOURCE_SERIES, "resource", stats.get("resources") or {}, label, family, lines)
     family("octohub_node_info", "gauge", "Always 1; the labels describe the node.")
     lines.append(f'octohub_node_info{{{label},version="{escape_label(__version__)}"}} 1')
     return "\n".join(lines) + "\n"
@@ -169,15 +170,22 @@ _CHILD_SERIES = (
 )
 
 
-def _child_metrics(isolation: Mapping[str, Mapping[str, int]], label: str, family: Callable[[str, str, str], None],
-                   lines: list[str]) -> None:
-    """One series per isolated task type for each of :data:`_CHILD_SERIES` (none without isolated types)."""
-    if not isolation:
-        return
-    for metric, kind, key, help_text in _CHILD_SERIES:
+def _per_name(series: tuple, label_name: str, views: Mapping[str, Mapping[str, int]], label: str,
+              family: Callable[[str, str, str], None], lines: list[str]) -> None:
+    """One series per name of ``views`` (a task type, a resource) for each of ``series`` (none without views)."""
+    for metric, kind, key, help_text in series if views else ():
         family(metric, kind, help_text)
-        for task_type, view in sorted(isolation.items()):
-            lines.append(f'{metric}{{{label},task_type="{escape_label(task_type)}"}} {_number(view.get(key, 0))}')
+        for name, view in sorted(views.items()):
+            lines.append(f'{metric}{{{label},{label_name}="{escape_label(name)}"}} {_number(view.get(key, 0))}')
+
+
+#: Resources (register_resource): (metric, kind, key of the resource's view, help).
+_RESOURCE_SERIES = (
+    ("octohub_node_resources_live", "gauge", "live", "Resources alive now, on worker threads and in child processes."),
+    ("octohub_node_resources_made_total", "counter", "made", "Resources made (setups that succeeded)."),
+    ("octohub_node_resources_torn_down_total", "counter", "torn_down",
+     "Resources torn down (stop, max_uses, max_age, ResourceBroken) or ended with their child process."),
+)
 
 
 def _limit_families(stats: Mapping[str, Any], label: str, lines: list[str], family: Callable[[str, str, str], None]) -> None:
@@ -366,7 +374,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/readyz" and pages.ready is not None:
             self._probe(pages.ready(), pages.stats())
         elif path == "/tasks":
-            body = {"pc_id": pages.stats().get("pc_id"), "tasks": pages.tasks(), "waiting": pages.waiting()}
+            stats = pages.stats()
+            body = {"pc_id": stats.get("pc_id"), "tasks": pages.tasks(), "waiting": pages.waiting(),
+                    "resources": stats.get("resources") or {}}
             self._reply(200, "application/json", json.dumps(body, ensure_ascii=False) + "\n")
         else:
             self._reply(404, "text/plain; charset=utf-8", "not found: try /livez, /readyz, /healthz, /metrics or /tasks\n")

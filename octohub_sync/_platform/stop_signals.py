@@ -25,7 +25,6 @@ import time
 from types import ModuleType
 from typing import Any, Callable, Optional
 
-
 __all__ = ["CONSOLE_GRANTS", "StopRequests"]
 
 logger = logging.getLogger(__name__)

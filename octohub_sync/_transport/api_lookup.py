@@ -20,13 +20,13 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 import urllib3
 
-from .._wire import signing
-from .._config.settings import Settings, env_name
-from .connect_deadline import current_attempt
-from ..exceptions import ApiError, AuthError, ProxyError
 from .._config.proxies import Proxy, refusal_hint
-from .tunnel import tunnel_hint
+from .._config.settings import Settings, env_name
+from .._wire import signing
 from .._wire.addresses import host_for_url
+from ..exceptions import ApiError, AuthError, ProxyError
+from .connect_deadline import current_attempt
+from .tunnel import tunnel_hint
 
 __all__ = ["Address", "direct_key_origin", "is_loopback", "key_origin", "loopback_pitfall", "plaintext_host",
            "resolve_address", "ssl_context", "tls_verify"]

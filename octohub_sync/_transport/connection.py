@@ -20,14 +20,14 @@ from typing import Callable, NoReturn, Optional
 
 import websocket
 
-from .._wire import frames, protocol
-from .connect_deadline import AttemptDeadline
-from ..exceptions import OctoHubError
-from .._wire.protocol import Dialect
 from .._config.proxies import Route
+from .._wire import frames, protocol
+from .._wire.protocol import Dialect
 from .._wire.signing import redact
-from .tunnel import bound_writes, open_socket
+from ..exceptions import OctoHubError
+from .connect_deadline import AttemptDeadline
 from .frame_reader import CLOSE_TOO_BIG, BoundedFrames, Fragments, payload_bytes
+from .tunnel import bound_writes, open_socket
 
 __all__ = ["Connection"]
 

@@ -15,9 +15,9 @@ import time
 from typing import Optional
 from urllib.parse import urlsplit
 
-from ..exceptions import ProxyError
 from .._config.proxies import Proxy, refusal_hint
 from .._wire.addresses import host_for_url, port_of
+from ..exceptions import ProxyError
 
 __all__ = ["Deadline", "bound_writes", "open_socket", "tunnel_hint"]
 
@@ -189,8 +189,7 @@ def _read_status(sock: socket.socket, deadline: Deadline, proxy: Proxy) -> tuple
 
 def _socks5(proxy: Proxy, host: str, port: int, deadline: Deadline) -> socket.socket:
     # The socks extra is optional: config checked it is installed before a SOCKS proxy got this far.
-    from python_socks import ProxyConnectionError, ProxyTimeoutError, ProxyType
-    from python_socks import ProxyError as SocksError
+    from python_socks import ProxyConnectionError, ProxyError as SocksError, ProxyTimeoutError, ProxyType
     from python_socks.sync import Proxy as SocksProxy
 
     user = proxy.username

@@ -12,19 +12,19 @@ import sys
 from dataclasses import replace
 from typing import Any, Optional, Sequence
 
+from .._config.settings import Settings, credential_name, env_name, load_settings, setting_help, setting_names
+from .._delivery.ledger import default_state_dir
+from .._execution import log_context
+from .._ops.log_format import JsonFormatter, formatter
+from .._ops.log_safety import SafeLogFilter
+from .._platform.console import tolerant_console
+from .._platform.stop_signals import StopRequests
 from .._version import __version__
 from ..app import Setup, install_app, load_app
 from ..client import NodeWebSocketClient
-from .._config.settings import Settings, credential_name, env_name, load_settings, setting_help, setting_names
-from .._platform.console import tolerant_console
 from ..exceptions import ConfigError, LedgerUnavailable
-from ._exit_codes import ExitCode
-from .._delivery.ledger import default_state_dir
-from .._ops.log_safety import SafeLogFilter
-from .._ops.log_format import JsonFormatter, formatter
-from .._execution import log_context
 from ..sdnotify import NotifySocket
-from .._platform.stop_signals import StopRequests
+from ._exit_codes import ExitCode
 
 __all__ = ["main"]
 

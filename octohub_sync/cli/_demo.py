@@ -6,8 +6,8 @@ import secrets
 import sys
 from typing import Any, Mapping
 
-from ..client import NodeWebSocketClient
 from .._config.settings import load_settings
+from ..client import NodeWebSocketClient
 from ._exit_codes import ExitCode
 
 __all__ = ["run_demo"]

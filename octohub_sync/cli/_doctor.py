@@ -6,8 +6,8 @@ signed address without :func:`signing.redact`.
 from __future__ import annotations
 
 import logging
-import ssl
 import socket
+import ssl
 import sys
 import time
 from typing import Any, Optional, TextIO
@@ -16,16 +16,17 @@ from urllib.parse import urlsplit
 import requests
 import websocket
 
-from .._wire import protocol
-from .._transport.api_lookup import SKEW_WARNING, Address, direct_key_origin, loopback_pitfall, resolve_address, ssl_context
-from .._config.settings import Settings
-from ..exceptions import ApiError, AuthError, ProtocolError, ProxyError
-from ._exit_codes import ExitCode
 from .._config.identity import PcId, resolve_pc_id
 from .._config.proxies import mask
-from .._wire.signing import MAX_SKEW, redact
+from .._config.settings import Settings
+from .._transport.api_lookup import (SKEW_WARNING, Address, direct_key_origin, loopback_pitfall, resolve_address,
+                                     ssl_context)
 from .._transport.tunnel import open_socket
+from .._wire import protocol
 from .._wire.addresses import host_for_url, port_of
+from .._wire.signing import MAX_SKEW, redact
+from ..exceptions import ApiError, AuthError, ProtocolError, ProxyError
+from ._exit_codes import ExitCode
 
 __all__ = ["run_check"]
 

@@ -16,8 +16,8 @@ import threading
 from typing import Any, Optional, Sequence
 
 from octohub_sync._platform.console import tolerant_console
-from octohub_sync.hub import install_hint, lacks_websockets
 from octohub_sync._platform.stop_signals import StopRequests
+from octohub_sync.hub import install_hint, lacks_websockets
 
 PROG = "python -m octohub_sync.hub"
 

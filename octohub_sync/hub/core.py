@@ -15,14 +15,14 @@ from types import TracebackType
 from typing import Any, Callable, List, Optional, Type, Union
 
 from octohub_sync._wire import signing
+from octohub_sync._wire.addresses import host_for_url
 from octohub_sync.hub import messages
 from octohub_sync.hub.deadline import BY_DIALECT, ByDialect, read_deadline_for
+from octohub_sync.hub.recorded import RecordedState
 from octohub_sync.hub.servers import HubServers
 from octohub_sync.hub.sockets import abort
-from octohub_sync.hub.recorded import RecordedState
 from octohub_sync.hub.state import HubState
 from octohub_sync.hub.table import NodeSession
-from octohub_sync._wire.addresses import host_for_url
 
 logger = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import time
 from collections import Counter
 from typing import Any, Callable, List, Optional, Union
 
-from octohub_sync.hub import messages
 from octohub_sync._wire.protocol import frame_size
+from octohub_sync.hub import messages
 from octohub_sync.hub.table import ConnectionTable, NodeSession
 
 logger = logging.getLogger(__name__)
