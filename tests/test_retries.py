@@ -153,3 +153,31 @@ def test_progress_frames_say_which_attempt_runs(make_node, hub: LocalHub, tmp_pa
     frame = hub.wait_progress(tid, lambda f: f.get("attempt") == 2, timeout=20)
     assert frame["message"] == "attempt 2"
     assert hub.wait_result(tid, timeout=20)["attempts"] == 2
+
+
+def ledger_ids(db_file: Path, table: str) -> list[str]:
+    """Task ids in a ledger table, read the way another process would (tests/test_ledger.py)."""
+    import sqlite3
+    from contextlib import closing
+
+    if not db_file.exists():
+        return []
+    with closing(sqlite3.connect(f"file:{db_file}?mode=ro", uri=True, timeout=5)) as db:
+        return [row[0] for row in db.execute(f"SELECT task_id FROM {table}")]
+
+
+def test_the_ledger_keeps_a_waiting_retry_as_a_started_task(make_node, hub: LocalHub, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    retry_node(make_node, hub, retries=2, retry_backoff=30, retry_backoff_max=30,
+               _node={"pc_id": "node_retry", "state_dir": str(state)})
+    log = tmp_path / "attempts"
+    tid = hub.send_task("flaky", {"log": str(log)})
+    assert wait_until(lambda: len(attempts_in(log)) == 1, 10)
+    db = state / "node_retry.sqlite3"
+    # Between two attempts it is a started task without a result, as a running one: after a crash the
+    # hub's redelivery decides (run again, or TaskInterrupted with retry_interrupted=False).
+    assert wait_until(lambda: tid in ledger_ids(db, "started"), 10)
+    assert tid not in ledger_ids(db, "finished")
+    hub.cancel(tid)
+    assert hub.wait_result(tid, timeout=10)["status"] == "failed"
+    assert wait_until(lambda: tid in ledger_ids(db, "finished") and tid not in ledger_ids(db, "started"), 10)
