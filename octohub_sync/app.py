@@ -68,7 +68,8 @@ class Handlers:
         Args:
             **options: keywords of ``register_task_handler`` (``concurrency=``, ``key=``, ``rate=``,
                 ``retry_interrupted=``, ``isolation=``, ``max_tasks_per_child=``,
-                ``max_memory_per_child=``, ``uses=``), kept per type and passed on by ``handlers(client)``.
+                ``max_memory_per_child=``, ``uses=``, ``retries=``, ``retry_on=``, ``retry_backoff=``,
+                ``retry_backoff_max=``), kept per type and passed on by ``handlers(client)``.
 
         Raises:
             ValueError: the task type is declared twice in this registry, or an option's value is bad.

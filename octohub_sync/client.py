@@ -107,6 +107,7 @@ class NodeWebSocketClient:
                 docs/isolation.md); None runs it on the worker thread.
             max_tasks_per_child: with isolation, replace a child after this many tasks.
             max_memory_per_child: with isolation, replace a child whose memory after a task is above this (MB).
+            **unknown: ``retries=``, ``retry_on=``, ``retry_backoff=``, ``retry_backoff_max=`` (docs/retries.md).
             uses: names of resources (:meth:`register_resource`, registered before) the handler gets
                 as keyword arguments: ``handler(task, browser=...)`` (docs/resources.md).
 
