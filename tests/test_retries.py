@@ -181,3 +181,18 @@ def test_the_ledger_keeps_a_waiting_retry_as_a_started_task(make_node, hub: Loca
     hub.cancel(tid)
     assert hub.wait_result(tid, timeout=10)["status"] == "failed"
     assert wait_until(lambda: tid in ledger_ids(db, "finished") and tid not in ledger_ids(db, "started"), 10)
+
+
+def test_a_stop_answers_a_waiting_retry_node_shutting_down(make_node, hub: LocalHub, tmp_path: Path) -> None:
+    client = retry_node(make_node, hub, retries=2, retry_backoff=30, retry_backoff_max=30,
+                        _node={"shutdown_timeout": 1})
+    log = tmp_path / "attempts"
+    tid = hub.send_task("flaky", {"log": str(log)})
+    assert wait_until(lambda: len(attempts_in(log)) == 1, 10)
+    began = time.monotonic()
+    assert client.stop(timeout=10)  # clean: nothing left running
+    assert time.monotonic() - began < 5  # the 30 s backoff is not waited out
+    result = hub.wait_result(tid, timeout=10)
+    assert result["status"] == "failed", result
+    assert result["error"] == "NodeShuttingDown: node stopped before attempt 2" and result["attempts"] == 1
+    assert len(attempts_in(log)) == 1

@@ -43,6 +43,13 @@ class Answers:
         error = f"{type(exc).__name__}: {exc}"
         return f"{error} (after {attempts} attempts)" if attempts is not None and attempts > 1 else error
 
+    def retrying(self, tid: str, task_type: str, exc: BaseException, attempt: int, delay: float) -> str:
+        """The INFO line of an attempt that gets another; returns the answer to give should the wait not
+        happen after all (a cancel, the time limit or the stop came meanwhile)."""
+        self._log.info("task %s (%s) attempt %d failed: %s; attempt %d in %.2f s", tid, task_type, attempt,
+                       self.shown(exc, f"{type(exc).__name__}: {exc}"), attempt + 1, delay)
+        return self.failed(tid, self.text(exc, attempt), attempt)
+
     def result(self, tid: str, task_type: str, result: Any, attempts: Optional[int] = None) -> tuple[str, bool]:
         """``(frame, ok)`` for a handler's return value: ``completed``, or ``failed`` if it cannot be sent."""
         try:

@@ -87,6 +87,10 @@ class RetryWaits:
         self._due = [entry for entry in self._due if entry[2] is not job]
         heapq.heapify(self._due)
 
+    def clear(self) -> None:
+        """Every waiting job was answered (the node's drain, lock held): none runs again."""
+        self._due.clear()
+
     def close(self) -> None:
         """Stop the thread (without the lock); the jobs still waiting are the runner's to answer."""
         with self._wake:

@@ -101,25 +101,16 @@ class TaskRunner:
             replaced = self.handlers.get(task_type)
             self.handlers[task_type] = handler
             self._chains.calls[task_type] = call
-            if options.retry_interrupted:
-                self._no_retry.discard(task_type)
-            else:
-                self._no_retry.add(task_type)
+            (self._no_retry.discard if options.retry_interrupted else self._no_retry.add)(task_type)
             self.limits.options[task_type] = options
-            limited = dict(self._limited)  # swapped whole: submit() reads it without the lock
-            if options.limited:
-                limited[task_type] = options
-            else:
-                limited.pop(task_type, None)
-            self._limited = limited
+            # Swapped whole: submit() reads it without the lock.
+            limited = {name: opts for name, opts in self._limited.items() if name != task_type}
+            self._limited = {**limited, task_type: options} if options.limited else limited
         return replaced
 
     def add_middleware(self, fn: Middleware) -> None:
-        """Run ``fn(task, call_next)`` around every handler, inside those added before (``Chains.add``).
-
-        Raises:
-            RuntimeError: the node already started (an isolated type's children hold their chain).
-        """
+        """Run ``fn(task, call_next)`` around every handler, inside those added before (``Chains.add``);
+        RuntimeError once the node started (an isolated type's children hold their chain)."""
         with self._lock:
             if self._pool is not None:
                 raise RuntimeError("add_middleware() must be called before the node starts")
@@ -304,11 +295,7 @@ class TaskRunner:
         except BaseException as exc:  # anything, SystemExit from a sys.exit() included: the hub gets "failed"
             if retry is not None and retry.retries_on(exc, job.attempt) and not job.control.cancel_reason:
                 delay = retry.delay(job.attempt)
-                self._log.info("task %s (%s) attempt %d failed: %s; attempt %d in %.2f s", task.task_id,
-                               task.task_type, job.attempt, self._answers.shown(exc, f"{type(exc).__name__}: {exc}"),
-                               job.attempt + 1, delay)
-                # Its answer if the wait cannot be (a cancel, the time limit or the stop came meanwhile).
-                return self._failed(task.task_id, self._answers.text(exc, attempts), attempts), False, delay
+                return self._answers.retrying(task.task_id, task.task_type, exc, job.attempt, delay), False, delay
             return self._answers.error(task.task_id, task.task_type, exc, attempts), False, None
         frame, ok = self._answers.result(task.task_id, task.task_type, result, attempts)
         return frame, ok, None
@@ -375,7 +362,19 @@ class TaskRunner:
         self._accepting = False
 
     def drain(self, timeout: float) -> list[str]:
-        """Wait up to ``timeout`` for running and queued tasks; return the ids still running (the registry's)."""
+        """Wait up to ``timeout`` for running and queued tasks; return the ids still running (the registry's).
+        A task waiting for its next attempt is answered NodeShuttingDown at once: a stop waits out no backoff."""
+        with self._lock:
+            self.retries.clear()
+            waiting = [job for job in self._runs.values() if job.waiting_retry]
+            answers = [(job.task_id, self._failed(job.task_id, "NodeShuttingDown: node stopped before attempt "
+                                                  f"{job.attempt}", job.attempt - 1)) for job in waiting]
+            for tid, frame in answers:
+                del self._runs[tid]
+                self._remember(tid, frame)
+        for tid, frame in answers:
+            self._stats.incr("tasks_failed")
+            self._deliver(tid, frame, finished=True)
         return self.tasks.drain(timeout)
 
     def turned_away(self, task_ids: list[str]) -> list[str]:
