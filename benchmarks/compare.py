@@ -2,6 +2,7 @@
 """Compare node variants (copies of the repo) on the echo path, side by side, against one hub.
 
     python benchmarks/compare.py /tmp/scratch/base /tmp/scratch/inline ...
+    python benchmarks/compare.py /tmp/scratch/base . --app .=middleware_app   # . once more, with middleware
 
 Each path is a directory holding ``run_node.py`` and ``octohub_sync/`` (a scratch copy
 with a proposed change). All variants, the pool baseline and the bare loop run at once, each
@@ -33,6 +34,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--ledger", action="store_true", help="run each variant with a ledger (OCTOHUB_STATE_DIR)")
     parser.add_argument("--inflight", type=int, default=200, help="echo tasks outstanding (default 200)")
     parser.add_argument("--workers", type=int, default=8, help="the nodes' MAX_WORKERS and the pool's (default 8)")
+    parser.add_argument("--app", action="append", default=[], metavar="REPO=MODULE",
+                        help="also run REPO's node serving MODULE of benchmarks/ (OCTOHUB_APP), e.g. .=middleware_app")
     args = parser.parse_args(argv)
     from octohub_sync.hub import LocalHub
 
@@ -48,6 +51,11 @@ def main(argv: Optional[list[str]] = None) -> int:
                 if args.ledger:
                     settings["state_dir"] = str(Path(workdir) / f"state-{i}")
                 subjects.append(harness.node_subject(hub, name, env_file, workdir, repo=repo.resolve(), **settings))
+            for i, spec in enumerate(args.app):
+                repo, _, module = spec.partition("=")
+                settings = dict(NODE_SETTINGS, max_workers=args.workers, app=module)
+                name = f"a{i}-{Path(repo).resolve().name}-{module}"[:24]
+                subjects.append(harness.node_subject(hub, name, env_file, workdir, repo=Path(repo).resolve(), **settings))
             subjects.append(harness.pool_subject(hub, workdir, args.workers))
             subjects.append(harness.minimal_subject(hub, workdir))
             try:

@@ -15,6 +15,7 @@ import traceback
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 
 from ._config.settings import APP_SPEC
+from ._execution.middleware import check_middleware
 from ._execution.options import TaskOptions
 from ._execution.resources import ResourceSpec
 from .exceptions import ConfigError
@@ -56,6 +57,8 @@ class Handlers:
         self.options: dict[str, dict[str, Any]] = {}
         #: message kind -> handler.
         self.messages: dict[str, Callable[..., Any]] = {}
+        #: Middleware, the outermost first (``client.add_middleware``).
+        self.middlewares: list[Callable[..., Any]] = []
         #: resource name -> (generator function, its keywords of register_resource), registered first.
         self.resources: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {}
 
@@ -65,7 +68,8 @@ class Handlers:
         Args:
             **options: keywords of ``register_task_handler`` (``concurrency=``, ``key=``, ``rate=``,
                 ``retry_interrupted=``, ``isolation=``, ``max_tasks_per_child=``,
-                ``max_memory_per_child=``, ``uses=``), kept per type and passed on by ``handlers(client)``.
+                ``max_memory_per_child=``, ``uses=``, ``retries=``, ``retry_on=``, ``retry_backoff=``,
+                ``retry_backoff_max=``), kept per type and passed on by ``handlers(client)``.
 
         Raises:
             ValueError: the task type is declared twice in this registry, or an option's value is bad.
@@ -81,6 +85,17 @@ class Handlers:
             self.options[name] = dict(options)
             return fn
         return declare
+
+    def middleware(self, fn: F) -> F:
+        """Decorator (or call): run ``fn(task, call_next)`` around every handler (``client.add_middleware``).
+
+        The first declared is the outermost. ``handlers(client)`` adds them before the handlers.
+
+        Raises:
+            TypeError: ``fn`` is not callable.
+        """
+        self.middlewares.append(check_middleware(fn))
+        return fn
 
     def resource(self, name: str, *, max_uses: Optional[int] = None, max_age: Optional[float] = None) -> Callable[[F], F]:
         """Decorator of a generator function, written like a pytest fixture: ``@handlers.resource("browser")``.
@@ -104,6 +119,8 @@ class Handlers:
         return lambda fn: self._add(self.messages, "message kind", kind, fn)
 
     def __call__(self, client: "NodeWebSocketClient") -> None:
+        for fn in self.middlewares:
+            client.add_middleware(fn)
         for name, (factory, keywords) in self.resources.items():  # before the task types that use them
             client.register_resource(name, factory, **keywords)
         for task_type, handler in self.tasks.items():

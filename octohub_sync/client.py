@@ -107,6 +107,7 @@ class NodeWebSocketClient:
                 docs/isolation.md); None runs it on the worker thread.
             max_tasks_per_child: with isolation, replace a child after this many tasks.
             max_memory_per_child: with isolation, replace a child whose memory after a task is above this (MB).
+            **unknown: ``retries=``, ``retry_on=``, ``retry_backoff=``, ``retry_backoff_max=`` (docs/retries.md).
             uses: names of resources (:meth:`register_resource`, registered before) the handler gets
                 as keyword arguments: ``handler(task, browser=...)`` (docs/resources.md).
 
@@ -134,6 +135,14 @@ class NodeWebSocketClient:
         replaced = self.runner.register(task_type, isolate(task_type, handler, options, self._node.resources, log=self.log), options)
         stop_children([replaced])  # a replaced isolated handler's children
         return handler
+
+    def add_middleware(self, fn: Any) -> Any:
+        """Run ``fn(task, call_next)`` around every handler call, the first added outermost (docs/middleware.md).
+
+        Returns ``fn`` (a decorator too). Raises TypeError, ValueError (a lambda for an isolated type) or
+        RuntimeError (the node has started)."""
+        self.runner.add_middleware(fn)
+        return fn
 
     def register_resource(self, name: str, factory: Optional[Any] = None, *, max_uses: Optional[int] = None,
                           max_age: Optional[float] = None) -> Any:

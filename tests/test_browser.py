@@ -80,3 +80,21 @@ def test_a_browser_per_worker_is_reused_and_ends_with_the_node(make_node, hub: L
     client.stop(timeout=10)
     assert client.stats()["resources"]["browser"]["live"] == 0
     assert wait_until(lambda: not browsers_left(), 10), browsers_left()
+
+
+def test_a_failed_browser_task_leaves_a_screenshot(make_node, hub: LocalHub, tmp_path, monkeypatch) -> None:
+    """examples/browser/tasks.py's middleware (issue 32): on a worker thread and in an isolated child."""
+    from .conftest import free_port
+
+    monkeypatch.setenv("SCREENSHOT_DIR", str(tmp_path))  # before the child is spawned: it inherits it
+    client = make_node(_start=False, max_workers=1)
+    tasks.handlers(client)
+    client.start()
+    assert client.wait_connected(10) and hub.wait_connected(client.pc_id, 10)
+    nowhere = f"http://127.0.0.1:{free_port()}/"  # nothing listens there: the page load fails
+    for task_type in ("visit", "screenshot"):
+        tid = hub.send_task(task_type, {"url": nowhere})
+        result = hub.wait_result(tid, timeout=60)
+        assert result["status"] == "failed" and "ERR_CONNECTION_REFUSED" in result["error"], result
+        shot = tmp_path / f"{tid}.png"
+        assert shot.read_bytes().startswith(b"\x89PNG"), task_type

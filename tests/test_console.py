@@ -86,7 +86,8 @@ def test_node_logs_and_answers_chinese_on_any_console(hub: LocalHub, tmp_path: P
     assert code == 0
     err_text = err_path.read_bytes().decode(encoding)
     assert_no_encoding_error(err_text)
-    assert_shown("console_app - WARNING - 处理任务 你好", err_text, encoding)  # the handler's log line
+    # The handler's log line, with its task id (docs/observability.md#the-task-on-every-log-line).
+    assert_shown(f"console_app - WARNING - [{done['task_id']}] 处理任务 你好", err_text, encoding)
     assert_shown("(失败任务) failed: ValueError: 出错了 世界", err_text, encoding)  # the node's own
     assert_shown("serving tests.console_app: 汉字任务, 失败任务", err_text, encoding)
     assert_shown("打印 你好", out_path.read_bytes().decode(encoding), encoding)

@@ -218,7 +218,7 @@ BAD_VALUES = dict(
     task_timeout="x", cancel_grace="-1", progress_interval="-1", shutdown_timeout="x", outbox_size="0",
     result_cache_size="0", max_tasks="-1", max_memory="x", max_uptime="-1",
     max_message_bytes="0", max_result_bytes="-1", log_task_errors="full", status_interval="-1",
-    metrics_port="70000", metrics_host="a b", log_level="LOUD", app="1mod",
+    metrics_port="70000", metrics_host="a b", log_level="LOUD", log_format="xml", app="1mod",
     server_host_with_port="127.0.0.1:8080", server_host_with_path="hub.example/api",
     ca_file_with_garbage="{tmp}/a-file",  # exists, holds no certificate: the node would crash on its first connect
 )

@@ -12,6 +12,8 @@ from typing import Iterator
 
 import pytest
 
+from octohub_sync._execution.options import TaskOptions
+
 from octohub_sync._node.dispatch import dispatch
 from octohub_sync._delivery.ledger import MemoryStore
 from octohub_sync.hub import LocalHub
@@ -159,7 +161,7 @@ def make_runner(delivered: Delivered, gate: Gate, stats: Stats, **opts: int) -> 
     values.update(opts)
     runner = TaskRunner(deliver=delivered, stats=stats, store=MemoryStore(),
                         log=logging.LoggerAdapter(logging.getLogger("test"), {}), **values)
-    runner.handlers["block"] = gate.handler(lambda t: t["task_id"])
+    runner.register("block", gate.handler(lambda t: t["task_id"]), TaskOptions())
     runner.start()
     runner.start()  # idempotent: still one pool
     return runner

@@ -9,18 +9,28 @@ task it runs and reused by the next ones (WebDriver is not thread-safe, so a bro
 shared). ``screenshot`` runs with ``isolation="process"``: its browser lives in the child, and
 ends with the child's process tree however the child ends. The driver is the system's
 (``Service(executable_path=...)``): Selenium never downloads one. docs/resources.md explains it.
+
+``screenshot_on_failure`` is middleware (docs/middleware.md): when a task that uses the browser
+fails, it saves what that browser shows to ``$SCREENSHOT_DIR`` (default: the temporary directory)
+as ``<task id>.png`` and logs the path, then lets the error reach the hub as it was.
 """
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import shutil
 import tempfile
-from typing import Any, Iterator, Mapping
+import threading
+from typing import Any, Callable, Iterator, Mapping
 
 from octohub_sync import Handlers, ResourceBroken
 
+log = logging.getLogger(__name__)
 handlers = Handlers()
+
+#: This thread's browser (a worker thread, or an isolated child's main thread): what the middleware shoots.
+_this_thread = threading.local()
 
 #: Where the driver is: $CHROMEDRIVER, else chromedriver on PATH (Debian's chromium-driver puts it in /usr/bin).
 DRIVER = os.environ.get("CHROMEDRIVER") or shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -48,11 +58,30 @@ def browser() -> Iterator[Any]:
     """One browser per worker thread (or child): a fresh profile, removed with it."""
     profile = tempfile.mkdtemp(prefix="octohub-browser-")  # one live browser per profile directory
     driver = start_browser(profile)
+    _this_thread.driver = driver  # made on the thread that runs the tasks using it, as resources are
     try:
         yield driver
     finally:
+        _this_thread.driver = None
         driver.quit()  # ends chromedriver and the browser's processes
         shutil.rmtree(profile, ignore_errors=True)
+
+
+@handlers.middleware
+def screenshot_on_failure(task: Mapping[str, Any], call_next: Callable[[], Any]) -> Any:
+    """A failed task's last page, saved as ``<task id>.png``; the error itself goes on unchanged."""
+    try:
+        return call_next()
+    except Exception:
+        driver = getattr(_this_thread, "driver", None)
+        if driver is not None:  # a task type that uses the browser, on a thread that has one
+            path = os.path.join(os.environ.get("SCREENSHOT_DIR") or tempfile.gettempdir(), f"{task['task_id']}.png")
+            try:
+                driver.save_screenshot(path)
+                log.warning("task failed; its page is in %s", path)
+            except Exception as exc:  # a browser too broken to shoot: the task's own error matters more
+                log.warning("task failed; no screenshot (%s)", type(exc).__name__)
+        raise
 
 
 def load(driver: Any, url: str) -> None:

@@ -93,6 +93,7 @@ class Settings:
     metrics_port: int = _opt(0, "serve /livez, /readyz, /healthz, /metrics and /tasks on this port (0 = off)", kind="port0")
     metrics_host: str = _opt("127.0.0.1", "address of the metrics endpoint", kind="metricshost")
     log_level: str = _opt("INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL (the demo: ERROR)", kind="level")
+    log_format: str = _opt("text", "the program's log lines: text (time - logger - LEVEL - [task id] message) or json (one object per line: time, level, logger, message, pc_id, task_id, task_type, task_key, exception)", kind="logformat")
     app: Optional[str] = _opt(None, "serve the handlers of this module: module (its setup(client) or Handlers registry) or module:function", kind="app")
 
     #: Where each value came from ("environment", ".env", "override" or "flag"; absent: default).
@@ -259,6 +260,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "int>=1": _parse_number(int, 1),
     "level": _parse_choice(_LOG_LEVELS, upper=True),
     "errorlog": _parse_choice(("text", "type")),
+    "logformat": _parse_choice(("text", "json")),
     "statedir": lambda raw: "off" if str(raw).strip().lower() in ("off", "none") else str(raw).strip(),
     "proxy": parse_setting,
     "app": _parse_text(APP_SPEC.match, "expected module or module:function (dotted Python names)"),

@@ -15,6 +15,7 @@ from types import FrameType
 from typing import Any, Callable, Hashable, Mapping, Optional, Sequence, Union
 
 from .resources import check_uses
+from .retry import RetryPolicy
 
 __all__ = ["Key", "NO_KEY", "Rate", "TaskKeyError", "TaskOptions"]
 
@@ -63,6 +64,8 @@ class TaskOptions:
     isolation: Optional[str] = None
     max_tasks_per_child: Optional[int] = None
     max_memory_per_child: Optional[float] = None
+    #: ``retries=`` and the rest (retry.py); None: a failure is the answer (the default: posting is not idempotent).
+    retry: Optional[RetryPolicy] = None
     uses: tuple[str, ...] = ()  # the resources its handler gets as keyword arguments (resources.py)
 
     @classmethod
@@ -88,12 +91,15 @@ class TaskOptions:
     def _build(cls, task_type: str, *, retry_interrupted: bool = True, concurrency: Optional[int] = None,
                key: Optional[Key] = None, rate: Optional[str] = None, isolation: Optional[str] = None,
                max_tasks_per_child: Optional[int] = None, max_memory_per_child: Optional[float] = None,
-               uses: Optional[Sequence[str]] = None, **unknown: Any) -> "TaskOptions":
+               uses: Optional[Sequence[str]] = None, retries: Optional[int] = None, retry_on: Any = None,
+               retry_backoff: Optional[float] = None, retry_backoff_max: Optional[float] = None,
+               **unknown: Any) -> "TaskOptions":
         if unknown:
             from .._config.suggest import did_you_mean  # only on this error: the task path never gets here
             name = sorted(unknown)[0]
+            known = [f.name for f in fields(cls) if f.name != "retry"] + list(_RETRY_KEYWORDS)
             raise TypeError(f"task type {task_type!r}: register_task_handler has no keyword {name!r}"
-                            f"{did_you_mean(name, [f.name for f in fields(cls)])}")
+                            f"{did_you_mean(name, known)}")
         if isolation not in (None, "process"):
             raise ValueError(f"task type {task_type!r}: isolation must be 'process' or None, not {isolation!r}")
         per_child = {"max_tasks_per_child": max_tasks_per_child, "max_memory_per_child": max_memory_per_child}
@@ -115,10 +121,11 @@ class TaskOptions:
         if key is not None and concurrency is None and rate is None:  # it would do nothing
             raise ValueError(f"task type {task_type!r}: key= holds concurrency= or rate= per key value; "
                              "give one of them with it")
+        retry = _retry_policy(task_type, retries, retry_on, retry_backoff, retry_backoff_max)
         return cls(retry_interrupted=retry_interrupted, concurrency=concurrency, key=key,
                    rate=None if rate is None else Rate.parse(task_type, rate), isolation=isolation,
                    max_tasks_per_child=max_tasks_per_child, max_memory_per_child=max_memory_per_child,
-                   uses=check_uses(task_type, uses))
+                   uses=check_uses(task_type, uses), retry=retry)
 
     @property
     def limited(self) -> bool:
@@ -151,6 +158,28 @@ class TaskOptions:
             raise TaskKeyError(f"task type {task_type!r}: key value {value!r} is not hashable") from None
         return value
 
+_RETRY_KEYWORDS = ("retries", "retry_on", "retry_backoff", "retry_backoff_max")
+
+
+def _retry_policy(task_type: str, retries: Any, retry_on: Any, backoff: Any, backoff_max: Any) -> Optional[RetryPolicy]:
+    """The retry keywords as a :class:`RetryPolicy`; None without ``retries`` (or ``retries=0``)."""
+    if retries is None or retries == 0:
+        given = [name for name, value in zip(_RETRY_KEYWORDS[1:], (retry_on, backoff, backoff_max)) if value is not None]
+        if given and retries is None:
+            raise ValueError(f"task type {task_type!r}: {given[0]}= needs retries=N (retries are off by default)")
+        return None
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"task type {task_type!r}: retries={retries!r} must be a whole number >= 0")
+    kinds = retry_on if isinstance(retry_on, tuple) else (Exception,) if retry_on is None else (retry_on,)
+    if not kinds or not all(isinstance(kind, type) and issubclass(kind, Exception) for kind in kinds):
+        raise TypeError(f"task type {task_type!r}: retry_on={retry_on!r} must be an exception class or a tuple "
+                        "of them (subclasses of Exception)")
+    numbers = {"retry_backoff": 1.0 if backoff is None else backoff,
+               "retry_backoff_max": 60.0 if backoff_max is None else backoff_max}
+    for name, value in numbers.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or value != value:
+            raise ValueError(f"task type {task_type!r}: {name}={value!r} must be a number of seconds >= 0")
+    return RetryPolicy(retries, kinds, float(numbers["retry_backoff"]), float(numbers["retry_backoff_max"]))
 
 
 def _callers_line() -> str:

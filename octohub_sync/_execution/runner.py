@@ -13,23 +13,22 @@ from collections import OrderedDict
 from typing import Any, Callable, Mapping, Optional
 
 from .._delivery.store import MemoryStore
-from .._ops.log_safety import TRACEBACK, format_traceback
 from .._ops.stats import Stats
 from .._wire import protocol
 from .._wire.protocol import Task
-from ..exceptions import TaskCancelled
+from .answers import LOGGED_ERROR_CHARS, Answers
 from .builtin_tasks import BUILTIN_HANDLERS, TaskHandler
 from .limits import Limits
-from .options import TaskKeyError, TaskOptions
+from .middleware import Chains, Middleware
+from .options import NO_KEY, TaskKeyError, TaskOptions
 from .pool import Workers
+from .retry import RetryWaits
+from .task_control import activate, deactivate
 from .task_run import TaskRegistry, TaskRun
 
 __all__ = ["TaskRunner"]
 
 logger = logging.getLogger(__name__)
-
-#: A handler's error is logged cut to this many characters (the hub gets up to protocol.MAX_FAILED_BYTES).
-LOGGED_ERROR_CHARS = 500
 
 #: Called with (task_id, frame, finished=..., hand_off=...) for every result; must never block for long.
 #: ``finished``: the result ends its task (a refusal or a repeat does not); ``hand_off``: the caller
@@ -51,26 +50,14 @@ class TaskRunner:
     run in ``tasks`` (task_run.py) until it ends.
     """
 
-    def __init__(
-        self,
-        *,
-        deliver: Deliver,
-        stats: Stats,
-        max_workers: int,
-        max_pending: int,
-        task_timeout: float,
-        cache_size: int,
-        max_result_bytes: int = 0,
-        store: MemoryStore,
-        log: logging.LoggerAdapter,
-        call: Optional[CallHandler] = None,
-        max_tasks: int = 0,
-        on_max_tasks: Callable[[], None] = lambda: None,
-        tasks: Optional[TaskRegistry] = None,
-        log_errors: str = "text",
-        on_thread_exit: Callable[[], None] = lambda: None,
-    ) -> None:
+    def __init__(self, *, deliver: Deliver, stats: Stats, max_workers: int, max_pending: int, task_timeout: float,
+                 cache_size: int, max_result_bytes: int = 0, store: MemoryStore, log: logging.LoggerAdapter,
+                 call: Optional[CallHandler] = None, max_tasks: int = 0,
+                 on_max_tasks: Callable[[], None] = lambda: None, tasks: Optional[TaskRegistry] = None,
+                 log_errors: str = "text", on_thread_exit: Callable[[], None] = lambda: None) -> None:
         self.handlers: dict[str, TaskHandler] = dict(BUILTIN_HANDLERS)
+        #: What a task of each type calls: its handler inside the middleware (middleware.py), composed once.
+        self._chains = Chains(self.handlers)
         # Task types whose handler must not run again after a restart interrupted it.
         self._no_retry: set[str] = set()
         self._store = store
@@ -81,8 +68,8 @@ class TaskRunner:
         self._capacity = max_workers + max_pending
         self._default_timeout = task_timeout or None
         self._cache_size = cache_size
-        self._max_result_bytes = max_result_bytes
-        self._log_error_text = log_errors == "text"  # OCTOHUB_LOG_TASK_ERRORS: else the exception's type only
+        self._answers = Answers(max_result_bytes=max_result_bytes, log_errors=log_errors, log=log)
+        self._failed = self._answers.failed
         self._max_workers = max_workers
         #: The runs of the tasks accepted and not finished; its lock guards them, the lanes and the cache.
         self.tasks = TaskRegistry() if tasks is None else tasks
@@ -95,6 +82,8 @@ class TaskRunner:
         self._call_handler: CallHandler = call or (lambda run, handler, message: handler(message))
         #: Lanes of the types registered with concurrency= or rate= (limits.py); they share our lock.
         self.limits = Limits(lock=self._lock, launch=self._launch)
+        #: The tasks between two attempts (``retries=``): no worker, no limit slot (retry.py).
+        self.retries = RetryWaits(lock=self._lock, launch=self._again)
         self._limited: dict[str, TaskOptions] = {}  # read without the lock on every task: types with limits
         # OCTOHUB_MAX_TASKS: tasks this run may still accept (0: no limit); then on_max_tasks (_node/recycle.py).
         self._max_tasks = self._tasks_left = max_tasks
@@ -107,21 +96,25 @@ class TaskRunner:
         Returns:
             The handler it replaces, if any (an isolated one's children are the caller's to stop).
         """
+        call = self._chains.wrap(handler)  # before any change: a child may refuse a middleware
         with self._lock:
             replaced = self.handlers.get(task_type)
             self.handlers[task_type] = handler
-            if options.retry_interrupted:
-                self._no_retry.discard(task_type)
-            else:
-                self._no_retry.add(task_type)
+            self._chains.calls[task_type] = call
+            (self._no_retry.discard if options.retry_interrupted else self._no_retry.add)(task_type)
             self.limits.options[task_type] = options
-            limited = dict(self._limited)  # swapped whole: submit() reads it without the lock
-            if options.limited:
-                limited[task_type] = options
-            else:
-                limited.pop(task_type, None)
-            self._limited = limited
+            # Swapped whole: submit() reads it without the lock.
+            limited = {name: opts for name, opts in self._limited.items() if name != task_type}
+            self._limited = {**limited, task_type: options} if options.limited else limited
         return replaced
+
+    def add_middleware(self, fn: Middleware) -> None:
+        """Run ``fn(task, call_next)`` around every handler, inside those added before (``Chains.add``);
+        RuntimeError once the node started (an isolated type's children hold their chain)."""
+        with self._lock:
+            if self._pool is not None:
+                raise RuntimeError("add_middleware() must be called before the node starts")
+            self._chains.add(fn, self.handlers)
 
     def restore(self, finished: list[tuple[str, str]], started: list[str]) -> None:
         """What a ledger held at start: finished tasks (oldest first) and tasks a restart interrupted."""
@@ -174,6 +167,8 @@ class TaskRunner:
                     pool.put(tid)
                     return
                 job = self._runs[tid] = TaskRun(task, deadline, self.limits.lane(task.task_type, lane_key))
+                if lane_key is not NO_KEY:
+                    job.control.task_key = lane_key  # the log records' task_key (log_context.py)
                 if self.limits.admit(job.lane, job):
                     pool.put(tid)
                 return
@@ -214,10 +209,8 @@ class TaskRunner:
             self._on_max_tasks()
 
     def _launch(self, job: TaskRun) -> bool:
-        """A job a limit held back may run now (lock held); False once the pool is gone.
-
-        A job whose time limit passed while it waited never gets here: :meth:`expire` withdrew it.
-        """
+        """A job a limit held back may run now (lock held); False once the pool is gone (expire() withdrew
+        a job whose time limit passed while it waited: it never gets here)."""
         if self._pool is None:
             self._runs.pop(job.task.task_id, None)
             return False
@@ -258,20 +251,32 @@ class TaskRunner:
             if job.lane is not None:
                 self.limits.begun(job.lane)
         task_type = job.task.task_type
-        # Only a handler that must not run twice waits for the disk before it starts.
-        self._store.started(tid, wait=task_type in self._no_retry)
+        # The task's own lines (its failure, a late result) carry its fields too (log_context.py).
+        token = activate(job.control)
         try:
-            frame, ok = self._call(job)
+            self._finish(job, task_type)
         finally:
-            with self._lock:
-                self.tasks.running -= 1
+            deactivate(token)
+
+    def _finish(self, job: TaskRun, task_type: str) -> None:
+        tid = job.task_id
+        if job.attempt == 1:  # later attempts: the ledger holds it as started still
+            # Only a handler that must not run twice waits for the disk before it starts.
+            self._store.started(tid, wait=task_type in self._no_retry)
+        frame, ok, delay = self._call(job)
+        with self._lock:
+            self.tasks.running -= 1
+            if job.lane is not None:
+                self.limits.finished(job.lane)
+            retried = delay is not None and self._wait_retry(job, delay)
+            if not retried:
                 del self._runs[tid]
-                if job.lane is not None:
-                    self.limits.finished(job.lane)
                 late = job.timed_out
                 if not late:
                     self._remember(tid, frame)
                 self.tasks.ended()
+        if retried:
+            return
         if late:
             self._log.warning("task %s finished after its time limit; its late result is discarded", tid)
             return
@@ -279,47 +284,38 @@ class TaskRunner:
         # The result may still be on its way after drain() saw the job end: shutdown() waits for it.
         self._deliver(tid, frame, finished=True)
 
-    def _call(self, job: TaskRun) -> tuple[str, bool]:
+    def _call(self, job: TaskRun) -> tuple[str, bool, Optional[float]]:
+        """(frame, ok, delay): ``delay`` is not None when the handler's exception gets another attempt."""
         task = job.task
+        retry = getattr(self.limits.options.get(task.task_type), "retry", None)  # None: a built-in type
+        attempts = None if retry is None else job.attempt
         try:
-            handler = self.handlers[task.task_type]  # admitted for a registered type; a type is never removed
+            handler = self._chains.calls[task.task_type]  # admitted for a registered type; never removed
             result = self._call_handler(job, handler, task.message)
         except BaseException as exc:  # anything, SystemExit from a sys.exit() included: the hub gets "failed"
-            error = f"{type(exc).__name__}: {exc}"
-            self._log_failure(task.task_id, task.task_type, exc, error)
-            return self._failed(task.task_id, error), False
-        try:
-            frame = protocol.task_completed(task.task_id, result)
-        except (TypeError, ValueError, RecursionError) as exc:
-            error = f"ResultNotSerializable: handler returned {type(result).__name__}, not JSON ({exc})"
-            self._log.warning("task %s (%s): %s", task.task_id, task.task_type, error)
-            return self._failed(task.task_id, error), False
-        size = protocol.frame_size(frame) if self._max_result_bytes else 0
-        if size > self._max_result_bytes:
-            # A hub that enforces its message size limit resets the connection on a larger frame,
-            # and the result would be lost on every attempt.
-            error = f"ResultTooLarge: {size} bytes (limit {self._max_result_bytes}, OCTOHUB_MAX_RESULT_BYTES)"
-            self._log.warning("task %s (%s): %s", task.task_id, task.task_type, error)
-            return self._failed(task.task_id, error), False
-        return frame, True
+            if retry is not None and retry.retries_on(exc, job.attempt) and not job.control.cancel_reason:
+                delay = retry.delay(job.attempt)
+                return self._answers.retrying(task.task_id, task.task_type, exc, job.attempt, delay), False, delay
+            return self._answers.error(task.task_id, task.task_type, exc, attempts), False, None
+        frame, ok = self._answers.result(task.task_id, task.task_type, result, attempts)
+        return frame, ok, None
 
-    def _log_failure(self, tid: str, task_type: str, exc: BaseException, error: str) -> None:
-        """The ``failed`` line: WARNING with the handler's traceback below it, once (docs/observability.md);
-        INFO without one for a cancel (TaskCancelled: asked for, not a fault)."""
-        # Cut: an exception quoting a whole HTML page is no log line. OCTOHUB_LOG_TASK_ERRORS=type: its text
-        # may hold personal data or secrets (a login, a query), so its type only, in the traceback too.
-        shown = protocol.cut_text(error, LOGGED_ERROR_CHARS) if self._log_error_text else type(exc).__name__
-        if isinstance(exc, TaskCancelled):
-            self._log.info("task %s (%s) failed: %s", tid, task_type, shown)
-            return
-        if not self._log.isEnabledFor(logging.WARNING):
-            return  # the traceback is formatted only for a line that is written
-        trace = format_traceback(exc, with_text=self._log_error_text, max_chars=LOGGED_ERROR_CHARS)
-        self._log.warning("task %s (%s) failed: %s", tid, task_type, shown, extra={TRACEBACK: trace, "task_id": tid})
+    def _wait_retry(self, job: TaskRun, delay: float) -> bool:
+        """Hold ``job`` for its next attempt, holding no worker and no limit slot (lock held); False if it
+        cannot have one any more (answered TaskTimeout, cancelled, the node stopping): then it is answered."""
+        if job.timed_out or job.control.cancel_reason is not None or not self._accepting or self._pool is None:
+            return False
+        job.next_attempt()
+        self.retries.wait(job, delay)
+        return True
 
-    def _failed(self, tid: str, error: str) -> str:
-        """A ``failed`` result whose frame fits OCTOHUB_MAX_RESULT_BYTES (a long error is cut)."""
-        return protocol.task_failed(tid, error, max_bytes=self._max_result_bytes)
+    def _again(self, job: TaskRun) -> None:
+        """(The retries thread, lock held.) Its next attempt is due: back through its limits, as a new task."""
+        if self._runs.get(job.task_id) is not job or not job.waiting_retry or self._pool is None:
+            return  # answered while it waited (its time limit, a cancel, the stop)
+        job.waiting_retry = False
+        if job.lane is None or self.limits.admit(job.lane, job):
+            self._pool.put(job.task_id)
 
     def _remember(self, tid: str, frame: str) -> None:
         self._done[tid] = frame
@@ -335,13 +331,17 @@ class TaskRunner:
             for job in self.tasks.past_deadline(now):
                 tid = job.task_id
                 limit = job.task.timeout or self._default_timeout or 0.0
-                frame = self._failed(tid, f"TaskTimeout: timed out after {limit:g} s")
+                frame = self._failed(tid, f"TaskTimeout: timed out after {limit:g} s",
+                                     job.attempt if getattr(self.limits.options.get(job.task.task_type), "retry", None) else None)
                 self._remember(tid, frame)
                 # The hub has its answer; a cooperative handler now stops instead of running on.
                 job.control.request_cancel(f"timed out after {limit:g} s", answered=True)
                 expired.append((tid, frame))
                 # One still waiting for its limit gives its place back now, not at its turn.
-                if job.lane is not None and not job.started and self.limits.withdraw(job.lane, job):
+                if job.waiting_retry:
+                    self.retries.remove(job)
+                    del self._runs[tid]
+                elif job.lane is not None and not job.started and self.limits.withdraw(job.lane, job):
                     del self._runs[tid]
             if expired:
                 self.tasks.ended()  # an answered task is one drain() no longer waits for
@@ -362,7 +362,19 @@ class TaskRunner:
         self._accepting = False
 
     def drain(self, timeout: float) -> list[str]:
-        """Wait up to ``timeout`` for running and queued tasks; return the ids still running (the registry's)."""
+        """Wait up to ``timeout`` for running and queued tasks; return the ids still running (the registry's).
+        A task waiting for its next attempt is answered NodeShuttingDown at once: a stop waits out no backoff."""
+        with self._lock:
+            self.retries.clear()
+            waiting = [job for job in self._runs.values() if job.waiting_retry]
+            answers = [(job.task_id, self._failed(job.task_id, "NodeShuttingDown: node stopped before attempt "
+                                                  f"{job.attempt}", job.attempt - 1)) for job in waiting]
+            for tid, frame in answers:
+                del self._runs[tid]
+                self._remember(tid, frame)
+        for tid, frame in answers:
+            self._stats.incr("tasks_failed")
+            self._deliver(tid, frame, finished=True)
         return self.tasks.drain(timeout)
 
     def turned_away(self, task_ids: list[str]) -> list[str]:
@@ -384,6 +396,7 @@ class TaskRunner:
                 del self._runs[tid]
             idle = not self._runs
         self.limits.close()
+        self.retries.close()
         if pool is not None:
             pool.shutdown(wait=idle)
         self._turned_away.update(never_started)
@@ -413,9 +426,13 @@ class TaskRunner:
                 job = None
             elif not job.started:
                 del self._runs[task_id]
-                if job.lane is not None and not self.limits.withdraw(job.lane, job):
+                when = "before it started" if job.attempt == 1 else f"before attempt {job.attempt}"
+                if job.waiting_retry:  # between two attempts: it holds nothing (retry.py)
+                    self.retries.remove(job)
+                elif job.lane is not None and not self.limits.withdraw(job.lane, job):
                     self.limits.finished(job.lane, begun=False)  # it was on its way to a worker: free its place
-                answer = self._failed(task_id, f"TaskCancelled: {why} (before it started)")
+                answer = self._failed(task_id, f"TaskCancelled: {why} ({when})",
+                                      None if job.attempt == 1 else job.attempt - 1)
                 self._remember(task_id, answer)
                 self.tasks.ended()
             elif not job.control.request_cancel(why):

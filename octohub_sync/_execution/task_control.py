@@ -37,17 +37,22 @@ class TaskControl:
     Attributes:
         task_id: the running task's id (None outside a node).
         task_type: its type (None outside a node).
+        task_key: the value of its type's ``key=`` (None without one, or outside a node).
         cancel_reason: why it was cancelled (``"cancelled by the hub: ..."``, ``"timed out after 5 s"``),
             None while it was not.
         last_progress: the last ``(fraction, message, unix_time)`` reported, or None.
     """
 
-    __slots__ = ("task_id", "task_type", "cancel_reason", "cancel_requested_at", "last_progress", "closed",
+    __slots__ = ("task_id", "task_type", "task_key", "attempt", "cancel_reason", "cancel_requested_at", "last_progress", "closed",
                  "_answered", "_event", "_unsent", "_sent_at", "_connected", "_lock")
 
     def __init__(self, task_id: Optional[str], task_type: Optional[str]) -> None:
         self.task_id = task_id
         self.task_type = task_type
+        #: Its key= value (limits.py), None for a type without one: the log records' ``task_key``.
+        self.task_key: Optional[object] = None
+        #: Which attempt runs (a type with ``retries=``: its progress frames say so), else None.
+        self.attempt: Optional[int] = None
         self.cancel_reason: Optional[str] = None
         #: When the cancel flag was set (monotonic), for the grace period of a hard stop.
         self.cancel_requested_at: Optional[float] = None
@@ -161,7 +166,7 @@ class TaskControl:
             self._unsent = False
             self._sent_at = now
             last = self.last_progress
-        return None if last is None else protocol.task_progress(self.task_id or "", *last)
+        return None if last is None else protocol.task_progress(self.task_id or "", *last, attempt=self.attempt)
 
     def close(self) -> Optional[str]:
         """The handler returned: no more progress. Returns the last value's frame if it was not sent yet."""
@@ -171,7 +176,7 @@ class TaskControl:
                 return None
             self._unsent = False
             last = self.last_progress
-        return None if last is None else protocol.task_progress(self.task_id or "", *last)
+        return None if last is None else protocol.task_progress(self.task_id or "", *last, attempt=self.attempt)
 
 
 def current_task() -> TaskControl:

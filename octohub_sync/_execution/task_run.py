@@ -31,7 +31,7 @@ class TaskRun:
     """One accepted task, from admission until its handler is done (or it is answered without running)."""
 
     __slots__ = ("task", "deadline", "lane", "control", "started", "thread", "began", "began_mono",
-                 "hard_stopped", "kill", "pid_of")
+                 "hard_stopped", "kill", "pid_of", "attempt", "waiting_retry")
 
     def __init__(self, task: Task, deadline: Optional[float], lane: Any = None) -> None:
         self.task = task
@@ -49,10 +49,22 @@ class TaskRun:
         # An isolated handler's hard stop kills its child (_isolation/pool.py): its kill(task_id), pid_of(task_id).
         self.kill: Optional[Callable[[str], bool]] = None
         self.pid_of: Optional[Callable[[str], Optional[int]]] = None
+        self.attempt = 1  # which attempt runs or waits (``retries=``: retry.py)
+        self.waiting_retry = False  # between two attempts: no worker, no limit slot
 
     @property
     def task_id(self) -> str:
         return self.task.task_id
+
+    def next_attempt(self) -> None:
+        """Its handler failed and gets another attempt (``retries=``): it waits, holding nothing, with a
+        fresh cancel flag and progress; its time limit (``deadline``) stays, covering every attempt."""
+        self.started = False
+        self.attempt += 1
+        old = self.control
+        self.control = TaskControl(old.task_id, old.task_type)
+        self.control.task_key, self.control.attempt = old.task_key, self.attempt
+        self.waiting_retry = True
 
     @property
     def timed_out(self) -> bool:

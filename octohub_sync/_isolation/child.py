@@ -21,12 +21,15 @@ This module is imported in every child: it imports little.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import signal
 import threading
 import time
 from typing import Any, Callable, Optional
 
+from .._execution import log_context
+from .._execution.middleware import compose
 from .._execution.resources import Held, ResourceSpec, UsingResources
 from .._execution.task_control import TaskControl, activate, deactivate
 from .._ops.log_safety import user_frames
@@ -152,8 +155,9 @@ class _Serving:
                 self.wake.wait()
             return self.tasks.pop(0)
 
-    def run(self, task_id: str, task_type: str, message: Any) -> None:
+    def run(self, task_id: str, task_type: str, message: Any, task_key: Any = None) -> None:
         control = ChildControl(task_id, task_type, self.post)
+        control.task_key = task_key
         control.attach(lambda: True)
         self.control = control
         token = activate(control)
@@ -210,17 +214,21 @@ def _drain_signal(signum: int, frame: Any) -> None:
     """The node's to act on, not the child's (see :func:`_leave_stopping_to_the_node`)."""
 
 
-def serve(commands: Any, events: Any, module: str, qualname: str, resources: tuple = ()) -> None:
+def serve(commands: Any, events: Any, module: str, qualname: str, resources: tuple = (), middleware: tuple = (),
+          log_level: int = logging.WARNING) -> None:
     """The child process: import the handler, say ready, run tasks until told to stop or the parent goes.
 
     Args:
         resources: (name, module, qualname, max_uses, max_age) of each resource the handler uses.
+        middleware: (module, qualname) of each middleware, the outermost first (_execution/middleware.py).
+        log_level: the node's root level: records from this level up go to the node's log while a task runs.
     """
     _leave_stopping_to_the_node()  # this is the child process's program: the one place it decides signals
     process_tree.own_tree()  # before the handler can start anything
     try:
         handler = resolve(module, qualname)
         specs = [ResourceSpec(name, resolve(mod, qual), uses, age) for name, mod, qual, uses, age in resources]
+        chain = [resolve(*ref) for ref in middleware]
     except BaseException as exc:
         events.send(("broken", f"cannot import the handler {module}.{qualname} in the child: "
                                f"{type(exc).__name__}: {exc}"))
@@ -229,6 +237,13 @@ def serve(commands: Any, events: Any, module: str, qualname: str, resources: tup
     held = Held(_Counts(serving.post))
     if specs:
         serving.handler = UsingResources(handler, specs, lambda: held)
+    serving.handler = compose(chain, serving.handler)  # around the handler and its resources, as on a thread
+    # The child's records reach the node's log with the task's fields (log_context.py): its own program's
+    # logging, set here once, as the node's program (the CLI) sets the node's.
+    log_context.install()
+    root = logging.getLogger()
+    root.handlers[:] = [log_context.ToParent(serving.post, lambda: serving.control is not None, log_level)]
+    root.setLevel(log_level)
     process_tree.watch_parent(serving.death_signal)
     # Daemon: it only reads the parent's pipe, and it ends the process itself when that pipe ends.
     threading.Thread(target=serving.read, name="octohub-child-reader", daemon=True).start()
@@ -238,8 +253,8 @@ def serve(commands: Any, events: Any, module: str, qualname: str, resources: tup
         if command[0] == "stop":
             held.close()  # on the thread that made them, as the resources' teardowns expect
             process_tree.end_own_tree()
-        _, task_id, task_type, message = command
-        serving.run(task_id, task_type, message)
+        _, task_id, task_type, message, task_key = command
+        serving.run(task_id, task_type, message, task_key)
 
 
 class _Counts:

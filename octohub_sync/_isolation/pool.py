@@ -20,6 +20,7 @@ import time
 from typing import Any, Callable, Iterable, Mapping, Optional
 
 from .._execution.handler_calls import HardStop
+from .._execution.log_context import replay
 from .._execution.options import TaskOptions
 from .._execution.resources import ResourceRegistry, ResourceSpec, Tally, UsingResources
 from .._execution.task_control import TaskControl, current_task
@@ -50,11 +51,13 @@ class _Child:
 
     __slots__ = ("process", "commands", "events", "pid", "tasks", "task_id", "killed", "stopping", "live", "tally")
 
-    def __init__(self, module: str, qualname: str, task_type: str, resources: tuple, tally: Tally) -> None:
+    def __init__(self, module: str, qualname: str, task_type: str, resources: tuple, tally: Tally,
+                 middleware: tuple = ()) -> None:
         child_commands, self.commands = _SPAWN.Pipe(duplex=False)
         self.events, child_events = _SPAWN.Pipe(duplex=False)
         # Daemon: if the node's process exits without stop(), multiprocessing ends the child too.
-        self.process = _SPAWN.Process(target=serve, args=(child_commands, child_events, module, qualname, resources),
+        self.process = _SPAWN.Process(target=serve, args=(child_commands, child_events, module, qualname, resources,
+                                                          middleware, logging.getLogger().getEffectiveLevel()),
                                       name=f"octohub-child-{task_type}", daemon=True)
         self.process.start()
         # Our copies of the child's ends: closed, so that its death is an EOF here and ours one there.
@@ -115,6 +118,7 @@ class IsolatedHandler:
         self._log = log
         self.handler = handler
         self._module, self._qualname = check_importable(task_type, handler)
+        self._middleware: tuple[tuple[str, str], ...] = ()  # (module, qualname) of each, the outermost first
         # What a child needs to make them: each factory found again by module and name, as the handler is.
         self._resources = tuple((spec.name, *check_importable(task_type, spec.factory, f"resource {spec.name!r}"),
                                  spec.max_uses, spec.max_age) for spec in resources)
@@ -130,6 +134,16 @@ class IsolatedHandler:
     def __repr__(self) -> str:
         return f"IsolatedHandler({self.task_type!r}, {self._module}.{self._qualname})"
 
+    def use_middleware(self, middleware: tuple, *, apply: bool = True) -> None:
+        """Children started from now on run the handler inside ``middleware`` (the runner's chain).
+
+        Raises:
+            ValueError: a middleware a child cannot import by module and name.
+        """
+        refs = tuple(check_importable(self.task_type, fn, "middleware") for fn in middleware)
+        if apply:
+            self._middleware = refs
+
     # -- on a worker thread ----------------------------------------------------------------------
 
     def __call__(self, task: Mapping[str, Any]) -> Any:
@@ -144,7 +158,8 @@ class IsolatedHandler:
         task_id = control.task_id or ""
         child = self._acquire(task_id)
         try:
-            child.commands.send(("run", task_id, self.task_type, dict(task)))
+            child.commands.send(("run", task_id, self.task_type, dict(task),
+                                 None if control.task_key is None else str(control.task_key)))
             outcome = self._wait(child, control)
         except (EOFError, OSError):
             how = describe_exit(child.exitcode())  # joined: the dead child is reaped, never a zombie
@@ -173,6 +188,8 @@ class IsolatedHandler:
             message = child.events.recv()
             if message[0] == "progress":
                 control.progress(message[1], message[2])
+            elif message[0] == "log":
+                replay(message[1])
             elif message[0] == "resource":
                 child.counted(message[1], message[2])
             else:
@@ -201,7 +218,7 @@ class IsolatedHandler:
         return child
 
     def _start(self) -> _Child:
-        child = _Child(self._module, self._qualname, self.task_type, self._resources, self._tally)
+        child = _Child(self._module, self._qualname, self.task_type, self._resources, self._tally, self._middleware)
         try:
             if not child.events.poll(START_TIMEOUT):
                 raise WorkerCrashed(f"child process {child.pid} did not start within {START_TIMEOUT:g} s")

@@ -22,6 +22,7 @@ from .._config.settings import Settings, require_key
 from .._delivery.delivery import ResultDelivery
 from .._delivery.ledger import Ledger
 from .._delivery.store import MemoryStore
+from .._execution import log_context
 from .._execution.handler_calls import TaskBoard
 from .._execution.resources import ResourceRegistry
 from .._execution.runner import TaskRunner
@@ -62,6 +63,9 @@ class NodeLog(logging.LoggerAdapter):
     extra: Mapping[str, object]  # always given (the pc_id), never None
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        # The pc_id as a field too, for the JSON lines (OCTOHUB_LOG_FORMAT=json: _ops/log_format.py).
+        extra = kwargs.get("extra")
+        kwargs["extra"] = self.extra if not extra else {**self.extra, **extra}
         return f"[{self.extra['pc_id']}] {msg}", kwargs
 
 
@@ -77,6 +81,7 @@ class Node:
     def __init__(self, settings: Settings, *, systemd_notify: Optional[NotifySocket],
                  stop: Callable[[], Any]) -> None:
         require_key(settings)
+        log_context.install()  # the task's fields on every record of the process (_execution/log_context.py)
         self.settings = settings
         #: Where the pc_id came from (_config/identity.py): set, kept in the state directory, or derived.
         self.identity = resolve_pc_id(pc_id=settings.pc_id, instance=settings.instance,

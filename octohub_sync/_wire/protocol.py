@@ -232,27 +232,30 @@ def node_ready(pc_id: str, *, task_types: list[str], capacity: int) -> str:
     })
 
 
-def task_completed(task_id: str, result: Any) -> str:
-    """A ``completed`` task_result.
+def task_completed(task_id: str, result: Any, attempts: Optional[int] = None) -> str:
+    """A ``completed`` task_result; with ``attempts`` (a type with ``retries=``), how many attempts ran.
 
     Raises:
         TypeError, ValueError: ``result`` is not JSON-serialisable.
     """
-    return _dumps({
-        "type": "task_result", "task_id": task_id, "status": "completed",
-        "result": result, "timestamp": int(time.time()),
-    })
+    frame = {"type": "task_result", "task_id": task_id, "status": "completed",
+             "result": result, "timestamp": int(time.time())}
+    if attempts is not None:
+        frame["attempts"] = attempts
+    return _dumps(frame)
 
 
-def task_failed(task_id: str, error: str, *, max_bytes: int = 0, timestamp: Optional[int] = None) -> str:
+def task_failed(task_id: str, error: str, *, max_bytes: int = 0, timestamp: Optional[int] = None,
+                attempts: Optional[int] = None) -> str:
     """A ``failed`` task_result carrying ``error``, cut if needed to fit :data:`MAX_FAILED_BYTES`.
 
     Args:
         max_bytes: OCTOHUB_MAX_RESULT_BYTES (0: none); the frame fits it too when it is smaller.
         timestamp: the result's time (default: now).
+        attempts: how many attempts ran (a type with ``retries=``), or None to leave the field out.
     """
     stamp = int(time.time()) if timestamp is None else timestamp
-    frame = _failed(task_id, error, stamp)
+    frame = _failed(task_id, error, stamp, attempts)
     limit = min(max_bytes, MAX_FAILED_BYTES) if max_bytes else MAX_FAILED_BYTES
     if len(frame) <= limit // 4 or frame_size(frame) <= limit:  # the common case: a short error
         return frame
@@ -261,16 +264,19 @@ def task_failed(task_id: str, error: str, *, max_bytes: int = 0, timestamp: Opti
     low, high = 0, min(len(error), limit)
     while low < high:
         middle = (low + high + 1) // 2
-        if frame_size(_failed(task_id, cut_text(error, middle), stamp)) <= limit:
+        if frame_size(_failed(task_id, cut_text(error, middle), stamp, attempts)) <= limit:
             low = middle
         else:
             high = middle - 1
-    return _failed(task_id, cut_text(error, low), stamp)  # low 0: a task_id too long for a tiny limit
+    return _failed(task_id, cut_text(error, low), stamp, attempts)  # low 0: a task_id too long for a tiny limit
 
 
-def _failed(task_id: str, error: str, timestamp: int) -> str:
-    return _dumps({"type": "task_result", "task_id": task_id, "status": "failed", "error": error,
-                   "timestamp": timestamp})
+def _failed(task_id: str, error: str, timestamp: int, attempts: Optional[int] = None) -> str:
+    frame: dict[str, Any] = {"type": "task_result", "task_id": task_id, "status": "failed", "error": error,
+                             "timestamp": timestamp}
+    if attempts is not None:
+        frame["attempts"] = attempts
+    return _dumps(frame)
 
 
 def cut_text(text: str, keep: int) -> str:
@@ -308,11 +314,14 @@ def fit_result(frame: str, max_bytes: int) -> Optional[str]:
         return None
 
 
-def task_progress(task_id: str, progress: Optional[float], message: Optional[str], timestamp: float) -> str:
-    """A ``task_progress`` message; ``message`` is left out when None."""
+def task_progress(task_id: str, progress: Optional[float], message: Optional[str], timestamp: float,
+                  attempt: Optional[int] = None) -> str:
+    """A ``task_progress`` message; ``message`` is left out when None, ``attempt`` (``retries=``) too."""
     frame: dict[str, Any] = {"type": "task_progress", "task_id": task_id, "progress": progress}
     if message is not None:
         frame["message"] = message
+    if attempt is not None:
+        frame["attempt"] = attempt
     frame["timestamp"] = int(timestamp)
     return _dumps(frame)
 

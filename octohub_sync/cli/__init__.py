@@ -14,6 +14,8 @@ from typing import Any, Optional, Sequence
 
 from .._config.settings import Settings, credential_name, env_name, load_settings, setting_help, setting_names
 from .._delivery.ledger import default_state_dir
+from .._execution import log_context
+from .._ops.log_format import JsonFormatter, formatter
 from .._ops.log_safety import SafeLogFilter
 from .._platform.console import tolerant_console
 from .._platform.stop_signals import StopRequests
@@ -26,18 +28,18 @@ from ._exit_codes import ExitCode
 
 __all__ = ["main"]
 
-LOG_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
 
 
-
-def setup_logging(level: str) -> None:
-    """``time - logger - LEVEL - message`` lines on stderr, with signatures masked and control characters
-    escaped in the records of every logger (the library's loggers filter their own: _ops/log_safety.py).
+def setup_logging(level: str, kind: str = "text") -> None:
+    """``time - logger - LEVEL - [task id] message`` lines (or JSON objects, ``kind="json"``: OCTOHUB_LOG_FORMAT)
+    on stderr, with signatures masked and control characters escaped in the records of every logger (the
+    library's loggers filter their own: _ops/log_safety.py).
 
     The stream escapes what its encoding cannot show (``tolerant_console``, called by ``main``).
     """
+    log_context.install()  # the task fields exist on every record before the first line is formatted
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setFormatter(formatter(kind))
     handler.addFilter(SafeLogFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -94,7 +96,7 @@ def main(argv: Optional[Sequence[str]] = None, *, setup: Optional[Setup] = None)
             setup_logging((args.log_level or "ERROR").upper())  # the demo prints every answer itself
             return run_demo(_overrides(args))
         settings = load_settings(_overrides(args), env_file=args.env_file, override_source="flag")
-        setup_logging(settings.log_level)
+        setup_logging(settings.log_level, settings.log_format)
         _warn_about_keys_on_the_command_line(args)
         if settings.state_dir is None:  # a service keeps its results across restarts unless told not to
             settings = replace(settings, state_dir=str(default_state_dir()),
@@ -135,6 +137,9 @@ def run_node(settings: Settings, *, setup: Optional[Setup] = None) -> int:
     app = load_app(settings.app) if settings.app else None  # before anything connects
     # Under systemd (Type=notify) the program speaks for its process: READY=1, WATCHDOG=1, STOPPING=1.
     client = NodeWebSocketClient(settings=settings, systemd_notify=NotifySocket.from_environ())
+    for handler in logging.getLogger().handlers:  # the JSON lines name the node on every record
+        if isinstance(handler.formatter, JsonFormatter):
+            handler.formatter.pc_id = client.pc_id
     if setup is not None:
         setup(client)
     if app is not None and settings.app:
