@@ -120,30 +120,29 @@ if __name__ == "__main__":
                               "pc_id": "doomed", "state_dir": "off"}, env_file=False, environ={})
     node = NodeWebSocketClient(settings=settings)
     node.register_task_handler("spawn", tree_handlers.spawn, isolation="process")
+    node.register_task_handler("spawn_twice", tree_handlers.spawn_signalled_twice, isolation="process")
     node.register_task_handler("thread_spawn", tree_handlers.spawn)  # on a worker thread of the node
-    if hasattr(node, "register_resource"):
+    if hasattr(node, "register_resource") and sys.argv[4:] != ["bare"]:  # bare: no resource, so no watcher
         node.register_resource("helper", tree_handlers.helper)
         node.register_task_handler("work", tree_handlers.use_helper, isolation="process", uses=["helper"])
+        node.register_task_handler("work_twice", tree_handlers.use_helper_signalled_twice, isolation="process",
+                                   uses=["helper"])
     node.start()
     node.wait_stopped()
 '''
 
 
-def doomed_node(hub: LocalHub, tmp_path: Path) -> subprocess.Popen:
+def doomed_node(hub: LocalHub, tmp_path: Path, *extra: str) -> subprocess.Popen:
     script = tmp_path / "doomed_node.py"
     script.write_text(textwrap.dedent(NODE_SCRIPT))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    node = subprocess.Popen([sys.executable, str(script), str(hub.api_port), str(hub.ws_port), hub.key], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    node = subprocess.Popen([sys.executable, str(script), str(hub.api_port), str(hub.ws_port), hub.key, *extra],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     assert hub.wait_connected("doomed", 30)
     return node
 
 
-@pytest.fixture
-def kill_9(hub: LocalHub, tmp_path: Path) -> Any:
-    """Start a node in its own process; call the result to kill -9 it."""
-    node = doomed_node(hub, tmp_path)
-
+def killable(node: subprocess.Popen) -> Any:
     def kill() -> None:
         node.kill()  # SIGKILL: no finally, no atexit, nothing of the node runs
         node.wait(10)
@@ -151,6 +150,18 @@ def kill_9(hub: LocalHub, tmp_path: Path) -> Any:
     yield kill
     if node.poll() is None:
         kill()
+
+
+@pytest.fixture
+def kill_9(hub: LocalHub, tmp_path: Path) -> Any:
+    """Start a node in its own process; call the result to kill -9 it."""
+    yield from killable(doomed_node(hub, tmp_path))
+
+
+@pytest.fixture
+def kill_9_bare(hub: LocalHub, tmp_path: Path) -> Any:
+    """The same, a node with no resource: so with no watcher to end its tree after node_guard.GRACE."""
+    yield from killable(doomed_node(hub, tmp_path, "bare"))
 
 
 def test_kill_9_of_the_node_ends_its_childrens_trees(hub: LocalHub, trace: Path, kill_9: Any) -> None:
@@ -166,6 +177,24 @@ def test_kill_9_of_the_node_lets_a_child_tear_down_its_resources_first(hub: Loca
     # The child's handler was blocked in C; the child stopped it, tore its resource down in itself, then ended
     # (the line is written just after the helper ended).
     assert wait_until(lambda: ["torn", *map(str, with_resource)] in lines(trace), 5), (with_resource, lines(trace))
+
+
+def test_a_second_death_signal_while_the_child_answers_leaves_its_teardown_to_run(hub: LocalHub, trace: Path,
+                                                                                   kill_9: Any) -> None:
+    """The kernel sends the parent-death signal at each reparenting: one may come after the reader's, while the
+    first TaskCancelled is still being turned into the answer (the handler makes that moment certain)."""
+    with_resource = pids_of(hub, hub.send_task("work_twice", {"block": True}, pc_id="doomed"))
+    kill_9()
+    assert all_gone(with_resource, within=10)
+    assert wait_until(lambda: ["torn", *map(str, with_resource)] in lines(trace), 5), (with_resource, lines(trace))
+
+
+def test_a_second_death_signal_while_the_child_answers_still_ends_its_tree(hub: LocalHub, trace: Path,
+                                                                          kill_9_bare: Any) -> None:
+    """The same moment, in a node with no watcher (no resource): only the child itself can end its tree."""
+    spawned = pids_of(hub, hub.send_task("spawn_twice", {"block": True}, pc_id="doomed"))
+    kill_9_bare()
+    assert all_gone(spawned, within=10)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the node's watcher finds its tree through /proc")

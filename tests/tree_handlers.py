@@ -6,11 +6,12 @@ $OCTOHUB_TEST_TRACE names a file where each resource's setup and teardown append
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from typing import Any
 
-from octohub_sync import current_task
+from octohub_sync import TaskCancelled, current_task
 
 
 def _note(line: str) -> None:
@@ -48,3 +49,33 @@ def spawn(task: dict) -> dict:
         current_task().progress(0.5, "pids " + " ".join(map(str, [os.getpid()] + pids)))
         time.sleep(3600)
     return {"child": os.getpid(), "pids": pids}
+
+
+class _DeathSignalAgain(Exception):
+    """Its text brings the child's death signal (SIGUSR1) again, on the main thread: the child reads that text
+    while it turns the handler's failure into its answer, the moment the kernel's next parent-death signal
+    may come (it sends one at each reparenting, after the one the child's pipe reader sent)."""
+
+    def __str__(self) -> str:
+        signal.raise_signal(signal.SIGUSR1)  # its handler runs before this returns
+        return "the node is gone, and its death signal came again"
+
+
+def _block_until_the_node_is_gone() -> None:
+    try:
+        time.sleep(3600)
+    except TaskCancelled:  # the first death signal stopped the sleep
+        raise _DeathSignalAgain() from None
+
+
+def use_helper_signalled_twice(task: dict, helper: dict) -> None:
+    """Like :func:`use_helper` blocked, but its child gets a second death signal while it answers."""
+    current_task().progress(0.5, f"pids {helper['child']} {helper['helper']}")
+    _block_until_the_node_is_gone()
+
+
+def spawn_signalled_twice(task: dict) -> None:
+    """Like :func:`spawn` blocked, but its child gets a second death signal while it answers."""
+    pids = [_sleeper().pid for _ in range(2)]
+    current_task().progress(0.5, "pids " + " ".join(map(str, [os.getpid()] + pids)))
+    _block_until_the_node_is_gone()

@@ -147,6 +147,10 @@ class _Serving:
         so that the resources' teardowns run before the grace ends."""
         self.parent_gone()
         if self.in_handler:
+            # Once per task: another death signal may come while this TaskCancelled unwinds (the kernel sends
+            # one at each reparenting, after the reader's); raised again in run()'s except, out of the handler's
+            # try, it would end serve(), and the child, with no teardown run.
+            self.in_handler = False
             raise TaskCancelled("the node is gone")
 
     def next_task(self) -> tuple:
@@ -162,14 +166,17 @@ class _Serving:
         self.control = control
         token = activate(control)
         try:
-            self.in_handler = True
-            result = self.handler(message)
-            outcome: tuple = ("result", result)
+            try:  # the death signal raises only in here: the handler's answer below is never cut short
+                self.in_handler = True
+                if self.leaving.locked():  # the node went just before: no signal would stop a blocked handler
+                    raise TaskCancelled("the node is gone")
+                outcome: tuple = ("result", self.handler(message))
+            finally:
+                self.in_handler = False
         except BaseException as exc:  # SystemExit included: the parent answers "failed", the child serves on
             # Its frames as text: a traceback cannot cross to the node, and the node logs it (docs/observability.md).
             outcome = ("error", type(exc).__name__, str(exc), user_frames(exc))
         finally:
-            self.in_handler = False
             deactivate(token)
             self.control = None
             control.closed = True
