@@ -6,7 +6,6 @@ psutil says which are left. POSIX only where the test sends signals itself (``ki
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap

@@ -1,7 +1,6 @@
 """Retries on the node (retries=, retry_on=, retry_backoff=, retry_backoff_max=): _execution/retry.py, runner.py."""
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
