@@ -195,3 +195,23 @@ def test_a_stop_answers_a_waiting_retry_node_shutting_down(make_node, hub: Local
     assert result["status"] == "failed", result
     assert result["error"] == "NodeShuttingDown: node stopped before attempt 2" and result["attempts"] == 1
     assert len(attempts_in(log)) == 1
+
+
+def test_retries_and_middleware_against_the_go_dialect(make_node, tmp_path: Path) -> None:
+    """The Go server's hazards on (its crash on a ping frame, its queue that drops): a task retried through
+    a middleware is answered once, with its attempts, and nothing the node sends crashes the hub."""
+    from .conftest import KEY
+    with LocalHub(KEY, dialect="go") as go_hub:
+        client = make_node(_hub=go_hub, _start=False)
+        client.add_middleware(mw.tag_outer)
+        client.register_task_handler("flaky", mw.flaky, retries=3, retry_on=ConnectionError, retry_backoff=0.05)
+        client.start()
+        assert client.wait_connected(10) and go_hub.wait_connected(client.pc_id, 10)
+        log = tmp_path / "attempts"
+        task_id = go_hub.send_task("flaky", {"log": str(log), "succeed_on": 3})
+        result = go_hub.wait_result(task_id, timeout=30)
+        assert result["status"] == "completed" and result["attempts"] == 3, result
+        assert result["result"]["order"] == ["outer"]  # the middleware wrapped the attempts
+        assert len(attempts_in(log)) == 3 and len(go_hub.results[task_id]) == 1
+        assert wait_until(lambda: client.delivery.unconfirmed() == 0, 10)  # confirmed by the Go dialect's JSON pings
+        assert go_hub.crashes == [] and go_hub.frames("ping") == 0
