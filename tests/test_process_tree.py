@@ -169,8 +169,9 @@ def test_kill_9_of_the_node_ends_its_childrens_trees(hub: LocalHub, trace: Path,
     assert all_gone(spawned, within=10)  # the child and the helpers its blocked handler started
 
 
-def test_kill_9_of_the_node_lets_a_child_tear_down_its_resources_first(hub: LocalHub, trace: Path, kill_9: Any) -> None:
-    with_resource = pids_of(hub, hub.send_task("work", {"block": True}, pc_id="doomed"))
+def torn_down_after_kill_9(hub: LocalHub, trace: Path, kill_9: Any, task_type: str) -> None:
+    """Kill -9 the node while ``task_type`` blocks in its child: the child tears its resource down, then ends."""
+    with_resource = pids_of(hub, hub.send_task(task_type, {"block": True}, pc_id="doomed"))
     kill_9()
     assert all_gone(with_resource, within=10)
     # The child's handler was blocked in C; the child stopped it, tore its resource down in itself, then ended
@@ -178,14 +179,15 @@ def test_kill_9_of_the_node_lets_a_child_tear_down_its_resources_first(hub: Loca
     assert wait_until(lambda: ["torn", *map(str, with_resource)] in lines(trace), 5), (with_resource, lines(trace))
 
 
+def test_kill_9_of_the_node_lets_a_child_tear_down_its_resources_first(hub: LocalHub, trace: Path, kill_9: Any) -> None:
+    torn_down_after_kill_9(hub, trace, kill_9, "work")
+
+
 def test_a_second_death_signal_while_the_child_answers_leaves_its_teardown_to_run(hub: LocalHub, trace: Path,
                                                                                    kill_9: Any) -> None:
     """The kernel sends the parent-death signal at each reparenting: one may come after the reader's, while the
     first TaskCancelled is still being turned into the answer (the handler makes that moment certain)."""
-    with_resource = pids_of(hub, hub.send_task("work_twice", {"block": True}, pc_id="doomed"))
-    kill_9()
-    assert all_gone(with_resource, within=10)
-    assert wait_until(lambda: ["torn", *map(str, with_resource)] in lines(trace), 5), (with_resource, lines(trace))
+    torn_down_after_kill_9(hub, trace, kill_9, "work_twice")
 
 
 def test_a_second_death_signal_while_the_child_answers_still_ends_its_tree(hub: LocalHub, trace: Path,
